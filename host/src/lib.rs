@@ -1,0 +1,2 @@
+//! warren: a supervisor for fleets of services, extensible with WebAssembly plugins.
+pub mod crypto;
