@@ -1,2 +1,3 @@
 //! warren: a supervisor for fleets of services, extensible with WebAssembly plugins.
+pub mod cli;
 pub mod crypto;
