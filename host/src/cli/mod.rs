@@ -2,6 +2,16 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod boxcmd;
+pub mod keys;
+pub mod origin;
+pub mod pkg;
+pub mod ring;
+pub mod sup;
+pub mod svc;
+pub mod user;
+
 /// warren: a supervisor for fleets of services, extensible with WebAssembly plugins.
 #[derive(Parser, Debug)]
 #[command(name = "warren", version, about, propagate_version = true)]
@@ -12,6 +22,30 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Origin signing keys (they sign packages and plugins).
+    #[command(subcommand)]
+    Origin(origin::OriginCommand),
+    /// The gossip ring (ring keys).
+    #[command(subcommand)]
+    Ring(ring::RingCommand),
+    /// User encryption keys (senders of encrypted configuration).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Service groups (their encryption keys).
+    #[command(subcommand)]
+    Svc(svc::SvcCommand),
+    /// The supervisor (ctl secret).
+    #[command(subcommand)]
+    Sup(sup::SupCommand),
+    /// HART-1 packages: sign, verify, header, extract.
+    #[command(subcommand)]
+    Pkg(pkg::PkgCommand),
+    /// Encrypt or decrypt BOX-1 / ANONYMOUS-BOX-1 messages with keys from the cache.
+    #[command(subcommand, name = "box")]
+    Box(boxcmd::BoxCommand),
+    /// Benchmarks (package verification throughput and memory).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -34,6 +68,14 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Origin(cmd) => cmd.run(),
+        Command::Ring(cmd) => cmd.run(),
+        Command::User(cmd) => cmd.run(),
+        Command::Svc(cmd) => cmd.run(),
+        Command::Sup(cmd) => cmd.run(),
+        Command::Pkg(cmd) => cmd.run(),
+        Command::Box(cmd) => cmd.run(),
+        Command::Bench(cmd) => cmd.run(),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "warren", &mut std::io::stdout());

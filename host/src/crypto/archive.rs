@@ -24,7 +24,7 @@ const XZ_MEMLIMIT: u64 = 256 * 1024 * 1024;
 /// Symlink hops followed when checking where a link finally points (as Linux's MAXSYMLINKS).
 const MAX_SYMLINK_HOPS: usize = 40;
 
-/// Tars `dir` (contents at the archive root, sorted, ownership and times normalized) and
+/// Tars `dir` (contents at the archive root, sorted, symlinks kept as links) and
 /// xz-compresses it into `out`, streaming.
 pub fn pack_dir(dir: &Path, out: &mut dyn Write) -> Result<(), HartError> {
     let meta = fs::metadata(dir).map_err(io_err(dir.display()))?;
@@ -33,7 +33,7 @@ pub fn pack_dir(dir: &Path, out: &mut dyn Write) -> Result<(), HartError> {
     }
     let xz = xz2::write::XzEncoder::new(out, XZ_LEVEL);
     let mut tar = tar::Builder::new(xz);
-    tar.mode(tar::HeaderMode::Deterministic);
+    tar.mode(tar::HeaderMode::Complete);
     tar.follow_symlinks(false);
     append_tree(&mut tar, dir, Path::new(""))?;
     let xz = tar.into_inner().map_err(io_err("finishing the tarball"))?;
@@ -192,6 +192,9 @@ impl Staging {
     fn commit(mut self) -> Result<(), HartError> {
         match fs::symlink_metadata(&self.dest) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The staging dir was private (0700) while it filled up; a new DIR is 0755.
+                fs::set_permissions(&self.tmp, fs::Permissions::from_mode(0o755))
+                    .map_err(io_err(format!("chmod {}", self.tmp.display())))?;
                 fs::rename(&self.tmp, &self.dest)
                     .map_err(io_err(format!("moving into {}", self.dest.display())))?;
             }
@@ -344,7 +347,7 @@ fn unpack_into<R: Read>(archive: &mut tar::Archive<R>, root: &Path) -> Result<u6
         resolves_inside(root, link).map_err(|why| bad(&link.to_string_lossy(), why))?;
     }
     // Deepest first, so a read-only parent never blocks a child's chmod.
-    dir_modes.sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+    dir_modes.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
     for (dir, mode) in dir_modes {
         fs::set_permissions(&dir, fs::Permissions::from_mode(mode | 0o700))
             .map_err(io_err(format!("chmod {}", dir.display())))?;
