@@ -382,13 +382,17 @@ fn safe_relative(raw: &[u8]) -> Result<PathBuf, &'static str> {
 /// nothing is ever written through a link.
 fn check_no_symlinks(root: &Path, rel: &Path) -> Result<(), String> {
     let mut cur = root.to_path_buf();
+    let mut shown = PathBuf::new();
     let parts: Vec<_> = rel.components().collect();
     for (i, c) in parts.iter().enumerate() {
         cur.push(c);
+        shown.push(c);
         match fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() => return Err(format!("{} is a symlink", cur.display())),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!("{} is a symlink (nothing is written through links)", shown.display()));
+            }
             Ok(m) if i + 1 < parts.len() && !m.is_dir() => {
-                return Err(format!("{} is not a directory", cur.display()));
+                return Err(format!("{} is not a directory", shown.display()));
             }
             Ok(_) => {}
             Err(_) => return Ok(()),
@@ -400,11 +404,16 @@ fn check_no_symlinks(root: &Path, rel: &Path) -> Result<(), String> {
 /// Creates `rel` and its parents as real directories.
 fn ensure_dir(root: &Path, rel: &Path) -> Result<(), String> {
     let mut cur = root.to_path_buf();
+    let mut shown = PathBuf::new();
     for c in rel.components() {
         cur.push(c);
+        shown.push(c);
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("{} exists and is not a directory", cur.display())),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!("{} is a symlink (nothing is written through links)", shown.display()));
+            }
+            Ok(_) => return Err(format!("{} exists and is not a directory", shown.display())),
             Err(_) => fs::DirBuilder::new().mode(0o755).create(&cur).map_err(|e| format!("mkdir: {e}"))?,
         }
     }

@@ -51,7 +51,8 @@ pub enum HartError {
     Crypto(#[from] CryptoError),
 }
 
-pub(crate) fn io_err(context: impl std::fmt::Display) -> impl FnOnce(io::Error) -> HartError {
+/// Wraps an I/O error with what was being done (for `map_err`).
+pub fn io_err(context: impl std::fmt::Display) -> impl FnOnce(io::Error) -> HartError {
     move |source| HartError::Io { context: context.to_string(), source }
 }
 
