@@ -313,3 +313,21 @@ fn truncated_and_garbage_keys_fail_cleanly() {
         }
     }
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly_instead_of_panicking() {
+    use std::process::{Command, Stdio};
+    for args in [&["completions", "bash"][..], &["bench", "verify", "--size-mb", "1", "--rounds", "1"]] {
+        let mut child = Command::new(warren_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away before warren writes
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}

@@ -42,8 +42,8 @@ impl BenchCommand {
             BenchCommand::Verify { size_mb, rounds, dir } => bench_verify(size_mb, rounds.max(1), dir),
             BenchCommand::VerifyChild { file, cache } => {
                 let v = hart::verify_file(&file, &cache.cache(), &mut |_| ())?;
-                println!("verified {} bytes", v.payload_len);
-                println!("VmHWM_kB={}", peak_rss_kb().context("reading /proc/self/status")?);
+                outln!("verified {} bytes", v.payload_len)?;
+                outln!("VmHWM_kB={}", peak_rss_kb().context("reading /proc/self/status")?)?;
                 Ok(())
             }
         }
@@ -139,7 +139,7 @@ fn bench_verify(size_mb: u64, rounds: u32, dir: Option<PathBuf>) -> anyhow::Resu
     let size = size_mb * MIB;
     let big = tmp.0.join("bench-big.hart");
     let small = tmp.0.join("bench-small.hart");
-    println!("building a {size_mb} MiB package of random bytes in {}", tmp.0.display());
+    outln!("building a {size_mb} MiB package of random bytes in {}", tmp.0.display())?;
     let built = build_package(&big, &sk, size)?;
     build_package(&small, &sk, MIB)?;
 
@@ -169,25 +169,25 @@ fn bench_verify(size_mb: u64, rounds: u32, dir: Option<PathBuf>) -> anyhow::Resu
     let peak_big = child_peak_kb(&big, cache.dir())?;
     let peak_small = child_peak_kb(&small, cache.dir())?;
 
-    println!("payload:            {size_mb} MiB ({size} bytes), {rounds} rounds each, best round shown");
-    println!(
+    outln!("payload:            {size_mb} MiB ({size} bytes), {rounds} rounds each, best round shown")?;
+    outln!(
         "raw BLAKE2b-256:    {raw_tp:8.1} MiB/s  (best {:.3}s, mean {:.3}s)",
         raw_best.as_secs_f64(),
         raw_total.as_secs_f64() / f64::from(rounds)
-    );
-    println!(
+    )?;
+    outln!(
         "pkg verify:         {ver_tp:8.1} MiB/s  (best {:.3}s, mean {:.3}s)",
         ver_best.as_secs_f64(),
         ver_total.as_secs_f64() / f64::from(rounds)
-    );
-    println!("ratio verify/raw:   {ratio:.3} (target >= 0.9)");
-    println!(
+    )?;
+    outln!("ratio verify/raw:   {ratio:.3} (target >= 0.9)")?;
+    outln!(
         "peak memory (VmHWM) of a verifying process: {:.1} MiB for the {size_mb} MiB package, {:.1} MiB for a 1 MiB package",
         peak_big as f64 / 1024.0,
         peak_small as f64 / 1024.0
-    );
+    )?;
     if let Some(own) = peak_rss_kb() {
-        println!("peak memory of this bench process: {:.1} MiB", own as f64 / 1024.0);
+        outln!("peak memory of this bench process: {:.1} MiB", own as f64 / 1024.0)?;
     }
     Ok(())
 }

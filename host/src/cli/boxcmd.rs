@@ -68,7 +68,7 @@ impl BoxCommand {
                     }
                     None => boxes::encrypt_anonymous(&plain, &receiver)?,
                 };
-                println!("{}", msg.to_text());
+                outln!("{}", msg.to_text())?;
                 Ok(())
             }
             BoxCommand::Decrypt { file, cache } => {

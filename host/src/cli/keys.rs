@@ -77,13 +77,14 @@ fn sleep_until_next_second() {
     std::thread::sleep(wait);
 }
 
-pub fn print_generated(what: &str, written: &[(KeyFile, PathBuf)]) {
+pub fn print_generated(what: &str, written: &[(KeyFile, PathBuf)]) -> std::io::Result<()> {
     if let Some((first, _)) = written.first() {
-        println!("Generated {what} {}", first.id);
+        outln!("Generated {what} {}", first.id)?;
     }
     for (file, path) in written {
-        println!("  {:<26} {}", file.kind.describe(), path.display());
+        outln!("  {:<26} {}", file.kind.describe(), path.display())?;
     }
+    Ok(())
 }
 
 /// Prints the latest revision of `name` of `kind` on stdout.
@@ -121,7 +122,7 @@ pub fn import_from_stdin(cache: &KeyCache, accept: Option<&[KeyKind]>) -> anyhow
         );
     }
     let path = cache.write(&key).with_context(|| format!("importing {}", key.id))?;
-    println!("Imported {} {} ({}) into {}", key.kind.describe(), key.id, key.kind.header(), path.display());
+    outln!("Imported {} {} ({}) into {}", key.kind.describe(), key.id, key.kind.header(), path.display())?;
     Ok(())
 }
 
@@ -131,6 +132,6 @@ pub fn generate_box_pair(what: &str, name: &str, cache: &CacheArgs) -> anyhow::R
         let (pk, sk) = BoxSecretKeyFile::generate(name)?;
         Ok(vec![sk.to_file(), pk.to_file()])
     })?;
-    print_generated(what, &written);
+    print_generated(what, &written)?;
     Ok(())
 }

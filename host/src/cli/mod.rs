@@ -2,6 +2,14 @@
 
 use clap::{Parser, Subcommand};
 
+/// `println!` that returns an error instead of panicking when stdout is closed (`| head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 pub mod bench;
 pub mod boxcmd;
 pub mod keys;
@@ -59,6 +67,8 @@ pub fn main() -> i32 {
     init_tracing();
     match run(cli) {
         Ok(()) => 0,
+        // The reader went away (`warren ... | head`): stop quietly, as if killed by SIGPIPE.
+        Err(e) if is_broken_pipe(&e) => 141,
         Err(e) => {
             eprintln!("error: {e:#}");
             1
@@ -78,10 +88,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => cmd.run(),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "warren", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "warren", &mut script);
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(&script)?;
             Ok(())
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Logs go to stderr; `RUST_LOG` (or `WARREN_LOG`) sets the filter, `info` by default.

@@ -61,7 +61,7 @@ impl OriginKeyCommand {
                     let (pk, sk) = SigSecretKey::generate(&origin)?;
                     Ok(vec![sk.to_file(), pk.to_file()])
                 })?;
-                print_generated("origin signing key pair", &written);
+                print_generated("origin signing key pair", &written)?;
                 Ok(())
             }
             OriginKeyCommand::Export { origin, key_type, cache } => {

@@ -109,13 +109,13 @@ impl PkgCommand {
                     v
                 }
                 .with_context(|| format!("signing {} into {}", src.display(), dest.display()))?;
-                println!(
+                outln!(
                     "Signed {} with {} (payload {} bytes, BLAKE2b {})",
                     dest.display(),
                     v.signer,
                     v.payload_len,
                     v.digest_hex()
-                );
+                )?;
                 Ok(())
             }
             PkgCommand::Verify { file, cache } => {
@@ -123,32 +123,33 @@ impl PkgCommand {
                 let v = hart::verify_file(&file, &cache.cache(), &mut |n| bar.set_position(n));
                 bar.finish_and_clear();
                 let v = v.with_context(|| format!("verifying {}", file.display()))?;
-                println!("Verified {}: signed by {}, BLAKE2b {}", file.display(), v.signer, v.digest_hex());
+                outln!("Verified {}: signed by {}, BLAKE2b {}", file.display(), v.signer, v.digest_hex())?;
                 Ok(())
             }
             PkgCommand::Header { file } => {
                 let h = hart::read_header(&file).with_context(|| format!("reading {}", file.display()))?;
-                println!("Package: {}", file.display());
-                println!("Format Version: {}", hart::HART_FORMAT);
-                println!("Key Name: {}", h.signer);
-                println!("Hash Type: {}", hart::HASH_TYPE);
-                println!("Raw Signature: {}", h.raw_signature());
+                outln!("Package: {}", file.display())?;
+                outln!("Format Version: {}", hart::HART_FORMAT)?;
+                outln!("Key Name: {}", h.signer)?;
+                outln!("Hash Type: {}", hart::HASH_TYPE)?;
+                outln!("Raw Signature: {}", h.raw_signature())?;
                 Ok(())
             }
             PkgCommand::Extract { file, dir, cache } => {
-                let bar = progress_bar(file_len(&file), "extracting");
+                // Verify, then unpack: the file is read twice.
+                let bar = progress_bar(file_len(&file).map(|n| 2 * n), "verifying and extracting");
                 let done =
                     archive::extract_verified(&file, &dir, &cache.cache(), &mut |n| bar.set_position(n));
                 bar.finish_and_clear();
                 let done =
                     done.with_context(|| format!("extracting {} into {}", file.display(), dir.display()))?;
-                println!(
+                outln!(
                     "Extracted {} entries from {} (signed by {}) into {}",
                     done.entries,
                     file.display(),
                     done.verified.signer,
                     dir.display()
-                );
+                )?;
                 Ok(())
             }
         }

@@ -50,7 +50,7 @@ impl RingKeyCommand {
             RingKeyCommand::Generate { ring, cache } => {
                 let written =
                     generate_and_write(&cache.cache(), || Ok(vec![RingKey::generate(&ring)?.to_file()]))?;
-                print_generated("ring key", &written);
+                print_generated("ring key", &written)?;
                 Ok(())
             }
             RingKeyCommand::Export { ring, cache } => export(&cache.cache(), KeyKind::SymSecret, &ring),

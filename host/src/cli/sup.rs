@@ -33,7 +33,7 @@ impl SupCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             SupCommand::Secret(SupSecretCommand::Generate) => {
-                println!("{}", &*generate_ctl_secret());
+                outln!("{}", &*generate_ctl_secret())?;
                 Ok(())
             }
         }

@@ -77,13 +77,17 @@ pub struct Extracted {
 
 /// Verifies the package at `hart_path`, then unpacks its payload into `dest` (created if needed;
 /// an existing directory is merged into, but no existing file is ever replaced).
+/// The file is read twice (verify, then unpack); `progress` gets the bytes read over both
+/// passes, so it runs up to twice the file size.
 pub fn extract_verified(
     hart_path: &Path,
     dest: &Path,
     cache: &KeyCache,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Extracted, HartError> {
-    let verified = hart::verify_file(hart_path, cache, &mut |_| ())?;
+    let verified = hart::verify_file(hart_path, cache, &mut *progress)?;
+    let first_pass = verified.header_len + verified.payload_len;
+    let mut progress = move |n: u64| progress(first_pass + verified.header_len + n);
     if let Ok(meta) = fs::symlink_metadata(dest)
         && !meta.is_dir()
     {
@@ -100,7 +104,8 @@ pub fn extract_verified(
         return Err(HartError::ChangedDuringExtract);
     }
     // Hash again while unpacking: if the file changed after verification, nothing is kept.
-    let hashing = HashingReader { inner: reader, hasher: Blake2b256::new(), read: 0, progress };
+    let hashing =
+        HashingReader { inner: reader, hasher: Blake2b256::new(), read: 0, progress: &mut progress };
     let stream = xz2::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
         .map_err(|e| HartError::Archive(format!("xz: {e}")))?;
     let xz = xz2::read::XzDecoder::new_stream(hashing, stream);
