@@ -115,6 +115,19 @@ fn sign_a_directory_verify_header_extract_gives_the_same_files() {
         fs::read(merged.join("share/blob.bin")).unwrap(),
         fs::read(src.join("share/blob.bin")).unwrap()
     );
+
+    // A destination given as a symlink to a directory is followed; a file is refused.
+    fs::create_dir(work.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real", work.path().join("via-link")).unwrap();
+    let via = work.path().join("via-link");
+    warren(&["pkg", "extract", path_str(&hart_path), path_str(&via), "--cache-key-path", c]).ok();
+    assert_eq!(snapshot(&work.path().join("real")), snapshot(&src));
+    let file_dest = src.join("bin/run");
+    let stderr =
+        warren(&["pkg", "extract", path_str(&hart_path), path_str(&file_dest), "--cache-key-path", c])
+            .fails()
+            .to_string();
+    assert!(stderr.contains("is not a directory"), "{stderr}");
 }
 
 #[test]

@@ -88,11 +88,19 @@ pub fn extract_verified(
     let verified = hart::verify_file(hart_path, cache, &mut *progress)?;
     let first_pass = verified.header_len + verified.payload_len;
     let mut progress = move |n: u64| progress(first_pass + verified.header_len + n);
-    if let Ok(meta) = fs::symlink_metadata(dest)
-        && !meta.is_dir()
-    {
-        return Err(HartError::Archive(format!("{} exists and is not a directory", dest.display())));
-    }
+    // A destination the caller named as a symlink to a directory is followed (it is theirs, not
+    // the package's); anything else that exists must be a real directory.
+    let resolved;
+    let dest = match fs::symlink_metadata(dest) {
+        Ok(meta) if meta.file_type().is_symlink() && fs::metadata(dest).is_ok_and(|m| m.is_dir()) => {
+            resolved = fs::canonicalize(dest).map_err(io_err(dest.display()))?;
+            resolved.as_path()
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Err(HartError::Archive(format!("{} exists and is not a directory", dest.display())));
+        }
+        _ => dest,
+    };
 
     let created_parents = create_parents(dest)?;
     let staging = Staging::new(dest, created_parents)?;
