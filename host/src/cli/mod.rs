@@ -2,6 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod ring;
+pub mod sup;
+
 /// warren: a supervisor for fleets of services, extensible with WebAssembly plugins.
 #[derive(Parser, Debug)]
 #[command(name = "warren", version, about, propagate_version = true)]
@@ -17,6 +20,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Run and manage supervisors.
+    #[command(subcommand)]
+    Sup(sup::SupCommand),
+    /// The gossip ring.
+    #[command(subcommand)]
+    Ring(ring::RingCommand),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed with their causes.
@@ -39,6 +48,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "warren", &mut std::io::stdout());
             Ok(())
         }
+        Command::Sup(cmd) => sup::run(cmd),
+        Command::Ring(cmd) => ring::run(cmd),
     }
 }
 
