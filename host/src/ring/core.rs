@@ -151,6 +151,7 @@ pub struct RingCore {
     out: Vec<Output>,
     metrics: Arc<Metrics>,
     departed: bool,
+    told_departed: HashMap<MemberId, Duration>,
     http_port: u16,
     now: Duration,
 }
@@ -212,6 +213,7 @@ impl RingCore {
             out: Vec::new(),
             metrics: Arc::new(Metrics::default()),
             departed: false,
+            told_departed: HashMap::new(),
             http_port: p.http_port,
             now: Duration::ZERO,
             cfg: p.config,
@@ -402,6 +404,12 @@ impl RingCore {
         if let Some(src) = header.src.as_ref().and_then(Ident::from_proto)
             && self.is_departed_id(&src.id)
         {
+            // Tell it (by push-pull, at most once a probe interval) so it stops.
+            let last = self.told_departed.get(&src.id).copied();
+            if last.is_none_or(|t| now >= t + self.cfg.probe_interval) {
+                self.told_departed.insert(src.id, now);
+                self.out.push(Output::PushPull { to: src.addr });
+            }
             return self.reject(Reject::Departed);
         }
         let to_placeholder = header.dst.as_ref().is_some_and(|d| d.member_id == MemberId::UNKNOWN.0);
@@ -660,7 +668,9 @@ impl RingCore {
             .filter(|m| m.id().id == id && m.state() != State::Down)
             .map(|m| Member::new(m.id().clone(), m.incarnation(), State::Down))
             .collect();
-        if !downs.is_empty() {
+        if let Some(m) = downs.first() {
+            // Push the news straight to it so it stops, then mark it down.
+            self.out.push(Output::PushPull { to: m.id().addr });
             let _ = self.foca.apply_many(downs.into_iter(), true, &mut self.acc);
         }
     }
