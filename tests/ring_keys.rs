@@ -35,7 +35,7 @@ fn rotate_the_key_of_a_live_five_member_ring_without_suspicion() {
 
     // Every health any member reports during the rotation.
     let mut seen = BTreeSet::new();
-    let mut observe = |seen: &mut BTreeSet<String>| {
+    let observe = |seen: &mut BTreeSet<String>| {
         for s in &sups {
             seen.extend(s.health().into_values());
         }
