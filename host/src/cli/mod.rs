@@ -33,7 +33,7 @@ pub enum Command {
     /// Origin signing keys (they sign packages and plugins).
     #[command(subcommand)]
     Origin(origin::OriginCommand),
-    /// The gossip ring (ring keys).
+    /// The gossip ring: ring keys, in the cache and on running supervisors.
     #[command(subcommand)]
     Ring(ring::RingCommand),
     /// User encryption keys (senders of encrypted configuration).
@@ -42,7 +42,7 @@ pub enum Command {
     /// Service groups (their encryption keys).
     #[command(subcommand)]
     Svc(svc::SvcCommand),
-    /// The supervisor (ctl secret).
+    /// Run and manage supervisors (run, depart, ctl secret).
     #[command(subcommand)]
     Sup(sup::SupCommand),
     /// HART-1 packages: sign, verify, header, extract.
@@ -82,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ring(cmd) => cmd.run(),
         Command::User(cmd) => cmd.run(),
         Command::Svc(cmd) => cmd.run(),
-        Command::Sup(cmd) => cmd.run(),
+        Command::Sup(cmd) => sup::run(cmd),
         Command::Pkg(cmd) => cmd.run(),
         Command::Box(cmd) => cmd.run(),
         Command::Bench(cmd) => cmd.run(),
