@@ -319,6 +319,14 @@ impl RingCore {
         self.with_store(|s| s.is_departed(&id.to_string()))
     }
 
+    /// Adds members as alive without gossiping about them (bootstraps a simulation or a
+    /// member that learned the ring out of band).
+    pub fn assume_members(&mut self, members: Vec<Ident>) {
+        let updates = members.into_iter().filter(|m| m.id != self.me.id).map(Member::alive);
+        let _ = self.foca.apply_many(updates, false, &mut self.acc);
+        self.drain();
+    }
+
     /// The next instant `tick` has work to do.
     pub fn next_deadline(&self) -> Duration {
         let mut d = self.next_announce.min(self.next_pushpull);
@@ -605,6 +613,14 @@ impl RingCore {
     }
 
     fn start_suspicion(&mut self, member: Ident, incarnation: u16, token: u8) {
+        // foca re-submits the timer each time it probes a member that is still suspect: keep
+        // the running suspicion (and its start) instead of restarting it.
+        if let Some((inc, tok, _)) = self.suspicions.get_mut(&member)
+            && *inc == incarnation
+        {
+            *tok = token;
+            return;
+        }
         let n = self.active_count();
         let min = min_timeout(self.cfg.suspicion_mult, n, self.cfg.probe_interval);
         let max = min * self.cfg.suspicion_max_mult.max(1);
