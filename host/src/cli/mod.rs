@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod ring;
 pub mod sup;
 
@@ -26,6 +27,9 @@ pub enum Command {
     /// The gossip ring.
     #[command(subcommand)]
     Ring(ring::RingCommand),
+    /// Benchmarks against local supervisors.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed with their causes.
@@ -50,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sup(cmd) => sup::run(cmd),
         Command::Ring(cmd) => ring::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }
 

@@ -1,0 +1,267 @@
+//! `warren bench ring`: starts N local encrypted supervisors (this binary) and measures
+//! rumor spread, kill -9 → confirmed-by-all, and memory per agent, at warren's default
+//! timings and at Serf-like timings. Prints the figures next to HashiCorp Serf's reference.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use crate::crypto::{KeyCache, RingKey};
+use crate::http::client;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Rumor spread and failure detection across N local supervisors.
+    Ring(RingBenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RingBenchArgs {
+    /// Supervisors to start (on 127.0.0.100 and up).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(3..=100))]
+    pub members: u8,
+    /// Rumor injections per configuration (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// Members killed (one after another) per configuration.
+    #[arg(long, default_value_t = 2)]
+    pub kills: u8,
+}
+
+// HashiCorp Serf, 16 encrypted agents on loopback on this machine (from the issue).
+const SERF_EVENT: f64 = 1.3;
+const SERF_DETECT: f64 = 7.0;
+const SERF_RSS_MIB: f64 = 14.0;
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ring(a) => bench_ring(a),
+    }
+}
+
+struct Agent {
+    child: Child,
+    http: String,
+    id: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+}
+
+fn get_json(http: &str, path: &str) -> Option<serde_json::Value> {
+    client::request(http, "GET", path, None, None, Duration::from_secs(2))
+        .ok()
+        .filter(|r| r.status == 200)
+        .and_then(|r| r.json().ok())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Waits until `pred` holds for every agent; returns the time the last one took, or None.
+fn time_all(
+    agents: &[&Agent],
+    start: Instant,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool + Sync,
+) -> Option<Duration> {
+    let failed = Arc::new(AtomicBool::new(false));
+    let times: Vec<Option<Duration>> = std::thread::scope(|s| {
+        let handles: Vec<_> = agents
+            .iter()
+            .map(|a| {
+                let pred = &pred;
+                let failed = failed.clone();
+                s.spawn(move || {
+                    while start.elapsed() < limit && !failed.load(Ordering::Relaxed) {
+                        if get_json(&a.http, "/butterfly").is_some_and(|b| pred(&b)) {
+                            return Some(start.elapsed());
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    failed.store(true, Ordering::Relaxed);
+                    None
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().ok().flatten()).collect()
+    });
+    times.into_iter().collect::<Option<Vec<_>>>().and_then(|v| v.into_iter().max())
+}
+
+struct Figures {
+    event: f64,
+    detect: f64,
+    rss_mib: f64,
+}
+
+fn bench_config(
+    name: &str,
+    flags: &[&str],
+    args: &RingBenchArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<Figures> {
+    let exe = std::env::current_exe().context("locating the warren binary")?;
+    let cache = dir.join("keys");
+    KeyCache::new(&cache).write(&RingKey::generate("bench")?.to_file())?;
+    let gossip = free_port()?;
+    let http = free_port()?;
+    let n = args.members;
+    let mut agents = Vec::new();
+    for i in 0..n {
+        let ip = format!("127.0.0.{}", 100 + u32::from(i));
+        let data = dir.join(format!("{name}-data-{i}"));
+        let child = Command::new(&exe)
+            .args(["sup", "run", "--listen-gossip", &format!("{ip}:{gossip}")])
+            .args(["--listen-http", &format!("{ip}:{http}"), "--peer", &format!("127.0.0.100:{gossip}")])
+            .args(["--ring", "bench", "--cache-key-path"])
+            .arg(&cache)
+            .arg("--data-path")
+            .arg(&data)
+            .args(flags)
+            .env("WARREN_LOG", "warn")
+            .env_remove("WARREN_GATEWAY_AUTH_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a supervisor")?;
+        let http_addr = format!("{ip}:{http}");
+        let mut agent = Agent { child, http: http_addr.clone(), id: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && agent.id.is_empty() {
+            if let Ok(id) = std::fs::read_to_string(data.join("MEMBER_ID"))
+                && client::request(&http_addr, "GET", "/", None, None, Duration::from_secs(1))
+                    .is_ok_and(|r| r.status == 200)
+            {
+                agent.id = id.trim().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if agent.id.is_empty() {
+            bail!("supervisor {i} did not start");
+        }
+        agents.push(agent);
+    }
+    let refs: Vec<&Agent> = agents.iter().collect();
+    let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+    let all_alive = |b: &serde_json::Value| ids.iter().all(|id| b["member"]["health"][id] == "Alive");
+    time_all(&refs, Instant::now(), Duration::from_secs(60), all_alive)
+        .context("the ring did not converge")?;
+    // Let join-time gossip settle before measuring.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut events = Vec::new();
+    for round in 0..args.rounds {
+        let inc = 1000 + u64::from(round);
+        let body = serde_json::json!({"type": "service_config", "service_group": "bench.default",
+                                      "incarnation": inc, "config": "x = 1"})
+        .to_string();
+        let origin = &agents[(round as usize) % agents.len()];
+        let start = Instant::now();
+        client::request(
+            &origin.http,
+            "POST",
+            "/rumors",
+            None,
+            Some(("application/json", body.as_bytes())),
+            Duration::from_secs(5),
+        )?;
+        let reached = time_all(&refs, start, Duration::from_secs(30), |b| {
+            b["service_config"]["list"]["bench.default"]["service_config"]["incarnation"].as_u64()
+                >= Some(inc)
+        })
+        .context("a rumor did not reach every member")?;
+        events.push(reached.as_secs_f64());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    events.sort_by(f64::total_cmp);
+    let event = events[events.len() / 2];
+
+    let rss: Vec<u64> = agents.iter().filter_map(|a| rss_kib(a.child.id())).collect();
+    let rss_mib = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64 / 1024.0;
+
+    let mut detects = Vec::new();
+    for k in 0..args.kills.min(n - 2) {
+        let victim = usize::from(n - 1 - k);
+        let vid = agents[victim].id.clone();
+        let _ = agents[victim].child.kill();
+        let _ = agents[victim].child.wait();
+        let start = Instant::now();
+        let live: Vec<&Agent> = agents.iter().take(victim).collect();
+        let t =
+            time_all(&live, start, Duration::from_secs(120), |b| b["member"]["health"][&vid] == "Confirmed")
+                .context("a killed member was not confirmed by all")?;
+        detects.push(t.as_secs_f64());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    detects.sort_by(f64::total_cmp);
+    let detect = detects[detects.len() / 2];
+    println!(
+        "  {name:<8} rumor→all median {event:.3}s (runs: {}), kill -9→confirmed-by-all {detect:.2}s (runs: {}), RSS {rss_mib:.1} MiB/agent",
+        events.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>().join(" "),
+        detects.iter().map(|e| format!("{e:.2}")).collect::<Vec<_>>().join(" "),
+    );
+    Ok(Figures { event, detect, rss_mib })
+}
+
+fn bench_ring(args: RingBenchArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("warren-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!("warren bench ring: {} encrypted supervisors on 127.0.0.100+ (this binary)", args.members);
+    let result = (|| {
+        let defaults = bench_config("default", &[], &args, &dir)?;
+        let serf = bench_config(
+            "serf",
+            &[
+                "--probe-interval",
+                "1s",
+                "--ping-timeout",
+                "500ms",
+                "--suspicion-mult",
+                "4",
+                "--gossip-interval",
+                "200ms",
+            ],
+            &args,
+            &dir,
+        )?;
+        println!(
+            "reference (HashiCorp Serf, 16 agents): event→all {SERF_EVENT}s, kill -9→failed-by-all {SERF_DETECT}s, {SERF_RSS_MIB} MiB/agent"
+        );
+        for (name, f) in [("default", &defaults), ("serf", &serf)] {
+            println!(
+                "  {name:<8} event {:.2}x of Serf (target ≤ 0.5x), detection {:.2}x (target ≤ 0.7x), memory {:.2}x (target ≤ 1x)",
+                f.event / SERF_EVENT,
+                f.detect / SERF_DETECT,
+                f.rss_mib / SERF_RSS_MIB
+            );
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
