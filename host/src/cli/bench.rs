@@ -30,6 +30,9 @@ pub struct RingBenchArgs {
     /// Members killed (one after another) per configuration.
     #[arg(long, default_value_t = 2)]
     pub kills: u8,
+    /// Skip measuring HashiCorp Serf (`serf` on PATH) as the baseline in the same run.
+    #[arg(long)]
+    pub no_serf: bool,
 }
 
 // HashiCorp Serf, 16 encrypted agents on loopback on this machine (from the issue).
@@ -228,6 +231,132 @@ fn bench_config(
     Ok(Figures { event, detect, rss_mib })
 }
 
+/// Seconds since the epoch, as `date +%s.%N` writes them.
+fn epoch() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Waits until every file exists and returns the latest timestamp written in them.
+fn wait_files(paths: &[std::path::PathBuf], limit: Duration) -> Option<f64> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let stamps: Vec<Option<f64>> = paths
+            .iter()
+            .map(|p| std::fs::read_to_string(p).ok().and_then(|t| t.lines().next()?.trim().parse().ok()))
+            .collect();
+        if stamps.iter().all(Option::is_some) {
+            return stamps.into_iter().flatten().reduce(f64::max);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+struct Agents(Vec<Child>);
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for c in self.0.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The same measurements on HashiCorp Serf agents (encrypted, LAN profile), timed by event
+/// handlers that write a timestamp when a user event or a member failure reaches them.
+fn bench_serf(args: &RingBenchArgs, dir: &std::path::Path) -> anyhow::Result<Figures> {
+    use base64::Engine as _;
+    let bind = free_port()?;
+    let rpc = free_port()?;
+    let n = usize::from(args.members);
+    let key = base64::engine::general_purpose::STANDARD.encode(crate::crypto::sodium::random_array::<32>());
+    let mut agents = Agents(Vec::new());
+    for i in 0..n {
+        let ip = format!("127.0.0.{}", 100 + i);
+        let ev = dir.join(format!("serf-ev-{i}"));
+        let fail = dir.join(format!("serf-fail-{i}"));
+        let child = Command::new("serf")
+            .arg("agent")
+            .arg(format!("-node=n{i}"))
+            .arg(format!("-bind={ip}:{bind}"))
+            .arg(format!("-rpc-addr={ip}:{rpc}"))
+            .arg(format!("-encrypt={key}"))
+            .arg(format!("-join=127.0.0.100:{bind}"))
+            .arg(format!("-event-handler=user:bench=date +%s.%N >> {}", ev.display()))
+            .arg(format!("-event-handler=member-failed=date +%s.%N >> {}", fail.display()))
+            .arg("-log-level=err")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting serf")?;
+        agents.0.push(child);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alive = |i: usize| -> usize {
+        Command::new("serf")
+            .args(["members", "-status=alive", &format!("-rpc-addr=127.0.0.{}:{rpc}", 100 + i)])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    while (0..n).any(|i| alive(i) != n) {
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("serf agents did not converge");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut events = Vec::new();
+    for round in 0..args.rounds {
+        let files: Vec<_> = (0..n).map(|i| dir.join(format!("serf-ev-{i}"))).collect();
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        let origin = 100 + (round as usize % n);
+        let t0 = epoch();
+        Command::new("serf")
+            .args(["event", "-coalesce=false", &format!("-rpc-addr=127.0.0.{origin}:{rpc}"), "bench", "x"])
+            .output()?;
+        let last =
+            wait_files(&files, Duration::from_secs(30)).context("a serf event did not reach every agent")?;
+        events.push(last - t0);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    events.sort_by(f64::total_cmp);
+    let rss: Vec<u64> = agents.0.iter().filter_map(|c| rss_kib(c.id())).collect();
+    let rss_mib = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64 / 1024.0;
+    let mut detects = Vec::new();
+    for k in 0..usize::from(args.kills).min(n - 2) {
+        let victim = n - 1 - k;
+        let files: Vec<_> = (0..victim).map(|i| dir.join(format!("serf-fail-{i}"))).collect();
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        let t0 = epoch();
+        let _ = agents.0[victim].kill();
+        let _ = agents.0[victim].wait();
+        let last = wait_files(&files, Duration::from_secs(120))
+            .context("serf did not mark the killed agent failed")?;
+        detects.push(last - t0);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    detects.sort_by(f64::total_cmp);
+    let f = Figures { event: events[events.len() / 2], detect: detects[detects.len() / 2], rss_mib };
+    println!(
+        "  {:<8} event→all median {:.3}s (runs: {}), kill -9→failed-by-all {:.2}s (runs: {}), RSS {:.1} MiB/agent",
+        "serf-agt",
+        f.event,
+        events.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>().join(" "),
+        f.detect,
+        detects.iter().map(|e| format!("{e:.2}")).collect::<Vec<_>>().join(" "),
+        f.rss_mib
+    );
+    Ok(f)
+}
+
 fn bench_ring(args: RingBenchArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("warren-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -249,15 +378,32 @@ fn bench_ring(args: RingBenchArgs) -> anyhow::Result<()> {
             &args,
             &dir,
         )?;
-        println!(
-            "reference (HashiCorp Serf, 16 agents): event→all {SERF_EVENT}s, kill -9→failed-by-all {SERF_DETECT}s, {SERF_RSS_MIB} MiB/agent"
-        );
+        let have_serf = Command::new("serf").arg("version").output().is_ok_and(|o| o.status.success());
+        let measured = if args.no_serf || !have_serf {
+            None
+        } else {
+            match bench_serf(&args, &dir) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    println!("  (serf baseline failed: {e:#})");
+                    None
+                }
+            }
+        };
+        let (base, label) = match measured {
+            Some(f) => (f, "HashiCorp Serf measured in this run"),
+            None => (
+                Figures { event: SERF_EVENT, detect: SERF_DETECT, rss_mib: SERF_RSS_MIB },
+                "HashiCorp Serf reference (16 agents: 1.3 s, 7 s, 14 MiB)",
+            ),
+        };
+        println!("ratios against {label}:");
         for (name, f) in [("default", &defaults), ("serf", &serf)] {
             println!(
-                "  {name:<8} event {:.2}x of Serf (target ≤ 0.5x), detection {:.2}x (target ≤ 0.7x), memory {:.2}x (target ≤ 1x)",
-                f.event / SERF_EVENT,
-                f.detect / SERF_DETECT,
-                f.rss_mib / SERF_RSS_MIB
+                "  {name:<8} event {:.2}x (target ≤ 0.5x), detection {:.2}x (target ≤ 0.7x), memory {:.2}x (target ≤ 1x)",
+                f.event / base.event,
+                f.detect / base.detect,
+                f.rss_mib / base.rss_mib
             );
         }
         Ok(())

@@ -87,6 +87,8 @@ impl RingCore {
             }
         }
         Metrics::inc(&self.metrics.pushpull_ok, 1);
+        lock(&self.shared).fresh = true;
+        self.forward_news();
         self.drain();
         Ok(())
     }

@@ -4,6 +4,7 @@
 use prost::Message as _;
 
 use super::RingCore;
+use crate::ring::handler::lock;
 use crate::ring::identity::{Ident, MemberId};
 use crate::ring::proto;
 use crate::ring::suspicion::{Suspicion, min_timeout};
@@ -41,6 +42,8 @@ impl RingCore {
             })),
         };
         let _ = self.foca.add_broadcast(&rumor.encode_to_vec());
+        lock(&self.shared).fresh = true;
+        self.forward_news();
         self.suspicions.insert(member, (incarnation, token, s));
     }
 

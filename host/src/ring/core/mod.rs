@@ -409,7 +409,17 @@ impl RingCore {
                 }
             }
         }
+        self.forward_news();
         self.drain();
+    }
+
+    /// Eager push: news is sent on to a few members right away (Broadcast messages carry
+    /// only rumors); the periodic gossip then finishes the remaining transmissions.
+    pub(super) fn forward_news(&mut self) {
+        let fresh = std::mem::take(&mut lock(&self.shared).fresh);
+        if fresh && !self.departed {
+            let _ = self.foca.broadcast(&mut self.acc);
+        }
     }
 
     fn reject(&mut self, r: Reject) {
@@ -442,6 +452,8 @@ impl RingCore {
         let bytes = rumor.encode();
         if bytes.len() <= PIGGYBACK_MAX {
             let _ = self.foca.add_broadcast(&bytes);
+            lock(&self.shared).fresh = true;
+            self.forward_news();
         } else {
             // Too big to ride on SWIM packets: push it now instead of waiting for the period.
             self.request_pushpull();
