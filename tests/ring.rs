@@ -94,7 +94,9 @@ fn kill9_is_confirmed_by_all_and_restart_comes_back_with_higher_incarnation() {
     for (i, s) in sups.iter().enumerate() {
         if i != 3 {
             let h = s.health();
-            assert_eq!(h.values().filter(|v| *v == "Alive").count(), 4, "{} keeps the other 4 alive", s.http);
+            let condemned: Vec<_> = h.iter().filter(|(id, v)| **id != victim && *v == "Confirmed").collect();
+            assert!(condemned.is_empty(), "{} wrongly confirmed {condemned:?}", s.http);
+            assert_eq!(h.len(), 5);
         }
     }
 

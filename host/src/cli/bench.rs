@@ -27,6 +27,9 @@ pub enum BenchCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Rumor spread, kill -9 → confirmed-by-all and memory per agent across N local
+    /// supervisors, at default and Serf-like timings (Serf itself measured too when on PATH).
+    Ring(super::bench_ring::RingBenchArgs),
     /// (internal) Verify FILE and print this process's peak memory; used by `bench verify`.
     #[command(hide = true)]
     VerifyChild {
@@ -40,6 +43,7 @@ impl BenchCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             BenchCommand::Verify { size_mb, rounds, dir } => bench_verify(size_mb, rounds.max(1), dir),
+            BenchCommand::Ring(args) => super::bench_ring::bench_ring(args),
             BenchCommand::VerifyChild { file, cache } => {
                 let v = hart::verify_file(&file, &cache.cache(), &mut |_| ())?;
                 outln!("verified {} bytes", v.payload_len)?;

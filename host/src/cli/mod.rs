@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 pub mod bench;
+pub mod bench_ring;
 pub mod boxcmd;
 pub mod keys;
 pub mod origin;
@@ -51,7 +52,7 @@ pub enum Command {
     /// Encrypt or decrypt BOX-1 / ANONYMOUS-BOX-1 messages with keys from the cache.
     #[command(subcommand, name = "box")]
     Box(boxcmd::BoxCommand),
-    /// Benchmarks (package verification throughput and memory).
+    /// Benchmarks: package verification, the ring against Serf, plugins against processes.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.

@@ -89,10 +89,10 @@ pub struct RunArgs {
     #[arg(long, env = "WARREN_DATA_PATH")]
     pub data_path: Option<PathBuf>,
     /// SWIM probe interval (e.g. 1s, 500ms).
-    #[arg(long, value_parser = parse_millis, default_value = "1s")]
+    #[arg(long, value_parser = parse_millis, default_value = "500ms")]
     pub probe_interval: Duration,
     /// Direct ping timeout before indirect probes.
-    #[arg(long, value_parser = parse_millis, default_value = "400ms")]
+    #[arg(long, value_parser = parse_millis, default_value = "200ms")]
     pub ping_timeout: Duration,
     /// Suspicion lasts suspicion-mult × max(1, log10 N) probe intervals once confirmed by others.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]

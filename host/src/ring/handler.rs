@@ -31,6 +31,8 @@ impl foca::Invalidates for BroadcastKey {
 pub struct Shared {
     pub store: RumorStore,
     pub inbox: Vec<Inbound>,
+    /// A packet brought news: forward it at once instead of waiting for the gossip tick.
+    pub fresh: bool,
     seen_suspicions: HashSet<(MemberId, u32, u32, Vec<u8>)>,
     seen_order: VecDeque<(MemberId, u32, u32, Vec<u8>)>,
 }
@@ -72,6 +74,7 @@ impl foca::BroadcastHandler<Ident> for Handler {
             }
             if sender.is_some() {
                 sh.inbox.push(Inbound::Suspicion(s.clone()));
+                sh.fresh = true;
             }
             return Ok(Some(BroadcastKey::Suspicion(seen.0, seen.1, seen.2, seen.3)));
         }
@@ -83,6 +86,7 @@ impl foca::BroadcastHandler<Ident> for Handler {
         }
         match sh.store.merge(rumor, false)? {
             Some(stored) => {
+                sh.fresh = true;
                 if let Rumor::Departure(d) = &stored {
                     sh.inbox.push(Inbound::Departure(d.member_id.clone()));
                 }

@@ -17,6 +17,8 @@ use super::wire::{MAX_DATAGRAM, MAX_FRAME};
 
 const PUSHPULL_TIMEOUT: Duration = Duration::from_secs(5);
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Concurrent inbound push-pull exchanges; more connections are closed at once.
+const MAX_PUSHPULL_SERVERS: usize = 16;
 
 struct Inner {
     core: Mutex<RingCore>,
@@ -127,8 +129,12 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     if len > MAX_FRAME {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large"));
     }
-    let mut buf = vec![0u8; len];
-    stream.read_exact(&mut buf).await?;
+    // Grow with the data actually received rather than trusting the declared length.
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    (&mut *stream).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() != len {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short frame"));
+    }
     Ok(buf)
 }
 
@@ -189,6 +195,7 @@ pub async fn run(
         handle.with_core(|c| c.start(now));
     }
     let mut next_save = Instant::now() + SAVE_EVERY;
+    let servers = Arc::new(tokio::sync::Semaphore::new(MAX_PUSHPULL_SERVERS));
     let stopped = loop {
         let mut departed = false;
         let outputs = handle.lock().take_outputs();
@@ -238,8 +245,14 @@ pub async fn run(
             }
             _ = handle.inner.wake.notified() => {}
             conn = tcp.accept() => {
-                if let Ok((stream, _)) = conn {
-                    tokio::spawn(pushpull_server(handle.clone(), stream));
+                if let Ok((stream, _)) = conn
+                    && let Ok(permit) = servers.clone().try_acquire_owned()
+                {
+                    let h = handle.clone();
+                    tokio::spawn(async move {
+                        pushpull_server(h, stream).await;
+                        drop(permit);
+                    });
                 }
             }
             _ = shutdown.changed() => {

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use foca::{Foca, Member, Notification, PeriodicParams, State, Timer};
 use prost::Message as _;
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{RngExt, SeedableRng};
 
-use super::codec::{ProtoCodec, member_from_proto, member_to_proto};
+use super::codec::ProtoCodec;
 use super::config::RingConfig;
 use super::handler::{Handler, Inbound, Shared, lock};
 use super::identity::{Ident, MemberId};
@@ -24,7 +24,13 @@ use super::metrics::Metrics;
 use super::proto;
 use super::rumor::{Rumor, RumorError, RumorStore};
 use super::suspicion::{Suspicion, min_timeout};
-use super::wire::{Keyring, MAX_DATAGRAM, MAX_FRAME, Reject};
+use super::wire::{Keyring, MAX_DATAGRAM, Reject};
+
+mod antientropy;
+mod lifeguard;
+mod view;
+
+pub use view::{Health, MemberView};
 
 type RingFoca = Foca<Ident, ProtoCodec, SmallRng, Handler>;
 
@@ -46,36 +52,6 @@ pub enum Output {
     SaveState,
     /// This member was departed from the ring: stop.
     Departed,
-}
-
-/// A member's health as Habitat names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum Health {
-    Alive,
-    Suspect,
-    Confirmed,
-    Departed,
-}
-
-impl Health {
-    pub const ALL: [Health; 4] = [Health::Alive, Health::Suspect, Health::Confirmed, Health::Departed];
-    pub fn label(self) -> &'static str {
-        match self {
-            Health::Alive => "alive",
-            Health::Suspect => "suspect",
-            Health::Confirmed => "confirmed",
-            Health::Departed => "departed",
-        }
-    }
-}
-
-/// One member as this supervisor sees it.
-#[derive(Debug, Clone)]
-pub struct MemberView {
-    pub ident: Ident,
-    /// generation + SWIM incarnation: grows on every refutation and every restart.
-    pub incarnation: u64,
-    pub health: Health,
 }
 
 /// Everything needed to build a core.
@@ -319,6 +295,14 @@ impl RingCore {
         self.with_store(|s| s.is_departed(&id.to_string()))
     }
 
+    /// Adds members as alive without gossiping about them (bootstraps a simulation or a
+    /// member that learned the ring out of band).
+    pub fn assume_members(&mut self, members: Vec<Ident>) {
+        let updates = members.into_iter().filter(|m| m.id != self.me.id).map(Member::alive);
+        let _ = self.foca.apply_many(updates, false, &mut self.acc);
+        self.drain();
+    }
+
     /// The next instant `tick` has work to do.
     pub fn next_deadline(&self) -> Duration {
         let mut d = self.next_announce.min(self.next_pushpull);
@@ -374,16 +358,6 @@ impl RingCore {
         }
     }
 
-    fn request_pushpull(&mut self) {
-        let members: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
-        if !members.is_empty() {
-            let to = members[self.rng.random_range(0..members.len())];
-            self.out.push(Output::PushPull { to });
-        } else if let Some(p) = self.peers.iter().find(|p| **p != self.me.addr) {
-            self.out.push(Output::PushPull { to: *p });
-        }
-    }
-
     /// Handles one datagram from the network. Never panics; bad input is counted and dropped.
     pub fn handle_datagram(&mut self, now: Duration, bytes: &[u8]) {
         self.now = now;
@@ -435,7 +409,17 @@ impl RingCore {
                 }
             }
         }
+        self.forward_news();
         self.drain();
+    }
+
+    /// Eager push: news is sent on to a few members right away (Broadcast messages carry
+    /// only rumors); the periodic gossip then finishes the remaining transmissions.
+    pub(super) fn forward_news(&mut self) {
+        let fresh = std::mem::take(&mut lock(&self.shared).fresh);
+        if fresh && !self.departed {
+            let _ = self.foca.broadcast(&mut self.acc);
+        }
     }
 
     fn reject(&mut self, r: Reject) {
@@ -468,6 +452,8 @@ impl RingCore {
         let bytes = rumor.encode();
         if bytes.len() <= PIGGYBACK_MAX {
             let _ = self.foca.add_broadcast(&bytes);
+            lock(&self.shared).fresh = true;
+            self.forward_news();
         } else {
             // Too big to ride on SWIM packets: push it now instead of waiting for the period.
             self.request_pushpull();
@@ -479,119 +465,9 @@ impl RingCore {
         self.inject(Rumor::Departure(proto::DepartureRumor { member_id: member.to_string() }))
     }
 
-    /// Our full state, sealed, for a push-pull exchange.
-    pub fn pushpull_message(&self) -> Vec<u8> {
-        let msg = proto::PushPull {
-            from: Some(self.me.to_proto()),
-            members: self.foca.iter_membership_state().map(member_to_proto).collect(),
-            rumors: self.with_store(|s| s.iter().map(Rumor::to_proto).collect()),
-        };
-        self.keyring.seal(&msg.encode_to_vec())
-    }
-
-    /// Merges a peer's push-pull frame.
-    pub fn handle_pushpull(&mut self, now: Duration, bytes: &[u8]) -> Result<(), Reject> {
-        self.now = now;
-        if self.departed {
-            return Ok(());
-        }
-        let payload = self.keyring.open(bytes, MAX_FRAME).inspect_err(|r| self.reject(*r))?;
-        let msg = proto::PushPull::decode(payload.as_slice())
-            .map_err(|_| Reject::Decode)
-            .inspect_err(|r| self.reject(*r))?;
-        let from = msg
-            .from
-            .as_ref()
-            .and_then(Ident::from_proto)
-            .ok_or(Reject::Decode)
-            .inspect_err(|r| self.reject(*r))?;
-        if self.is_departed_id(&from.id) {
-            self.reject(Reject::Departed);
-            return Err(Reject::Departed);
-        }
-        let mut updates = Vec::with_capacity(msg.members.len() + 1);
-        updates.push(Member::new(from, 0, State::Alive));
-        for m in &msg.members {
-            match member_from_proto(m) {
-                Ok(m) if !self.is_departed_id(&m.id().id) => updates.push(m),
-                Ok(_) => {}
-                Err(_) => {
-                    self.reject(Reject::Decode);
-                    return Err(Reject::Decode);
-                }
-            }
-        }
-        if let Err(e) = self.foca.apply_many(updates.into_iter(), true, &mut self.acc) {
-            Metrics::inc(&self.metrics.foca_errors, 1);
-            tracing::trace!(error = %e, "push-pull membership");
-        }
-        for p in msg.rumors {
-            let Ok(Some(rumor)) = Rumor::from_proto(p) else { continue };
-            let merged = lock(&self.shared).store.merge(rumor, false);
-            if let Ok(Some(stored)) = merged {
-                if let Rumor::Departure(d) = &stored {
-                    lock(&self.shared).inbox.push(Inbound::Departure(d.member_id.clone()));
-                }
-                if stored.encode().len() <= PIGGYBACK_MAX {
-                    let _ = self.foca.add_broadcast(&stored.encode());
-                }
-            }
-        }
-        Metrics::inc(&self.metrics.pushpull_ok, 1);
-        self.drain();
-        Ok(())
-    }
-
     /// Takes what the shell must do.
     pub fn take_outputs(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.out)
-    }
-
-    /// Every known member (latest generation of each id), ourselves included.
-    pub fn members(&self) -> Vec<MemberView> {
-        let mut by_id: HashMap<MemberId, MemberView> = HashMap::new();
-        let departed: HashSet<String> = self.with_store(|s| {
-            s.of_kind(super::rumor::RumorKind::Departure)
-                .filter_map(|r| match r {
-                    Rumor::Departure(d) => Some(d.member_id.clone()),
-                    _ => None,
-                })
-                .collect()
-        });
-        for m in self.foca.iter_membership_state() {
-            let id = m.id();
-            let health = if departed.contains(&id.id.to_string()) {
-                Health::Departed
-            } else {
-                match m.state() {
-                    State::Alive => Health::Alive,
-                    State::Suspect => Health::Suspect,
-                    State::Down => Health::Confirmed,
-                }
-            };
-            let view = MemberView {
-                ident: id.clone(),
-                incarnation: u64::from(id.generation) + u64::from(m.incarnation()),
-                health,
-            };
-            match by_id.get(&id.id) {
-                Some(old) if old.ident.generation > id.generation => {}
-                _ => {
-                    by_id.insert(id.id, view);
-                }
-            }
-        }
-        by_id.insert(
-            self.me.id,
-            MemberView {
-                ident: self.me.clone(),
-                incarnation: self.incarnation(),
-                health: if self.departed { Health::Departed } else { Health::Alive },
-            },
-        );
-        let mut v: Vec<MemberView> = by_id.into_values().collect();
-        v.sort_by_key(|m| m.ident.id);
-        v
     }
 
     fn schedule(&mut self, after: Duration, timer: Timer<Ident>) {
@@ -602,54 +478,6 @@ impl RingCore {
 
     fn active_count(&self) -> usize {
         self.foca.num_members() + 1
-    }
-
-    fn start_suspicion(&mut self, member: Ident, incarnation: u16, token: u8) {
-        let n = self.active_count();
-        let min = min_timeout(self.cfg.suspicion_mult, n, self.cfg.probe_interval);
-        let max = min * self.cfg.suspicion_max_mult.max(1);
-        // memberlist: k = mult - 2 expected confirmations, none if the cluster is too small.
-        let mut k = self.cfg.suspicion_mult.saturating_sub(2);
-        if (n as u32).saturating_sub(2) < k {
-            k = 0;
-        }
-        let mut s = Suspicion::new(self.now, min, max, k);
-        if let Some(confirmers) = self.confirmations.get(&(member.clone(), incarnation)) {
-            for c in confirmers {
-                s.confirm(*c);
-            }
-        }
-        // Tell the others we independently suspect it.
-        let rumor = proto::Rumor {
-            body: Some(proto::rumor::Body::Suspicion(proto::SuspicionRumor {
-                target: Some(member.to_proto()),
-                incarnation: u32::from(incarnation),
-                from: self.me.id.0.to_vec(),
-            })),
-        };
-        let _ = self.foca.add_broadcast(&rumor.encode_to_vec());
-        self.suspicions.insert(member, (incarnation, token, s));
-    }
-
-    fn on_suspicion(&mut self, s: proto::SuspicionRumor) {
-        let (Some(target), Some(from)) =
-            (s.target.as_ref().and_then(Ident::from_proto), MemberId::from_slice(&s.from))
-        else {
-            return;
-        };
-        if from == self.me.id || target.id == self.me.id {
-            return;
-        }
-        let Ok(inc) = u16::try_from(s.incarnation) else { return };
-        if let Some((i, _, sus)) = self.suspicions.get_mut(&target)
-            && *i == inc
-        {
-            sus.confirm(from);
-        }
-        if self.confirmations.len() > 10_000 {
-            self.confirmations.clear();
-        }
-        self.confirmations.entry((target, inc)).or_default().insert(from);
     }
 
     fn on_departure(&mut self, member_id: String) {
@@ -752,47 +580,4 @@ impl RingCore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn core(i: u8, peers: Vec<SocketAddr>) -> RingCore {
-        RingCore::new(CoreParams {
-            id: MemberId([i; 16]),
-            addr: SocketAddr::from(([127, 0, 0, i], 9638)),
-            generation: 1,
-            persistent: false,
-            config: RingConfig::default(),
-            keyring: Keyring::with_primary(crate::crypto::RingKey::generate("t").unwrap()),
-            peers,
-            seed: u64::from(i),
-            http_port: 0,
-        })
-    }
-
-    #[test]
-    fn two_cores_meet() {
-        let mut a = core(1, vec![]);
-        let mut b = core(2, vec![SocketAddr::from(([127, 0, 0, 1], 9638))]);
-        let key = a.keyring().clone();
-        *b.keyring_mut() = key;
-        a.start(Duration::ZERO);
-        b.start(Duration::ZERO);
-        let mut now = Duration::ZERO;
-        for _ in 0..100 {
-            now += Duration::from_millis(50);
-            a.tick(now);
-            b.tick(now);
-            for (from, to) in [(0, 1), (1, 0)] {
-                let outs = if from == 0 { a.take_outputs() } else { b.take_outputs() };
-                for o in outs {
-                    if let Output::Datagram { bytes, .. } = o {
-                        if to == 0 { a.handle_datagram(now, &bytes) } else { b.handle_datagram(now, &bytes) }
-                    }
-                }
-            }
-        }
-        assert_eq!(a.members().iter().filter(|m| m.health == Health::Alive).count(), 2);
-        assert_eq!(b.members().iter().filter(|m| m.health == Health::Alive).count(), 2);
-        assert_eq!(b.with_store(|s| s.len()), 2, "member rumors spread");
-    }
-}
+mod tests;
