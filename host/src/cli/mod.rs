@@ -2,6 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod credential;
+pub mod plugin;
+
 /// warren: a supervisor for fleets of services, extensible with WebAssembly plugins.
 #[derive(Parser, Debug)]
 #[command(name = "warren", version, about, propagate_version = true)]
@@ -17,6 +21,15 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Inspect, sign and list WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Resolve credential references through plugins.
+    #[command(subcommand)]
+    Credential(credential::CredentialCommand),
+    /// Benchmarks, printed as ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed with their causes.
@@ -39,6 +52,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "warren", &mut std::io::stdout());
             Ok(())
         }
+        Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Credential(cmd) => credential::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }
 
