@@ -145,9 +145,10 @@ fn cli_credential_resolve_grants_exactly_what_the_reference_names() {
     assert!(!out.status.success());
 }
 
-/// A one-connection-at-a-time HTTP server answering Vault KV v2 reads.
-fn fake_vault() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+/// A one-connection-at-a-time HTTP server answering Vault KV v2 reads, on `bind`.
+fn fake_vault_on(bind: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener =
+        TcpListener::bind(bind).unwrap_or_else(|e| panic!("cannot bind the fake Vault on {bind}: {e}"));
     let addr = listener.local_addr().unwrap().to_string();
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let h = hits.clone();
@@ -192,9 +193,19 @@ fn fake_vault() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     (addr, hits)
 }
 
+fn fake_vault() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    fake_vault_on("127.0.0.1:0")
+}
+
 #[test]
 fn vault_kv_against_a_local_server() {
-    let (addr, hits) = fake_vault();
+    // The plugin can only reach hosts its manifest requests: if it names a fixed address
+    // (rather than "*" = whatever the operator grants), the fake Vault must listen there.
+    let manifest = warren::plugins::Manifest::from_component(&wasm_bytes("vault-kv")).unwrap();
+    let requested = &manifest.requests.http_hosts;
+    let bind =
+        if requested.iter().any(|h| h == "*") { "127.0.0.1:0".to_string() } else { requested[0].clone() };
+    let (addr, hits) = fake_vault_on(&bind);
     let plugins = tempfile::tempdir().unwrap();
     install(plugins.path(), &["vault-kv"]);
     // The plugin reads VAULT_ADDR/VAULT_TOKEN from its (granted) env: run it in a child warren

@@ -144,8 +144,13 @@ fn wrong_world_component() -> Vec<u8> {
     let mut bytes = wasm_bytes("standalone");
     let from = b"world = \"topology-policy\"";
     let to = b"world = \"lifecycle-hook\" ";
-    let at = bytes.windows(from.len()).position(|w| w == from).expect("manifest text in standalone.wasm");
-    bytes[at..at + from.len()].copy_from_slice(to);
+    // Every copy (the text may also sit in the data segment).
+    let mut found = 0;
+    while let Some(at) = bytes.windows(from.len()).position(|w| w == from) {
+        bytes[at..at + from.len()].copy_from_slice(to);
+        found += 1;
+    }
+    assert!(found > 0, "manifest text in standalone.wasm");
     bytes
 }
 

@@ -142,11 +142,19 @@ fn run(inner: Arc<Inner>, rx: mpsc::Receiver<Msg>, mut watcher: notify::Recommen
             let _ = watcher.unwatch(&gone);
             watched.remove(&gone);
         }
+        let mut new_watches = false;
         for dir in want.difference(&watched).cloned().collect::<Vec<_>>() {
             // A missing directory is retried on the next round.
             if watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
+                // A change between the resolution and this watch would be missed: resolve
+                // once more now that the watch is in place (no version bump if unchanged).
+                inner.store.lock().unwrap_or_else(|p| p.into_inner()).path_changed(&dir);
                 watched.insert(dir);
+                new_watches = true;
             }
+        }
+        if new_watches {
+            continue;
         }
         let next = inner.store.lock().unwrap_or_else(|p| p.into_inner()).next_deadline();
         let wait = next.map_or(MAX_IDLE, |t| t.saturating_duration_since(Instant::now())).min(MAX_IDLE);

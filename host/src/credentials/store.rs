@@ -63,11 +63,17 @@ struct Entry {
     resolutions: u64,
 }
 
-/// A change consumers must hear about.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A change consumers must hear about. `reference` may be a literal (a secret): Debug hides it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Update {
     pub reference: String,
     pub value: CredentialValue,
+}
+
+impl std::fmt::Debug for Update {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Update({} {:?})", Reference::parse(&self.reference).display(), self.value)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
