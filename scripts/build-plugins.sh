@@ -63,7 +63,7 @@ as_root() {
 
 debian_ready() {
     local missing=()
-    local p
+    local p apt_log="$TOOLS/apt-install.log"
     for p in "${DEBIAN_PACKAGES[@]}"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
             missing+=("$p")
@@ -71,10 +71,14 @@ debian_ready() {
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         command -v apt-get >/dev/null 2>&1 || die "apt-get not found; the Debian route needs: ${missing[*]}"
-        say "installing Debian packages: ${missing[*]}"
-        as_root apt-get update -qq >&2 || die "apt-get update failed"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
+        say "installing Debian packages: ${missing[*]} (log: $apt_log)"
+        mkdir -p "$TOOLS"
+        if ! { as_root apt-get update -q &&
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+                "${missing[@]}"; } >"$apt_log" 2>&1; then
+            tail -n 20 "$apt_log" >&2
+            die "apt-get install ${missing[*]} failed (see $apt_log)"
+        fi
     fi
     [ -x /usr/bin/rustc ] && [ -x /usr/bin/cargo ] || die "Debian rustc/cargo missing in /usr/bin"
     [ -x /usr/lib/llvm-19/bin/wasm-ld ] || die "/usr/lib/llvm-19/bin/wasm-ld missing (package lld-19)"

@@ -40,11 +40,17 @@ fn all_built_and_fresh() -> bool {
     let mut newest = SystemTime::UNIX_EPOCH;
     newest_source(&root.join("plugins"), &mut newest);
     newest_source(&root.join("wit"), &mut newest);
+    // The build script leaves unchanged outputs untouched, so a successful build also stamps.
+    let stamp = std::fs::metadata(stamp_path()).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
     PLUGINS
         .iter()
         .map(|n| plugin_path_unchecked(n))
         .chain(FIXTURES.iter().map(|n| fixture_path_unchecked(n)))
-        .all(|p| std::fs::metadata(&p).and_then(|m| m.modified()).is_ok_and(|t| t >= newest))
+        .all(|p| std::fs::metadata(&p).and_then(|m| m.modified()).is_ok_and(|t| t.max(stamp) >= newest))
+}
+
+fn stamp_path() -> PathBuf {
+    repo_root().join("target/plugins/.tests-built-stamp")
 }
 
 /// Builds the guest plugins once if any is missing or older than its sources. Never skips:
@@ -68,6 +74,7 @@ pub fn ensure_plugins_built() {
                 status.success(),
                 "scripts/build-plugins.sh failed; the plugin tests need the real components"
             );
+            std::fs::write(stamp_path(), b"").unwrap();
         }
         assert!(all_built_and_fresh(), "plugins still missing after scripts/build-plugins.sh");
     });

@@ -41,13 +41,13 @@ pub fn run(cmd: CredentialCommand) -> anyhow::Result<()> {
         CredentialCommand::Resolve { reference, args } => {
             let parsed = Reference::parse(&reference);
             let Some(scheme) = parsed.scheme().map(str::to_string) else {
-                println!(
+                outln!(
                     "{}",
                     match parsed {
                         Reference::Literal(v) => v,
                         Reference::Routed { .. } => unreachable!("no scheme"),
                     }
-                );
+                )?;
                 return Ok(());
             };
             // First find which plugin serves the scheme, then load it with the grant.
@@ -76,7 +76,7 @@ pub fn run(cmd: CredentialCommand) -> anyhow::Result<()> {
             let registry = args.registry(&[(name, grant_for(&parsed))])?;
             registry.load_file(&file).with_context(|| format!("cannot load {}", file.display()))?;
             let resolved = resolve_once(&registry, &reference)?;
-            println!("{}", resolved.value.as_str());
+            outln!("{}", resolved.value.as_str())?;
             Ok(())
         }
     }

@@ -2,9 +2,26 @@
 
 use clap::{Parser, Subcommand};
 
+/// `println!` that returns an error instead of panicking when stdout is closed (`| head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 pub mod bench;
+pub mod bench_plugins;
+pub mod boxcmd;
 pub mod credential;
+pub mod keys;
+pub mod origin;
+pub mod pkg;
 pub mod plugin;
+pub mod ring;
+pub mod sup;
+pub mod svc;
+pub mod user;
 
 /// warren: a supervisor for fleets of services, extensible with WebAssembly plugins.
 #[derive(Parser, Debug)]
@@ -16,6 +33,30 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Origin signing keys (they sign packages and plugins).
+    #[command(subcommand)]
+    Origin(origin::OriginCommand),
+    /// The gossip ring (ring keys).
+    #[command(subcommand)]
+    Ring(ring::RingCommand),
+    /// User encryption keys (senders of encrypted configuration).
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Service groups (their encryption keys).
+    #[command(subcommand)]
+    Svc(svc::SvcCommand),
+    /// The supervisor (ctl secret).
+    #[command(subcommand)]
+    Sup(sup::SupCommand),
+    /// HART-1 packages: sign, verify, header, extract.
+    #[command(subcommand)]
+    Pkg(pkg::PkgCommand),
+    /// Encrypt or decrypt BOX-1 / ANONYMOUS-BOX-1 messages with keys from the cache.
+    #[command(subcommand, name = "box")]
+    Box(boxcmd::BoxCommand),
+    /// Benchmarks (package verification; plugin calls and compile cache), printed as ratios.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -27,9 +68,6 @@ pub enum Command {
     /// Resolve credential references through plugins.
     #[command(subcommand)]
     Credential(credential::CredentialCommand),
-    /// Benchmarks, printed as ratios against a baseline measured in the same run.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed with their causes.
@@ -38,6 +76,8 @@ pub fn main() -> i32 {
     init_tracing();
     match run(cli) {
         Ok(()) => 0,
+        // The reader went away (`warren ... | head`): stop quietly, as if killed by SIGPIPE.
+        Err(e) if is_broken_pipe(&e) => 141,
         Err(e) => {
             eprintln!("error: {e:#}");
             1
@@ -47,15 +87,32 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Origin(cmd) => cmd.run(),
+        Command::Ring(cmd) => cmd.run(),
+        Command::User(cmd) => cmd.run(),
+        Command::Svc(cmd) => cmd.run(),
+        Command::Sup(cmd) => cmd.run(),
+        Command::Pkg(cmd) => cmd.run(),
+        Command::Box(cmd) => cmd.run(),
+        Command::Bench(cmd) => cmd.run(),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "warren", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "warren", &mut script);
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(&script)?;
             Ok(())
         }
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Credential(cmd) => credential::run(cmd),
-        Command::Bench(cmd) => bench::run(cmd),
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Logs go to stderr; `RUST_LOG` (or `WARREN_LOG`) sets the filter, `info` by default.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use super::keys::CacheArgs;
 use crate::config::{CONFIG_ENV, PLUGIN_PATH_ENV, SupConfig};
-use crate::crypto::cache::{CACHE_KEY_PATH_ENV, default_cache_path};
 use crate::crypto::{KeyCache, KeyKind, SigSecretKey};
 use crate::plugins::signing::{self, TrustedKeys};
 use crate::plugins::{EngineOptions, Grant, PluginEngine, PluginRegistry, TrustMode, inspect};
@@ -21,8 +21,8 @@ pub enum PluginCommand {
         /// Print JSON (the same fields as GET /plugins).
         #[arg(long)]
         json: bool,
-        #[arg(long, env = CACHE_KEY_PATH_ENV)]
-        cache_key_path: Option<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// Sign a plugin with the latest secret SIG key of ORIGIN (re-signing replaces the old
     /// signature). The signature travels inside the .wasm file.
@@ -33,8 +33,8 @@ pub enum PluginCommand {
         /// Write the signed plugin here instead of replacing FILE.
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, env = CACHE_KEY_PATH_ENV)]
-        cache_key_path: Option<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArgs,
     },
     /// Load the plugin folder and print every plugin's status (what GET /plugins shows).
     List {
@@ -46,7 +46,7 @@ pub enum PluginCommand {
 }
 
 /// Options shared by every command that loads plugins.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct PluginArgs {
     /// The plugin folder (default: plugin_path in the config, else {data_path}/plugins).
     #[arg(long, env = PLUGIN_PATH_ENV)]
@@ -57,8 +57,8 @@ pub struct PluginArgs {
     /// Signature policy (default: strict once any origin public key is in the key cache).
     #[arg(long, value_enum)]
     pub plugin_trust: Option<TrustMode>,
-    #[arg(long, env = CACHE_KEY_PATH_ENV)]
-    pub cache_key_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 impl PluginArgs {
@@ -70,7 +70,7 @@ impl PluginArgs {
     }
 
     pub fn key_cache(&self) -> KeyCache {
-        KeyCache::new(self.cache_key_path.clone().unwrap_or_else(default_cache_path))
+        self.cache.cache()
     }
 
     /// A registry over the plugin folder with the config's grants plus `extra` grants, and
@@ -97,40 +97,40 @@ impl PluginArgs {
 
 pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
     match cmd {
-        PluginCommand::Inspect { file, json, cache_key_path } => {
-            let keys = KeyCache::new(cache_key_path.unwrap_or_else(default_cache_path));
+        PluginCommand::Inspect { file, json, cache } => {
+            let keys = cache.cache();
             let i = inspect::inspect_file(&file, &keys)
                 .with_context(|| format!("cannot inspect {}", file.display()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
+                outln!("{}", serde_json::to_string_pretty(&i)?)?;
                 return Ok(());
             }
             let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-            println!("file:      {}", i.file.display());
-            println!("name:      {}", opt(&i.name));
-            println!("version:   {}", opt(&i.version));
-            println!("world:     {}", i.world.map_or("-".into(), |w| w.to_string()));
-            println!("signature: {}", i.signature.describe());
-            println!("size:      {} bytes", i.size);
-            println!("blake2b:   {}", i.blake2b);
+            outln!("file:      {}", i.file.display())?;
+            outln!("name:      {}", opt(&i.name))?;
+            outln!("version:   {}", opt(&i.version))?;
+            outln!("world:     {}", i.world.map_or("-".into(), |w| w.to_string()))?;
+            outln!("signature: {}", i.signature.describe())?;
+            outln!("size:      {} bytes", i.size)?;
+            outln!("blake2b:   {}", i.blake2b)?;
             if let Some(m) = &i.manifest {
                 let r = &m.requests;
-                println!(
+                outln!(
                     "requests:  env={:?} read_paths={:?} http_hosts={:?} memory_mb={} timeout_ms={}",
                     r.env,
                     r.read_paths,
                     r.http_hosts,
                     r.memory_mb.map_or("-".into(), |v| v.to_string()),
                     r.timeout_ms.map_or("-".into(), |v| v.to_string())
-                );
+                )?;
             }
             if let Some(e) = &i.manifest_error {
-                println!("manifest:  ERROR {e}");
+                outln!("manifest:  ERROR {e}")?;
             }
             Ok(())
         }
-        PluginCommand::Sign { origin, file, out, cache_key_path } => {
-            let cache = KeyCache::new(cache_key_path.unwrap_or_else(default_cache_path));
+        PluginCommand::Sign { origin, file, out, cache } => {
+            let cache = cache.cache();
             let key_file = cache.latest(KeyKind::SigSecret, &origin)?;
             let key = SigSecretKey::try_from(&key_file)?;
             let bytes = crate::plugins::registry::read_plugin_file(&file)?;
@@ -138,23 +138,23 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             let dest = out.unwrap_or_else(|| file.clone());
             write_atomic(&dest, &signed)?;
             let status = signing::check(&signed, &cache)?;
-            println!("signed {} with {} ({})", dest.display(), key.id, status.describe());
+            outln!("signed {} with {} ({})", dest.display(), key.id, status.describe())?;
             Ok(())
         }
         PluginCommand::List { args, json } => {
             let registry = args.registry(&[])?;
             let status = registry.load_dir()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&registry.plugins_json())?);
+                outln!("{}", serde_json::to_string_pretty(&registry.plugins_json())?)?;
                 return Ok(());
             }
-            println!(
+            outln!(
                 "plugin folder {} (trust: {})",
                 registry.settings().plugin_dir.display(),
                 registry.settings().trust
-            );
+            )?;
             for s in status {
-                println!(
+                outln!(
                     "{:<18} {:<18} {:<8} {:<7} {}{}",
                     s.name.as_deref().unwrap_or("?"),
                     s.world.map_or("?".into(), |w| w.to_string()),
@@ -162,7 +162,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
                     format!("{:?}", s.state).to_lowercase(),
                     s.file.display(),
                     s.last_error.map(|e| format!("\n    error: {e}")).unwrap_or_default()
-                );
+                )?;
             }
             Ok(())
         }

@@ -1,7 +1,10 @@
 //! Cryptography: the libsodium wrapper, Habitat-compatible key files and the key cache,
 //! BOX-1 messages, HART-1 packages.
 
+pub mod archive;
+pub mod boxes;
 pub mod cache;
+pub mod hart;
 pub mod keys;
 pub mod sodium;
 

@@ -4,7 +4,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "credential-source" });
 warren_plugin_guest::manifest!();
 
 use exports::warren::plugin::credentials::Guest;
-use warren::plugin::host::{log, Level};
+use warren::plugin::host::{Level, log};
 use warren::plugin::types::{Credential, CredentialError};
 
 struct Env;
@@ -30,9 +30,9 @@ impl Guest for Env {
             Err(std::env::VarError::NotPresent) => Err(CredentialError::NotFound(format!(
                 "environment variable {name} is not set or not granted to this plugin"
             ))),
-            Err(std::env::VarError::NotUnicode(_)) => Err(CredentialError::Unavailable(format!(
-                "environment variable {name} is not valid UTF-8"
-            ))),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(CredentialError::Unavailable(format!("environment variable {name} is not valid UTF-8")))
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 use std::path::{Component, Path};
 
 use exports::warren::plugin::credentials::Guest;
-use warren::plugin::host::{log, Level};
+use warren::plugin::host::{Level, log};
 use warren::plugin::types::{Credential, CredentialError};
 
 /// Secrets are small; refuse to read anything bigger.
@@ -30,9 +30,7 @@ fn trim_one_newline(mut s: String) -> String {
 /// Whether some ancestor directory of `path` is visible, i.e. the path lies inside a granted
 /// (preopened) directory. Used to tell "missing file" from "not granted".
 fn inside_grant(path: &Path) -> bool {
-    path.ancestors()
-        .skip(1)
-        .any(|a| std::fs::metadata(a).is_ok_and(|m| m.is_dir()))
+    path.ancestors().skip(1).any(|a| std::fs::metadata(a).is_ok_and(|m| m.is_dir()))
 }
 
 impl Guest for File {
@@ -56,18 +54,14 @@ impl Guest for File {
         }
         let fail = |e: std::io::Error| -> CredentialError {
             match e.kind() {
-                ErrorKind::PermissionDenied => {
-                    CredentialError::Denied(format!("{rest}: permission denied"))
-                }
+                ErrorKind::PermissionDenied => CredentialError::Denied(format!("{rest}: permission denied")),
                 ErrorKind::NotFound if inside_grant(path) => {
                     CredentialError::NotFound(format!("{rest}: no such file"))
                 }
-                ErrorKind::NotFound => CredentialError::Denied(format!(
-                    "{rest}: not inside a directory granted to this plugin"
-                )),
-                ErrorKind::InvalidData => {
-                    CredentialError::Unavailable(format!("{rest}: not valid UTF-8"))
+                ErrorKind::NotFound => {
+                    CredentialError::Denied(format!("{rest}: not inside a directory granted to this plugin"))
                 }
+                ErrorKind::InvalidData => CredentialError::Unavailable(format!("{rest}: not valid UTF-8")),
                 _ if !inside_grant(path) => CredentialError::Denied(format!(
                     "{rest}: not inside a directory granted to this plugin ({e})"
                 )),
@@ -79,9 +73,7 @@ impl Guest for File {
             return Err(CredentialError::NotFound(format!("{rest}: is a directory")));
         }
         if meta.len() > MAX_BYTES {
-            return Err(CredentialError::Unavailable(format!(
-                "{rest}: larger than {MAX_BYTES} bytes"
-            )));
+            return Err(CredentialError::Unavailable(format!("{rest}: larger than {MAX_BYTES} bytes")));
         }
         let value = trim_one_newline(std::fs::read_to_string(path).map_err(fail)?);
         log(Level::Debug, "resolved", &[("path".into(), rest.into())]);

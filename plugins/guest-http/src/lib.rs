@@ -4,9 +4,7 @@
 //! status and the whole body, with a cap on the body size.
 
 use wasi::http::outgoing_handler;
-use wasi::http::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
-};
+use wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 use wasi::io::streams::StreamError;
 
 /// A complete response.
@@ -65,12 +63,9 @@ pub fn get(req: &Request<'_>) -> Result<Response, Error> {
     for (name, value) in req.headers {
         list.push(((*name).to_string(), value.to_vec()));
     }
-    let headers = Fields::from_list(&list)
-        .map_err(|e| Error::Invalid(format!("invalid header: {e:?}")))?;
+    let headers = Fields::from_list(&list).map_err(|e| Error::Invalid(format!("invalid header: {e:?}")))?;
     let request = OutgoingRequest::new(headers);
-    request
-        .set_method(&Method::Get)
-        .map_err(|()| Error::Invalid("method rejected".into()))?;
+    request.set_method(&Method::Get).map_err(|()| Error::Invalid("method rejected".into()))?;
     request
         .set_scheme(Some(&if req.https { Scheme::Https } else { Scheme::Http }))
         .map_err(|()| Error::Invalid("scheme rejected".into()))?;
@@ -80,9 +75,7 @@ pub fn get(req: &Request<'_>) -> Result<Response, Error> {
     request
         .set_path_with_query(Some(req.path_with_query))
         .map_err(|()| Error::Invalid(format!("invalid path {:?}", req.path_with_query)))?;
-    let body = request
-        .body()
-        .map_err(|()| Error::Invalid("request body unavailable".into()))?;
+    let body = request.body().map_err(|()| Error::Invalid("request body unavailable".into()))?;
 
     let options = RequestOptions::new();
     let ns = req.timeout_ms.saturating_mul(1_000_000);
@@ -103,12 +96,9 @@ pub fn get(req: &Request<'_>) -> Result<Response, Error> {
         }
     };
     let status = response.status();
-    let incoming = response
-        .consume()
-        .map_err(|()| Error::Transport("response body unavailable".into()))?;
-    let stream = incoming
-        .stream()
-        .map_err(|()| Error::Transport("response body stream unavailable".into()))?;
+    let incoming = response.consume().map_err(|()| Error::Transport("response body unavailable".into()))?;
+    let stream =
+        incoming.stream().map_err(|()| Error::Transport("response body stream unavailable".into()))?;
     let mut out = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
@@ -123,10 +113,7 @@ pub fn get(req: &Request<'_>) -> Result<Response, Error> {
             }
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
-                return Err(Error::Transport(format!(
-                    "reading response body: {}",
-                    e.to_debug_string()
-                )));
+                return Err(Error::Transport(format!("reading response body: {}", e.to_debug_string())));
             }
         }
     }

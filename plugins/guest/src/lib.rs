@@ -24,8 +24,8 @@ macro_rules! manifest {
     () => {
         #[unsafe(link_section = "warren-manifest")]
         #[used]
-        static WARREN_MANIFEST: [u8; include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/plugin.toml")).len()] =
-            *include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/plugin.toml"));
+        static WARREN_MANIFEST: [u8; include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/plugin.toml"))
+            .len()] = *include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/plugin.toml"));
     };
 }
 

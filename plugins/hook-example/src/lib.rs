@@ -8,7 +8,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "lifecycle-hook" });
 warren_plugin_guest::manifest!();
 
 use exports::warren::plugin::lifecycle::{Guest, Health, ServiceContext};
-use warren::plugin::host::{log, Level};
+use warren::plugin::host::{Level, log};
 use warren_plugin_guest::{config_bool, config_u64};
 
 struct HookExample;
@@ -33,11 +33,7 @@ impl Guest for HookExample {
     }
 
     fn health_check(ctx: ServiceContext) -> Health {
-        let health = if config_bool(&ctx.config_toml, "fail_health") {
-            Health::Critical
-        } else {
-            Health::Ok
-        };
+        let health = if config_bool(&ctx.config_toml, "fail_health") { Health::Critical } else { Health::Ok };
         event("health-check", &ctx, &[("health".into(), format!("{health:?}"))]);
         health
     }

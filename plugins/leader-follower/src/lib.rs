@@ -13,9 +13,8 @@ use exports::warren::plugin::topology::{Decision, Guest, Member, Role};
 struct LeaderFollower;
 
 fn decide(members: Vec<Member>, current_leader: Option<String>) -> Decision {
-    let leader_alive = current_leader
-        .as_deref()
-        .is_some_and(|l| members.iter().any(|m| m.alive && m.id == l));
+    let leader_alive =
+        current_leader.as_deref().is_some_and(|l| members.iter().any(|m| m.alive && m.id == l));
     let roles = members
         .into_iter()
         .map(|m| {

@@ -9,7 +9,7 @@ wit_bindgen::generate!({ path: "../../wit", world: "credential-source" });
 warren_plugin_guest::manifest!();
 
 use exports::warren::plugin::credentials::Guest;
-use warren::plugin::host::{log, Level};
+use warren::plugin::host::{Level, log};
 use warren::plugin::types::{Credential, CredentialError};
 use warren_plugin_guest_http as http;
 
@@ -31,9 +31,7 @@ fn parse_addr(addr: &str) -> Result<(bool, &str), CredentialError> {
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
-        return Err(CredentialError::Unavailable(format!(
-            "VAULT_ADDR must be host:port, got {addr:?}"
-        )));
+        return Err(CredentialError::Unavailable(format!("VAULT_ADDR must be host:port, got {addr:?}")));
     }
     Ok((https, authority))
 }
@@ -43,19 +41,16 @@ fn valid_path(path: &str) -> bool {
     !path.is_empty()
         && !path.starts_with('/')
         && path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-        && path
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'@'))
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'@'))
 }
 
 /// Pull `field` out of a KV v2 (`data.data.field`) or KV v1 (`data.field`) response.
 fn extract(body: &[u8], field: &str, path: &str) -> Result<(String, Option<u64>), CredentialError> {
-    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        CredentialError::Unavailable(format!("Vault response for {path} is not JSON: {e}"))
-    })?;
-    let data = doc.get("data").ok_or_else(|| {
-        CredentialError::Unavailable(format!("Vault response for {path} has no data"))
-    })?;
+    let doc: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| CredentialError::Unavailable(format!("Vault response for {path} is not JSON: {e}")))?;
+    let data = doc
+        .get("data")
+        .ok_or_else(|| CredentialError::Unavailable(format!("Vault response for {path} has no data")))?;
     let fields = match data.get("data") {
         Some(inner) if inner.is_object() => inner,
         Some(serde_json::Value::Null) => {
@@ -132,9 +127,8 @@ impl Guest for VaultKv {
             }
         }
         let (value, lease) = extract(&response.body, field, path)?;
-        let ttl = lease
-            .filter(|&l| l > 0)
-            .map_or(DEFAULT_TTL_SECONDS, |l| u32::try_from(l).unwrap_or(u32::MAX));
+        let ttl =
+            lease.filter(|&l| l > 0).map_or(DEFAULT_TTL_SECONDS, |l| u32::try_from(l).unwrap_or(u32::MAX));
         Ok(Credential { value, ttl_seconds: Some(ttl), watch_paths: Vec::new() })
     }
 }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, lints and all tests. Usage: ./scripts/test.sh
+# Needs Rust stable and a C compiler (libsodium and liblzma are built from source by cargo).
+# The Habitat interop fixtures must sit at ../shared/interop/habitat (or set WARREN_INTEROP_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# rustfmt and clippy are rustup components; add them when rustup is there and they are missing.
+if command -v rustup >/dev/null 2>&1; then
+    for component in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+            step "rustup component add ${component}"
+            rustup component add "${component}"
+        fi
+    done
+fi
+
+fixtures="${WARREN_INTEROP_DIR:-../shared/interop/habitat}"
+if [ ! -f "${fixtures}/INDEX.md" ]; then
+    echo "error: Habitat interop fixtures not found at ${fixtures} (clone shared/ beside this repository or set WARREN_INTEROP_DIR)" >&2
+    exit 1
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+# ---- plugins -------------------------------------------------------------------------------
+# Guest plugins (plugins/, a separate wasm32-wasip2 workspace) are built and checked here:
+# the lead adds the scripts/build-plugins.sh call and any plugin tests at this spot.
+
+step "all checks passed"
