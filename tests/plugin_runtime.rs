@@ -167,6 +167,8 @@ fn a_component_of_the_wrong_world_is_refused_at_load() {
     let liar = st.iter().find(|s| s.file.ends_with("liar.wasm")).unwrap();
     assert_eq!(liar.state, PluginState::Failed);
     assert!(liar.last_error.as_deref().unwrap().contains("lifecycle-hook"));
+    assert_eq!(liar.name.as_deref(), Some("standalone"));
+    assert_eq!(liar.world, Some(World::LifecycleHook));
     // Asking for the wrong world by name is a typed error too.
     assert!(matches!(reg.topology("env"), Err(PluginError::NotThisWorld { .. })));
     assert!(matches!(reg.hook("nope"), Err(PluginError::NotFound(_))));
@@ -274,4 +276,35 @@ fn plugins_json_reports_status() {
     assert_eq!(env["schemes"][0], "ENV");
     assert_eq!(env["blake2b"].as_str().unwrap().len(), 64);
     assert_eq!(env["signature"]["status"], "unsigned");
+}
+
+#[test]
+fn calls_from_async_code_go_through_spawn_blocking() {
+    // The supervisor is async: plugin calls are blocking and run on tokio's blocking pool.
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["env"]);
+    let reg =
+        registry(dir.path(), &[("env", Grant { env: vec!["CARGO_PKG_NAME".into()], ..Grant::default() })]);
+    reg.load_dir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let values = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let reg = reg.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                reg.get_credential_source("ENV")
+                    .unwrap()
+                    .resolve("ENV:CARGO_PKG_NAME")
+                    .unwrap()
+                    .unwrap()
+                    .value
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    assert_eq!(values, vec!["warren".to_string(); 8]);
 }

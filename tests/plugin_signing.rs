@@ -111,6 +111,7 @@ fn default_trust_is_strict_once_an_origin_key_is_trusted() {
     assert_eq!(j["trust"], "strict");
     assert_eq!(j["plugins"][0]["state"], "failed");
     assert!(j["plugins"][0]["last_error"].as_str().unwrap().contains("unsigned"));
+    assert_eq!(j["plugins"][0]["name"], "env", "a refused file still shows what it claims to be");
     // --plugin-trust warn overrides.
     let out = warren(
         &[

@@ -66,6 +66,19 @@ struct Entry {
     plugin: Option<Arc<LoadedPlugin>>,
     last_error: Option<String>,
     last_error_at: Option<u64>,
+    /// What the last failed file claimed to be (for status when nothing serves).
+    failed: Option<(Manifest, Option<SignatureStatus>, String, u64)>,
+}
+
+/// Best-effort facts about a file that failed to load, without compiling it.
+fn describe_failed(
+    path: &Path,
+    keys: &dyn TrustedKeys,
+) -> Option<(Manifest, Option<SignatureStatus>, String, u64)> {
+    let bytes = read_plugin_file(path).ok()?;
+    let manifest = Manifest::from_component(&bytes).ok()?;
+    let sig = signing::check(&bytes, keys).ok();
+    Some((manifest, sig, hex::encode(blake2b_256(&bytes)), bytes.len() as u64))
 }
 
 pub struct PluginRegistry {
@@ -184,6 +197,7 @@ impl PluginRegistry {
                 let replaced = entry.plugin.replace(plugin.clone()).is_some();
                 entry.last_error = None;
                 entry.last_error_at = None;
+                entry.failed = None;
                 drop(entries);
                 tracing::info!(plugin = %plugin.name(), world = %plugin.info.world, file = %path.display(), replaced, "plugin loaded");
                 self.bump();
@@ -192,6 +206,7 @@ impl PluginRegistry {
             Err(e) => {
                 entry.last_error = Some(e.to_string());
                 entry.last_error_at = Some(unix_now());
+                entry.failed = describe_failed(&path, self.keys.as_ref());
                 let serving = entry.plugin.is_some();
                 drop(entries);
                 tracing::error!(file = %path.display(), error = %e, keeps_previous = serving, "plugin failed to load");
@@ -324,22 +339,40 @@ impl PluginRegistry {
                     (Some(_), Some(_)) => PluginState::Stale,
                     (None, _) => PluginState::Failed,
                 };
-                let p = e.plugin.as_ref();
+                if let Some(p) = e.plugin.as_ref() {
+                    return PluginStatus {
+                        file: file.clone(),
+                        name: Some(p.info.name.clone()),
+                        world: Some(p.info.world),
+                        version: Some(p.info.version.clone()),
+                        signer: p.info.signature.signer().map(str::to_string),
+                        signature: Some(p.info.signature.clone()),
+                        state,
+                        last_error: e.last_error.clone(),
+                        last_error_at: e.last_error_at,
+                        blake2b: Some(p.info.blake2b.clone()),
+                        size: Some(p.info.size),
+                        schemes: p.info.schemes.clone(),
+                        calls: p.calls(),
+                        faults: p.faults(),
+                    };
+                }
+                let f = e.failed.as_ref();
                 PluginStatus {
                     file: file.clone(),
-                    name: p.map(|p| p.info.name.clone()),
-                    world: p.map(|p| p.info.world),
-                    version: p.map(|p| p.info.version.clone()),
-                    signer: p.and_then(|p| p.info.signature.signer().map(str::to_string)),
-                    signature: p.map(|p| p.info.signature.clone()),
+                    name: f.map(|f| f.0.name.clone()),
+                    world: f.map(|f| f.0.world),
+                    version: f.map(|f| f.0.version.clone()),
+                    signer: f.and_then(|f| f.1.as_ref()).and_then(|s| s.signer().map(str::to_string)),
+                    signature: f.and_then(|f| f.1.clone()),
                     state,
                     last_error: e.last_error.clone(),
                     last_error_at: e.last_error_at,
-                    blake2b: p.map(|p| p.info.blake2b.clone()),
-                    size: p.map(|p| p.info.size),
-                    schemes: p.map(|p| p.info.schemes.clone()).unwrap_or_default(),
-                    calls: p.map_or(0, |p| p.calls()),
-                    faults: p.map_or(0, |p| p.faults()),
+                    blake2b: f.map(|f| f.2.clone()),
+                    size: f.map(|f| f.3),
+                    schemes: Vec::new(),
+                    calls: 0,
+                    faults: 0,
                 }
             })
             .collect()
