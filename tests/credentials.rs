@@ -260,3 +260,42 @@ fn snoop_http_is_refused_without_a_grant() {
     let src = reg.get_credential_source("SNOOPHTTP").unwrap();
     assert!(matches!(src.resolve("SNOOPHTTP:example.com:80/"), Ok(Err(CredentialError::Denied(_)))));
 }
+
+#[test]
+fn plugin_runtime_from_sup_toml() {
+    let data = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secrets.path().join("token");
+    std::fs::write(&token, "rt-token").unwrap();
+    let plugins = data.path().join("plugins");
+    install(&plugins, &["file"]);
+    let text = format!(
+        "data_path = \"{}\"\nplugin_trust = \"off\"\nauth_token = \"FILE:{}\"\nctl_secret = \"literal:c\"\n\
+         [plugins.file]\nread_paths = [\"{}\"]\n[services.web.config]\ndb_password = \"FILE:{}\"\n",
+        data.path().display(),
+        token.display(),
+        secrets.path().display(),
+        token.display()
+    );
+    let config = SupConfig::parse(&text, "sup.toml").unwrap();
+    let rt = warren::plugins::PluginRuntime::start(
+        &config,
+        None,
+        None,
+        warren::crypto::KeyCache::new(data.path().join("keys")),
+    )
+    .unwrap();
+    let mut rx = rt.subscribe("auth_token", &format!("FILE:{}", token.display()));
+    let v = wait_for(WAIT, || rx.borrow_and_update().clone()).expect("resolved");
+    assert_eq!(v.expose(), "rt-token");
+    assert_eq!(rt.plugins_json()["plugins"][0]["name"], "file");
+    let creds = rt.credentials_json();
+    let list = creds["credentials"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "the file reference is shared by two keys, plus the literal");
+    let file_ref = list.iter().find(|c| c["reference"] != "literal").unwrap();
+    assert_eq!(file_ref["used_by"].as_array().unwrap().len(), 2);
+    assert!(
+        data.path().join("plugin-cache").read_dir().unwrap().count() >= 1,
+        "compiled into {{data_path}}/plugin-cache"
+    );
+}

@@ -13,6 +13,7 @@ pub mod loaded;
 pub mod manifest;
 pub mod policy;
 pub mod registry;
+pub mod runtime;
 pub mod sandbox;
 pub mod signing;
 pub mod wasm;
@@ -26,6 +27,7 @@ pub use loaded::{CredentialSourceHandle, HookHandle, LoadedPlugin, TopologyHandl
 pub use manifest::Manifest;
 pub use policy::{Effective, Grant, Limits};
 pub use registry::{PluginRegistry, PluginState, PluginStatus, RegistrySettings};
+pub use runtime::{PluginRuntime, RuntimeError};
 pub use signing::{SignatureStatus, TrustMode};
 pub use watcher::PluginWatcher;
 
