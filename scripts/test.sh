@@ -29,11 +29,20 @@ cargo fmt --all --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test"
-cargo test --workspace --locked
+step "build the wasm plugins (installs the wasm32-wasip2 toolchain if needed)"
+./scripts/build-plugins.sh
 
-# ---- plugins -------------------------------------------------------------------------------
-# Guest plugins (plugins/, a separate wasm32-wasip2 workspace) are built and checked here:
-# the lead adds the scripts/build-plugins.sh call and any plugin tests at this spot.
+# Test output is also kept in a log so the run can close on one total line.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+
+step "cargo test"
+cargo test --workspace --locked 2>&1 | tee -a "$log"
+
+step "guest plugin unit tests and lints"
+cargo fmt --manifest-path plugins/Cargo.toml --all --check
+cargo test --manifest-path plugins/Cargo.toml --locked --target-dir plugins/target/native 2>&1 | tee -a "$log"
 
 step "all checks passed"
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"

@@ -13,7 +13,7 @@ pub const MANIFEST_SECTION: &str = "warren-manifest";
 /// Embed `plugin.toml` (next to the calling crate's `Cargo.toml`) as the custom section
 /// `warren-manifest`. Invoke once at the top level of the plugin crate:
 ///
-/// ```ignore
+/// ```text
 /// warren_plugin_guest::manifest!();
 /// ```
 ///
