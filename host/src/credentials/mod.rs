@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use reference::Reference;
 pub use resolver::CredentialResolver;
-pub use store::{CredentialStatus, CredentialStore, CredentialValue, Resolved};
+pub use store::{CredentialStatus, CredentialStore, CredentialValue, Failure, Resolved};
 
 use crate::plugins::{CredentialError as GuestError, PluginError, PluginRegistry};
 

@@ -12,14 +12,16 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::watch;
 
-use super::store::{CredentialStatus, CredentialStore, CredentialValue, Update};
+use super::store::{CredentialStatus, CredentialStore, CredentialValue, Failure, Update};
 use super::{ResolveError, resolve_once};
 use crate::plugins::PluginRegistry;
 
 /// Longest sleep between checks (plugin changes, missing watch dirs that may appear).
 const MAX_IDLE: Duration = Duration::from_millis(500);
-/// Gathers a burst of file events (write + rename + chmod) into one resolution.
-const EVENT_SETTLE: Duration = Duration::from_millis(30);
+/// Gathers a burst of file events (write + rename + chmod) into one resolution: resolve once
+/// no event came for EVENT_SETTLE, or at the latest EVENT_SETTLE_MAX after the first.
+const EVENT_SETTLE: Duration = Duration::from_millis(40);
+const EVENT_SETTLE_MAX: Duration = Duration::from_millis(400);
 
 enum Msg {
     Wake,
@@ -121,9 +123,12 @@ fn run(inner: Arc<Inner>, rx: mpsc::Receiver<Msg>, mut watcher: notify::Recommen
         // Resolve whatever is due, outside the store lock (plugin calls can take a while).
         let due = inner.store.lock().unwrap_or_else(|p| p.into_inner()).due(Instant::now());
         for reference in due {
-            let outcome = resolve_once(&inner.registry, &reference).map_err(|e| e.to_string());
+            let outcome = resolve_once(&inner.registry, &reference).map_err(|e| Failure {
+                retry: !matches!(e, ResolveError::InvalidReference(_)),
+                message: e.to_string(),
+            });
             if let Err(e) = &outcome {
-                tracing::warn!(reference = %crate::credentials::Reference::parse(&reference).display(), error = %e, "credential not resolved");
+                tracing::warn!(reference = %crate::credentials::Reference::parse(&reference).display(), error = %e.message, "credential not resolved");
             }
             let update = inner.store.lock().unwrap_or_else(|p| p.into_inner()).apply(
                 &reference,
@@ -164,14 +169,19 @@ fn run(inner: Arc<Inner>, rx: mpsc::Receiver<Msg>, mut watcher: notify::Recommen
             Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {}
             Ok(Msg::Paths(p)) => {
                 changed_paths.extend(p);
-                // Let the burst settle, then take everything queued.
-                std::thread::sleep(EVENT_SETTLE);
+                // Debounce: wait until the burst (write, rename, chmod) has been quiet for
+                // EVENT_SETTLE, bounded so a file rewritten nonstop is still followed.
+                let until = Instant::now() + EVENT_SETTLE_MAX;
                 loop {
-                    match rx.try_recv() {
+                    let left = until.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(EVENT_SETTLE.min(left)) {
                         Ok(Msg::Paths(p)) => changed_paths.extend(p),
                         Ok(Msg::Wake) => {}
-                        Ok(Msg::Stop) => return,
-                        Err(_) => break,
+                        Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                        Err(RecvTimeoutError::Timeout) => break,
+                    }
+                    if left.is_zero() {
+                        break;
                     }
                 }
             }

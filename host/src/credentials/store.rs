@@ -39,6 +39,26 @@ impl std::fmt::Debug for CredentialValue {
     }
 }
 
+/// A failed resolution. `retry: false` (a malformed reference) waits for a plugin or file
+/// change instead of retrying on a timer.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub message: String,
+    pub retry: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, retry: true }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure { message: message.to_string(), retry: true }
+    }
+}
+
 /// A successful resolution, as the plugin returned it.
 #[derive(Clone)]
 pub struct Resolved {
@@ -174,7 +194,7 @@ impl CredentialStore {
     pub fn apply(
         &mut self,
         reference: &str,
-        outcome: Result<Resolved, String>,
+        outcome: Result<Resolved, Failure>,
         now: Instant,
         unix_now: u64,
     ) -> Option<Update> {
@@ -201,13 +221,13 @@ impl CredentialStore {
                 e.current = Some(value.clone());
                 Some(Update { reference: reference.to_string(), value })
             }
-            Err(message) => {
-                e.last_error = Some(message);
+            Err(failure) => {
+                e.last_error = Some(failure.message);
                 e.last_error_at = Some(unix_now);
                 e.failures = e.failures.saturating_add(1);
                 let backoff =
                     RETRY_FIRST.saturating_mul(1 << e.failures.min(6).saturating_sub(1)).min(RETRY_MAX);
-                e.refresh_at = Some(now + backoff);
+                e.refresh_at = failure.retry.then(|| now + backoff);
                 None
             }
         }
@@ -269,7 +289,7 @@ impl CredentialStore {
 mod tests {
     use super::*;
 
-    fn ok(v: &str, ttl: Option<u64>, watch: &[&str]) -> Result<Resolved, String> {
+    fn ok(v: &str, ttl: Option<u64>, watch: &[&str]) -> Result<Resolved, Failure> {
         Ok(Resolved {
             value: Zeroizing::new(v.to_string()),
             ttl: ttl.map(Duration::from_secs),
@@ -335,6 +355,10 @@ mod tests {
         assert_eq!(s.next_deadline(), Some(t + RETRY_MAX));
         s.plugins_changed();
         assert_eq!(s.due(t).len(), 1);
+        // A malformed reference is not retried on a timer.
+        s.apply("VAULT:a#b", Err(Failure { message: "bad".into(), retry: false }), t, 0);
+        assert!(s.due(t + RETRY_MAX * 10).is_empty());
+        assert_eq!(s.next_deadline(), None);
     }
 
     #[test]
