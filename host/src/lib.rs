@@ -1,6 +1,9 @@
 //! warren: a supervisor for fleets of services, extensible with WebAssembly plugins.
 pub mod cli;
+pub mod config;
+pub mod credentials;
 pub mod crypto;
 pub mod http;
+pub mod plugins;
 pub mod ring;
 pub mod sup;

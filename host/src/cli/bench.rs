@@ -30,6 +30,19 @@ pub enum BenchCommand {
     /// Rumor spread, kill -9 → confirmed-by-all and memory per agent across N local
     /// supervisors, at default and Serf-like timings (Serf itself measured too when on PATH).
     Ring(super::bench_ring::RingBenchArgs),
+    /// Warm `resolve` on the file plugin vs spawning `cat FILE` per call (the kubelet
+    /// credential-provider model), and loading from the compile cache vs a cold compile.
+    Plugins {
+        /// The file plugin component.
+        #[arg(long, default_value = "target/plugins/file.wasm")]
+        plugin: PathBuf,
+        /// Warm plugin calls to time.
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// Process spawns to time.
+        #[arg(long, default_value_t = 300)]
+        spawns: usize,
+    },
     /// (internal) Verify FILE and print this process's peak memory; used by `bench verify`.
     #[command(hide = true)]
     VerifyChild {
@@ -44,6 +57,9 @@ impl BenchCommand {
         match self {
             BenchCommand::Verify { size_mb, rounds, dir } => bench_verify(size_mb, rounds.max(1), dir),
             BenchCommand::Ring(args) => super::bench_ring::bench_ring(args),
+            BenchCommand::Plugins { plugin, calls, spawns } => {
+                super::bench_plugins::run(&plugin, calls, spawns)
+            }
             BenchCommand::VerifyChild { file, cache } => {
                 let v = hart::verify_file(&file, &cache.cache(), &mut |_| ())?;
                 outln!("verified {} bytes", v.payload_len)?;

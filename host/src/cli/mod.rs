@@ -11,11 +11,14 @@ macro_rules! outln {
 }
 
 pub mod bench;
+pub mod bench_plugins;
 pub mod bench_ring;
 pub mod boxcmd;
+pub mod credential;
 pub mod keys;
 pub mod origin;
 pub mod pkg;
+pub mod plugin;
 pub mod ring;
 pub mod sup;
 pub mod svc;
@@ -52,7 +55,7 @@ pub enum Command {
     /// Encrypt or decrypt BOX-1 / ANONYMOUS-BOX-1 messages with keys from the cache.
     #[command(subcommand, name = "box")]
     Box(boxcmd::BoxCommand),
-    /// Benchmarks: package verification, the ring against Serf, plugins against processes.
+    /// Benchmarks, printed as ratios against a baseline run in the same process.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
@@ -60,6 +63,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Inspect, sign and list WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Resolve credential references through plugins.
+    #[command(subcommand)]
+    Credential(credential::CredentialCommand),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed with their causes.
@@ -96,6 +105,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::stdout().lock().write_all(&script)?;
             Ok(())
         }
+        Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Credential(cmd) => credential::run(cmd),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -9,12 +10,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 
+use crate::config::{CONFIG_ENV, DATA_PATH_ENV, PLUGIN_PATH_ENV, SupConfig};
+use crate::credentials::Reference;
 use crate::crypto::cache::{CACHE_KEY_PATH_ENV, default_cache_path};
 use crate::crypto::sodium;
 use crate::http::{AUTH_TOKEN_ENV, AuthToken, client};
+use crate::plugins::{PluginRuntime, TrustMode};
 use crate::ring::RingConfig;
-use crate::ring::persist::default_data_path;
-use crate::sup::{self, RING_KEY_ENV, RingKeySource, SupOptions};
+use crate::sup::{self, GatewayToken, RING_KEY_ENV, RingKeySource, SupOptions};
 
 #[derive(Subcommand, Debug)]
 pub enum SupCommand {
@@ -84,10 +87,22 @@ pub struct RunArgs {
     /// Key cache folder.
     #[arg(long, env = CACHE_KEY_PATH_ENV)]
     pub cache_key_path: Option<PathBuf>,
-    /// Where the member id, incarnation and rumors are kept
-    /// [default: /var/lib/warren/data for root, ~/.warren/data otherwise].
-    #[arg(long, env = "WARREN_DATA_PATH")]
+    /// Where the member id, incarnation, rumors, plugins and compiled plugins are kept
+    /// [default: data_path in the config, else /var/lib/warren for root, ~/.warren otherwise].
+    #[arg(long, env = DATA_PATH_ENV)]
     pub data_path: Option<PathBuf>,
+    /// Supervisor config file (sup.toml): credential references for auth_token, ring_key and
+    /// ctl_secret, plugin grants ([plugins.NAME]), plugin_path, plugin_trust.
+    #[arg(long, env = CONFIG_ENV)]
+    pub config: Option<PathBuf>,
+    /// The plugin folder, watched for drop-in .wasm files [default: plugin_path in the config,
+    /// else {data_path}/plugins].
+    #[arg(long, env = PLUGIN_PATH_ENV)]
+    pub plugin_path: Option<PathBuf>,
+    /// Signature policy for plugins [default: plugin_trust in the config, else strict once any
+    /// origin public key is in the key cache, else warn].
+    #[arg(long, value_enum)]
+    pub plugin_trust: Option<TrustMode>,
     /// SWIM probe interval (e.g. 1s, 500ms).
     #[arg(long, value_parser = parse_millis, default_value = "500ms")]
     pub probe_interval: Duration,
@@ -157,14 +172,54 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
     if args.ping_timeout >= args.probe_interval {
         bail!("--ping-timeout must be shorter than --probe-interval");
     }
-    let ring_key = match (&args.ring, &args.ring_key) {
-        (Some(name), _) => RingKeySource::Cache { name: name.clone() },
-        (None, Some(text)) if !text.trim().is_empty() => RingKeySource::Inline(text.clone()),
+    let mut config = match &args.config {
+        Some(path) => SupConfig::load(path)?,
+        None => SupConfig::default(),
+    };
+    if let Some(d) = &args.data_path {
+        config.data_path = Some(d.clone());
+    }
+    let cache_key_path = args.cache_key_path.clone().unwrap_or_else(default_cache_path);
+    let plugins = Arc::new(
+        PluginRuntime::start(
+            &config,
+            args.plugin_path.as_deref(),
+            args.plugin_trust,
+            crate::crypto::KeyCache::new(&cache_key_path),
+        )
+        .context("starting the plugin runtime")?,
+    );
+
+    // Flags and environment win over the config file; a config value may be a reference.
+    let ring_key = match (&args.ring, &args.ring_key, &config.ring_key) {
+        (Some(name), _, _) => RingKeySource::Cache { name: name.clone() },
+        (None, Some(text), _) if !text.trim().is_empty() => RingKeySource::Inline(text.clone()),
+        (None, _, Some(reference)) => credential_or_literal(
+            &plugins,
+            "ring_key",
+            reference,
+            |v| RingKeySource::Inline(v.to_string()),
+            RingKeySource::Credential,
+        ),
         _ => RingKeySource::None,
     };
     if matches!(ring_key, RingKeySource::None) {
-        tracing::warn!("no ring key (--ring or {RING_KEY_ENV}): gossip is NOT encrypted");
+        tracing::warn!(
+            "no ring key (--ring, {RING_KEY_ENV} or ring_key in the config): gossip is NOT encrypted"
+        );
     }
+    let env_token = std::env::var(AUTH_TOKEN_ENV).ok().and_then(|t| AuthToken::new(&t));
+    let gateway_token = match (env_token, &config.auth_token) {
+        (Some(t), _) => GatewayToken::Fixed(t),
+        (None, Some(reference)) => credential_or_literal(
+            &plugins,
+            "auth_token",
+            reference,
+            |v| AuthToken::new(v).map_or(GatewayToken::None, GatewayToken::Fixed),
+            GatewayToken::Credential,
+        ),
+        (None, None) => GatewayToken::None,
+    };
     let opts = SupOptions {
         listen_gossip: args.listen_gossip,
         listen_http: args.listen_http,
@@ -172,13 +227,29 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         peers: args.peers.clone(),
         permanent_peer: args.permanent_peer,
         ring_key,
-        cache_key_path: args.cache_key_path.clone().unwrap_or_else(default_cache_path),
-        data_path: args.data_path.clone().unwrap_or_else(default_data_path),
+        cache_key_path,
+        data_path: config.data_path(),
         ring: args.ring_config(),
-        auth_token: std::env::var(AUTH_TOKEN_ENV).ok().and_then(|t| AuthToken::new(&t)),
+        gateway_token,
+        plugins: Some(plugins),
         extra_routes: Vec::new(),
     };
     sup::run(opts).context("supervisor failed")
+}
+
+/// A config value that is a literal is used as is; a `SCHEME:rest` reference is followed
+/// through the credential resolver (it shows in `GET /credentials` either way).
+fn credential_or_literal<T>(
+    plugins: &PluginRuntime,
+    label: &str,
+    value: &str,
+    literal: impl FnOnce(&str) -> T,
+    credential: impl FnOnce(tokio::sync::watch::Receiver<Option<crate::credentials::CredentialValue>>) -> T,
+) -> T {
+    match Reference::parse(value) {
+        Reference::Literal(v) => literal(&v),
+        Reference::Routed { .. } => credential(plugins.subscribe(label, value)),
+    }
 }
 
 /// Checks a gateway reply, turning its `{"error": ...}` into a message.

@@ -1,4 +1,6 @@
-//! Optional bearer token in front of the gateway, compared in constant time.
+//! Optional bearer token in front of the gateway, compared in constant time. The token can
+//! come from a credential reference (`auth_token = "FILE:..."`), so it is read from a watch
+//! channel on every request and rotates without a restart.
 
 use std::sync::Arc;
 
@@ -6,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::crypto::sodium::ct_eq;
@@ -32,8 +35,31 @@ impl AuthToken {
     }
 }
 
-pub async fn require_token(State(token): State<Option<AuthToken>>, req: Request, next: Next) -> Response {
-    if let Some(token) = token {
+/// What the gateway demands right now.
+#[derive(Clone, Debug)]
+pub enum GatewayAuth {
+    /// No token configured: every request is served.
+    Open,
+    Token(AuthToken),
+    /// A token is configured but its reference has not resolved yet: fail closed.
+    Unavailable,
+}
+
+/// The gateway's current auth requirement; senders update it when a credential rotates.
+pub type AuthState = watch::Receiver<GatewayAuth>;
+
+/// A requirement that never changes (a token from the environment, or none).
+pub fn fixed(token: Option<AuthToken>) -> AuthState {
+    watch::channel(token.map_or(GatewayAuth::Open, GatewayAuth::Token)).1
+}
+
+pub async fn require_token(State(auth): State<AuthState>, req: Request, next: Next) -> Response {
+    let current = auth.borrow().clone();
+    if let GatewayAuth::Unavailable = current {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the gateway's auth token is not available yet\n")
+            .into_response();
+    }
+    if let GatewayAuth::Token(token) = current {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -1,5 +1,5 @@
 //! The HTTP gateway (default 0.0.0.0:9631): Habitat's /butterfly, /census, plus /metrics,
-//! rumor injection and ring key management.
+//! rumor injection, ring key management, /plugins and /credentials.
 //!
 //! The router is built from parts so other subsystems can add theirs:
 //! `http::build(auth, vec![ring_api::routes(state), plugins_routes, ...])`. Every route except
@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod plugins_api;
 pub mod ring_api;
 pub mod views;
 
@@ -14,13 +15,13 @@ use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-pub use auth::AuthToken;
+pub use auth::{AuthState, AuthToken, GatewayAuth};
 
 /// Environment variable holding the gateway's bearer token.
 pub const AUTH_TOKEN_ENV: &str = "WARREN_GATEWAY_AUTH_TOKEN";
 
 /// Merges route parts, puts them behind the token, and adds the public liveness route.
-pub fn build(auth: Option<AuthToken>, parts: Vec<Router>) -> Router {
+pub fn build(auth: AuthState, parts: Vec<Router>) -> Router {
     let mut protected = Router::new();
     for p in parts {
         protected = protected.merge(p);

@@ -23,12 +23,6 @@ pub enum PersistError {
     Corrupt { path: String, why: String },
 }
 
-/// `/var/lib/warren/data` for root, `$HOME/.warren/data` for everyone else.
-pub fn default_data_path() -> PathBuf {
-    let keys = crate::crypto::cache::default_cache_path();
-    keys.parent().map(|p| p.join("data")).unwrap_or_else(|| PathBuf::from("/var/lib/warren/data"))
-}
-
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct RingState {
     pub generation: u32,

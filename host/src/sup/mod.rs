@@ -5,13 +5,17 @@ pub mod keywatch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
+use crate::credentials::CredentialValue;
 use crate::crypto::{CryptoError, KeyCache, KeyFile, KeyKind, RingKey};
-use crate::http::{self, AuthToken, ring_api};
+use crate::http::{self, AuthState, AuthToken, GatewayAuth, plugins_api, ring_api};
+use crate::plugins::PluginRuntime;
 use crate::ring::persist::{DataDir, PersistError};
 use crate::ring::shell::{self, Stopped};
 use crate::ring::{CoreParams, Keyring, RingConfig, RingCore, RingHandle};
@@ -31,7 +35,21 @@ pub enum RingKeySource {
     Cache { name: String },
     /// The contents of a key file (`WARREN_RING_KEY`).
     Inline(String),
+    /// A credential reference (`ring_key = "FILE:..."` in sup.toml): each new value is
+    /// installed and becomes the primary key; earlier keys stay accepted.
+    Credential(watch::Receiver<Option<CredentialValue>>),
 }
+
+/// Where the gateway's bearer token comes from.
+pub enum GatewayToken {
+    None,
+    Fixed(AuthToken),
+    /// A credential reference (`auth_token = "FILE:..."`): rotates without a restart.
+    Credential(watch::Receiver<Option<CredentialValue>>),
+}
+
+/// How long a supervisor waits at start for a ring key given as a credential reference.
+const RING_KEY_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything `warren sup run` was asked to do.
 pub struct SupOptions {
@@ -44,8 +62,10 @@ pub struct SupOptions {
     pub cache_key_path: PathBuf,
     pub data_path: PathBuf,
     pub ring: RingConfig,
-    pub auth_token: Option<AuthToken>,
-    /// Extra gateway routes (plugins, credentials…), merged behind the same token.
+    pub gateway_token: GatewayToken,
+    /// The plugin runtime: `/plugins` and `/credentials` on the gateway.
+    pub plugins: Option<Arc<PluginRuntime>>,
+    /// Extra gateway routes, merged behind the same token.
     pub extra_routes: Vec<Router>,
 }
 
@@ -63,6 +83,8 @@ pub enum SupError {
     Departed(String),
     #[error("{0}")]
     Runtime(std::io::Error),
+    #[error("ring key reference did not resolve within {0:?} (see GET /credentials or the log)")]
+    RingKeyUnavailable(Duration),
 }
 
 /// Resolves `HOST[:PORT]` (default port 9638).
@@ -89,10 +111,11 @@ pub fn load_keyring(
 ) -> Result<Keyring, CryptoError> {
     match source {
         RingKeySource::None => Ok(Keyring::none()),
-        RingKeySource::Inline(text) => {
-            let file = KeyFile::parse(text.as_bytes())?;
-            Ok(Keyring::with_primary(RingKey::try_from(&file)?))
-        }
+        RingKeySource::Inline(text) => Ok(Keyring::with_primary(parse_ring_key(text)?)),
+        RingKeySource::Credential(rx) => match rx.borrow().as_ref() {
+            Some(value) => Ok(Keyring::with_primary(parse_ring_key(value.expose())?)),
+            None => Err(CryptoError::MalformedKey("the ring key reference has no value".into())),
+        },
         RingKeySource::Cache { name } => {
             let latest = RingKey::try_from(&cache.latest(KeyKind::SymSecret, name)?)?;
             let mut ring = Keyring::with_primary(latest);
@@ -103,6 +126,64 @@ pub fn load_keyring(
             Ok(ring)
         }
     }
+}
+
+fn parse_ring_key(text: &str) -> Result<RingKey, CryptoError> {
+    RingKey::try_from(&KeyFile::parse(text.as_bytes())?)
+}
+
+/// The gateway's auth state; a credential-backed token is followed by a task.
+fn gateway_auth(token: GatewayToken) -> AuthState {
+    match token {
+        GatewayToken::None => http::auth::fixed(None),
+        GatewayToken::Fixed(t) => http::auth::fixed(Some(t)),
+        GatewayToken::Credential(mut rx) => {
+            let current = |v: &Option<CredentialValue>| {
+                v.as_ref()
+                    .and_then(|c| AuthToken::new(c.expose()))
+                    .map_or(GatewayAuth::Unavailable, GatewayAuth::Token)
+            };
+            let (tx, auth) = watch::channel(current(&rx.borrow_and_update()));
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let next = current(&rx.borrow_and_update());
+                    tracing::info!("gateway auth token rotated");
+                    if tx.send(next).is_err() {
+                        break;
+                    }
+                }
+            });
+            auth
+        }
+    }
+}
+
+/// Installs each new value of a credential-backed ring key and makes it the primary.
+fn follow_ring_key(handle: RingHandle, mut rx: watch::Receiver<Option<CredentialValue>>) {
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let Some(value) = rx.borrow_and_update().clone() else { continue };
+            let key = match parse_ring_key(value.expose()) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the ring key reference gave an unusable key; keeping the current one");
+                    continue;
+                }
+            };
+            let id = key.id.clone();
+            let result = handle.with_core(|c| {
+                c.keyring_mut().install(key)?;
+                c.keyring_mut().use_key(&id)
+            });
+            match result {
+                Ok(()) => {
+                    handle.save_state();
+                    tracing::info!(key = %id, "ring key rotated from its reference");
+                }
+                Err(e) => tracing::warn!(key = %id, error = %e, "could not rotate to the new ring key"),
+            }
+        }
+    });
 }
 
 /// The address others reach us at: the listen address, or a best guess when it is 0.0.0.0.
@@ -129,6 +210,12 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
     let id = data.member_id()?;
     let mut state = data.load_state()?;
     let cache = KeyCache::new(&opts.cache_key_path);
+    if let RingKeySource::Credential(rx) = &opts.ring_key {
+        let mut rx = rx.clone();
+        if tokio::time::timeout(RING_KEY_WAIT, rx.wait_for(Option::is_some)).await.is_err() {
+            return Err(SupError::RingKeyUnavailable(RING_KEY_WAIT));
+        }
+    }
     let keyring = load_keyring(&opts.ring_key, &cache, state.primary_key.as_deref())?;
     let peers = opts.peers.iter().map(|p| resolve_peer(p)).collect::<Result<Vec<_>, _>>()?;
 
@@ -182,6 +269,10 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let _watcher = match &opts.ring_key {
         RingKeySource::Cache { name } => keywatch::spawn(handle.clone(), cache.clone(), name.clone()),
+        RingKeySource::Credential(rx) => {
+            follow_ring_key(handle.clone(), rx.clone());
+            None
+        }
         _ => None,
     };
     let api = ring_api::RingApi {
@@ -189,8 +280,11 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
         cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
     };
     let mut parts = vec![ring_api::routes(api)];
+    if let Some(plugins) = &opts.plugins {
+        parts.push(plugins_api::routes(plugins.clone()));
+    }
     parts.extend(opts.extra_routes);
-    let router = http::build(opts.auth_token.clone(), parts);
+    let router = http::build(gateway_auth(opts.gateway_token), parts);
     let mut http_stop = stop_rx.clone();
     let http_task = tokio::spawn(http::serve(http_listener, router, async move {
         let _ = http_stop.wait_for(|s| *s).await;

@@ -1,0 +1,244 @@
+//! `sup.toml`, the supervisor's configuration file (`--config FILE`).
+//!
+//! ```toml
+//! plugin_path = "/var/lib/warren/plugins"   # default {data_path}/plugins
+//! plugin_trust = "strict"                   # strict | warn | off
+//! auth_token = "FILE:/run/secrets/hab_auth_token"
+//! ring_key = "ENV:WARREN_RING_KEY"
+//! ctl_secret = "literal:..."
+//!
+//! [plugins.file]
+//! read_paths = ["/run/secrets"]
+//! [plugins.env]
+//! env = ["HAB_AUTH_TOKEN"]
+//! [plugins.vault-kv]
+//! http_hosts = ["127.0.0.1:8200"]
+//! memory_mb = 32
+//! timeout_ms = 5000
+//!
+//! [services.redis.config]
+//! password = "VAULT:secret/data/redis#password"
+//! ```
+//!
+//! `auth_token`, `ring_key`, `ctl_secret` and every string under `[services.NAME.config]` are
+//! credential references (see `credentials::reference`). Keys this module does not know are kept
+//! in `other` for the parts of warren that own them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plugins::manifest::valid_plugin_name;
+use crate::plugins::{Grant, Limits, RegistrySettings, TrustMode};
+
+pub const DATA_PATH_ENV: &str = "WARREN_DATA_PATH";
+pub const PLUGIN_PATH_ENV: &str = "WARREN_PLUGIN_PATH";
+pub const CONFIG_ENV: &str = "WARREN_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: [plugins.{plugin}]: {message}")]
+    Grant { path: String, plugin: String, message: String },
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SupConfig {
+    #[serde(default)]
+    pub data_path: Option<PathBuf>,
+    #[serde(default)]
+    pub plugin_path: Option<PathBuf>,
+    #[serde(default)]
+    pub plugin_trust: Option<TrustMode>,
+    #[serde(default)]
+    pub auth_token: Option<String>,
+    #[serde(default)]
+    pub ring_key: Option<String>,
+    #[serde(default)]
+    pub ctl_secret: Option<String>,
+    /// Operator grants per plugin name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, Grant>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSection>,
+    /// Keys owned by other parts of warren (ring, ctl, http gateway).
+    #[serde(flatten)]
+    pub other: toml::Table,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServiceSection {
+    /// Service configuration values; strings may be credential references.
+    #[serde(default)]
+    pub config: toml::Table,
+    #[serde(flatten)]
+    pub other: toml::Table,
+}
+
+/// `/var/lib/warren` for root, `$HOME/.warren` otherwise; `WARREN_DATA_PATH` overrides.
+pub fn default_data_path() -> PathBuf {
+    if let Some(p) = std::env::var_os(DATA_PATH_ENV) {
+        return PathBuf::from(p);
+    }
+    let keys = crate::crypto::cache::default_cache_path();
+    // The key cache default already encodes the root/non-root choice: {data}/keys.
+    keys.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/var/lib/warren"))
+}
+
+impl SupConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io { path: path.display().to_string(), source: e })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: SupConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        for (name, grant) in &cfg.plugins {
+            let err = |message: String| ConfigError::Grant {
+                path: origin.to_string(),
+                plugin: name.clone(),
+                message,
+            };
+            if !valid_plugin_name(name) {
+                return Err(err("not a valid plugin name".into()));
+            }
+            grant.validate().map_err(err)?;
+        }
+        Ok(cfg)
+    }
+
+    pub fn data_path(&self) -> PathBuf {
+        self.data_path.clone().unwrap_or_else(default_data_path)
+    }
+
+    /// `--plugin-path` / `WARREN_PLUGIN_PATH` (given as `cli`), else the config, else
+    /// `{data_path}/plugins`.
+    pub fn plugin_dir(&self, cli: Option<&Path>) -> PathBuf {
+        cli.map(Path::to_path_buf)
+            .or_else(|| self.plugin_path.clone())
+            .unwrap_or_else(|| self.data_path().join("plugins"))
+    }
+
+    /// Where compiled plugins are cached: `{data_path}/plugin-cache`.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.data_path().join("plugin-cache")
+    }
+
+    /// Registry settings; `trust_cli` (`--plugin-trust`) wins over the file, and without
+    /// either the default depends on whether any origin key is trusted.
+    pub fn registry_settings(
+        &self,
+        plugin_dir: Option<&Path>,
+        trust_cli: Option<TrustMode>,
+        default_trust: TrustMode,
+    ) -> RegistrySettings {
+        RegistrySettings {
+            plugin_dir: self.plugin_dir(plugin_dir),
+            trust: trust_cli.or(self.plugin_trust).unwrap_or(default_trust),
+            grants: self.plugins.clone(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Every credential reference in the file as (config key, reference).
+    pub fn references(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (key, v) in
+            [("auth_token", &self.auth_token), ("ring_key", &self.ring_key), ("ctl_secret", &self.ctl_secret)]
+        {
+            if let Some(v) = v {
+                out.push((key.to_string(), v.clone()));
+            }
+        }
+        for (svc, section) in &self.services {
+            collect_strings(&format!("services.{svc}.config"), &section.config, &mut out);
+        }
+        out
+    }
+}
+
+fn collect_strings(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+    for (k, v) in table {
+        let key = format!("{prefix}.{k}");
+        match v {
+            toml::Value::String(s) => out.push((key, s.clone())),
+            toml::Value::Table(t) => collect_strings(&key, t, out),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+plugin_path = "/srv/plugins"
+plugin_trust = "warn"
+auth_token = "FILE:/run/secrets/token"
+ctl_secret = "literal:abc"
+listen_gossip = "127.0.0.1:9638"
+
+[plugins.file]
+read_paths = ["/run/secrets"]
+[plugins.env]
+env = ["HAB_AUTH_TOKEN"]
+[plugins.vault-kv]
+http_hosts = ["127.0.0.1:8200"]
+memory_mb = 32
+timeout_ms = 5000
+
+[services.redis]
+group = "prod"
+[services.redis.config]
+password = "VAULT:secret/data/redis#password"
+port = 6379
+[services.redis.config.tls]
+key = "FILE:/run/secrets/redis.key"
+"#;
+
+    #[test]
+    fn parses_policy_and_references() {
+        let c = SupConfig::parse(SAMPLE, "sup.toml").unwrap();
+        assert_eq!(c.plugin_dir(None), PathBuf::from("/srv/plugins"));
+        assert_eq!(c.plugin_dir(Some(Path::new("/x"))), PathBuf::from("/x"));
+        assert_eq!(c.plugin_trust, Some(TrustMode::Warn));
+        assert_eq!(c.plugins["vault-kv"].http_hosts, vec!["127.0.0.1:8200"]);
+        assert_eq!(c.plugins["file"].read_paths, vec![PathBuf::from("/run/secrets")]);
+        assert!(c.other.contains_key("listen_gossip"), "foreign keys are kept");
+        assert!(c.services["redis"].other.contains_key("group"));
+        let refs = c.references();
+        assert!(refs.contains(&("auth_token".into(), "FILE:/run/secrets/token".into())));
+        assert!(
+            refs.contains(&(
+                "services.redis.config.password".into(),
+                "VAULT:secret/data/redis#password".into()
+            ))
+        );
+        assert!(
+            refs.contains(&("services.redis.config.tls.key".into(), "FILE:/run/secrets/redis.key".into()))
+        );
+        assert_eq!(refs.len(), 4);
+        let s = c.registry_settings(None, Some(TrustMode::Strict), TrustMode::Off);
+        assert_eq!(s.trust, TrustMode::Strict);
+    }
+
+    #[test]
+    fn refuses_bad_grants() {
+        for bad in [
+            "[plugins.env]\nenv = [\"*\"]\n",
+            "[plugins.file]\nread_paths = [\"relative\"]\n",
+            "[plugins.\"Bad Name\"]\nenv = []\n",
+            "[plugins.env]\nenvv = []\n",
+            "plugin_trust = \"maybe\"\n",
+        ] {
+            assert!(SupConfig::parse(bad, "t").is_err(), "{bad}");
+        }
+    }
+}

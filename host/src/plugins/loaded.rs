@@ -1,0 +1,341 @@
+//! One loaded plugin: its compiled component, pre-instantiated against the shared linker, and a
+//! small pool of warm instances reused across calls. Every call runs under an epoch deadline and
+//! the store's memory cap; a faulted instance is dropped, never reused.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use wasmtime::Store;
+
+use super::bindings::credential_source::{CredentialSource, CredentialSourcePre};
+use super::bindings::lifecycle_hook::{LifecycleHook, LifecycleHookPre};
+use super::bindings::topology_policy::{TopologyPolicy, TopologyPolicyPre};
+use super::bindings::{Credential, CredentialError, Decision, Health, Member, ServiceContext};
+use super::engine::{CacheOutcome, PluginEngine};
+use super::manifest::Manifest;
+use super::policy::Effective;
+use super::sandbox::StoreState;
+use super::signing::SignatureStatus;
+use super::{PluginError, World};
+
+/// Idle instances kept per plugin; more concurrent callers get fresh ones.
+const MAX_IDLE: usize = 4;
+/// Longest error text kept from a trap (backtraces can be long).
+const MAX_TRAP_TEXT: usize = 1000;
+
+enum Pre {
+    Cred(CredentialSourcePre<StoreState>),
+    Topo(TopologyPolicyPre<StoreState>),
+    Hook(LifecycleHookPre<StoreState>),
+}
+
+enum Bound {
+    Cred(CredentialSource),
+    Topo(TopologyPolicy),
+    Hook(LifecycleHook),
+}
+
+struct Warm {
+    store: Store<StoreState>,
+    bound: Bound,
+}
+
+/// Facts about a loaded plugin (also what `GET /plugins` shows).
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub world: World,
+    pub file: PathBuf,
+    pub size: u64,
+    pub blake2b: String,
+    pub signature: SignatureStatus,
+    pub policy: Effective,
+    /// Schemes served (credential sources only).
+    pub schemes: Vec<String>,
+    pub compile_cache: CacheOutcome,
+}
+
+pub struct LoadedPlugin {
+    pub info: PluginInfo,
+    engine: Arc<PluginEngine>,
+    pre: Pre,
+    idle: Mutex<Vec<Warm>>,
+    calls: AtomicU64,
+    faults: AtomicU64,
+}
+
+fn valid_scheme(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.as_bytes()[0].is_ascii_uppercase()
+        && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl LoadedPlugin {
+    /// Compiles (or loads from cache), links and pre-instantiates; then instantiates once to
+    /// prove it works and, for credential sources, asks for its schemes.
+    pub fn build(
+        engine: Arc<PluginEngine>,
+        file: PathBuf,
+        wasm: &[u8],
+        digest: [u8; 32],
+        manifest: &Manifest,
+        signature: SignatureStatus,
+        policy: Effective,
+    ) -> Result<Arc<Self>, PluginError> {
+        let (component, cache) = engine.compile(wasm, &digest)?;
+        let name = manifest.name.clone();
+        let instance_pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Link { plugin: name.clone(), detail: format!("{e:#}") })?;
+        let wrong = |e: wasmtime::Error| PluginError::WrongWorld {
+            expected: manifest.world,
+            detail: format!("{e:#}"),
+        };
+        let pre = match manifest.world {
+            World::CredentialSource => Pre::Cred(CredentialSourcePre::new(instance_pre).map_err(wrong)?),
+            World::TopologyPolicy => Pre::Topo(TopologyPolicyPre::new(instance_pre).map_err(wrong)?),
+            World::LifecycleHook => Pre::Hook(LifecycleHookPre::new(instance_pre).map_err(wrong)?),
+        };
+        let mut plugin = LoadedPlugin {
+            info: PluginInfo {
+                name,
+                version: manifest.version.clone(),
+                world: manifest.world,
+                file,
+                size: wasm.len() as u64,
+                blake2b: hex::encode(digest),
+                signature,
+                policy,
+                schemes: Vec::new(),
+                compile_cache: cache,
+            },
+            engine,
+            pre,
+            idle: Mutex::new(Vec::new()),
+            calls: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+        };
+        if manifest.world == World::CredentialSource {
+            let schemes = plugin.call(|store, bound| match bound {
+                Bound::Cred(b) => b.warren_plugin_credentials().call_schemes(store),
+                _ => unreachable!("world checked above"),
+            })?;
+            if schemes.is_empty() || schemes.len() > 16 || !schemes.iter().all(|s| valid_scheme(s)) {
+                return Err(PluginError::BadAnswer {
+                    plugin: plugin.info.name.clone(),
+                    detail: "schemes() must return 1-16 names of [A-Z][A-Z0-9_]*".into(),
+                });
+            }
+            plugin.info.schemes = schemes;
+        } else {
+            let warm = plugin.instantiate()?;
+            plugin.idle.lock().unwrap_or_else(|p| p.into_inner()).push(warm);
+        }
+        Ok(Arc::new(plugin))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+
+    fn new_store(&self) -> Store<StoreState> {
+        let mut store = Store::new(
+            self.engine.engine(),
+            StoreState::new(self.info.name.as_str().into(), &self.info.policy),
+        );
+        store.limiter(|s| &mut s.cap);
+        store.set_epoch_deadline(self.engine.deadline_ticks(self.info.policy.timeout()));
+        store
+    }
+
+    fn instantiate(&self) -> Result<Warm, PluginError> {
+        let mut store = self.new_store();
+        let bound = match &self.pre {
+            Pre::Cred(p) => p.instantiate(&mut store).map(Bound::Cred),
+            Pre::Topo(p) => p.instantiate(&mut store).map(Bound::Topo),
+            Pre::Hook(p) => p.instantiate(&mut store).map(Bound::Hook),
+        };
+        match bound {
+            Ok(bound) => Ok(Warm { store, bound }),
+            Err(e) => Err(match self.classify(&store, e) {
+                PluginError::Trap { plugin, message } => PluginError::Instantiate { plugin, detail: message },
+                other => other,
+            }),
+        }
+    }
+
+    fn classify(&self, store: &Store<StoreState>, e: wasmtime::Error) -> PluginError {
+        let plugin = self.info.name.clone();
+        if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            return PluginError::Deadline { plugin, timeout_ms: self.info.policy.timeout_ms };
+        }
+        if store.data().cap.hit {
+            return PluginError::MemoryExhausted { plugin, memory_mb: self.info.policy.memory_mb };
+        }
+        let mut message = format!("{e:#}");
+        if message.len() > MAX_TRAP_TEXT {
+            let mut cut = MAX_TRAP_TEXT;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        PluginError::Trap { plugin, message }
+    }
+
+    /// Runs `f` on a warm instance under the deadline and memory cap.
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let warm = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut warm = match warm {
+            Some(w) => w,
+            None => self.instantiate().inspect_err(|_| {
+                self.faults.fetch_add(1, Ordering::Relaxed);
+            })?,
+        };
+        warm.store.data_mut().begin_call();
+        warm.store.set_epoch_deadline(self.engine.deadline_ticks(self.info.policy.timeout()));
+        match f(&mut warm.store, &warm.bound) {
+            Ok(r) => {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < MAX_IDLE {
+                    idle.push(warm);
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                self.faults.fetch_add(1, Ordering::Relaxed);
+                let err = self.classify(&warm.store, e);
+                tracing::warn!(plugin = %self.info.name, error = %err, "plugin call failed; instance discarded");
+                Err(err)
+            }
+        }
+    }
+
+    fn world_error(&self, expected: World) -> PluginError {
+        PluginError::NotThisWorld { plugin: self.info.name.clone(), expected, actual: self.info.world }
+    }
+}
+
+/// A credential-source plugin.
+#[derive(Clone)]
+pub struct CredentialSourceHandle(pub(crate) Arc<LoadedPlugin>);
+
+impl CredentialSourceHandle {
+    pub fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, PluginError> {
+        if plugin.info.world != World::CredentialSource {
+            return Err(plugin.world_error(World::CredentialSource));
+        }
+        Ok(CredentialSourceHandle(plugin))
+    }
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.0
+    }
+    pub fn schemes(&self) -> &[String] {
+        &self.0.info.schemes
+    }
+    /// Outer error: the plugin faulted. Inner error: the plugin's answer.
+    pub fn resolve(&self, reference: &str) -> Result<Result<Credential, CredentialError>, PluginError> {
+        self.0.call(|store, bound| match bound {
+            Bound::Cred(b) => b.warren_plugin_credentials().call_resolve(store, reference),
+            _ => unreachable!("checked in new"),
+        })
+    }
+}
+
+/// A topology-policy plugin.
+#[derive(Clone)]
+pub struct TopologyHandle(pub(crate) Arc<LoadedPlugin>);
+
+impl TopologyHandle {
+    pub fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, PluginError> {
+        if plugin.info.world != World::TopologyPolicy {
+            return Err(plugin.world_error(World::TopologyPolicy));
+        }
+        Ok(TopologyHandle(plugin))
+    }
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.0
+    }
+    pub fn policy_name(&self) -> Result<String, PluginError> {
+        self.0.call(|store, bound| match bound {
+            Bound::Topo(b) => b.warren_plugin_topology().call_name(store),
+            _ => unreachable!("checked in new"),
+        })
+    }
+    pub fn decide(
+        &self,
+        group: &str,
+        members: &[Member],
+        current_leader: Option<&str>,
+    ) -> Result<Decision, PluginError> {
+        self.0.call(|store, bound| match bound {
+            Bound::Topo(b) => b.warren_plugin_topology().call_decide(store, group, members, current_leader),
+            _ => unreachable!("checked in new"),
+        })
+    }
+}
+
+/// A lifecycle-hook plugin.
+#[derive(Clone)]
+pub struct HookHandle(pub(crate) Arc<LoadedPlugin>);
+
+macro_rules! hook_call {
+    ($self:ident, $method:ident $(, $arg:expr)*) => {
+        $self.0.call(|store, bound| match bound {
+            Bound::Hook(b) => b.warren_plugin_lifecycle().$method(store $(, $arg)*),
+            _ => unreachable!("checked in new"),
+        })
+    };
+}
+
+impl HookHandle {
+    pub fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, PluginError> {
+        if plugin.info.world != World::LifecycleHook {
+            return Err(plugin.world_error(World::LifecycleHook));
+        }
+        Ok(HookHandle(plugin))
+    }
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.0
+    }
+    pub fn init(&self, ctx: &ServiceContext) -> Result<Result<(), String>, PluginError> {
+        hook_call!(self, call_init, ctx)
+    }
+    pub fn health_check(&self, ctx: &ServiceContext) -> Result<Health, PluginError> {
+        hook_call!(self, call_health_check, ctx)
+    }
+    pub fn reconfigure(&self, ctx: &ServiceContext) -> Result<Result<(), String>, PluginError> {
+        hook_call!(self, call_reconfigure, ctx)
+    }
+    pub fn suitability(&self, ctx: &ServiceContext) -> Result<u64, PluginError> {
+        hook_call!(self, call_suitability, ctx)
+    }
+    pub fn file_updated(
+        &self,
+        ctx: &ServiceContext,
+        file_name: &str,
+    ) -> Result<Result<(), String>, PluginError> {
+        hook_call!(self, call_file_updated, ctx, file_name)
+    }
+    pub fn post_stop(&self, ctx: &ServiceContext) -> Result<Result<(), String>, PluginError> {
+        hook_call!(self, call_post_stop, ctx)
+    }
+}

@@ -1,0 +1,389 @@
+//! The plugin registry: the loaded plugins of the plugin folder, keyed by file. Loading a file
+//! verifies the signature, reads the manifest, intersects the grants, compiles and
+//! pre-instantiates; only then is the new plugin swapped in (an `Arc` swap: calls in flight
+//! finish on the old one). A broken replacement leaves the old plugin serving and records the
+//! error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::loaded::{CredentialSourceHandle, HookHandle, LoadedPlugin, TopologyHandle};
+use super::manifest::Manifest;
+use super::policy::{self, Grant, Limits};
+use super::signing::{self, SignatureStatus, TrustMode, TrustedKeys};
+use super::{PluginEngine, PluginError, World, wasm};
+use crate::crypto::sodium::blake2b_256;
+
+/// Largest plugin file accepted (componentize-py plugins are ~18 MB).
+pub const MAX_PLUGIN_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct RegistrySettings {
+    pub plugin_dir: PathBuf,
+    pub trust: TrustMode,
+    /// `[plugins.NAME]` grants, by plugin name.
+    pub grants: BTreeMap<String, Grant>,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginState {
+    /// Loaded and serving.
+    Loaded,
+    /// Serving the previous version: the replacement in the file failed to load.
+    Stale,
+    /// Not serving: the file failed to load.
+    Failed,
+}
+
+/// One plugin file as `GET /plugins` and `warren plugin inspect` show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PluginStatus {
+    pub file: PathBuf,
+    pub name: Option<String>,
+    pub world: Option<World>,
+    pub version: Option<String>,
+    pub signer: Option<String>,
+    pub signature: Option<SignatureStatus>,
+    pub state: PluginState,
+    pub last_error: Option<String>,
+    /// Seconds since the Unix epoch of the last error.
+    pub last_error_at: Option<u64>,
+    pub blake2b: Option<String>,
+    pub size: Option<u64>,
+    pub schemes: Vec<String>,
+    pub calls: u64,
+    pub faults: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    plugin: Option<Arc<LoadedPlugin>>,
+    last_error: Option<String>,
+    last_error_at: Option<u64>,
+    /// What the last failed file claimed to be (for status when nothing serves).
+    failed: Option<(Manifest, Option<SignatureStatus>, String, u64)>,
+}
+
+/// Best-effort facts about a file that failed to load, without compiling it.
+fn describe_failed(
+    path: &Path,
+    keys: &dyn TrustedKeys,
+) -> Option<(Manifest, Option<SignatureStatus>, String, u64)> {
+    let bytes = read_plugin_file(path).ok()?;
+    let manifest = Manifest::from_component(&bytes).ok()?;
+    let sig = signing::check(&bytes, keys).ok();
+    Some((manifest, sig, hex::encode(blake2b_256(&bytes)), bytes.len() as u64))
+}
+
+pub struct PluginRegistry {
+    engine: Arc<PluginEngine>,
+    settings: RegistrySettings,
+    keys: Arc<dyn TrustedKeys>,
+    entries: RwLock<BTreeMap<PathBuf, Entry>>,
+    /// Serializes loads (watcher thread and explicit calls) so checks and swaps do not interleave.
+    load_lock: Mutex<()>,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+fn is_plugin_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+        && path.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Reads a plugin file with a size bound.
+pub fn read_plugin_file(path: &Path) -> Result<Vec<u8>, PluginError> {
+    let io = |e: std::io::Error| PluginError::Io { path: path.display().to_string(), source: e };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(PluginError::NotAComponent(format!("{} is not a regular file", path.display())));
+    }
+    if meta.len() > MAX_PLUGIN_BYTES {
+        return Err(PluginError::NotAComponent(format!(
+            "{} is larger than {MAX_PLUGIN_BYTES} bytes",
+            path.display()
+        )));
+    }
+    std::fs::read(path).map_err(io)
+}
+
+impl PluginRegistry {
+    pub fn new(
+        engine: Arc<PluginEngine>,
+        settings: RegistrySettings,
+        keys: Arc<dyn TrustedKeys>,
+    ) -> Arc<Self> {
+        Arc::new(PluginRegistry {
+            engine,
+            settings,
+            keys,
+            entries: RwLock::new(BTreeMap::new()),
+            load_lock: Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    pub fn settings(&self) -> &RegistrySettings {
+        &self.settings
+    }
+
+    pub fn engine(&self) -> &Arc<PluginEngine> {
+        &self.engine
+    }
+
+    /// A counter bumped whenever the set of serving plugins changes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    /// Verifies, reads the manifest, grants and builds a plugin without registering it.
+    pub fn prepare(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let bytes = read_plugin_file(path)?;
+        wasm::check_component_header(&bytes)?;
+        // Signature first: nothing of an untrusted file is compiled.
+        let signature = if self.settings.trust == TrustMode::Off {
+            signing::check(&bytes, self.keys.as_ref()).unwrap_or(SignatureStatus::Unsigned)
+        } else {
+            signing::check(&bytes, self.keys.as_ref())?
+        };
+        self.settings.trust.admit(&signature)?;
+        let manifest = Manifest::from_component(&bytes)?;
+        let grant = self.settings.grants.get(&manifest.name).cloned().unwrap_or_default();
+        let effective = policy::intersect(&manifest.requests, &grant, &self.settings.limits);
+        let digest = blake2b_256(&bytes);
+        LoadedPlugin::build(
+            self.engine.clone(),
+            path.to_path_buf(),
+            &bytes,
+            digest,
+            &manifest,
+            signature,
+            effective,
+        )
+    }
+
+    /// Loads (or reloads) one file and registers it. On failure the previous plugin of that
+    /// file, if any, keeps serving and the error is recorded in its status.
+    pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let _serial = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let path = path.to_path_buf();
+        // Unchanged content (a touch, a duplicate event): keep the plugin as is.
+        if let (Ok(bytes), Some(current)) = (read_plugin_file(&path), self.loaded_at(&path))
+            && hex::encode(blake2b_256(&bytes)) == current.info.blake2b
+        {
+            return Ok(current);
+        }
+        let result = self.prepare(&path).and_then(|plugin| {
+            self.check_conflicts(&path, &plugin)?;
+            Ok(plugin)
+        });
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.entry(path.clone()).or_default();
+        match result {
+            Ok(plugin) => {
+                let replaced = entry.plugin.replace(plugin.clone()).is_some();
+                entry.last_error = None;
+                entry.last_error_at = None;
+                entry.failed = None;
+                drop(entries);
+                tracing::info!(plugin = %plugin.name(), world = %plugin.info.world, file = %path.display(), replaced, "plugin loaded");
+                self.bump();
+                Ok(plugin)
+            }
+            Err(e) => {
+                entry.last_error = Some(e.to_string());
+                entry.last_error_at = Some(unix_now());
+                entry.failed = describe_failed(&path, self.keys.as_ref());
+                let serving = entry.plugin.is_some();
+                drop(entries);
+                tracing::error!(file = %path.display(), error = %e, keeps_previous = serving, "plugin failed to load");
+                Err(e)
+            }
+        }
+    }
+
+    fn loaded_at(&self, path: &Path) -> Option<Arc<LoadedPlugin>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).get(path).and_then(|e| e.plugin.clone())
+    }
+
+    fn check_conflicts(&self, path: &Path, new: &LoadedPlugin) -> Result<(), PluginError> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        for (file, entry) in entries.iter().filter(|(f, _)| f.as_path() != path) {
+            let Some(other) = &entry.plugin else { continue };
+            if other.name() == new.name() {
+                return Err(PluginError::DuplicateName {
+                    name: new.name().to_string(),
+                    other: file.display().to_string(),
+                });
+            }
+            if let Some(s) = new.info.schemes.iter().find(|s| other.info.schemes.contains(s)) {
+                return Err(PluginError::DuplicateScheme {
+                    scheme: s.clone(),
+                    other: other.name().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Unregisters the plugin of a removed file.
+    pub fn unload_file(&self, path: &Path) -> bool {
+        let _serial = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let removed = self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(path);
+        let had_plugin = removed.as_ref().is_some_and(|e| e.plugin.is_some());
+        if had_plugin {
+            tracing::info!(file = %path.display(), "plugin unloaded (file removed)");
+            self.bump();
+        }
+        removed.is_some()
+    }
+
+    /// Loads every `*.wasm` in the plugin folder and forgets files that disappeared.
+    /// Individual failures are recorded in `status()`, not returned.
+    pub fn load_dir(&self) -> Result<Vec<PluginStatus>, PluginError> {
+        let dir = &self.settings.plugin_dir;
+        let mut files = Vec::new();
+        match std::fs::read_dir(dir) {
+            Ok(rd) => {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if is_plugin_file(&p) {
+                        files.push(p);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(dir = %dir.display(), "plugin folder does not exist; no plugins loaded");
+            }
+            Err(e) => return Err(PluginError::Io { path: dir.display().to_string(), source: e }),
+        }
+        files.sort();
+        let known: Vec<PathBuf> =
+            self.entries.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        for gone in known.iter().filter(|k| k.starts_with(dir) && !files.contains(k)) {
+            self.unload_file(gone);
+        }
+        for f in &files {
+            let _ = self.load_file(f);
+        }
+        Ok(self.status())
+    }
+
+    /// Handles a change notification for a path in the plugin folder.
+    pub fn refresh_path(&self, path: &Path) {
+        if !is_plugin_file(path) {
+            return;
+        }
+        if path.exists() {
+            let _ = self.load_file(path);
+        } else {
+            self.unload_file(path);
+        }
+    }
+
+    fn serving(&self) -> Vec<Arc<LoadedPlugin>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|e| e.plugin.clone())
+            .collect()
+    }
+
+    /// Any serving plugin by name.
+    pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.serving().into_iter().find(|p| p.name() == name)
+    }
+
+    /// The credential source serving `scheme` (upper case, without the colon).
+    pub fn get_credential_source(&self, scheme: &str) -> Option<CredentialSourceHandle> {
+        self.serving()
+            .into_iter()
+            .find(|p| p.info.world == World::CredentialSource && p.info.schemes.iter().any(|s| s == scheme))
+            .and_then(|p| CredentialSourceHandle::new(p).ok())
+    }
+
+    /// Every scheme some loaded plugin serves.
+    pub fn schemes(&self) -> Vec<String> {
+        self.serving().iter().flat_map(|p| p.info.schemes.clone()).collect()
+    }
+
+    pub fn topology(&self, name: &str) -> Result<TopologyHandle, PluginError> {
+        TopologyHandle::new(self.plugin(name).ok_or_else(|| PluginError::NotFound(name.to_string()))?)
+    }
+
+    pub fn hook(&self, name: &str) -> Result<HookHandle, PluginError> {
+        HookHandle::new(self.plugin(name).ok_or_else(|| PluginError::NotFound(name.to_string()))?)
+    }
+
+    pub fn status(&self) -> Vec<PluginStatus> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .map(|(file, e)| {
+                let state = match (&e.plugin, &e.last_error) {
+                    (Some(_), None) => PluginState::Loaded,
+                    (Some(_), Some(_)) => PluginState::Stale,
+                    (None, _) => PluginState::Failed,
+                };
+                if let Some(p) = e.plugin.as_ref() {
+                    return PluginStatus {
+                        file: file.clone(),
+                        name: Some(p.info.name.clone()),
+                        world: Some(p.info.world),
+                        version: Some(p.info.version.clone()),
+                        signer: p.info.signature.signer().map(str::to_string),
+                        signature: Some(p.info.signature.clone()),
+                        state,
+                        last_error: e.last_error.clone(),
+                        last_error_at: e.last_error_at,
+                        blake2b: Some(p.info.blake2b.clone()),
+                        size: Some(p.info.size),
+                        schemes: p.info.schemes.clone(),
+                        calls: p.calls(),
+                        faults: p.faults(),
+                    };
+                }
+                let f = e.failed.as_ref();
+                PluginStatus {
+                    file: file.clone(),
+                    name: f.map(|f| f.0.name.clone()),
+                    world: f.map(|f| f.0.world),
+                    version: f.map(|f| f.0.version.clone()),
+                    signer: f.and_then(|f| f.1.as_ref()).and_then(|s| s.signer().map(str::to_string)),
+                    signature: f.and_then(|f| f.1.clone()),
+                    state,
+                    last_error: e.last_error.clone(),
+                    last_error_at: e.last_error_at,
+                    blake2b: f.map(|f| f.2.clone()),
+                    size: f.map(|f| f.3),
+                    schemes: Vec::new(),
+                    calls: 0,
+                    faults: 0,
+                }
+            })
+            .collect()
+    }
+
+    /// The body of `GET /plugins`.
+    pub fn plugins_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "plugin_path": self.settings.plugin_dir,
+            "trust": self.settings.trust.to_string(),
+            "plugins": self.status(),
+        })
+    }
+}

@@ -1,0 +1,310 @@
+//! The plugin runtime against the real guest components: worlds, grants, containment
+//! (deadline, memory cap, traps, denied env/files, wrong world), compile cache.
+
+mod plugin_support;
+
+use std::path::PathBuf;
+
+use plugin_support::*;
+use warren::plugins::{
+    CacheOutcome, CredentialError, Grant, Health, Member, PluginError, PluginState, Role, ServiceContext,
+    World,
+};
+
+fn ctx(config: &str) -> ServiceContext {
+    ServiceContext { service: "redis".into(), group: "default".into(), config_toml: config.into() }
+}
+
+#[test]
+fn env_plugin_sees_only_granted_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["env"]);
+    // Variables cargo sets for every test process (no set_var: tests run threaded).
+    assert!(std::env::var("PATH").is_ok());
+    let reg =
+        registry(dir.path(), &[("env", Grant { env: vec!["CARGO_PKG_NAME".into()], ..Grant::default() })]);
+    reg.load_dir().unwrap();
+    let src = reg.get_credential_source("ENV").expect("env plugin serves ENV");
+    assert_eq!(src.resolve("ENV:CARGO_PKG_NAME").unwrap().unwrap().value, "warren");
+    match src.resolve("ENV:PATH").unwrap() {
+        Err(CredentialError::NotFound(_) | CredentialError::Denied(_)) => {}
+        other => panic!("an ungranted variable must not resolve: {:?}", other.map(|c| c.value.len())),
+    }
+}
+
+#[test]
+fn file_plugin_reads_granted_dir_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("token"), "tok-1\n").unwrap();
+    std::fs::write(other.path().join("private"), "nope").unwrap();
+    install(dir.path(), &["file"]);
+    let reg = registry(
+        dir.path(),
+        &[("file", Grant { read_paths: vec![secrets.path().into()], ..Grant::default() })],
+    );
+    reg.load_dir().unwrap();
+    let src = reg.get_credential_source("FILE").unwrap();
+    let c = src.resolve(&format!("FILE:{}/token", secrets.path().display())).unwrap().unwrap();
+    assert_eq!(c.value, "tok-1");
+    assert_eq!(c.watch_paths, vec![format!("{}/token", secrets.path().display())]);
+    assert!(matches!(
+        src.resolve(&format!("FILE:{}/private", other.path().display())).unwrap(),
+        Err(CredentialError::Denied(_))
+    ));
+    assert!(matches!(src.resolve("FILE:/etc/passwd").unwrap(), Err(CredentialError::Denied(_))));
+    assert!(matches!(
+        src.resolve(&format!("FILE:{}/missing", secrets.path().display())).unwrap(),
+        Err(CredentialError::NotFound(_))
+    ));
+    // Read-only: the plugin cannot have written anything (the grant is a read-only preopen).
+    assert_eq!(std::fs::read_dir(secrets.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn snoop_gets_nothing_it_was_not_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["snoop"]);
+    // Even an operator grant cannot give more than the manifest requests (snoop requests none).
+    let reg = registry(
+        dir.path(),
+        &[(
+            "snoop",
+            Grant { env: vec!["CARGO_PKG_NAME".into()], read_paths: vec!["/etc".into()], ..Grant::default() },
+        )],
+    );
+    reg.load_dir().unwrap();
+    let src = reg.get_credential_source("SNOOP").unwrap();
+    assert!(matches!(src.resolve("SNOOP:env:CARGO_PKG_NAME").unwrap(), Err(CredentialError::Denied(_))));
+    assert!(matches!(src.resolve("SNOOP:env:HOME").unwrap(), Err(CredentialError::Denied(_))));
+    assert_eq!(src.resolve("SNOOP:envall:").unwrap().unwrap().value, "", "no variables at all");
+    assert!(matches!(src.resolve("SNOOP:file:/etc/hostname").unwrap(), Err(CredentialError::Denied(_))));
+    assert!(matches!(src.resolve("SNOOP:list:/").unwrap(), Err(CredentialError::Denied(_))));
+    let manifest_dir = env!("CARGO_MANIFEST_DIR");
+    assert!(matches!(
+        src.resolve(&format!("SNOOP:file:{manifest_dir}/Cargo.toml")).unwrap(),
+        Err(CredentialError::Denied(_))
+    ));
+}
+
+#[test]
+fn spin_is_stopped_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["spin", "env"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    let src = reg.get_credential_source("SPIN").unwrap();
+    for _ in 0..2 {
+        match src.resolve("SPIN:x") {
+            Err(PluginError::Deadline { plugin, timeout_ms }) => {
+                assert_eq!((plugin.as_str(), timeout_ms), ("spin", 200))
+            }
+            other => panic!("expected a deadline error, got {:?}", other.map(|r| r.is_ok())),
+        }
+    }
+    assert_eq!(reg.plugin("spin").unwrap().faults(), 2);
+    assert!(reg.get_credential_source("ENV").is_some(), "the registry still serves");
+}
+
+#[test]
+fn hog_is_trapped_at_its_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["hog"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    let src = reg.get_credential_source("HOG").unwrap();
+    match src.resolve("HOG:x") {
+        Err(PluginError::MemoryExhausted { plugin, memory_mb }) => {
+            assert_eq!((plugin.as_str(), memory_mb), ("hog", 8))
+        }
+        other => panic!("expected memory exhaustion, got {:?}", other.map(|r| r.is_ok())),
+    }
+}
+
+#[test]
+fn a_panic_is_an_error_value() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["panicker"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    let src = reg.get_credential_source("PANIC").unwrap();
+    match src.resolve("PANIC:x") {
+        Err(PluginError::Trap { plugin, message }) => {
+            assert_eq!(plugin, "panicker");
+            assert!(!message.is_empty());
+        }
+        other => panic!("expected a trap, got {:?}", other.map(|r| r.is_ok())),
+    }
+}
+
+/// standalone.wasm with its manifest's world rewritten in place (same length): the component
+/// exports topology but claims lifecycle-hook.
+fn wrong_world_component() -> Vec<u8> {
+    let mut bytes = wasm_bytes("standalone");
+    let from = b"world = \"topology-policy\"";
+    let to = b"world = \"lifecycle-hook\" ";
+    // Every copy (the text may also sit in the data segment).
+    let mut found = 0;
+    while let Some(at) = bytes.windows(from.len()).position(|w| w == from) {
+        bytes[at..at + from.len()].copy_from_slice(to);
+        found += 1;
+    }
+    assert!(found > 0, "manifest text in standalone.wasm");
+    bytes
+}
+
+#[test]
+fn a_component_of_the_wrong_world_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("liar.wasm"), wrong_world_component()).unwrap();
+    install(dir.path(), &["env"]);
+    let reg = registry(dir.path(), &[]);
+    let err = reg.load_file(&dir.path().join("liar.wasm")).err().expect("refused");
+    assert!(matches!(err, PluginError::WrongWorld { expected: World::LifecycleHook, .. }), "{err}");
+    reg.load_dir().unwrap();
+    let st = reg.status();
+    let liar = st.iter().find(|s| s.file.ends_with("liar.wasm")).unwrap();
+    assert_eq!(liar.state, PluginState::Failed);
+    assert!(liar.last_error.as_deref().unwrap().contains("lifecycle-hook"));
+    assert_eq!(liar.name.as_deref(), Some("standalone"));
+    assert_eq!(liar.world, Some(World::LifecycleHook));
+    // Asking for the wrong world by name is a typed error too.
+    assert!(matches!(reg.topology("env"), Err(PluginError::NotThisWorld { .. })));
+    assert!(matches!(reg.hook("nope"), Err(PluginError::NotFound(_))));
+}
+
+#[test]
+fn junk_and_core_modules_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.wasm"), b"not wasm at all").unwrap();
+    std::fs::write(dir.path().join("module.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let mut no_manifest = b"\0asm\x0d\0\x01\0".to_vec();
+    no_manifest.extend_from_slice(&[0, 4, 3, b'a', b'b', b'c']);
+    std::fs::write(dir.path().join("bare.wasm"), no_manifest).unwrap();
+    let reg = registry(dir.path(), &[]);
+    assert!(matches!(reg.load_file(&dir.path().join("junk.wasm")), Err(PluginError::NotAComponent(_))));
+    assert!(matches!(reg.load_file(&dir.path().join("module.wasm")), Err(PluginError::NotAComponent(_))));
+    assert!(matches!(reg.load_file(&dir.path().join("bare.wasm")), Err(PluginError::NoManifest)));
+    assert!(reg.status().iter().all(|s| s.state == PluginState::Failed));
+}
+
+#[test]
+fn topology_policies_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["standalone", "leader-follower"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    let lf = reg.topology("leader-follower").unwrap();
+    assert_eq!(lf.policy_name().unwrap(), "leader-follower");
+    let members = vec![
+        Member { id: "a".into(), alive: true, suitability: 1 },
+        Member { id: "b".into(), alive: true, suitability: 2 },
+        Member { id: "c".into(), alive: false, suitability: 3 },
+    ];
+    let d = lf.decide("redis.default", &members, Some("a")).unwrap();
+    assert!(!d.election_needed);
+    assert_eq!(
+        d.roles,
+        vec![("a".into(), Role::Leader), ("b".into(), Role::Follower), ("c".into(), Role::None)]
+    );
+    assert!(lf.decide("redis.default", &members, Some("c")).unwrap().election_needed);
+    let sa = reg.topology("standalone").unwrap();
+    let d = sa.decide("redis.default", &members, None).unwrap();
+    assert!(!d.election_needed);
+    assert!(d.roles.iter().all(|(_, r)| matches!(r, Role::Standalone | Role::None)));
+}
+
+#[test]
+fn lifecycle_hooks_run() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["hook-example"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    let h = reg.hook("hook-example").unwrap();
+    assert_eq!(h.init(&ctx("")).unwrap(), Ok(()));
+    assert!(h.init(&ctx("fail_init = true")).unwrap().is_err());
+    assert_eq!(h.health_check(&ctx("")).unwrap(), Health::Ok);
+    assert_eq!(h.health_check(&ctx("fail_health = true")).unwrap(), Health::Critical);
+    assert_eq!(h.suitability(&ctx("suitability = 42")).unwrap(), 42);
+    assert!(h.reconfigure(&ctx("")).unwrap().is_ok());
+    assert!(h.file_updated(&ctx(""), "app.conf").unwrap().is_ok());
+    assert!(h.post_stop(&ctx("")).unwrap().is_ok());
+}
+
+#[test]
+fn compile_cache_is_keyed_and_reused() {
+    // A private engine so the cache state is this test's own.
+    let cache = tempfile::tempdir().unwrap();
+    let engine = warren::plugins::PluginEngine::new(warren::plugins::EngineOptions {
+        cache_dir: Some(cache.path().join("c")),
+        ..Default::default()
+    })
+    .unwrap();
+    let bytes = wasm_bytes("standalone");
+    let digest = warren::crypto::sodium::blake2b_256(&bytes);
+    assert_eq!(engine.compile(&bytes, &digest).unwrap().1, CacheOutcome::Miss);
+    assert_eq!(engine.compile(&bytes, &digest).unwrap().1, CacheOutcome::Hit);
+    let files: Vec<PathBuf> =
+        std::fs::read_dir(cache.path().join("c")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    let name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(name.starts_with(&hex::encode(digest)), "{name}");
+    // A file warren did not write (world-writable) is never deserialized.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&files[0], std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(engine.compile(&bytes, &digest).unwrap().1, CacheOutcome::Miss);
+    // Garbage under the right name is discarded, not trusted blindly into a crash.
+    std::fs::write(&files[0], b"garbage").unwrap();
+    std::fs::set_permissions(&files[0], std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(engine.compile(&bytes, &digest).unwrap().1, CacheOutcome::Miss);
+    assert_eq!(engine.compile(&bytes, &digest).unwrap().1, CacheOutcome::Hit);
+}
+
+#[test]
+fn plugins_json_reports_status() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["env", "file"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    let j = reg.plugins_json();
+    let list = j["plugins"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let env = list.iter().find(|p| p["name"] == "env").unwrap();
+    assert_eq!(env["world"], "credential-source");
+    assert_eq!(env["state"], "loaded");
+    assert_eq!(env["schemes"][0], "ENV");
+    assert_eq!(env["blake2b"].as_str().unwrap().len(), 64);
+    assert_eq!(env["signature"]["status"], "unsigned");
+}
+
+#[test]
+fn calls_from_async_code_go_through_spawn_blocking() {
+    // The supervisor is async: plugin calls are blocking and run on tokio's blocking pool.
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["env"]);
+    let reg =
+        registry(dir.path(), &[("env", Grant { env: vec!["CARGO_PKG_NAME".into()], ..Grant::default() })]);
+    reg.load_dir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let values = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let reg = reg.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                reg.get_credential_source("ENV")
+                    .unwrap()
+                    .resolve("ENV:CARGO_PKG_NAME")
+                    .unwrap()
+                    .unwrap()
+                    .value
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    assert_eq!(values, vec!["warren".to_string(); 8]);
+}

@@ -1,0 +1,141 @@
+//! Signing with `warren plugin sign`, inspecting with `warren plugin inspect`, and the trust
+//! policy: unsigned, unknown-signer and tampered plugins are refused before they compile.
+
+mod plugin_support;
+
+use std::path::Path;
+use std::process::Command;
+
+use plugin_support::*;
+use warren::crypto::{KeyCache, SigSecretKey};
+use warren::plugins::{PluginError, PluginState, TrustMode};
+
+fn warren(args: &[&str], keys: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(args)
+        .env("WARREN_CACHE_KEY_PATH", keys)
+        .env("WARREN_DATA_PATH", keys.join("data"))
+        .env_remove("WARREN_PLUGIN_PATH")
+        .env_remove("WARREN_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn origin_keys(dir: &Path, origin: &str) -> String {
+    let (public, secret) = SigSecretKey::generate(origin).unwrap();
+    let cache = KeyCache::new(dir);
+    cache.write(&public.to_file()).unwrap();
+    cache.write(&secret.to_file()).unwrap();
+    public.id.to_string()
+}
+
+#[test]
+fn sign_inspect_and_strict_trust() {
+    let keys = tempfile::tempdir().unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    let signer = origin_keys(keys.path(), "acme");
+    let file = plugins.path().join("env.wasm");
+    std::fs::copy(wasm("env"), &file).unwrap();
+    let unsigned_len = std::fs::metadata(&file).unwrap().len();
+
+    // Unsigned: strict refuses it before compiling.
+    let reg = registry_with(plugins.path(), Default::default(), TrustMode::Strict, keys.path());
+    assert!(matches!(reg.load_file(&file), Err(PluginError::Untrusted(_))));
+
+    let out = warren(&["plugin", "sign", "--origin", "acme", file.to_str().unwrap()], keys.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = warren(&["plugin", "inspect", "--json", file.to_str().unwrap()], keys.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["name"], "env");
+    assert_eq!(j["world"], "credential-source");
+    assert_eq!(j["signature"]["status"], "valid");
+    assert_eq!(j["signer"], signer.as_str());
+    assert_eq!(j["blake2b"].as_str().unwrap().len(), 64);
+    assert!(j["size"].as_u64().unwrap() > unsigned_len);
+
+    // Re-signing replaces the signature instead of stacking another.
+    let len1 = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        warren(&["plugin", "sign", "--origin", "acme", file.to_str().unwrap()], keys.path()).status.success()
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), len1);
+
+    let reg = registry_with(plugins.path(), Default::default(), TrustMode::Strict, keys.path());
+    let p = reg.load_file(&file).unwrap();
+    assert_eq!(p.info.signature.signer(), Some(signer.as_str()));
+    assert_eq!(reg.status()[0].signer.as_deref(), Some(signer.as_str()));
+
+    // Tampered (one byte of the code flipped): refused.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    let bad = plugins.path().join("tampered.wasm");
+    std::fs::write(&bad, &bytes).unwrap();
+    match reg.load_file(&bad) {
+        Err(PluginError::Untrusted(why)) => assert!(why.contains("bad signature"), "{why}"),
+        other => panic!("tampered plugin not refused: {:?}", other.map(|p| p.info.name.clone())),
+    }
+    let out = warren(&["plugin", "inspect", bad.to_str().unwrap()], keys.path());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bad signature"));
+
+    // Signed by an origin whose public key is not trusted here: refused under strict.
+    let other_keys = tempfile::tempdir().unwrap();
+    origin_keys(other_keys.path(), "mallory");
+    let foreign = plugins.path().join("foreign.wasm");
+    std::fs::copy(wasm("env"), &foreign).unwrap();
+    let out =
+        warren(&["plugin", "sign", "--origin", "mallory", foreign.to_str().unwrap()], other_keys.path());
+    assert!(out.status.success());
+    assert!(matches!(reg.load_file(&foreign), Err(PluginError::Untrusted(_))));
+}
+
+#[test]
+fn default_trust_is_strict_once_an_origin_key_is_trusted() {
+    let keys = tempfile::tempdir().unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    install(plugins.path(), &["env"]);
+    let list = |keys: &Path| {
+        let out =
+            warren(&["plugin", "list", "--json", "--plugin-path", plugins.path().to_str().unwrap()], keys);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // No keys: warn, the unsigned plugin loads.
+    let j = list(keys.path());
+    assert_eq!(j["trust"], "warn");
+    assert_eq!(j["plugins"][0]["state"], "loaded");
+    // A trusted origin key appears: strict, the unsigned plugin is refused.
+    origin_keys(keys.path(), "acme");
+    let j = list(keys.path());
+    assert_eq!(j["trust"], "strict");
+    assert_eq!(j["plugins"][0]["state"], "failed");
+    assert!(j["plugins"][0]["last_error"].as_str().unwrap().contains("unsigned"));
+    assert_eq!(j["plugins"][0]["name"], "env", "a refused file still shows what it claims to be");
+    // --plugin-trust warn overrides.
+    let out = warren(
+        &[
+            "plugin",
+            "list",
+            "--json",
+            "--plugin-trust",
+            "warn",
+            "--plugin-path",
+            plugins.path().to_str().unwrap(),
+        ],
+        keys.path(),
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["plugins"][0]["state"], "loaded");
+}
+
+#[test]
+fn warn_mode_loads_unsigned_and_records_it() {
+    let plugins = tempfile::tempdir().unwrap();
+    install(plugins.path(), &["standalone"]);
+    let reg = registry_with(plugins.path(), Default::default(), TrustMode::Warn, &plugins.path().join("k"));
+    reg.load_dir().unwrap();
+    let st = reg.status();
+    assert_eq!(st[0].state, PluginState::Loaded);
+    assert_eq!(st[0].signer, None);
+}

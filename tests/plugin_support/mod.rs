@@ -1,0 +1,175 @@
+//! Helpers for the plugin runtime tests: the real guest components (built once by
+//! scripts/build-plugins.sh under a file lock when missing or stale), one shared engine per test
+//! binary, registries over temp folders.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use warren::crypto::KeyCache;
+use warren::plugins::{
+    EngineOptions, Grant, Limits, PluginEngine, PluginRegistry, RegistrySettings, TrustMode,
+};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+const PLUGINS: [&str; 6] = ["env", "file", "vault-kv", "standalone", "leader-follower", "hook-example"];
+const FIXTURES: [&str; 5] = ["spin", "hog", "panicker", "snoop", "snoop-http"];
+
+fn newest_source(dir: &Path, newest: &mut SystemTime) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if p.is_dir() {
+            newest_source(&p, newest);
+        } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+            *newest = (*newest).max(m);
+        }
+    }
+}
+
+fn all_built_and_fresh() -> bool {
+    let root = repo_root();
+    let mut newest = SystemTime::UNIX_EPOCH;
+    newest_source(&root.join("plugins"), &mut newest);
+    newest_source(&root.join("wit"), &mut newest);
+    // The build script leaves unchanged outputs untouched, so a successful build also stamps.
+    let stamp = std::fs::metadata(stamp_path()).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+    PLUGINS
+        .iter()
+        .map(|n| plugin_path_unchecked(n))
+        .chain(FIXTURES.iter().map(|n| fixture_path_unchecked(n)))
+        .all(|p| std::fs::metadata(&p).and_then(|m| m.modified()).is_ok_and(|t| t.max(stamp) >= newest))
+}
+
+fn stamp_path() -> PathBuf {
+    repo_root().join("target/plugins/.tests-built-stamp")
+}
+
+/// Builds the guest plugins once if any is missing or older than its sources. Never skips:
+/// a failed build fails the test.
+pub fn ensure_plugins_built() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if all_built_and_fresh() {
+            return;
+        }
+        let root = repo_root();
+        std::fs::create_dir_all(root.join("target")).unwrap();
+        let lock = std::fs::File::create(root.join("target/build-plugins.lock")).unwrap();
+        lock.lock().unwrap(); // another test binary may be building: wait for it
+        if !all_built_and_fresh() {
+            let status = std::process::Command::new(root.join("scripts/build-plugins.sh"))
+                .current_dir(&root)
+                .status()
+                .expect("cannot run scripts/build-plugins.sh");
+            assert!(
+                status.success(),
+                "scripts/build-plugins.sh failed; the plugin tests need the real components"
+            );
+            std::fs::write(stamp_path(), b"").unwrap();
+        }
+        assert!(all_built_and_fresh(), "plugins still missing after scripts/build-plugins.sh");
+    });
+}
+
+fn plugin_path_unchecked(name: &str) -> PathBuf {
+    repo_root().join("target/plugins").join(format!("{name}.wasm"))
+}
+
+fn fixture_path_unchecked(name: &str) -> PathBuf {
+    repo_root().join("target/plugins/fixtures").join(format!("{name}.wasm"))
+}
+
+/// target/plugins/NAME.wasm (or fixtures/NAME.wasm), built if needed.
+pub fn wasm(name: &str) -> PathBuf {
+    ensure_plugins_built();
+    if FIXTURES.contains(&name) { fixture_path_unchecked(name) } else { plugin_path_unchecked(name) }
+}
+
+pub fn wasm_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(wasm(name)).unwrap()
+}
+
+/// One engine per test binary (as in the supervisor), with a compile cache in a temp dir.
+pub fn engine() -> Arc<PluginEngine> {
+    static ENGINE: OnceLock<Arc<PluginEngine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap().keep();
+            PluginEngine::new(EngineOptions {
+                cache_dir: Some(dir.join("cache")),
+                ..EngineOptions::default()
+            })
+            .unwrap()
+        })
+        .clone()
+}
+
+pub fn grant() -> Grant {
+    Grant::default()
+}
+
+pub fn registry_with(
+    dir: &Path,
+    grants: BTreeMap<String, Grant>,
+    trust: TrustMode,
+    keys: &Path,
+) -> Arc<PluginRegistry> {
+    let settings =
+        RegistrySettings { plugin_dir: dir.to_path_buf(), trust, grants, limits: Limits::default() };
+    PluginRegistry::new(engine(), settings, Arc::new(KeyCache::new(keys)))
+}
+
+/// A registry over `dir` with trust off and the given grants.
+pub fn registry(dir: &Path, grants: &[(&str, Grant)]) -> Arc<PluginRegistry> {
+    let grants = grants.iter().map(|(n, g)| (n.to_string(), g.clone())).collect();
+    registry_with(dir, grants, TrustMode::Off, &dir.join("no-keys"))
+}
+
+/// Copies real plugins into `dir` (as NAME.wasm).
+pub fn install(dir: &Path, names: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for n in names {
+        std::fs::copy(wasm(n), dir.join(format!("{n}.wasm"))).unwrap();
+    }
+}
+
+/// Polls `f` until it returns Some or the (generous) timeout passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Resident set size of this process in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Writes atomically (temp + rename), like deployment tools and secret managers do.
+pub fn write_atomic(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}

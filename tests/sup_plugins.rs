@@ -1,0 +1,178 @@
+//! A real `warren sup run` with a real plugin folder and a sup.toml whose gateway token is a
+//! `FILE:` credential: plugins show on the gateway, drop-ins load live, and the token rotates
+//! without a restart (and survives its file being deleted).
+
+mod plugin_support;
+mod ring_support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use plugin_support::{ensure_plugins_built, repo_root};
+use ring_support::{Sup, args, free_port, poll_for, wait_until};
+use warren::http::client;
+
+fn get(sup: &Sup, path: &str, token: Option<&str>) -> Option<client::Response> {
+    client::request(&sup.http, "GET", path, token, None, Duration::from_secs(2)).ok()
+}
+
+fn status(sup: &Sup, path: &str, token: Option<&str>) -> u16 {
+    get(sup, path, token).map_or(0, |r| r.status)
+}
+
+fn auth_credential(sup: &Sup, token: &str) -> Option<serde_json::Value> {
+    let json = get(sup, "/credentials", Some(token)).filter(|r| r.status == 200)?.json().ok()?;
+    json["credentials"]
+        .as_array()?
+        .iter()
+        .find(|c| c["used_by"].as_array().is_some_and(|u| u.iter().any(|l| l == "auth_token")))
+        .cloned()
+}
+
+fn plugin_names(sup: &Sup, token: &str) -> Vec<String> {
+    get(sup, "/plugins", Some(token))
+        .filter(|r| r.status == 200)
+        .and_then(|r| r.json().ok())
+        .and_then(|j: serde_json::Value| {
+            j["plugins"].as_array().map(|a| {
+                a.iter()
+                    .filter(|p| p["state"] == "loaded")
+                    .filter_map(|p| p["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Replaces a file the way secret managers do: write aside, then rename over.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
+    ensure_plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::copy(repo_root().join("target/plugins/file.wasm"), plugins.join("file.wasm")).unwrap();
+    let token_file = secrets.join("token");
+    write_atomically(&token_file, "first-token\n");
+    let config = dir.path().join("sup.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "auth_token = \"FILE:{token}\"\nplugin_trust = \"off\"\n\n[plugins.file]\nread_paths = [\"{secrets}\"]\n",
+            token = token_file.display(),
+            secrets = secrets.display()
+        ),
+    )
+    .unwrap();
+
+    let extra = args(&["--config", config.to_str().unwrap(), "--plugin-path", plugins.to_str().unwrap()]);
+    let sup = Sup::start(dir.path(), 41, free_port(), free_port(), extra, vec![]);
+
+    // The token comes from the file through the file plugin; without it the gateway refuses.
+    wait_until(Duration::from_secs(20), "first token accepted", || {
+        status(&sup, "/plugins", Some("first-token")) == 200
+    });
+    assert_eq!(status(&sup, "/plugins", None), 401, "{}", sup.log_tail());
+    assert_eq!(status(&sup, "/plugins", Some("wrong")), 401);
+    assert_eq!(status(&sup, "/", None), 200, "liveness stays public");
+    assert_eq!(plugin_names(&sup, "first-token"), vec!["file".to_string()]);
+    let first = auth_credential(&sup, "first-token").expect("auth_token in /credentials");
+    let first_fp = first["fingerprint"].as_str().expect("a fingerprint").to_string();
+    assert!(first["version"].as_u64().unwrap() >= 1);
+    let body = get(&sup, "/credentials", Some("first-token")).unwrap().text();
+    assert!(!body.contains("first-token"), "/credentials must never show a value: {body}");
+
+    // Rotate: the new token works and the old one stops working, without a restart.
+    let pid = sup.child.as_ref().unwrap().id();
+    write_atomically(&token_file, "second-token\n");
+    let took = poll_for(Duration::from_secs(10), || {
+        status(&sup, "/plugins", Some("second-token")) == 200
+            && status(&sup, "/plugins", Some("first-token")) == 401
+    });
+    assert!(took.is_some(), "token did not rotate: {}", sup.log_tail());
+    eprintln!("gateway token rotated in {:?}", took.unwrap());
+    let second = auth_credential(&sup, "second-token").unwrap();
+    assert_ne!(second["fingerprint"].as_str().unwrap(), first_fp);
+    assert!(second["version"].as_u64().unwrap() > first["version"].as_u64().unwrap());
+    assert_eq!(sup.child.as_ref().unwrap().id(), pid, "same process");
+
+    // Delete the file: the last good token stays in force and the error is shown.
+    std::fs::remove_file(&token_file).unwrap();
+    wait_until(Duration::from_secs(10), "the deletion shows as an error", || {
+        auth_credential(&sup, "second-token").is_some_and(|c| c["last_error"].is_string())
+    });
+    assert_eq!(status(&sup, "/plugins", Some("second-token")), 200);
+    assert_eq!(auth_credential(&sup, "second-token").unwrap()["fingerprint"], second["fingerprint"]);
+
+    // Drop a plugin in: it loads without a restart; remove it: it is gone.
+    std::fs::copy(repo_root().join("target/plugins/env.wasm"), plugins.join("env.wasm.tmp")).unwrap();
+    std::fs::rename(plugins.join("env.wasm.tmp"), plugins.join("env.wasm")).unwrap();
+    wait_until(Duration::from_secs(20), "env plugin loaded", || {
+        plugin_names(&sup, "second-token").contains(&"env".to_string())
+    });
+    std::fs::remove_file(plugins.join("env.wasm")).unwrap();
+    wait_until(Duration::from_secs(20), "env plugin unloaded", || {
+        !plugin_names(&sup, "second-token").contains(&"env".to_string())
+    });
+    assert!(plugin_names(&sup, "second-token").contains(&"file".to_string()));
+}
+
+#[test]
+fn a_ring_key_reference_encrypts_the_ring() {
+    ensure_plugins_built();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::copy(repo_root().join("target/plugins/file.wasm"), plugins.join("file.wasm")).unwrap();
+    let key = ring_support::ring_key("refring", "20250101000000");
+    let key_file = secrets.join("ring.sym.key");
+    write_atomically(&key_file, &key.to_file().to_text());
+    let config = dir.path().join("sup.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "ring_key = \"FILE:{key}\"\nplugin_trust = \"off\"\n\n[plugins.file]\nread_paths = [\"{secrets}\"]\n",
+            key = key_file.display(),
+            secrets = secrets.display()
+        ),
+    )
+    .unwrap();
+    let extra = args(&["--config", config.to_str().unwrap(), "--plugin-path", plugins.to_str().unwrap()]);
+    let mut extra = [ring_support::fast_timings(), extra].concat();
+    let sup = Sup::start(dir.path(), 42, free_port(), free_port(), extra.clone(), vec![]);
+    wait_until(Duration::from_secs(10), "encrypted", || {
+        get(&sup, "/ring/keys", None).and_then(|r| r.json().ok()).is_some_and(|k: serde_json::Value| {
+            k.as_array().is_some_and(|a| a.iter().any(|x| x["id"] == "refring-20250101000000"))
+        })
+    });
+    // A second member with the same reference joins.
+    extra.extend(args(&["--peer", &sup.gossip]));
+    let peer = Sup::start(dir.path(), 43, free_port(), free_port(), extra, vec![]);
+    let ids = [sup.member_id(), peer.member_id()];
+    wait_until(Duration::from_secs(20), "both alive", || ring_support::all_see_alive(&[&sup, &peer], &ids));
+
+    // Rotate the referenced key: both install it and send with it, and stay alive.
+    let next = ring_support::ring_key("refring", "20260101000000");
+    write_atomically(&key_file, &next.to_file().to_text());
+    wait_until(Duration::from_secs(10), "both rotated", || {
+        [&sup, &peer].iter().all(|s| {
+            get(s, "/ring/keys", None).and_then(|r| r.json().ok()).is_some_and(|k: serde_json::Value| {
+                k.as_array().is_some_and(|a| {
+                    a.iter().any(|x| x["id"] == "refring-20260101000000" && x["primary"] == true)
+                })
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(ring_support::all_see_alive(&[&sup, &peer], &ids), "{}", peer.log_tail());
+}
