@@ -104,6 +104,18 @@ fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
     assert!(second["version"].as_u64().unwrap() > first["version"].as_u64().unwrap());
     assert_eq!(sup.child.as_ref().unwrap().id(), pid, "same process");
 
+    // `warren sup status` shows members, plugins and the credential, never its value.
+    let out = sup.cli(&["sup", "status", "--auth-token", "second-token"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&sup.member_id()) && text.contains("Alive"), "{text}");
+    assert!(text.contains("credential-source") && text.contains("loaded"), "{text}");
+    assert!(text.contains("auth_token") && text.contains(second["fingerprint"].as_str().unwrap()), "{text}");
+    assert!(!text.contains("second-token\n") && !text.contains("first-token"), "{text}");
+    let refused = sup.cli(&["sup", "status", "--auth-token", "first-token"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+
     // Delete the file: the last good token stays in force and the error is shown.
     std::fs::remove_file(&token_file).unwrap();
     wait_until(Duration::from_secs(10), "the deletion shows as an error", || {

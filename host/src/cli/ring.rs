@@ -4,14 +4,13 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 use super::keys::{CacheArgs, export, generate_and_write, import_from_stdin, print_generated};
+use super::remote::Remote;
 use crate::crypto::{KeyKind, RingKey};
-use crate::http::{AUTH_TOKEN_ENV, client};
 
 #[derive(Subcommand, Debug)]
 pub enum RingCommand {
@@ -67,31 +66,6 @@ pub enum RingKeyCommand {
         #[command(flatten)]
         remote: Remote,
     },
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct Remote {
-    /// The supervisor's HTTP gateway.
-    #[arg(long, default_value = "127.0.0.1:9631")]
-    pub remote_http: String,
-    /// The gateway's bearer token.
-    #[arg(long, env = AUTH_TOKEN_ENV, hide_env_values = true)]
-    pub auth_token: Option<String>,
-}
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Remote {
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<(&str, &[u8])>,
-    ) -> anyhow::Result<serde_json::Value> {
-        let resp =
-            client::request(&self.remote_http, method, path, self.auth_token.as_deref(), body, TIMEOUT)?;
-        super::sup::check(resp, &format!("{method} {path}"))
-    }
 }
 
 impl RingCommand {

@@ -10,11 +10,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 
+use super::remote::Remote;
 use crate::config::{CONFIG_ENV, DATA_PATH_ENV, PLUGIN_PATH_ENV, SupConfig};
 use crate::credentials::Reference;
 use crate::crypto::cache::{CACHE_KEY_PATH_ENV, default_cache_path};
 use crate::crypto::sodium;
-use crate::http::{AUTH_TOKEN_ENV, AuthToken, client};
+use crate::http::{AUTH_TOKEN_ENV, AuthToken};
 use crate::plugins::{PluginRuntime, TrustMode};
 use crate::ring::RingConfig;
 use crate::sup::{self, GatewayToken, RING_KEY_ENV, RingKeySource, SupOptions};
@@ -25,6 +26,8 @@ pub enum SupCommand {
     Run(Box<RunArgs>),
     /// Depart a member from the ring for good (through a running supervisor's gateway).
     Depart(DepartArgs),
+    /// Show a running supervisor's ring members, plugins and credentials (never their values).
+    Status(super::status::StatusArgs),
     /// Manage the secret that authenticates clients of the supervisor's ctl gateway.
     #[command(subcommand)]
     Secret(SupSecretCommand),
@@ -149,18 +152,15 @@ impl RunArgs {
 pub struct DepartArgs {
     /// The member id to depart (32 hex digits).
     pub member_id: String,
-    /// A running supervisor's HTTP gateway.
-    #[arg(long, default_value = "127.0.0.1:9631")]
-    pub remote_http: String,
-    /// The gateway's bearer token.
-    #[arg(long, env = AUTH_TOKEN_ENV, hide_env_values = true)]
-    pub auth_token: Option<String>,
+    #[command(flatten)]
+    pub remote: Remote,
 }
 
 pub fn run(cmd: SupCommand) -> anyhow::Result<()> {
     match cmd {
         SupCommand::Run(args) => run_sup(*args),
         SupCommand::Depart(args) => depart(args),
+        SupCommand::Status(args) => super::status::run(args),
         SupCommand::Secret(SupSecretCommand::Generate) => {
             outln!("{}", &*generate_ctl_secret())?;
             Ok(())
@@ -252,28 +252,9 @@ fn credential_or_literal<T>(
     }
 }
 
-/// Checks a gateway reply, turning its `{"error": ...}` into a message.
-pub fn check(resp: client::Response, what: &str) -> anyhow::Result<serde_json::Value> {
-    let json = resp.json().unwrap_or(serde_json::Value::Null);
-    if !resp.is_success() {
-        let msg =
-            json.get("error").and_then(|e| e.as_str()).map(str::to_string).unwrap_or_else(|| resp.text());
-        bail!("{what}: HTTP {}: {}", resp.status, msg.trim());
-    }
-    Ok(json)
-}
-
 fn depart(args: DepartArgs) -> anyhow::Result<()> {
     let body = serde_json::json!({ "member_id": args.member_id }).to_string();
-    let resp = client::request(
-        &args.remote_http,
-        "POST",
-        "/departures",
-        args.auth_token.as_deref(),
-        Some(("application/json", body.as_bytes())),
-        Duration::from_secs(10),
-    )?;
-    check(resp, "depart")?;
-    println!("departure of {} announced to the ring", args.member_id);
+    args.remote.call("POST", "/departures", Some(("application/json", body.as_bytes())))?;
+    outln!("departure of {} announced to the ring", args.member_id)?;
     Ok(())
 }
