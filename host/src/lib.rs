@@ -3,4 +3,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
+pub mod http;
 pub mod plugins;
+pub mod ring;
+pub mod sup;

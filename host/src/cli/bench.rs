@@ -40,6 +40,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 300)]
         spawns: usize,
     },
+    /// Rumor spread, kill -9 → confirmed-by-all and memory per agent across N local
+    /// supervisors, at default and Serf-like timings (Serf itself measured too when on PATH).
+    Ring(super::bench_ring::RingBenchArgs),
     /// (internal) Verify FILE and print this process's peak memory; used by `bench verify`.
     #[command(hide = true)]
     VerifyChild {
@@ -56,6 +59,7 @@ impl BenchCommand {
             BenchCommand::Plugins { plugin, calls, spawns } => {
                 super::bench_plugins::run(&plugin, calls, spawns)
             }
+            BenchCommand::Ring(args) => super::bench_ring::bench_ring(args),
             BenchCommand::VerifyChild { file, cache } => {
                 let v = hart::verify_file(&file, &cache.cache(), &mut |_| ())?;
                 outln!("verified {} bytes", v.payload_len)?;

@@ -12,6 +12,7 @@ macro_rules! outln {
 
 pub mod bench;
 pub mod bench_plugins;
+pub mod bench_ring;
 pub mod boxcmd;
 pub mod credential;
 pub mod keys;
@@ -36,7 +37,7 @@ pub enum Command {
     /// Origin signing keys (they sign packages and plugins).
     #[command(subcommand)]
     Origin(origin::OriginCommand),
-    /// The gossip ring (ring keys).
+    /// The gossip ring: ring keys, in the cache and on running supervisors.
     #[command(subcommand)]
     Ring(ring::RingCommand),
     /// User encryption keys (senders of encrypted configuration).
@@ -45,7 +46,7 @@ pub enum Command {
     /// Service groups (their encryption keys).
     #[command(subcommand)]
     Svc(svc::SvcCommand),
-    /// The supervisor (ctl secret).
+    /// Run and manage supervisors (run, depart, ctl secret).
     #[command(subcommand)]
     Sup(sup::SupCommand),
     /// HART-1 packages: sign, verify, header, extract.
@@ -54,7 +55,7 @@ pub enum Command {
     /// Encrypt or decrypt BOX-1 / ANONYMOUS-BOX-1 messages with keys from the cache.
     #[command(subcommand, name = "box")]
     Box(boxcmd::BoxCommand),
-    /// Benchmarks (package verification; plugin calls and compile cache), printed as ratios.
+    /// Benchmarks: package verification, the ring against Serf, plugins against processes.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
@@ -91,7 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ring(cmd) => cmd.run(),
         Command::User(cmd) => cmd.run(),
         Command::Svc(cmd) => cmd.run(),
-        Command::Sup(cmd) => cmd.run(),
+        Command::Sup(cmd) => sup::run(cmd),
         Command::Pkg(cmd) => cmd.run(),
         Command::Box(cmd) => cmd.run(),
         Command::Bench(cmd) => cmd.run(),

@@ -1,10 +1,17 @@
-//! `warren ring ...`: the gossip ring. For now its keys (SYM-SEC-1): generate, export, import.
-//! The ring owner adds further variants here (key install/use/remove/list, ...).
+//! `warren ring ...`: the gossip ring's keys. `generate|export|import` work on the key cache;
+//! `install|use|remove|list` act on a running supervisor through its HTTP gateway, so a ring key
+//! rotates without downtime.
 
-use clap::Subcommand;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
 
 use super::keys::{CacheArgs, export, generate_and_write, import_from_stdin, print_generated};
 use crate::crypto::{KeyKind, RingKey};
+use crate::http::{AUTH_TOKEN_ENV, client};
 
 #[derive(Subcommand, Debug)]
 pub enum RingCommand {
@@ -34,6 +41,57 @@ pub enum RingKeyCommand {
         #[command(flatten)]
         cache: CacheArgs,
     },
+    /// Install a ring key on a running supervisor (accepted at once; sent with after `use`).
+    Install {
+        /// A SYM-SEC-1 key file, or `-` for standard input.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Make an installed key the one a running supervisor sends with.
+    Use {
+        /// Key id, NAME-REVISION.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Stop accepting a key (not the one in use).
+    Remove {
+        /// Key id, NAME-REVISION.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a running supervisor's ring keys.
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// The supervisor's HTTP gateway.
+    #[arg(long, default_value = "127.0.0.1:9631")]
+    pub remote_http: String,
+    /// The gateway's bearer token.
+    #[arg(long, env = AUTH_TOKEN_ENV, hide_env_values = true)]
+    pub auth_token: Option<String>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Remote {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let resp =
+            client::request(&self.remote_http, method, path, self.auth_token.as_deref(), body, TIMEOUT)?;
+        super::sup::check(resp, &format!("{method} {path}"))
+    }
 }
 
 impl RingCommand {
@@ -57,6 +115,46 @@ impl RingKeyCommand {
             RingKeyCommand::Import { cache } => {
                 import_from_stdin(&cache.cache(), Some(&[KeyKind::SymSecret]))
             }
+            RingKeyCommand::Install { file, remote } => install(&file, &remote),
+            RingKeyCommand::Use { id, remote } => {
+                let body = serde_json::json!({ "id": id }).to_string();
+                remote.call("POST", "/ring/keys/primary", Some(("application/json", body.as_bytes())))?;
+                outln!("{id} is now the primary ring key")?;
+                Ok(())
+            }
+            RingKeyCommand::Remove { id, remote } => {
+                remote.call("DELETE", &format!("/ring/keys/{id}"), None)?;
+                outln!("{id} removed")?;
+                Ok(())
+            }
+            RingKeyCommand::List { remote } => list(&remote),
         }
     }
+}
+
+fn install(file: &std::path::Path, remote: &Remote) -> anyhow::Result<()> {
+    let mut text = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().take(8192).read_to_end(&mut text)?;
+    } else {
+        text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    }
+    let r = remote.call("POST", "/ring/keys", Some(("text/plain", &text)))?;
+    let id = r.get("id").and_then(|v| v.as_str()).unwrap_or("?");
+    let added = r.get("added").and_then(|v| v.as_bool()).unwrap_or(false);
+    outln!("{id} {}", if added { "installed" } else { "was already installed" })?;
+    Ok(())
+}
+
+fn list(remote: &Remote) -> anyhow::Result<()> {
+    let keys = remote.call("GET", "/ring/keys", None)?;
+    for k in keys.as_array().into_iter().flatten() {
+        outln!(
+            "{} {} {}",
+            k.get("id").and_then(|v| v.as_str()).unwrap_or("?"),
+            k.get("fingerprint").and_then(|v| v.as_str()).unwrap_or("?"),
+            if k.get("primary").and_then(|v| v.as_bool()).unwrap_or(false) { "primary" } else { "" }
+        )?;
+    }
+    Ok(())
 }

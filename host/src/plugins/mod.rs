@@ -13,6 +13,7 @@ pub mod loaded;
 pub mod manifest;
 pub mod policy;
 pub mod registry;
+pub mod routes;
 pub mod runtime;
 pub mod sandbox;
 pub mod signing;

@@ -1,0 +1,350 @@
+//! JSON bodies of /butterfly and /census in Habitat's shape (components/sup/doc schemas),
+//! and the Prometheus text of /metrics.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value, json};
+
+use crate::ring::core::{Health, MemberView, RingCore};
+use crate::ring::metrics::Metrics;
+use crate::ring::proto;
+use crate::ring::rumor::{Rumor, RumorKind, RumorStore};
+use crate::ring::wire::Reject;
+
+fn health_name(h: Health) -> &'static str {
+    match h {
+        Health::Alive => "Alive",
+        Health::Suspect => "Suspect",
+        Health::Confirmed => "Confirmed",
+        Health::Departed => "Departed",
+    }
+}
+
+fn election_status(s: i32) -> &'static str {
+    match proto::ElectionStatus::try_from(s) {
+        Ok(proto::ElectionStatus::ElectionRunning) => "Running",
+        Ok(proto::ElectionStatus::ElectionNoQuorum) => "NoQuorum",
+        Ok(proto::ElectionStatus::ElectionFinished) => "Finished",
+        Err(_) => "Unknown",
+    }
+}
+
+/// A service's TOML config as a JSON object (empty if it does not parse).
+fn toml_to_json(bytes: &[u8]) -> Value {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Value>(t).ok())
+        .and_then(|v| serde_json::to_value(v).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
+fn sys_json(sys: Option<&proto::SysInfo>) -> Value {
+    let s = sys.cloned().unwrap_or_default();
+    json!({
+        "ctl_gateway_ip": s.ctl_gateway_ip,
+        "ctl_gateway_port": s.ctl_gateway_port,
+        "gossip_ip": s.gossip_ip,
+        "gossip_port": s.gossip_port,
+        "hostname": s.hostname,
+        "http_gateway_ip": s.http_gateway_ip,
+        "http_gateway_port": s.http_gateway_port,
+        "ip": s.ip,
+    })
+}
+
+fn election_json(e: &proto::ElectionRumor) -> Value {
+    json!({
+        "from_id": e.from_id,
+        "member_id": e.member_id,
+        "service_group": e.service_group,
+        "status": election_status(e.status),
+        "suitability": e.suitability,
+        "term": e.term,
+        "votes": e.votes,
+    })
+}
+
+fn insert_path(root: &mut Map<String, Value>, path: &[&str], value: Value) {
+    let mut cur = root;
+    for (i, k) in path.iter().enumerate() {
+        if i + 1 == path.len() {
+            cur.insert((*k).to_string(), value);
+            return;
+        }
+        let next = cur.entry((*k).to_string()).or_insert_with(|| json!({}));
+        match next.as_object_mut() {
+            Some(m) => cur = m,
+            None => return,
+        }
+    }
+}
+
+/// `GET /butterfly`: every rumor and member this supervisor knows.
+pub fn butterfly(core: &RingCore) -> Value {
+    let members = core.members();
+    core.with_store(|store| butterfly_from(&members, store))
+}
+
+pub fn butterfly_from(members: &[MemberView], store: &RumorStore) -> Value {
+    let mut member_rumors: BTreeMap<String, proto::MemberRumor> = BTreeMap::new();
+    for r in store.of_kind(RumorKind::Member) {
+        if let Rumor::Member(m) = r {
+            member_rumors.insert(m.id.clone(), m.clone());
+        }
+    }
+    let mut health = Map::new();
+    let mut list = Map::new();
+    for m in members {
+        let id = m.ident.id.to_string();
+        health.insert(id.clone(), json!(health_name(m.health)));
+        list.insert(
+            id.clone(),
+            json!({
+                "address": m.ident.addr.ip().to_string(),
+                "departed": m.health == Health::Departed,
+                "gossip_port": m.ident.addr.port(),
+                "id": id,
+                "incarnation": m.incarnation,
+                "persistent": m.ident.persistent,
+                "swim_port": m.ident.addr.port(),
+            }),
+        );
+    }
+    let mut service = Map::new();
+    let mut service_config = Map::new();
+    let mut service_file = Map::new();
+    let mut election = Map::new();
+    let mut election_update = Map::new();
+    let mut departure = Map::new();
+    for r in store.iter() {
+        match r {
+            Rumor::Member(_) => {}
+            Rumor::Service(s) => insert_path(
+                &mut service,
+                &[&s.service_group, &s.member_id],
+                json!({
+                    "cfg": toml_to_json(&s.cfg),
+                    "incarnation": s.incarnation,
+                    "initialized": s.initialized,
+                    "member_id": s.member_id,
+                    "package": s.package,
+                    "service_group": s.service_group,
+                    "sys": sys_json(s.sys.as_ref()),
+                }),
+            ),
+            Rumor::ServiceConfig(c) => insert_path(
+                &mut service_config,
+                &[&c.service_group, "service_config"],
+                json!({
+                    "config": c.config,
+                    "encrypted": c.encrypted,
+                    "from_id": c.from_id,
+                    "incarnation": c.incarnation,
+                    "service_group": c.service_group,
+                }),
+            ),
+            Rumor::ServiceFile(f) => insert_path(
+                &mut service_file,
+                &[&f.service_group, &f.filename],
+                json!({
+                    "body": f.body,
+                    "encrypted": f.encrypted,
+                    "filename": f.filename,
+                    "from_id": f.from_id,
+                    "incarnation": f.incarnation,
+                    "service_group": f.service_group,
+                }),
+            ),
+            Rumor::Election(e) => {
+                insert_path(&mut election, &[&e.service_group, "election"], election_json(e))
+            }
+            Rumor::ElectionUpdate(e) => {
+                insert_path(&mut election_update, &[&e.service_group, "election"], election_json(e))
+            }
+            Rumor::Departure(d) => {
+                insert_path(&mut departure, &["departure", &d.member_id], json!({ "member_id": d.member_id }))
+            }
+        }
+    }
+    let section = |list: Map<String, Value>, kind: RumorKind| json!({ "list": Value::Object(list), "update_counter": store.counter(kind) });
+    json!({
+        "departure": section(departure, RumorKind::Departure),
+        "election": section(election, RumorKind::Election),
+        "election_update": section(election_update, RumorKind::ElectionUpdate),
+        "member": {
+            "health": Value::Object(health),
+            "members": Value::Object(list),
+            "update_counter": store.counter(RumorKind::Member),
+        },
+        "service": section(service, RumorKind::Service),
+        "service_config": section(service_config, RumorKind::ServiceConfig),
+        "service_file": section(service_file, RumorKind::ServiceFile),
+    })
+}
+
+/// `GET /census`: the service groups this supervisor knows, with each member's health.
+pub fn census(core: &RingCore) -> Value {
+    let members = core.members();
+    let local = core.identity().id.to_string();
+    core.with_store(|store| census_from(&members, store, &local))
+}
+
+pub fn census_from(members: &[MemberView], store: &RumorStore, local: &str) -> Value {
+    let health: BTreeMap<String, &MemberView> = members.iter().map(|m| (m.ident.id.to_string(), m)).collect();
+    let mut groups = Map::new();
+    let elections: BTreeMap<&str, &proto::ElectionRumor> = store
+        .of_kind(RumorKind::Election)
+        .filter_map(|r| if let Rumor::Election(e) = r { Some((e.service_group.as_str(), e)) } else { None })
+        .collect();
+    let updates: BTreeMap<&str, &proto::ElectionRumor> = store
+        .of_kind(RumorKind::ElectionUpdate)
+        .filter_map(
+            |r| if let Rumor::ElectionUpdate(e) = r { Some((e.service_group.as_str(), e)) } else { None },
+        )
+        .collect();
+    let status_of =
+        |e: Option<&&proto::ElectionRumor>| e.map(|e| election_status(e.status)).unwrap_or("None");
+    let leader_of = |e: Option<&&proto::ElectionRumor>| {
+        e.filter(|e| e.status == proto::ElectionStatus::ElectionFinished as i32)
+            .map(|e| json!(e.member_id))
+            .unwrap_or(Value::Null)
+    };
+    for r in store.of_kind(RumorKind::Service) {
+        let Rumor::Service(s) = r else { continue };
+        let group = s.service_group.as_str();
+        let (service, group_part) = group.split_once('.').unwrap_or((group, "default"));
+        let (group_name, org) = match group_part.split_once('@') {
+            Some((g, o)) => (g, json!(o)),
+            None => (group_part, Value::Null),
+        };
+        let election = elections.get(group);
+        let update = updates.get(group);
+        let h = health.get(&s.member_id).map(|m| m.health);
+        let leader = election.is_some_and(|e| e.member_id == s.member_id && e.status == 2);
+        let update_leader = update.is_some_and(|e| e.member_id == s.member_id && e.status == 2);
+        let pkg: Vec<&str> = s.package.split('/').collect();
+        let entry = json!({
+            "alive": h == Some(Health::Alive) || h == Some(Health::Suspect),
+            "cfg": toml_to_json(&s.cfg),
+            "confirmed": h == Some(Health::Confirmed),
+            "departed": h == Some(Health::Departed),
+            "election_is_finished": election.is_some_and(|e| e.status == 2),
+            "election_is_no_quorum": election.is_some_and(|e| e.status == 1),
+            "election_is_running": election.is_some_and(|e| e.status == 0),
+            "follower": election.is_some_and(|e| e.status == 2) && !leader,
+            "group": group_name,
+            "leader": leader,
+            "member_id": s.member_id,
+            "org": org,
+            "package": s.package,
+            "persistent": health.get(&s.member_id).is_some_and(|m| m.ident.persistent),
+            "pkg": {
+                "origin": pkg.first().copied().unwrap_or(""),
+                "name": pkg.get(1).copied().unwrap_or(""),
+                "version": pkg.get(2).copied().unwrap_or(""),
+                "release": pkg.get(3).copied().unwrap_or(""),
+            },
+            "service": service,
+            "suspect": h == Some(Health::Suspect),
+            "sys": sys_json(s.sys.as_ref()),
+            "update_election_is_finished": update.is_some_and(|e| e.status == 2),
+            "update_election_is_no_quorum": update.is_some_and(|e| e.status == 1),
+            "update_election_is_running": update.is_some_and(|e| e.status == 0),
+            "update_follower": update.is_some_and(|e| e.status == 2) && !update_leader,
+            "update_leader": update_leader,
+        });
+        let g = groups.entry(group.to_string()).or_insert_with(|| {
+            let config = store.iter().find_map(|r| match r {
+                Rumor::ServiceConfig(c) if c.service_group == group => {
+                    Some(json!({ "incarnation": c.incarnation, "value": toml_to_json(&c.config) }))
+                }
+                _ => None,
+            });
+            let mut files = Map::new();
+            for r in store.of_kind(RumorKind::ServiceFile) {
+                if let Rumor::ServiceFile(f) = r
+                    && f.service_group == group
+                {
+                    files.insert(
+                        f.filename.clone(),
+                        json!({ "body": f.body, "filename": f.filename, "incarnation": f.incarnation }),
+                    );
+                }
+            }
+            json!({
+                "changed_service_files": [],
+                "election_status": status_of(election),
+                "leader_id": leader_of(election),
+                "local_member_id": local,
+                "population": {},
+                "service_config": config.unwrap_or(Value::Null),
+                "service_files": Value::Object(files),
+                "service_group": group,
+                "update_election_status": status_of(update),
+                "update_leader_id": leader_of(update),
+            })
+        });
+        if let Some(pop) = g.get_mut("population").and_then(Value::as_object_mut) {
+            pop.insert(s.member_id.clone(), entry);
+        }
+    }
+    json!({
+        "census_groups": Value::Object(groups),
+        "changed": true,
+        "last_election_counter": store.counter(RumorKind::Election),
+        "last_election_update_counter": store.counter(RumorKind::ElectionUpdate),
+        "last_membership_counter": store.counter(RumorKind::Member),
+        "last_service_config_counter": store.counter(RumorKind::ServiceConfig),
+        "last_service_counter": store.counter(RumorKind::Service),
+        "last_service_file_counter": store.counter(RumorKind::ServiceFile),
+        "local_member_id": local,
+    })
+}
+
+/// `GET /metrics` in Prometheus text format.
+pub fn metrics(core: &RingCore) -> String {
+    let members = core.members();
+    let m = core.metrics();
+    let mut out = String::new();
+    let _ =
+        writeln!(out, "# HELP warren_ring_members Members of the ring by health, as this member sees them.");
+    let _ = writeln!(out, "# TYPE warren_ring_members gauge");
+    for h in Health::ALL {
+        let n = members.iter().filter(|v| v.health == h).count();
+        let _ = writeln!(out, "warren_ring_members{{health=\"{}\"}} {n}", h.label());
+    }
+    let counters = [
+        ("warren_ring_packets_sent_total", "Datagrams sent.", Metrics::get(&m.packets_sent)),
+        ("warren_ring_packets_received_total", "Datagrams accepted.", Metrics::get(&m.packets_received)),
+        ("warren_ring_bytes_sent_total", "Datagram bytes sent.", Metrics::get(&m.bytes_sent)),
+        ("warren_ring_bytes_received_total", "Datagram bytes accepted.", Metrics::get(&m.bytes_received)),
+        ("warren_ring_pushpull_total", "Completed push-pull exchanges.", Metrics::get(&m.pushpull_ok)),
+        (
+            "warren_ring_pushpull_failed_total",
+            "Failed push-pull exchanges.",
+            Metrics::get(&m.pushpull_failed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let _ = writeln!(out, "# HELP warren_ring_packets_rejected_total Packets and frames dropped, by reason.");
+    let _ = writeln!(out, "# TYPE warren_ring_packets_rejected_total counter");
+    for r in Reject::ALL {
+        let _ =
+            writeln!(out, "warren_ring_packets_rejected_total{{reason=\"{}\"}} {}", r.label(), m.rejected(r));
+    }
+    let _ = writeln!(out, "# HELP warren_ring_rumors Rumors held, by type.");
+    let _ = writeln!(out, "# TYPE warren_ring_rumors gauge");
+    core.with_store(|s| {
+        for k in RumorKind::ALL {
+            let _ = writeln!(out, "warren_ring_rumors{{type=\"{}\"}} {}", k.label(), s.count(k));
+        }
+    });
+    let _ = writeln!(out, "# HELP warren_ring_incarnation This member's incarnation.");
+    let _ =
+        writeln!(out, "# TYPE warren_ring_incarnation gauge\nwarren_ring_incarnation {}", core.incarnation());
+    out
+}

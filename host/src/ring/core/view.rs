@@ -1,0 +1,88 @@
+//! How this member sees the ring: one entry per member id, in Habitat's health terms.
+
+use std::collections::{HashMap, HashSet};
+
+use foca::State;
+
+use super::RingCore;
+use crate::ring::identity::{Ident, MemberId};
+use crate::ring::rumor::{Rumor, RumorKind};
+
+/// A member's health as Habitat names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Health {
+    Alive,
+    Suspect,
+    Confirmed,
+    Departed,
+}
+
+impl Health {
+    pub const ALL: [Health; 4] = [Health::Alive, Health::Suspect, Health::Confirmed, Health::Departed];
+    pub fn label(self) -> &'static str {
+        match self {
+            Health::Alive => "alive",
+            Health::Suspect => "suspect",
+            Health::Confirmed => "confirmed",
+            Health::Departed => "departed",
+        }
+    }
+}
+
+/// One member as this supervisor sees it.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub ident: Ident,
+    /// generation + SWIM incarnation: grows on every refutation and every restart.
+    pub incarnation: u64,
+    pub health: Health,
+}
+
+impl RingCore {
+    /// Every known member (latest generation of each id), ourselves included.
+    pub fn members(&self) -> Vec<MemberView> {
+        let mut by_id: HashMap<MemberId, MemberView> = HashMap::new();
+        let departed: HashSet<String> = self.with_store(|s| {
+            s.of_kind(RumorKind::Departure)
+                .filter_map(|r| match r {
+                    Rumor::Departure(d) => Some(d.member_id.clone()),
+                    _ => None,
+                })
+                .collect()
+        });
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            let health = if departed.contains(&id.id.to_string()) {
+                Health::Departed
+            } else {
+                match m.state() {
+                    State::Alive => Health::Alive,
+                    State::Suspect => Health::Suspect,
+                    State::Down => Health::Confirmed,
+                }
+            };
+            let view = MemberView {
+                ident: id.clone(),
+                incarnation: u64::from(id.generation) + u64::from(m.incarnation()),
+                health,
+            };
+            match by_id.get(&id.id) {
+                Some(old) if old.ident.generation > id.generation => {}
+                _ => {
+                    by_id.insert(id.id, view);
+                }
+            }
+        }
+        by_id.insert(
+            self.me.id,
+            MemberView {
+                ident: self.me.clone(),
+                incarnation: self.incarnation(),
+                health: if self.departed { Health::Departed } else { Health::Alive },
+            },
+        );
+        let mut v: Vec<MemberView> = by_id.into_values().collect();
+        v.sort_by_key(|m| m.ident.id);
+        v
+    }
+}

@@ -1,0 +1,234 @@
+//! The supervisor runtime (`warren sup run`): owns the ring and the HTTP gateway, watches the
+//! key cache, and shuts down cleanly on Ctrl-C or SIGTERM.
+
+pub mod keywatch;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use axum::Router;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+
+use crate::crypto::{CryptoError, KeyCache, KeyFile, KeyKind, RingKey};
+use crate::http::{self, AuthToken, ring_api};
+use crate::ring::persist::{DataDir, PersistError};
+use crate::ring::shell::{self, Stopped};
+use crate::ring::{CoreParams, Keyring, RingConfig, RingCore, RingHandle};
+
+pub const DEFAULT_GOSSIP_PORT: u16 = 9638;
+pub const DEFAULT_HTTP_PORT: u16 = 9631;
+/// Environment variable holding a ring key file's contents (instead of `--ring NAME`).
+pub const RING_KEY_ENV: &str = "WARREN_RING_KEY";
+
+/// Where the ring key comes from.
+#[derive(Debug, Clone)]
+pub enum RingKeySource {
+    /// An unencrypted ring.
+    None,
+    /// The latest revision of this name in the key cache (all revisions are accepted); the
+    /// cache is watched for added and removed revisions.
+    Cache { name: String },
+    /// The contents of a key file (`WARREN_RING_KEY`).
+    Inline(String),
+}
+
+/// Everything `warren sup run` was asked to do.
+pub struct SupOptions {
+    pub listen_gossip: SocketAddr,
+    pub listen_http: SocketAddr,
+    pub listen_ctl: SocketAddr,
+    pub peers: Vec<String>,
+    pub permanent_peer: bool,
+    pub ring_key: RingKeySource,
+    pub cache_key_path: PathBuf,
+    pub data_path: PathBuf,
+    pub ring: RingConfig,
+    pub auth_token: Option<AuthToken>,
+    /// Extra gateway routes (plugins, credentials…), merged behind the same token.
+    pub extra_routes: Vec<Router>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupError {
+    #[error("ring key: {0}")]
+    Key(#[from] CryptoError),
+    #[error("data path: {0}")]
+    Data(#[from] PersistError),
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("peer {0:?} is not an address (HOST or HOST:PORT)")]
+    BadPeer(String),
+    #[error("this supervisor ({0}) was departed from the ring and cannot rejoin it; use a new --data-path")]
+    Departed(String),
+    #[error("{0}")]
+    Runtime(std::io::Error),
+}
+
+/// Resolves `HOST[:PORT]` (default port 9638).
+pub fn resolve_peer(peer: &str) -> Result<SocketAddr, SupError> {
+    let with_port = if peer.parse::<SocketAddr>().is_ok()
+        || peer.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        peer.to_string()
+    } else {
+        format!("{peer}:{DEFAULT_GOSSIP_PORT}")
+    };
+    with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| SupError::BadPeer(peer.to_string()))
+}
+
+/// Loads the keyring the supervisor starts with.
+pub fn load_keyring(
+    source: &RingKeySource,
+    cache: &KeyCache,
+    preferred_primary: Option<&str>,
+) -> Result<Keyring, CryptoError> {
+    match source {
+        RingKeySource::None => Ok(Keyring::none()),
+        RingKeySource::Inline(text) => {
+            let file = KeyFile::parse(text.as_bytes())?;
+            Ok(Keyring::with_primary(RingKey::try_from(&file)?))
+        }
+        RingKeySource::Cache { name } => {
+            let latest = RingKey::try_from(&cache.latest(KeyKind::SymSecret, name)?)?;
+            let mut ring = Keyring::with_primary(latest);
+            ring.replace_all(keywatch::cache_keys(cache, name));
+            if let Some(p) = preferred_primary.and_then(|p| p.parse().ok()) {
+                let _ = ring.use_key(&p);
+            }
+            Ok(ring)
+        }
+    }
+}
+
+/// The address others reach us at: the listen address, or a best guess when it is 0.0.0.0.
+fn advertised(listen: SocketAddr, peers: &[SocketAddr]) -> SocketAddr {
+    if !listen.ip().is_unspecified() {
+        return listen;
+    }
+    let guess = peers.first().and_then(|p| {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.connect(p).ok()?;
+        s.local_addr().ok().map(|a| a.ip())
+    });
+    SocketAddr::new(guess.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), listen.port())
+}
+
+/// Runs a supervisor until Ctrl-C / SIGTERM (or until it is departed).
+pub fn run(opts: SupOptions) -> Result<(), SupError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SupError::Runtime)?;
+    rt.block_on(run_async(opts))
+}
+
+async fn run_async(opts: SupOptions) -> Result<(), SupError> {
+    let data = DataDir::new(&opts.data_path);
+    let id = data.member_id()?;
+    let mut state = data.load_state()?;
+    let cache = KeyCache::new(&opts.cache_key_path);
+    let keyring = load_keyring(&opts.ring_key, &cache, state.primary_key.as_deref())?;
+    let peers = opts.peers.iter().map(|p| resolve_peer(p)).collect::<Result<Vec<_>, _>>()?;
+
+    let udp = UdpSocket::bind(opts.listen_gossip).await.map_err(|source| SupError::Bind {
+        what: "gossip (UDP)",
+        addr: opts.listen_gossip,
+        source,
+    })?;
+    let tcp = TcpListener::bind(opts.listen_gossip).await.map_err(|source| SupError::Bind {
+        what: "gossip (TCP)",
+        addr: opts.listen_gossip,
+        source,
+    })?;
+    let http_listener = TcpListener::bind(opts.listen_http).await.map_err(|source| SupError::Bind {
+        what: "HTTP gateway",
+        addr: opts.listen_http,
+        source,
+    })?;
+    let gossip_addr = udp.local_addr().map_err(SupError::Runtime)?;
+    let http_addr = http_listener.local_addr().map_err(SupError::Runtime)?;
+
+    // Every start is a new generation above anything this member ever said before.
+    let generation = state.generation.saturating_add(state.incarnation).saturating_add(1);
+    state.generation = generation;
+    state.incarnation = 0;
+    state.primary_key = keyring.primary_id().map(|k| k.to_string());
+    data.save_state(&state)?;
+
+    let core = RingCore::new(CoreParams {
+        id,
+        addr: advertised(gossip_addr, &peers),
+        generation,
+        persistent: opts.permanent_peer,
+        config: opts.ring.clone(),
+        keyring,
+        peers,
+        seed: u64::from_le_bytes(crate::crypto::sodium::random_array()),
+        http_port: http_addr.port(),
+    });
+    if let Some(bytes) = data.load_rumors()? {
+        match core.store_mut(|s| s.restore(&bytes)) {
+            Ok(n) => tracing::info!(rumors = n, "restored rumors"),
+            Err(e) => tracing::warn!(error = %e, "ignoring unreadable rumor file"),
+        }
+    }
+    if core.with_store(|s| s.is_departed(&id.to_string())) {
+        return Err(SupError::Departed(id.to_string()));
+    }
+    let handle = RingHandle::new(core, Some(data));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let _watcher = match &opts.ring_key {
+        RingKeySource::Cache { name } => keywatch::spawn(handle.clone(), cache.clone(), name.clone()),
+        _ => None,
+    };
+    let api = ring_api::RingApi {
+        ring: handle.clone(),
+        cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
+    };
+    let mut parts = vec![ring_api::routes(api)];
+    parts.extend(opts.extra_routes);
+    let router = http::build(opts.auth_token.clone(), parts);
+    let mut http_stop = stop_rx.clone();
+    let http_task = tokio::spawn(http::serve(http_listener, router, async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    }));
+
+    tracing::info!(
+        member_id = %id,
+        gossip = %gossip_addr,
+        http = %http_addr,
+        ctl = %opts.listen_ctl,
+        generation,
+        encrypted = handle.with_core(|c| c.keyring().is_encrypted()),
+        "supervisor started"
+    );
+
+    let ring_task = tokio::spawn(shell::run(handle.clone(), udp, tcp, stop_rx));
+    let signal = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    tokio::pin!(signal);
+    let mut ring_task = ring_task;
+    let stopped = tokio::select! {
+        _ = &mut signal => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            ring_task.await.unwrap_or(Stopped::Shutdown)
+        }
+        r = &mut ring_task => r.unwrap_or(Stopped::Shutdown),
+    };
+    let _ = stop_tx.send(true);
+    let _ = http_task.await;
+    if stopped == Stopped::Departed {
+        tracing::warn!(member_id = %id, "departed from the ring; exiting");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

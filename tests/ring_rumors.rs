@@ -1,0 +1,89 @@
+//! Rumors between real supervisors: injection, piggyback and push-pull spread, late joiners,
+//! persistence across restarts.
+
+mod ring_support;
+
+use std::time::Duration;
+
+use ring_support::*;
+
+fn service_config(sup: &Sup, group: &str) -> Option<serde_json::Value> {
+    sup.butterfly()
+        .map(|b| b["service_config"]["list"][group]["service_config"].clone())
+        .filter(|v| !v.is_null())
+}
+
+#[test]
+fn injected_rumors_reach_everyone_including_late_joiners_and_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ring_key("ring", "20240101000000");
+    let env = ("WARREN_RING_KEY".to_string(), key.to_file().to_text().to_string());
+    let mut sups = start_ring(dir.path(), 50, 4, &fast_timings(), std::slice::from_ref(&env));
+    let ids: Vec<String> = sups.iter().map(Sup::member_id).collect();
+    {
+        let refs: Vec<&Sup> = sups.iter().collect();
+        wait_until(Duration::from_secs(30), "4 alive", || all_see_alive(&refs, &ids));
+    }
+
+    // A small rumor (piggybacked) and a large one (push-pull only).
+    let r = sups[1].post_json(
+        "/rumors",
+        &serde_json::json!({"type": "service_config", "service_group": "redis.default", "incarnation": 7,
+                            "config": "port = 6379\n"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().unwrap()["news"], true);
+    let big = "x".repeat(20_000);
+    let r = sups[2].post_json(
+        "/rumors",
+        &serde_json::json!({"type": "service_file", "service_group": "redis.default", "filename": "big.txt",
+                            "incarnation": 1, "body": big}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A stale one is not news.
+    let r = sups[3].post_json(
+        "/rumors",
+        &serde_json::json!({"type": "service_config", "service_group": "redis.default", "incarnation": 7,
+                            "config": "port = 1\n"}),
+    );
+    assert_eq!(r.status, 200);
+    let has_both = |s: &Sup| {
+        let Some(b) = s.butterfly() else { return false };
+        b["service_config"]["list"]["redis.default"]["service_config"]["incarnation"] == 7
+            && b["service_file"]["list"]["redis.default"]["big.txt"]["body"].as_array().map(Vec::len)
+                == Some(20_000)
+    };
+    wait_until(Duration::from_secs(20), "both rumors on all 4", || sups.iter().all(has_both));
+    // Merge rule: the stale injection on member 3 did not win (it merged in whichever order).
+    for s in &sups {
+        let cfg = service_config(s, "redis.default").unwrap();
+        assert_eq!(cfg["incarnation"], 7);
+        assert_eq!(cfg["from_id"].as_str().unwrap().len(), 32);
+    }
+    // Malformed injections are refused.
+    assert_eq!(sups[0].post_json("/rumors", &serde_json::json!({"type": "nope"})).status, 400);
+    assert_eq!(
+        sups[0].post_json("/rumors", &serde_json::json!({"type": "departure", "member_id": "zz"})).status,
+        400
+    );
+
+    // A late joiner gets everything.
+    let port = |a: &str| a.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+    let mut late_args = fast_timings();
+    late_args.extend(args(&["--peer", &sups[0].gossip]));
+    let late =
+        Sup::start(dir.path(), 58, port(&sups[0].gossip), port(&sups[0].http), late_args, vec![env.clone()]);
+    wait_until(Duration::from_secs(20), "late joiner has both rumors", || has_both(&late));
+    assert!(late.metric("warren_ring_rumors{type=\"member\"}") >= 5, "it learned every member rumor");
+
+    // Persistence: restart member 0 alone, on a port nobody knows, with no peers: it still
+    // knows the rumors, so they came from its data path.
+    assert!(sups[0].term());
+    sups[0].args.retain(|a| !a.starts_with("127.0.0."));
+    sups[0].args.retain(|a| a != "--peer");
+    sups[0].gossip = format!("{}:{}", sups[0].ip, free_port());
+    sups[0].spawn();
+    assert!(has_both(&sups[0]), "rumors reloaded from the data path");
+    assert_eq!(sups[0].health().len(), 1, "it really is alone");
+    assert!(std::fs::read_to_string(&sups[0].log).unwrap().contains("restored rumors"));
+}
