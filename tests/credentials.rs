@@ -301,4 +301,27 @@ fn plugin_runtime_from_sup_toml() {
         data.path().join("plugin-cache").read_dir().unwrap().count() >= 1,
         "compiled into {{data_path}}/plugin-cache"
     );
+    // The same JSON through the HTTP gateway.
+    let rt = std::sync::Arc::new(rt);
+    let router = warren::http::build(
+        warren::http::auth::fixed(None),
+        vec![warren::http::plugins_api::routes(rt.clone())],
+    );
+    let tokio_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = tokio_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio_rt.spawn(async move { axum::serve(listener, router).await });
+    let get = |path: &str| -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    assert_eq!(get("/plugins")["plugins"][0]["name"], "file");
+    let creds = get("/credentials");
+    assert_eq!(creds["credentials"].as_array().unwrap().len(), 2);
+    assert!(!creds.to_string().contains("rt-token"));
 }

@@ -27,6 +27,7 @@ fn us(d: Duration) -> String {
 
 /// `warren bench plugins`.
 pub fn run(plugin: &std::path::Path, calls: usize, spawns: usize) -> anyhow::Result<()> {
+    let plugin_path = plugin.to_path_buf();
     let wasm = std::fs::read(plugin)
         .with_context(|| format!("cannot read {} (run scripts/build-plugins.sh)", plugin.display()))?;
     let work = std::env::temp_dir().join(format!("warren-bench-{}", std::process::id()));
@@ -34,12 +35,13 @@ pub fn run(plugin: &std::path::Path, calls: usize, spawns: usize) -> anyhow::Res
     let plugins = work.join("plugins");
     std::fs::create_dir_all(&secrets)?;
     std::fs::create_dir_all(&plugins)?;
-    let result = bench(&wasm, &work, &secrets, &plugins, calls.max(100), spawns.max(20));
+    let result = bench(&plugin_path, &wasm, &work, &secrets, &plugins, calls.max(100), spawns.max(20));
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
 fn bench(
+    plugin_path: &std::path::Path,
     wasm: &[u8],
     work: &std::path::Path,
     secrets: &std::path::Path,
@@ -117,12 +119,46 @@ fn bench(
         }
     }
 
+    // The floor: the same read done natively in this process (no sandbox, no process).
+    let mut direct = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        let meta = std::fs::metadata(&token)?;
+        let v = std::fs::read_to_string(&token)?;
+        direct.push(t.elapsed());
+        std::hint::black_box((meta.len(), v));
+    }
+
+    // The env plugin does no file I/O: its median is the cost of a warm call itself.
+    let env_wasm = plugin_path.with_file_name("env.wasm");
+    let env_median = match std::fs::read(&env_wasm) {
+        Ok(bytes) => {
+            std::fs::write(plugins.join("env.wasm"), bytes)?;
+            registry.load_file(&plugins.join("env.wasm"))?;
+            let env = registry.get_credential_source("ENV").context("env plugin did not register ENV")?;
+            let mut t_env = Vec::with_capacity(calls);
+            for i in 0..calls + 200 {
+                let t = Instant::now();
+                let r = env.resolve("ENV:WARREN_BENCH_UNSET")?;
+                if i >= 200 {
+                    t_env.push(t.elapsed());
+                }
+                std::hint::black_box(r.is_ok());
+            }
+            Some(median(t_env))
+        }
+        Err(_) => None,
+    };
     let (wm, wp99, nm) = (median(warm.clone()), pct(warm, 0.99), median(native));
     let (cm, km) = (median(cold), median(cached));
     outln!("warren bench plugins ({} warm calls, {} spawns)", calls, spawns)?;
     outln!("  resolve, warm file plugin      median {:>12}   p99 {}", us(wm), us(wp99))?;
     outln!("  resolve, spawn `cat FILE`      median {:>12}", us(nm))?;
     outln!("  => plugin is {:.0}x faster than a process per call", nm.as_secs_f64() / wm.as_secs_f64())?;
+    outln!("  same read in-process, native (floor: the syscalls) median {}", us(median(direct)))?;
+    if let Some(e) = env_median {
+        outln!("  resolve, warm env plugin (no file I/O: the call itself) median {}", us(e))?;
+    }
     outln!("  compile, cold                  median {:>12}", us(cm))?;
     outln!("  compile, from the disk cache   median {:>12}", us(km))?;
     outln!("  => cache load is {:.0}x faster than a cold compile", cm.as_secs_f64() / km.as_secs_f64())?;

@@ -132,6 +132,9 @@ impl StoreState {
     /// network or directories beyond the grant.
     pub fn new(plugin: Arc<str>, policy: &Effective) -> Self {
         let mut b = WasiCtxBuilder::new();
+        // Calls are synchronous and already on a thread that may block (never an async worker):
+        // do file I/O on it instead of bouncing every WASI call through tokio's blocking pool.
+        b.allow_blocking_current_thread(true);
         for name in &policy.env {
             if let Ok(v) = std::env::var(name) {
                 b.env(name, &v);
@@ -183,6 +186,17 @@ impl host::Host for StoreState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
         self.logs_this_call += 1;
         if self.logs_this_call > MAX_LOGS_PER_CALL {
+            return;
+        }
+        // Skip the formatting when nobody listens (the common case for debug records).
+        let enabled = match level {
+            Level::Trace => tracing::enabled!(target: "warren::plugin", tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(target: "warren::plugin", tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(target: "warren::plugin", tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(target: "warren::plugin", tracing::Level::WARN),
+            Level::Error => tracing::enabled!(target: "warren::plugin", tracing::Level::ERROR),
+        };
+        if !enabled {
             return;
         }
         let cut = |s: &str| -> String { s.chars().take(MAX_LOG_CHARS).collect() };
