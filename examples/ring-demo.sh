@@ -1,44 +1,38 @@
 #!/usr/bin/env bash
-# A local, encrypted, 3-member warren ring on the built-in defaults.
+# The warren demo: a local, encrypted 3-member ring on the built-in defaults, with signed
+# credential plugins loaded from a drop-in folder, and the gateway's bearer token kept in a
+# file (`auth_token = "FILE:..."`) that rotates without a restart.
 #
 #   examples/ring-demo.sh              run until Ctrl-C
-#   examples/ring-demo.sh --for 10     run 10 seconds, then stop (non-interactive)
+#   examples/ring-demo.sh --for 10     stop after 10 seconds (non-interactive)
 #
-# It generates a ring key into a temporary key cache, starts three supervisors on
-# 127.0.0.1/2/3 (gossip :9638, HTTP gateway :9631, the default ports), prints the ring as
-# member 1 sees it (from GET /butterfly) until the members are alive, then keeps refreshing.
-# Ctrl-C or the end of --for stops the supervisors (SIGTERM) and removes the temp folder.
-# Needs curl and jq. WARREN=/path/to/warren overrides the binary.
+# Needs target/debug/warren and target/plugins/*.wasm (./scripts/demo.sh builds both).
+# WARREN=/path/to/warren overrides the binary. Everything lives in a temp folder, removed on exit.
 set -euo pipefail
 
 FOR=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --for) FOR="${2:?--for needs SECONDS}"; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
-WARREN="${WARREN:-}"
-if [ -z "$WARREN" ]; then
-    if [ -x "$here/target/debug/warren" ]; then WARREN="$here/target/debug/warren"
-    elif [ -x "$here/target/release/warren" ]; then WARREN="$here/target/release/warren"
-    else WARREN="$(command -v warren || true)"; fi
-fi
-[ -x "$WARREN" ] || { echo "warren binary not found (cargo build, or set WARREN=)" >&2; exit 1; }
-for tool in curl jq; do
-    command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
+WARREN="${WARREN:-$here/target/debug/warren}"
+[ -x "$WARREN" ] || { echo "warren binary not found at $WARREN (run ./scripts/demo.sh, or set WARREN=)" >&2; exit 1; }
+for p in env file; do
+    [ -f "$here/target/plugins/$p.wasm" ] || { echo "target/plugins/$p.wasm missing (scripts/build-plugins.sh)" >&2; exit 1; }
 done
 
-work="$(mktemp -d -t warren-ring-demo.XXXXXX)"
+work="$(mktemp -d -t warren-demo.XXXXXX)"
 pids=()
 cleanup() {
     trap - EXIT INT TERM
     if [ ${#pids[@]} -gt 0 ]; then
         echo
-        echo "stopping the ring..."
+        echo "stopping the ring (SIGTERM)..."
         kill -TERM "${pids[@]}" 2>/dev/null || true
         wait "${pids[@]}" 2>/dev/null || true
     fi
@@ -47,65 +41,94 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A SYM-SEC-1 ring key file, as Habitat writes them: header, name-revision, blank, base64.
-rev="$(date -u +%Y%m%d%H%M%S)"
-mkdir -p "$work/keys"
-key="$work/keys/demo-ring-$rev.sym.key"
-printf 'SYM-SEC-1\ndemo-ring-%s\n\n%s\n' "$rev" "$(head -c 32 /dev/urandom | base64)" > "$key"
-chmod 0400 "$key"
-echo "ring key demo-ring-$rev in $work/keys"
+export WARREN_CACHE_KEY_PATH="$work/keys" WARREN_LOG=warn
+warren() { "$WARREN" "$@"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+say() { printf '\n%s## %s%s\n' "$bold" "$*" "$plain"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+token() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
+status() { warren sup status --remote-http 127.0.0.1:9631 --auth-token "$1"; }
 
+say "1. Keys: a ring key (encrypts all gossip) and an origin key (signs plugins)"
+run warren ring key generate demo-ring
+run warren origin key generate demo-origin
+
+say "2. Plugins: the env and file credential sources, signed, in a drop-in folder"
+mkdir -p "$work/plugins"
+for p in env file; do
+    cp "$here/target/plugins/$p.wasm" "$work/plugins/$p.wasm"
+    run warren plugin sign --origin demo-origin "$work/plugins/$p.wasm"
+done
+echo "(an origin public key is in the cache, so plugin trust is strict: unsigned plugins are refused)"
+
+say "3. The gateway token lives in a file; sup.toml refers to it with FILE:"
+mkdir -p "$work/secrets"
+first="$(token)"
+printf '%s\n' "$first" > "$work/secrets/gateway-token"
+cat > "$work/sup.toml" <<TOML
+auth_token = "FILE:$work/secrets/gateway-token"
+
+[plugins.file]
+read_paths = ["$work/secrets"]
+TOML
+run cat "$work/sup.toml"
+
+say "4. Three supervisors on 127.0.0.1-3 (default ports: gossip 9638, HTTP 9631)"
 for i in 1 2 3; do
-    WARREN_LOG=warn WARREN_CACHE_KEY_PATH="$work/keys" "$WARREN" sup run \
+    warren sup run \
         --listen-gossip "127.0.0.$i:9638" \
         --listen-http "127.0.0.$i:9631" \
         --listen-ctl "127.0.0.$i:9632" \
         --peer 127.0.0.1:9638 \
         --ring demo-ring \
+        --config "$work/sup.toml" \
+        --plugin-path "$work/plugins" \
         --data-path "$work/data-$i" \
         >"$work/sup-$i.log" 2>&1 &
     pids+=($!)
-    echo "supervisor $i: pid $!, gossip 127.0.0.$i:9638, http http://127.0.0.$i:9631"
+    echo "supervisor $i: pid $!, gossip 127.0.0.$i:9638, gateway http://127.0.0.$i:9631"
 done
 
-table() {
-    curl -sf --max-time 2 "http://127.0.0.1:9631/butterfly" | jq -r '
-        .member.members as $m | .member.health | to_entries | sort_by($m[.key].address)
-        | (["MEMBER", "ADDRESS", "HEALTH", "INCARNATION"] | @tsv),
-          (.[] | [.key, "\($m[.key].address):\($m[.key].gossip_port)", .value, $m[.key].incarnation] | @tsv)' \
-        | column -t -s $'\t'
-}
-
-alive_count() {
-    curl -sf --max-time 2 "http://127.0.0.1:9631/butterfly" \
-        | jq '[.member.health[] | select(. == "Alive")] | length' 2>/dev/null || echo 0
-}
-
+alive() { status "$1" 2>/dev/null | grep -c ' Alive ' || true; }
 start=$SECONDS
 printf 'waiting for the members to come alive'
-until [ "$(alive_count)" = 3 ]; do
+until [ "$(alive "$first")" = 3 ]; do
     for i in 1 2 3; do
         if ! kill -0 "${pids[$((i - 1))]}" 2>/dev/null; then
             echo; echo "supervisor $i exited:" >&2; cat "$work/sup-$i.log" >&2; exit 1
         fi
     done
-    if [ $((SECONDS - start)) -gt 30 ]; then echo; echo "the ring did not converge in 30 s" >&2; exit 1; fi
+    if [ $((SECONDS - start)) -gt 30 ]; then echo; echo "the ring did not converge in 30 s" >&2; cat "$work/sup-1.log" >&2; exit 1; fi
     printf '.'; sleep 0.3
 done
 echo " all 3 alive after $((SECONDS - start)) s"
 echo
-echo "ring as seen by 127.0.0.1 (GET /butterfly):"
-table
+echo '$ warren sup status --remote-http 127.0.0.1:9631 --auth-token ...'
+status "$first"
+
+say "5. Rotate the token: rewrite the file (atomically), no restart"
+second="$(token)"
+printf '%s\n' "$second" > "$work/secrets/gateway-token.new"
+mv "$work/secrets/gateway-token.new" "$work/secrets/gateway-token"
+start=$SECONDS
+until status "$second" >/dev/null 2>&1; do
+    if [ $((SECONDS - start)) -gt 15 ]; then echo "the token did not rotate in 15 s" >&2; cat "$work/sup-1.log" >&2; exit 1; fi
+    sleep 0.1
+done
+echo "the new token is accepted (within $((SECONDS - start)) s); the old one is refused:"
+if status "$first" >/dev/null 2>"$work/refused.txt"; then echo "!! the old token still works" >&2; exit 1; fi
+sed 's/^/  /' "$work/refused.txt"
 echo
-curl -sf "http://127.0.0.1:9631/metrics" | grep -E '^warren_ring_(members|packets_(sent|received)_total|packets_rejected_total\{reason="(decrypt|unknown_key)"\})' || true
+status "$second" | sed -n '/^credentials:/,$p'
+echo "(same supervisors, same pids: ${pids[*]}; the fingerprint and version changed, the value is never shown)"
 
 if [ -n "$FOR" ]; then
     sleep "$FOR"
 else
     echo
-    echo "Ctrl-C to stop. Try: curl -s http://127.0.0.2:9631/census | jq ."
+    echo "Ctrl-C to stop. Try: warren sup status --remote-http 127.0.0.2:9631 --auth-token $second"
     while true; do
-        sleep 5
-        echo; date -u +%H:%M:%S; table || true
+        sleep 10
+        echo; date -u +%H:%M:%S; status "$second" | sed -n '1,/^$/p' || true
     done
 fi
