@@ -51,8 +51,14 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-#[test]
-fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
+/// A temp dir with `plugins/` (holding file.wasm), `secrets/` holding `secret_name` = `secret`,
+/// and a sup.toml whose `config_key` is `FILE:` that secret, granting the file plugin `secrets/`.
+/// Returns the dir, the `sup run` args that use it, and the secret's path.
+fn setup(
+    config_key: &str,
+    secret_name: &str,
+    secret: &str,
+) -> (tempfile::TempDir, Vec<String>, std::path::PathBuf) {
     ensure_plugins_built();
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
@@ -60,20 +66,26 @@ fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::copy(repo_root().join("target/plugins/file.wasm"), plugins.join("file.wasm")).unwrap();
-    let token_file = secrets.join("token");
-    write_atomically(&token_file, "first-token\n");
+    let secret_file = secrets.join(secret_name);
+    write_atomically(&secret_file, secret);
     let config = dir.path().join("sup.toml");
     std::fs::write(
         &config,
         format!(
-            "auth_token = \"FILE:{token}\"\nplugin_trust = \"off\"\n\n[plugins.file]\nread_paths = [\"{secrets}\"]\n",
-            token = token_file.display(),
+            "{config_key} = \"FILE:{file}\"\nplugin_trust = \"off\"\n\n[plugins.file]\nread_paths = [\"{secrets}\"]\n",
+            file = secret_file.display(),
             secrets = secrets.display()
         ),
     )
     .unwrap();
-
     let extra = args(&["--config", config.to_str().unwrap(), "--plugin-path", plugins.to_str().unwrap()]);
+    (dir, extra, secret_file)
+}
+
+#[test]
+fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
+    let (dir, extra, token_file) = setup("auth_token", "token", "first-token\n");
+    let plugins = dir.path().join("plugins");
     let sup = Sup::start(dir.path(), 41, free_port(), free_port(), extra, vec![]);
 
     // The token comes from the file through the file plugin; without it the gateway refuses.
@@ -139,27 +151,8 @@ fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
 
 #[test]
 fn a_ring_key_reference_encrypts_the_ring() {
-    ensure_plugins_built();
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    let secrets = dir.path().join("secrets");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::create_dir_all(&secrets).unwrap();
-    std::fs::copy(repo_root().join("target/plugins/file.wasm"), plugins.join("file.wasm")).unwrap();
     let key = ring_support::ring_key("refring", "20250101000000");
-    let key_file = secrets.join("ring.sym.key");
-    write_atomically(&key_file, &key.to_file().to_text());
-    let config = dir.path().join("sup.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "ring_key = \"FILE:{key}\"\nplugin_trust = \"off\"\n\n[plugins.file]\nread_paths = [\"{secrets}\"]\n",
-            key = key_file.display(),
-            secrets = secrets.display()
-        ),
-    )
-    .unwrap();
-    let extra = args(&["--config", config.to_str().unwrap(), "--plugin-path", plugins.to_str().unwrap()]);
+    let (dir, extra, key_file) = setup("ring_key", "ring.sym.key", &key.to_file().to_text());
     let mut extra = [ring_support::fast_timings(), extra].concat();
     let sup = Sup::start(dir.path(), 42, free_port(), free_port(), extra.clone(), vec![]);
     wait_until(Duration::from_secs(10), "encrypted", || {
