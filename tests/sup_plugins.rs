@@ -178,6 +178,13 @@ fn a_ring_key_reference_encrypts_the_ring() {
             })
         })
     });
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(ring_support::all_see_alive(&[&sup, &peer], &ids), "{}", peer.log_tail());
+    wait_until(Duration::from_secs(10), "both alive after the rotation", || {
+        ring_support::all_see_alive(&[&sup, &peer], &ids)
+    });
+    assert_eq!(
+        sup.metric("warren_ring_packets_rejected_total{reason=\"unknown_key\"}"),
+        0,
+        "{}",
+        sup.log_tail()
+    );
 }

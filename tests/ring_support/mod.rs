@@ -118,6 +118,12 @@ impl Sup {
             .args(&self.args)
             .env_remove("WARREN_RING_KEY")
             .env_remove("WARREN_GATEWAY_AUTH_TOKEN")
+            .env_remove("WARREN_CONFIG")
+            .env_remove("WARREN_PLUGIN_PATH")
+            .env_remove("WARREN_DATA_PATH")
+            // A cache of its own unless the test says otherwise (flag or env): the machine's
+            // default cache must not decide plugin trust or ring keys here.
+            .env("WARREN_CACHE_KEY_PATH", self.data.join("keys"))
             .env("WARREN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -19,10 +19,10 @@ pub struct RingBenchArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(3..=100))]
     pub members: u8,
     /// Rumor injections per configuration (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
     /// Members killed (one after another) per configuration.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=10))]
     pub kills: u8,
     /// Skip measuring HashiCorp Serf (`serf` on PATH) as the baseline in the same run.
     #[arg(long)]

@@ -89,6 +89,18 @@ pub fn default_data_path() -> PathBuf {
     keys.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/var/lib/warren"))
 }
 
+/// toml's own message quotes the offending line, which may hold a secret: keep the line
+/// number and the reason only.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", e.message())
+        }
+        None => e.message().to_string(),
+    }
+}
+
 impl SupConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -97,8 +109,10 @@ impl SupConfig {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: SupConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        let cfg: SupConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: describe_toml_error(text, &e),
+        })?;
         for (name, grant) in &cfg.plugins {
             let err = |message: String| ConfigError::Grant {
                 path: origin.to_string(),
@@ -240,5 +254,12 @@ key = "FILE:/run/secrets/redis.key"
         ] {
             assert!(SupConfig::parse(bad, "t").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_the_line() {
+        let err = SupConfig::parse("auth_token = s3cret-value\n", "sup.toml").unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
     }
 }

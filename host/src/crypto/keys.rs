@@ -65,7 +65,7 @@ impl KeyKind {
         KeyKind::ALL
             .into_iter()
             .find(|k| k.header() == header)
-            .ok_or_else(|| CryptoError::UnsupportedKeyVersion(truncate_for_error(header)))
+            .ok_or_else(|| CryptoError::UnsupportedKeyVersion(header_for_error(header)))
     }
 
     pub fn describe(self) -> &'static str {
@@ -77,6 +77,14 @@ impl KeyKind {
             KeyKind::SymSecret => "ring key",
         }
     }
+}
+
+/// A header is echoed only when it looks like one (`NONSENSE-12`): a file holding just a
+/// base64 key must not put the key into an error message.
+fn header_for_error(header: &str) -> String {
+    let looks_like_header = header.len() <= 20
+        && header.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+    if looks_like_header { header.to_string() } else { "<not a key file header>".to_string() }
 }
 
 fn truncate_for_error(s: &str) -> String {
@@ -457,6 +465,20 @@ mod tests {
             KeyFile::parse(b"NONSENSE-12\nx-20160504220722\n\nAAAA"),
             Err(CryptoError::UnsupportedKeyVersion(_))
         ));
+    }
+
+    #[test]
+    fn a_bare_base64_key_is_not_echoed_in_errors() {
+        let ring = RingKey::generate("r").unwrap();
+        let bare = B64.encode(ring.key.expose());
+        let err = KeyFile::parse(bare.as_bytes()).unwrap_err().to_string();
+        assert!(!err.contains(&bare[..20]), "{err}");
+        assert!(
+            KeyFile::parse(b"NONSENSE-12\nx-20160504220722\n\nAAAA")
+                .unwrap_err()
+                .to_string()
+                .contains("NONSENSE-12")
+        );
     }
 
     #[test]

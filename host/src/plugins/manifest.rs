@@ -78,8 +78,10 @@ impl Manifest {
             }
         }
         for p in &self.requests.read_paths {
-            if p != "*" && !p.starts_with('/') {
-                return bad(format!("read_paths entry {p:?} must be an absolute path or \"*\""));
+            if p != "*" && !super::policy::is_plain_absolute(std::path::Path::new(p)) {
+                return bad(format!(
+                    "read_paths entry {p:?} must be an absolute path without . or .., or \"*\""
+                ));
             }
         }
         for h in &self.requests.http_hosts {

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::Requests;
 
+/// An absolute path with no `.` or `..` component (so component-wise nesting is real nesting).
+pub fn is_plain_absolute(p: &Path) -> bool {
+    p.is_absolute() && !p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+}
+
 /// What the operator grants one plugin (`[plugins.NAME]`). Absent table = nothing granted.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,9 +38,7 @@ impl Grant {
             }
         }
         for p in &self.read_paths {
-            if !p.is_absolute()
-                || p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-            {
+            if !is_plain_absolute(p) {
                 return Err(format!(
                     "read_paths grant {} must be an absolute path without . or ..",
                     p.display()
@@ -125,6 +128,10 @@ pub fn intersect(req: &Requests, grant: &Grant, limits: &Limits) -> Effective {
     } else {
         for r in &req.read_paths {
             let r = Path::new(r);
+            // `starts_with` compares components without resolving `..`: never let one through.
+            if !is_plain_absolute(r) {
+                continue;
+            }
             for g in &grant.read_paths {
                 let narrow = if r.starts_with(g) {
                     r
@@ -198,6 +205,15 @@ mod tests {
         let g = Grant { read_paths: vec!["/run/secrets".into()], ..Grant::default() };
         let e = intersect(&req(&[], &["/"], &[], None, None), &g, &Limits::default());
         assert_eq!(e.read_paths, vec![PathBuf::from("/run/secrets")]);
+    }
+
+    #[test]
+    fn dot_dot_requests_never_escape_a_grant() {
+        let g = Grant { read_paths: vec!["/run/secrets".into()], ..Grant::default() };
+        for sneaky in ["/run/secrets/../../etc", "/run/secrets/./../x", "/run/secrets/.."] {
+            let e = intersect(&req(&[], &[sneaky], &[], None, None), &g, &Limits::default());
+            assert!(e.read_paths.is_empty(), "{sneaky} escaped to {:?}", e.read_paths);
+        }
     }
 
     #[test]

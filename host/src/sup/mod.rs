@@ -158,9 +158,15 @@ fn gateway_auth(token: GatewayToken) -> AuthState {
     }
 }
 
-/// Installs each new value of a credential-backed ring key and makes it the primary.
+/// Between accepting a new ring key and sending with it: every member's file is usually
+/// rewritten at about the same time, so by then the others accept the new key too.
+const RING_KEY_SWITCH_DELAY: Duration = Duration::from_secs(3);
+
+/// Installs each new value of a credential-backed ring key at once (accepted), and makes it
+/// the primary (sent with) after `RING_KEY_SWITCH_DELAY`. Keys of another ring name are refused.
 fn follow_ring_key(handle: RingHandle, mut rx: watch::Receiver<Option<CredentialValue>>) {
     tokio::spawn(async move {
+        let ring_name = handle.with_core(|c| c.keyring().primary_id().map(|k| k.name.clone()));
         while rx.changed().await.is_ok() {
             let Some(value) = rx.borrow_and_update().clone() else { continue };
             let key = match parse_ring_key(value.expose()) {
@@ -171,11 +177,17 @@ fn follow_ring_key(handle: RingHandle, mut rx: watch::Receiver<Option<Credential
                 }
             };
             let id = key.id.clone();
-            let result = handle.with_core(|c| {
-                c.keyring_mut().install(key)?;
-                c.keyring_mut().use_key(&id)
-            });
-            match result {
+            if ring_name.as_ref().is_some_and(|n| *n != id.name) {
+                tracing::warn!(key = %id, "the ring key reference names another ring; ignoring it");
+                continue;
+            }
+            if let Err(e) = handle.with_core(|c| c.keyring_mut().install(key)) {
+                tracing::warn!(key = %id, error = %e, "could not install the new ring key");
+                continue;
+            }
+            tracing::info!(key = %id, "new ring key accepted; sending with it in {RING_KEY_SWITCH_DELAY:?}");
+            tokio::time::sleep(RING_KEY_SWITCH_DELAY).await;
+            match handle.with_core(|c| c.keyring_mut().use_key(&id)) {
                 Ok(()) => {
                     handle.save_state();
                     tracing::info!(key = %id, "ring key rotated from its reference");

@@ -5,7 +5,7 @@
 wit_bindgen::generate!({ path: "../../wit", world: "credential-source" });
 warren_plugin_guest::manifest!();
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Component, Path};
 
 use exports::warren::plugin::credentials::Guest;
@@ -68,14 +68,18 @@ impl Guest for File {
                 _ => CredentialError::Unavailable(format!("{rest}: {e}")),
             }
         };
-        let meta = std::fs::metadata(path).map_err(fail)?;
+        // Open once and ask the handle: every path lookup is a sandboxed walk (several syscalls).
+        let mut file = std::fs::File::open(path).map_err(fail)?;
+        let meta = file.metadata().map_err(fail)?;
         if meta.is_dir() {
             return Err(CredentialError::NotFound(format!("{rest}: is a directory")));
         }
         if meta.len() > MAX_BYTES {
             return Err(CredentialError::Unavailable(format!("{rest}: larger than {MAX_BYTES} bytes")));
         }
-        let value = trim_one_newline(std::fs::read_to_string(path).map_err(fail)?);
+        let mut text = String::with_capacity(meta.len() as usize);
+        (&mut file).take(MAX_BYTES).read_to_string(&mut text).map_err(fail)?;
+        let value = trim_one_newline(text);
         log(Level::Debug, "resolved", &[("path".into(), rest.into())]);
         Ok(Credential { value, ttl_seconds: None, watch_paths: vec![rest.to_string()] })
     }
