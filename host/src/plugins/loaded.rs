@@ -67,13 +67,6 @@ pub struct LoadedPlugin {
     faults: AtomicU64,
 }
 
-fn valid_scheme(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.as_bytes()[0].is_ascii_uppercase()
-        && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}
-
 impl LoadedPlugin {
     /// Compiles (or loads from cache), links and pre-instantiates; then instantiates once to
     /// prove it works and, for credential sources, asks for its schemes.
@@ -125,7 +118,7 @@ impl LoadedPlugin {
                 Bound::Cred(b) => b.warren_plugin_credentials().call_schemes(store),
                 _ => unreachable!("world checked above"),
             })?;
-            if schemes.is_empty() || schemes.len() > 16 || !schemes.iter().all(|s| valid_scheme(s)) {
+            if schemes.is_empty() || schemes.len() > 16 || !schemes.iter().all(|s| crate::credentials::reference::is_scheme(s)) {
                 return Err(PluginError::BadAnswer {
                     plugin: plugin.info.name.clone(),
                     detail: "schemes() must return 1-16 names of [A-Z][A-Z0-9_]*".into(),
