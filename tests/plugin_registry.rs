@@ -229,3 +229,33 @@ fn oversized_plugin_file_is_refused_unread() {
     let bytes = warren::plugins::registry::read_plugin_file(&exact).unwrap();
     assert_eq!(bytes.len() as u64, warren::plugins::registry::MAX_PLUGIN_BYTES);
 }
+
+#[test]
+fn engine_starts_with_the_first_plugin_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = warren::plugins::RegistrySettings {
+        plugin_dir: dir.path().to_path_buf(),
+        trust: warren::plugins::TrustMode::Off,
+        grants: env_grant().into_iter().map(|(n, g)| (n.to_string(), g)).collect(),
+        limits: warren::plugins::Limits::default(),
+    };
+    // A small pool: this test binary already holds the shared engine.
+    let opts = warren::plugins::EngineOptions {
+        cache_dir: Some(dir.path().join("cache")),
+        pool_instances: 4,
+        max_memory_mb: 64,
+        ..Default::default()
+    };
+    let keys = std::sync::Arc::new(warren::crypto::KeyCache::new(dir.path().join("no-keys")));
+    let reg = warren::plugins::PluginRegistry::new_lazy(opts, settings, keys);
+    reg.load_dir().unwrap();
+    let _watcher = reg.watch().unwrap();
+    assert!(!reg.engine_started(), "an empty plugin folder starts no engine");
+    assert!(!dir.path().join("cache").exists(), "nor its compile cache");
+
+    write_atomic(&dir.path().join("env.wasm"), &wasm_bytes("env"));
+    let served = wait_for(WAIT, || env_served_by(&reg)).expect("the dropped-in plugin serves");
+    assert_eq!(served.1, "warren");
+    assert!(reg.engine_started());
+    assert!(dir.path().join("cache").is_dir());
+}

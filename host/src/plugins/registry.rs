@@ -16,7 +16,7 @@ use super::loaded::{CredentialSourceHandle, HookHandle, LoadedPlugin, TopologyHa
 use super::manifest::Manifest;
 use super::policy::{self, Grant, Limits};
 use super::signing::{self, SignatureStatus, TrustMode, TrustedKeys};
-use super::{PluginEngine, PluginError, World, wasm};
+use super::{EngineOptions, PluginEngine, PluginError, World, wasm};
 use crate::crypto::sodium::blake2b_256;
 
 /// Largest plugin file accepted (componentize-py plugins are ~18 MB).
@@ -85,8 +85,15 @@ fn describe_failed(
     Some((manifest, sig, hex::encode(blake2b_256(&bytes)), bytes.len() as u64))
 }
 
+/// The engine, or how to make it: a supervisor with an empty plugin folder starts no epoch
+/// ticker and reserves no instance pool until the first plugin file shows up.
+enum EngineSlot {
+    Ready(Arc<PluginEngine>),
+    Lazy(EngineOptions),
+}
+
 pub struct PluginRegistry {
-    engine: Arc<PluginEngine>,
+    engine: Mutex<EngineSlot>,
     settings: RegistrySettings,
     keys: Arc<dyn TrustedKeys>,
     entries: RwLock<BTreeMap<PathBuf, Entry>>,
@@ -145,8 +152,21 @@ impl PluginRegistry {
         settings: RegistrySettings,
         keys: Arc<dyn TrustedKeys>,
     ) -> Arc<Self> {
+        Self::with_slot(EngineSlot::Ready(engine), settings, keys)
+    }
+
+    /// A registry that creates its engine from `opts` when it first loads a plugin.
+    pub fn new_lazy(
+        opts: EngineOptions,
+        settings: RegistrySettings,
+        keys: Arc<dyn TrustedKeys>,
+    ) -> Arc<Self> {
+        Self::with_slot(EngineSlot::Lazy(opts), settings, keys)
+    }
+
+    fn with_slot(engine: EngineSlot, settings: RegistrySettings, keys: Arc<dyn TrustedKeys>) -> Arc<Self> {
         Arc::new(PluginRegistry {
-            engine,
+            engine: Mutex::new(engine),
             settings,
             keys,
             entries: RwLock::new(BTreeMap::new()),
@@ -159,8 +179,21 @@ impl PluginRegistry {
         &self.settings
     }
 
-    pub fn engine(&self) -> &Arc<PluginEngine> {
-        &self.engine
+    /// The engine, created now if this registry was made with `new_lazy`.
+    pub fn engine(&self) -> Result<Arc<PluginEngine>, PluginError> {
+        let mut slot = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let engine = match &*slot {
+            EngineSlot::Ready(engine) => return Ok(engine.clone()),
+            EngineSlot::Lazy(opts) => PluginEngine::new(opts.clone())?,
+        };
+        tracing::info!("plugin engine started");
+        *slot = EngineSlot::Ready(engine.clone());
+        Ok(engine)
+    }
+
+    /// Whether the engine exists yet (always, unless made with `new_lazy`).
+    pub fn engine_started(&self) -> bool {
+        matches!(*self.engine.lock().unwrap_or_else(|p| p.into_inner()), EngineSlot::Ready(_))
     }
 
     /// A counter bumped whenever the set of serving plugins changes.
@@ -188,7 +221,7 @@ impl PluginRegistry {
         let effective = policy::intersect(&manifest.requests, &grant, &self.settings.limits);
         let digest = blake2b_256(&bytes);
         LoadedPlugin::build(
-            self.engine.clone(),
+            self.engine()?,
             path.to_path_buf(),
             &bytes,
             digest,
@@ -344,6 +377,10 @@ impl PluginRegistry {
             Err(e) => return Err(PluginError::Io { path: dir.display().to_string(), source: e }),
         }
         files.sort();
+        // Fail here, not per file, when there are plugins and no engine can be made for them.
+        if !files.is_empty() {
+            self.engine()?;
+        }
         let known: Vec<PathBuf> =
             self.entries.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         // Removals first, so a file that takes over a removed one's name is not refused.
