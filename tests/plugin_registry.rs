@@ -113,3 +113,149 @@ fn ten_thousand_faulty_calls() {
     assert_eq!(env.resolve("ENV:CARGO_PKG_NAME").unwrap().unwrap().value, "warren", "still serving");
     assert!(reg.plugin("panicker").unwrap().faults() >= 10_500);
 }
+
+/// The file currently serving scheme ENV, with the value it resolves (the grant allows
+/// CARGO_PKG_NAME, which cargo sets to "warren" for this test binary).
+fn env_served_by(reg: &warren::plugins::PluginRegistry) -> Option<(std::path::PathBuf, String)> {
+    let src = reg.get_credential_source("ENV")?;
+    let value = src.resolve("ENV:CARGO_PKG_NAME").ok()?.ok()?.value;
+    Some((src.plugin().info.file.clone(), value))
+}
+
+fn env_grant() -> [(&'static str, Grant); 1] {
+    [("env", Grant { env: vec!["CARGO_PKG_NAME".into()], ..Grant::default() })]
+}
+
+#[test]
+fn upgrade_by_new_file_name_then_removing_the_old_one_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("env-1.wasm");
+    let new = dir.path().join("env-2.wasm");
+    std::fs::copy(wasm("env"), &old).unwrap();
+    let reg = registry(dir.path(), &env_grant());
+    reg.load_dir().unwrap();
+    let _watcher = reg.watch().unwrap();
+    assert_eq!(env_served_by(&reg), Some((old.clone(), "warren".into())));
+
+    // The new version arrives under a new name: refused while env-1 still provides "env".
+    write_atomic(&new, &variant("env", b"2"));
+    let refused =
+        wait_for(WAIT, || reg.status().into_iter().find(|s| s.file == new && s.state == PluginState::Failed))
+            .expect("the duplicate is shown as failed");
+    assert!(refused.last_error.as_deref().unwrap().contains("already provided"), "{refused:?}");
+    assert_eq!(env_served_by(&reg).map(|s| s.0), Some(old.clone()), "the old file keeps serving");
+    // The old file goes: the refused one is retried and takes over without a rescan.
+    std::fs::remove_file(&old).unwrap();
+    let served = wait_for(WAIT, || env_served_by(&reg).filter(|s| s.0 == new)).expect("env-2 serves ENV");
+    assert_eq!(served.1, "warren");
+    let st = reg.status();
+    assert_eq!(st.len(), 1, "{st:?}");
+    assert_eq!((st[0].file.as_path(), st[0].state), (new.as_path(), PluginState::Loaded));
+    assert_eq!(st[0].last_error, None);
+}
+
+#[test]
+fn renaming_a_plugin_to_an_earlier_name_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("env.wasm");
+    let renamed = dir.path().join("a-env.wasm"); // sorts before env.wasm
+    std::fs::copy(wasm("env"), &old).unwrap();
+    let reg = registry(dir.path(), &env_grant());
+    reg.load_dir().unwrap();
+    let _watcher = reg.watch().unwrap();
+    assert_eq!(env_served_by(&reg), Some((old.clone(), "warren".into())));
+
+    std::fs::rename(&old, &renamed).unwrap();
+    let served =
+        wait_for(WAIT, || env_served_by(&reg).filter(|s| s.0 == renamed)).expect("a-env.wasm serves ENV");
+    assert_eq!(served.1, "warren");
+    let st = wait_for(WAIT, || Some(reg.status()).filter(|st| st.len() == 1)).expect("env.wasm forgotten");
+    assert_eq!((st[0].file.as_path(), st[0].state), (renamed.as_path(), PluginState::Loaded));
+}
+
+#[test]
+fn one_batch_applies_removals_before_additions() {
+    // No watcher: the batch a rename produces, handed over in path order (new name first).
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("env.wasm");
+    let renamed = dir.path().join("a-env.wasm");
+    std::fs::copy(wasm("env"), &old).unwrap();
+    let reg = registry(dir.path(), &env_grant());
+    reg.load_dir().unwrap();
+    std::fs::rename(&old, &renamed).unwrap();
+    reg.refresh_paths([renamed.as_path(), old.as_path()]);
+    assert_eq!(env_served_by(&reg), Some((renamed.clone(), "warren".into())));
+    let st = reg.status();
+    assert_eq!(st.len(), 1, "{st:?}");
+    assert_eq!(st[0].state, PluginState::Loaded);
+}
+
+#[test]
+fn a_duplicate_is_retried_when_the_original_is_unloaded() {
+    // No watcher: the two events arrive in separate batches, addition first.
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("env-1.wasm");
+    let new = dir.path().join("env-2.wasm");
+    std::fs::copy(wasm("env"), &old).unwrap();
+    let reg = registry(dir.path(), &env_grant());
+    reg.load_dir().unwrap();
+    std::fs::write(&new, variant("env", b"2")).unwrap();
+    reg.refresh_path(&new);
+    assert!(matches!(reg.load_file(&new), Err(PluginError::DuplicateName { .. })));
+    std::fs::remove_file(&old).unwrap();
+    reg.refresh_path(&old);
+    assert_eq!(env_served_by(&reg), Some((new.clone(), "warren".into())));
+    assert_eq!(reg.status().iter().filter(|s| s.state == PluginState::Loaded).count(), 1);
+}
+
+#[test]
+fn oversized_plugin_file_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wasm");
+    // Sparse: no disk or memory is spent on it unless someone reads it whole.
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(warren::plugins::registry::MAX_PLUGIN_BYTES + 1).unwrap();
+    drop(f);
+    let reg = registry(dir.path(), &[]);
+    match reg.load_file(&big) {
+        Err(PluginError::NotAComponent(m)) => assert!(m.contains("larger than"), "{m}"),
+        other => panic!("expected a size refusal, got {:?}", other.map(|p| p.info.file.clone())),
+    }
+    let exact = dir.path().join("exact.wasm");
+    let f = std::fs::File::create(&exact).unwrap();
+    f.set_len(warren::plugins::registry::MAX_PLUGIN_BYTES).unwrap();
+    drop(f);
+    // Exactly at the limit the file is read whole.
+    let bytes = warren::plugins::registry::read_plugin_file(&exact).unwrap();
+    assert_eq!(bytes.len() as u64, warren::plugins::registry::MAX_PLUGIN_BYTES);
+}
+
+#[test]
+fn engine_starts_with_the_first_plugin_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = warren::plugins::RegistrySettings {
+        plugin_dir: dir.path().to_path_buf(),
+        trust: warren::plugins::TrustMode::Off,
+        grants: env_grant().into_iter().map(|(n, g)| (n.to_string(), g)).collect(),
+        limits: warren::plugins::Limits::default(),
+    };
+    // A small pool: this test binary already holds the shared engine.
+    let opts = warren::plugins::EngineOptions {
+        cache_dir: Some(dir.path().join("cache")),
+        pool_instances: 4,
+        max_memory_mb: 64,
+        ..Default::default()
+    };
+    let keys = std::sync::Arc::new(warren::crypto::KeyCache::new(dir.path().join("no-keys")));
+    let reg = warren::plugins::PluginRegistry::new_lazy(opts, settings, keys);
+    reg.load_dir().unwrap();
+    let _watcher = reg.watch().unwrap();
+    assert!(!reg.engine_started(), "an empty plugin folder starts no engine");
+    assert!(!dir.path().join("cache").exists(), "nor its compile cache");
+
+    write_atomic(&dir.path().join("env.wasm"), &wasm_bytes("env"));
+    let served = wait_for(WAIT, || env_served_by(&reg)).expect("the dropped-in plugin serves");
+    assert_eq!(served.1, "warren");
+    assert!(reg.engine_started());
+    assert!(dir.path().join("cache").is_dir());
+}

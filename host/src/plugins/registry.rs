@@ -5,6 +5,7 @@
 //! error.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -15,7 +16,7 @@ use super::loaded::{CredentialSourceHandle, HookHandle, LoadedPlugin, TopologyHa
 use super::manifest::Manifest;
 use super::policy::{self, Grant, Limits};
 use super::signing::{self, SignatureStatus, TrustMode, TrustedKeys};
-use super::{PluginEngine, PluginError, World, wasm};
+use super::{EngineOptions, PluginEngine, PluginError, World, wasm};
 use crate::crypto::sodium::blake2b_256;
 
 /// Largest plugin file accepted (componentize-py plugins are ~18 MB).
@@ -68,6 +69,9 @@ struct Entry {
     last_error_at: Option<u64>,
     /// What the last failed file claimed to be (for status when nothing serves).
     failed: Option<(Manifest, Option<SignatureStatus>, String, u64)>,
+    /// The last error was a name or scheme conflict with another file: retried when some
+    /// plugin stops serving (its file removed or replaced), since that may free the name.
+    conflict: bool,
 }
 
 /// Best-effort facts about a file that failed to load, without compiling it.
@@ -81,8 +85,15 @@ fn describe_failed(
     Some((manifest, sig, hex::encode(blake2b_256(&bytes)), bytes.len() as u64))
 }
 
+/// The engine, or how to make it: a supervisor with an empty plugin folder starts no epoch
+/// ticker and reserves no instance pool until the first plugin file shows up.
+enum EngineSlot {
+    Ready(Arc<PluginEngine>),
+    Lazy(EngineOptions),
+}
+
 pub struct PluginRegistry {
-    engine: Arc<PluginEngine>,
+    engine: Mutex<EngineSlot>,
     settings: RegistrySettings,
     keys: Arc<dyn TrustedKeys>,
     entries: RwLock<BTreeMap<PathBuf, Entry>>,
@@ -100,20 +111,39 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Reads a plugin file with a size bound.
+/// Reads a plugin file with a size bound. The bound holds on the read itself: a file that
+/// grows after its size was checked is still refused, never read whole.
 pub fn read_plugin_file(path: &Path) -> Result<Vec<u8>, PluginError> {
     let io = |e: std::io::Error| PluginError::Io { path: path.display().to_string(), source: e };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let not_regular = || PluginError::NotAComponent(format!("{} is not a regular file", path.display()));
+    let too_large =
+        || PluginError::NotAComponent(format!("{} is larger than {MAX_PLUGIN_BYTES} bytes", path.display()));
+    // Checked before opening too: opening a FIFO would block until a writer appears.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
-        return Err(PluginError::NotAComponent(format!("{} is not a regular file", path.display())));
+        return Err(not_regular());
     }
     if meta.len() > MAX_PLUGIN_BYTES {
-        return Err(PluginError::NotAComponent(format!(
-            "{} is larger than {MAX_PLUGIN_BYTES} bytes",
-            path.display()
-        )));
+        return Err(too_large());
     }
-    std::fs::read(path).map_err(io)
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_PLUGIN_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// What one load did to the set of serving plugins.
+struct LoadOutcome {
+    result: Result<Arc<LoadedPlugin>, PluginError>,
+    /// A previous plugin of the file was replaced by one with another name or other schemes,
+    /// so a file refused as a duplicate of it may load now.
+    freed: bool,
 }
 
 impl PluginRegistry {
@@ -122,8 +152,21 @@ impl PluginRegistry {
         settings: RegistrySettings,
         keys: Arc<dyn TrustedKeys>,
     ) -> Arc<Self> {
+        Self::with_slot(EngineSlot::Ready(engine), settings, keys)
+    }
+
+    /// A registry that creates its engine from `opts` when it first loads a plugin.
+    pub fn new_lazy(
+        opts: EngineOptions,
+        settings: RegistrySettings,
+        keys: Arc<dyn TrustedKeys>,
+    ) -> Arc<Self> {
+        Self::with_slot(EngineSlot::Lazy(opts), settings, keys)
+    }
+
+    fn with_slot(engine: EngineSlot, settings: RegistrySettings, keys: Arc<dyn TrustedKeys>) -> Arc<Self> {
         Arc::new(PluginRegistry {
-            engine,
+            engine: Mutex::new(engine),
             settings,
             keys,
             entries: RwLock::new(BTreeMap::new()),
@@ -136,8 +179,21 @@ impl PluginRegistry {
         &self.settings
     }
 
-    pub fn engine(&self) -> &Arc<PluginEngine> {
-        &self.engine
+    /// The engine, created now if this registry was made with `new_lazy`.
+    pub fn engine(&self) -> Result<Arc<PluginEngine>, PluginError> {
+        let mut slot = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let engine = match &*slot {
+            EngineSlot::Ready(engine) => return Ok(engine.clone()),
+            EngineSlot::Lazy(opts) => PluginEngine::new(opts.clone())?,
+        };
+        tracing::info!("plugin engine started");
+        *slot = EngineSlot::Ready(engine.clone());
+        Ok(engine)
+    }
+
+    /// Whether the engine exists yet (always, unless made with `new_lazy`).
+    pub fn engine_started(&self) -> bool {
+        matches!(*self.engine.lock().unwrap_or_else(|p| p.into_inner()), EngineSlot::Ready(_))
     }
 
     /// A counter bumped whenever the set of serving plugins changes.
@@ -165,7 +221,7 @@ impl PluginRegistry {
         let effective = policy::intersect(&manifest.requests, &grant, &self.settings.limits);
         let digest = blake2b_256(&bytes);
         LoadedPlugin::build(
-            self.engine.clone(),
+            self.engine()?,
             path.to_path_buf(),
             &bytes,
             digest,
@@ -178,13 +234,21 @@ impl PluginRegistry {
     /// Loads (or reloads) one file and registers it. On failure the previous plugin of that
     /// file, if any, keeps serving and the error is recorded in its status.
     pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let outcome = self.load_one(path);
+        if outcome.freed {
+            self.retry_conflicts();
+        }
+        outcome.result
+    }
+
+    fn load_one(&self, path: &Path) -> LoadOutcome {
         let _serial = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
         let path = path.to_path_buf();
         // Unchanged content (a touch, a duplicate event): keep the plugin as is.
         if let (Ok(bytes), Some(current)) = (read_plugin_file(&path), self.loaded_at(&path))
             && hex::encode(blake2b_256(&bytes)) == current.info.blake2b
         {
-            return Ok(current);
+            return LoadOutcome { result: Ok(current), freed: false };
         }
         let result = self.prepare(&path).and_then(|plugin| {
             self.check_conflicts(&path, &plugin)?;
@@ -194,24 +258,57 @@ impl PluginRegistry {
         let entry = entries.entry(path.clone()).or_default();
         match result {
             Ok(plugin) => {
-                let replaced = entry.plugin.replace(plugin.clone()).is_some();
+                let previous = entry.plugin.replace(plugin.clone());
+                let replaced = previous.is_some();
+                let freed = previous.is_some_and(|old| {
+                    old.name() != plugin.name()
+                        || old.info.schemes.iter().any(|s| !plugin.info.schemes.contains(s))
+                });
                 entry.last_error = None;
                 entry.last_error_at = None;
                 entry.failed = None;
+                entry.conflict = false;
                 drop(entries);
                 tracing::info!(plugin = %plugin.name(), world = %plugin.info.world, file = %path.display(), replaced, "plugin loaded");
                 self.bump();
-                Ok(plugin)
+                LoadOutcome { result: Ok(plugin), freed }
             }
             Err(e) => {
                 entry.last_error = Some(e.to_string());
                 entry.last_error_at = Some(unix_now());
                 entry.failed = describe_failed(&path, self.keys.as_ref());
+                entry.conflict =
+                    matches!(e, PluginError::DuplicateName { .. } | PluginError::DuplicateScheme { .. });
                 let serving = entry.plugin.is_some();
                 drop(entries);
                 tracing::error!(file = %path.display(), error = %e, keeps_previous = serving, "plugin failed to load");
-                Err(e)
+                LoadOutcome { result: Err(e), freed: false }
             }
+        }
+    }
+
+    /// Retries the files last refused as duplicates, in file order: the plugin they clashed
+    /// with may be gone. Repeats while a retry itself frees a name (bounded by the file count).
+    fn retry_conflicts(&self) {
+        let conflicted = |entries: &BTreeMap<PathBuf, Entry>| -> Vec<PathBuf> {
+            entries.iter().filter(|(_, e)| e.conflict).map(|(f, _)| f.clone()).collect()
+        };
+        let mut pending = conflicted(&self.entries.read().unwrap_or_else(|p| p.into_inner()));
+        let mut rounds = pending.len();
+        while !pending.is_empty() && rounds > 0 {
+            rounds -= 1;
+            let mut freed = false;
+            for file in &pending {
+                let outcome = self.load_one(file);
+                if outcome.result.is_ok() {
+                    tracing::info!(file = %file.display(), "plugin refused as a duplicate loaded after the conflict went away");
+                }
+                freed |= outcome.freed;
+            }
+            if !freed {
+                break;
+            }
+            pending = conflicted(&self.entries.read().unwrap_or_else(|p| p.into_inner()));
         }
     }
 
@@ -239,8 +336,17 @@ impl PluginRegistry {
         Ok(())
     }
 
-    /// Unregisters the plugin of a removed file.
+    /// Unregisters the plugin of a removed file, then retries files refused as its duplicates.
     pub fn unload_file(&self, path: &Path) -> bool {
+        let (known, had_plugin) = self.unload_one(path);
+        if had_plugin {
+            self.retry_conflicts();
+        }
+        known
+    }
+
+    /// Forgets a file; returns whether it was known and whether it was serving a plugin.
+    fn unload_one(&self, path: &Path) -> (bool, bool) {
         let _serial = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
         let removed = self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(path);
         let had_plugin = removed.as_ref().is_some_and(|e| e.plugin.is_some());
@@ -248,7 +354,7 @@ impl PluginRegistry {
             tracing::info!(file = %path.display(), "plugin unloaded (file removed)");
             self.bump();
         }
-        removed.is_some()
+        (removed.is_some(), had_plugin)
     }
 
     /// Loads every `*.wasm` in the plugin folder and forgets files that disappeared.
@@ -271,26 +377,46 @@ impl PluginRegistry {
             Err(e) => return Err(PluginError::Io { path: dir.display().to_string(), source: e }),
         }
         files.sort();
+        // Fail here, not per file, when there are plugins and no engine can be made for them.
+        if !files.is_empty() {
+            self.engine()?;
+        }
         let known: Vec<PathBuf> =
             self.entries.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        // Removals first, so a file that takes over a removed one's name is not refused.
         for gone in known.iter().filter(|k| k.starts_with(dir) && !files.contains(k)) {
-            self.unload_file(gone);
+            self.unload_one(gone);
         }
+        let mut freed = false;
         for f in &files {
-            let _ = self.load_file(f);
+            freed |= self.load_one(f).freed;
+        }
+        if freed {
+            self.retry_conflicts();
         }
         Ok(self.status())
     }
 
     /// Handles a change notification for a path in the plugin folder.
     pub fn refresh_path(&self, path: &Path) {
-        if !is_plugin_file(path) {
-            return;
+        self.refresh_paths([path]);
+    }
+
+    /// Handles one batch of change notifications: removals before additions (an upgrade by a
+    /// new file name, or a rename, must not be refused as a duplicate of the file it
+    /// replaces), then files refused as duplicates are retried if anything stopped serving.
+    pub fn refresh_paths<'a>(&self, paths: impl IntoIterator<Item = &'a Path>) {
+        let (present, gone): (Vec<&Path>, Vec<&Path>) =
+            paths.into_iter().filter(|p| is_plugin_file(p)).partition(|p| p.exists());
+        let mut freed = false;
+        for p in gone {
+            freed |= self.unload_one(p).1;
         }
-        if path.exists() {
-            let _ = self.load_file(path);
-        } else {
-            self.unload_file(path);
+        for p in present {
+            freed |= self.load_one(p).freed;
+        }
+        if freed {
+            self.retry_conflicts();
         }
     }
 

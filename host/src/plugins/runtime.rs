@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::{EngineOptions, PluginEngine, PluginError, PluginRegistry, PluginWatcher, TrustMode};
+use super::{EngineOptions, PluginError, PluginRegistry, PluginWatcher, TrustMode};
 use crate::config::SupConfig;
 use crate::credentials::{CredentialResolver, CredentialValue, ResolveError};
 use crate::crypto::KeyCache;
@@ -40,11 +40,9 @@ impl PluginRuntime {
     ) -> Result<Self, RuntimeError> {
         let default_trust = TrustMode::default_for(&keys);
         let settings = config.registry_settings(plugin_path_cli, trust_cli, default_trust);
-        let engine = PluginEngine::new(EngineOptions {
-            cache_dir: Some(config.plugin_cache_dir()),
-            ..EngineOptions::default()
-        })?;
-        let registry = PluginRegistry::new(engine, settings, Arc::new(keys));
+        // The engine starts with the first plugin file, so an empty folder costs nothing.
+        let engine = EngineOptions { cache_dir: Some(config.plugin_cache_dir()), ..EngineOptions::default() };
+        let registry = PluginRegistry::new_lazy(engine, settings, Arc::new(keys));
         registry.load_dir()?;
         let watcher = registry.watch()?;
         let resolver = CredentialResolver::start(registry.clone())?;

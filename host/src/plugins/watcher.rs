@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use super::{PluginError, PluginRegistry};
@@ -15,6 +16,13 @@ use super::{PluginError, PluginRegistry};
 /// Quiet period after the last change to a file before it is (re)loaded: long enough for a
 /// copy in progress to finish writing.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Opening or reading a file changes nothing, and the registry itself reads every file it
+/// loads: reacting to those events would reload (and, for a refused file, retry) forever.
+/// Closing after a write is kept: it marks a copy that has finished.
+fn is_read_only(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
+}
 
 enum Work {
     Paths(BTreeSet<PathBuf>),
@@ -42,7 +50,7 @@ impl PluginRegistry {
                 while let Ok(work) = rx.recv() {
                     let Some(registry) = weak.upgrade() else { break };
                     match work {
-                        Work::Paths(paths) => paths.iter().for_each(|p| registry.refresh_path(p)),
+                        Work::Paths(paths) => registry.refresh_paths(paths.iter().map(PathBuf::as_path)),
                         Work::Rescan => {
                             if let Err(e) = registry.load_dir() {
                                 tracing::error!(error = %e, "plugin folder rescan failed");
@@ -58,6 +66,9 @@ impl PluginRegistry {
                 let mut rescan = false;
                 for ev in events {
                     rescan |= ev.need_rescan();
+                    if is_read_only(&ev.event.kind) {
+                        continue;
+                    }
                     paths.extend(ev.event.paths.iter().cloned());
                 }
                 if rescan {
