@@ -118,7 +118,10 @@ impl LoadedPlugin {
                 Bound::Cred(b) => b.warren_plugin_credentials().call_schemes(store),
                 _ => unreachable!("world checked above"),
             })?;
-            if schemes.is_empty() || schemes.len() > 16 || !schemes.iter().all(|s| crate::credentials::reference::is_scheme(s)) {
+            if schemes.is_empty()
+                || schemes.len() > 16
+                || !schemes.iter().all(|s| crate::credentials::reference::is_scheme(s))
+            {
                 return Err(PluginError::BadAnswer {
                     plugin: plugin.info.name.clone(),
                     detail: "schemes() must return 1-16 names of [A-Z][A-Z0-9_]*".into(),
