@@ -186,3 +186,41 @@ fn sigterm_stops_cleanly_and_depart_removes_a_member_for_good() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("departed"));
     assert_eq!(sups[0].health().get(&ids[2]).map(String::as_str), Some("Departed"));
 }
+
+/// Listening on every address, a member advertises what `--advertise` says, so members on
+/// other hosts can reach it (without it, a lone seed could only offer loopback).
+#[test]
+fn advertise_sets_the_address_others_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gossip, http) = (free_port(), free_port());
+    let mut child = std::process::Command::new(BIN)
+        .args(["sup", "run", "--listen-gossip", &format!("0.0.0.0:{gossip}")])
+        .args(["--listen-http", &format!("127.0.0.1:{http}")])
+        .args(["--advertise", &format!("127.0.0.45:{gossip}")])
+        .arg("--data-path")
+        .arg(dir.path().join("data"))
+        .env("WARREN_CACHE_KEY_PATH", dir.path().join("keys"))
+        .env_remove("WARREN_RING_KEY")
+        .env_remove("WARREN_GATEWAY_AUTH_TOKEN")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let gateway = format!("127.0.0.1:{http}");
+    let mut seen = None;
+    let found = poll_for(Duration::from_secs(20), || {
+        let json =
+            warren::http::client::request(&gateway, "GET", "/butterfly", None, None, Duration::from_secs(1))
+                .ok()
+                .and_then(|r| r.json().ok());
+        seen = json.and_then(|j: serde_json::Value| {
+            j["member"]["members"].as_object().and_then(|m| m.values().next().cloned())
+        });
+        seen.is_some()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found.is_some(), "no member in /butterfly");
+    let me = seen.unwrap();
+    assert_eq!(me["address"], "127.0.0.45", "{me}");
+    assert_eq!(me["gossip_port"], gossip, "{me}");
+}

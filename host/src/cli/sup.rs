@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Control gateway address (reserved; the control gateway comes later).
     #[arg(long, default_value = "127.0.0.1:9632")]
     pub listen_ctl: SocketAddr,
+    /// The gossip address other members reach this one at (needed behind NAT, or when
+    /// listening on 0.0.0.0 without --peer) [default: the listen address, or a guess].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<SocketAddr>,
     /// A peer to join through, HOST[:PORT] (repeatable). Re-announced to while unreachable.
     #[arg(long = "peer")]
     pub peers: Vec<String>,
@@ -224,6 +228,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         listen_gossip: args.listen_gossip,
         listen_http: args.listen_http,
         listen_ctl: args.listen_ctl,
+        advertise: args.advertise,
         peers: args.peers.clone(),
         permanent_peer: args.permanent_peer,
         ring_key,

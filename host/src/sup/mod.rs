@@ -56,6 +56,8 @@ pub struct SupOptions {
     pub listen_gossip: SocketAddr,
     pub listen_http: SocketAddr,
     pub listen_ctl: SocketAddr,
+    /// The gossip address other members should use (`--advertise`); guessed when None.
+    pub advertise: Option<SocketAddr>,
     pub peers: Vec<String>,
     pub permanent_peer: bool,
     pub ring_key: RingKeySource,
@@ -198,17 +200,30 @@ fn follow_ring_key(handle: RingHandle, mut rx: watch::Receiver<Option<Credential
     });
 }
 
-/// The address others reach us at: the listen address, or a best guess when it is 0.0.0.0.
-fn advertised(listen: SocketAddr, peers: &[SocketAddr]) -> SocketAddr {
+/// The address others reach us at: `--advertise`, else the listen address, else (listening on
+/// 0.0.0.0) the local address of the route to the first peer. A member with neither would
+/// advertise loopback, which only works on one host: say so.
+fn advertised(listen: SocketAddr, advertise: Option<SocketAddr>, peers: &[SocketAddr]) -> SocketAddr {
+    if let Some(a) = advertise {
+        return a;
+    }
     if !listen.ip().is_unspecified() {
         return listen;
     }
     let guess = peers.first().and_then(|p| {
+        // connect() on UDP only picks the route; nothing is sent.
         let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
         s.connect(p).ok()?;
         s.local_addr().ok().map(|a| a.ip())
     });
-    SocketAddr::new(guess.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), listen.port())
+    let ip = guess.unwrap_or_else(|| {
+        tracing::warn!(
+            "listening on {listen} with no --peer and no --advertise: advertising 127.0.0.1, which \
+             members on other hosts cannot reach (pass --advertise HOST:PORT)"
+        );
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    });
+    SocketAddr::new(ip, listen.port())
 }
 
 /// Runs a supervisor until Ctrl-C / SIGTERM (or until it is departed).
@@ -258,7 +273,7 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
 
     let core = RingCore::new(CoreParams {
         id,
-        addr: advertised(gossip_addr, &peers),
+        addr: advertised(gossip_addr, opts.advertise, &peers),
         generation,
         persistent: opts.permanent_peer,
         config: opts.ring.clone(),
