@@ -295,17 +295,7 @@ fn truncated_and_garbage_keys_fail_cleanly() {
             assert!(KeyFile::parse(&text[..cut]).is_err(), "{} cut at {cut}", path.display());
         }
         for _ in 0..2000 {
-            let mut m = text.clone();
-            for _ in 0..=rng.below(3) {
-                let i = rng.below(m.len());
-                match rng.below(3) {
-                    0 => m[i] = rng.next() as u8,
-                    1 => {
-                        m.remove(i);
-                    }
-                    _ => m.insert(i, rng.next() as u8),
-                }
-            }
+            let m = rng.mutate(&text, 3);
             // Must not panic; a mutation may still be a valid key (a changed base64 digit).
             if let Ok(k) = KeyFile::parse(&m) {
                 assert_eq!(k.bytes().len(), k.kind.key_len());

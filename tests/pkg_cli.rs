@@ -330,17 +330,7 @@ fn truncated_and_mutated_packages_fail_cleanly() {
             assert!(hart::verify_reader(&bytes[..cut], &fixtures, &mut |_| ()).is_err(), "{name} cut {cut}");
         }
         for _ in 0..3000 {
-            let mut m = bytes.clone();
-            for _ in 0..=rng.below(4) {
-                let i = rng.below(m.len());
-                match rng.below(3) {
-                    0 => m[i] = rng.next() as u8,
-                    1 => {
-                        m.remove(i);
-                    }
-                    _ => m.insert(i, rng.next() as u8),
-                }
-            }
+            let m = rng.mutate(&bytes, 4);
             if m == bytes {
                 continue; // a replacement by the same byte
             }

@@ -114,4 +114,20 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
+
+    /// `bytes` with 1 to `max_edits` random byte replacements, deletions or insertions.
+    pub fn mutate(&mut self, bytes: &[u8], max_edits: usize) -> Vec<u8> {
+        let mut m = bytes.to_vec();
+        for _ in 0..=self.below(max_edits) {
+            let i = self.below(m.len());
+            match self.below(3) {
+                0 => m[i] = self.next() as u8,
+                1 => {
+                    m.remove(i);
+                }
+                _ => m.insert(i, self.next() as u8),
+            }
+        }
+        m
+    }
 }
