@@ -60,6 +60,21 @@ fn snapshot(root: &Path) -> Vec<(PathBuf, String, u32, Vec<u8>)> {
     out
 }
 
+/// `warren pkg sign --origin acme SRC DEST` with the given key cache; must succeed.
+fn sign_pkg(src: &std::path::Path, dest: &std::path::Path, keys: &std::path::Path) {
+    warren(&[
+        "pkg",
+        "sign",
+        "--origin",
+        "acme",
+        path_str(src),
+        path_str(dest),
+        "--cache-key-path",
+        path_str(keys),
+    ])
+    .ok();
+}
+
 #[test]
 fn sign_a_directory_verify_header_extract_gives_the_same_files() {
     let keys = origin_cache();
@@ -196,17 +211,7 @@ fn verification_needs_the_signer_key_by_exact_revision() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f"), "x").unwrap();
     let hart_path = work.path().join("p.hart");
-    warren(&[
-        "pkg",
-        "sign",
-        "--origin",
-        "acme",
-        path_str(&src),
-        path_str(&hart_path),
-        "--cache-key-path",
-        path_str(keys.path()),
-    ])
-    .ok();
+    sign_pkg(&src, &hart_path, keys.path());
 
     let empty = tempfile::tempdir().unwrap();
     let out = warren(&["pkg", "verify", path_str(&hart_path), "--cache-key-path", path_str(empty.path())]);
@@ -262,17 +267,7 @@ fn one_flipped_byte_anywhere_is_rejected() {
     let src = work.path().join("src");
     sample_tree(&src);
     let hart_path = work.path().join("p.hart");
-    warren(&[
-        "pkg",
-        "sign",
-        "--origin",
-        "acme",
-        path_str(&src),
-        path_str(&hart_path),
-        "--cache-key-path",
-        path_str(keys.path()),
-    ])
-    .ok();
+    sign_pkg(&src, &hart_path, keys.path());
     let good = fs::read(&hart_path).unwrap();
     let header_len = hart::read_header(&hart_path).unwrap().to_bytes().len();
     let len = good.len();
