@@ -62,6 +62,59 @@ fn file_plugin_reads_granted_dir_only() {
     assert_eq!(std::fs::read_dir(secrets.path()).unwrap().count(), 1);
 }
 
+/// The file plugin resolves paths against its grants itself: symlinks, odd spellings, nested
+/// grants, sizes around its read chunk and its cap.
+#[test]
+fn file_plugin_paths_links_and_sizes() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let s = secrets.path();
+    // Kubernetes secret volumes: `token -> ..data/token`, `..data -> ..2026_11_23/`.
+    std::fs::create_dir(s.join("..2026_11_23")).unwrap();
+    std::fs::write(s.join("..2026_11_23/token"), "k8s-token\n").unwrap();
+    symlink("..2026_11_23", s.join("..data")).unwrap();
+    symlink("..data/token", s.join("token")).unwrap();
+    std::fs::write(outside.path().join("secret"), "outside").unwrap();
+    symlink(outside.path().join("secret"), s.join("escape")).unwrap();
+    std::fs::create_dir(s.join("nested")).unwrap();
+    std::fs::write(s.join("nested/inner"), "inner\r\n").unwrap();
+    let big: String = (0..9000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    std::fs::write(s.join("big"), &big).unwrap();
+    std::fs::write(s.join("exactly-4096"), "x".repeat(4096)).unwrap();
+    std::fs::write(s.join("too-big"), vec![b'y'; (1 << 20) + 1]).unwrap();
+    std::fs::write(s.join("binary"), [0xff, 0xfe, 0x00]).unwrap();
+    std::fs::write(s.join("empty"), "").unwrap();
+    install(dir.path(), &["file"]);
+    // Two grants, one inside the other: the longest one serves.
+    let grant = Grant { read_paths: vec![s.into(), s.join("nested")], ..Grant::default() };
+    let reg = registry(dir.path(), &[("file", grant)]);
+    reg.load_dir().unwrap();
+    let src = reg.get_credential_source("FILE").unwrap();
+    let at = |rest: &str| src.resolve(&format!("FILE:{}{rest}", s.display())).unwrap();
+    let value = |rest: &str| at(rest).map(|c| c.value).map_err(|e| format!("{e:?}"));
+
+    assert_eq!(value("/token"), Ok("k8s-token".into()));
+    assert_eq!(value("//./token"), Ok("k8s-token".into()));
+    assert_eq!(value("/..data/token"), Ok("k8s-token".into()));
+    assert_eq!(value("/nested/inner"), Ok("inner".into()), "\\r\\n is trimmed too");
+    assert_eq!(value("/big"), Ok(big), "a value longer than one read chunk");
+    assert_eq!(value("/exactly-4096").map(|v| v.len()), Ok(4096));
+    assert_eq!(value("/empty"), Ok(String::new()));
+    assert!(matches!(at("/escape"), Err(CredentialError::Denied(_))), "a symlink out of the grant");
+    assert!(matches!(at("/nested"), Err(CredentialError::NotFound(_))), "a directory");
+    assert!(matches!(at("/too-big"), Err(CredentialError::Unavailable(_))));
+    assert!(matches!(at("/binary"), Err(CredentialError::Unavailable(_))));
+    assert!(matches!(at("/../etc/passwd"), Err(CredentialError::InvalidReference(_))));
+    assert!(matches!(src.resolve("FILE:relative/path").unwrap(), Err(CredentialError::InvalidReference(_))));
+    // A sibling whose name merely starts with the grant's name is not inside it.
+    assert!(matches!(
+        src.resolve(&format!("FILE:{}x/token", s.display())).unwrap(),
+        Err(CredentialError::Denied(_))
+    ));
+}
+
 #[test]
 fn snoop_gets_nothing_it_was_not_granted() {
     let dir = tempfile::tempdir().unwrap();

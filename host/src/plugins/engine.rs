@@ -73,6 +73,10 @@ impl PluginEngine {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // For plugin vendors profiling with `perf`: names the compiled guest functions.
+        if std::env::var_os("WARREN_PLUGIN_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(engine_err)?;
 
         let mut linker = Linker::<StoreState>::new(&engine);
