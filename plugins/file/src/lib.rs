@@ -2,13 +2,16 @@
 //! as a watch path. The host preopens each granted directory read-only at its own path, so a
 //! reference is opened relative to the longest granted directory that contains it.
 //!
-//! This plugin talks to `wasi:filesystem` directly instead of through `std::fs`: a std open,
-//! stat and read cost seven host calls and three `statx` (libc asks for the inode hash and the
-//! stat; the reads go through a stream), this costs four: open-at, a read, the read that sees
-//! the end of the file, and the close. `warren bench plugins` measures the difference.
+//! This plugin talks to `wasi:filesystem` directly instead of through `std::fs`: there, an open,
+//! a stat and a read cost eight host calls and three `statx` (wasi-libc asks for the stat and an
+//! inode hash, and reads through a stream that must be dropped too); here they cost four host
+//! calls and one `statx`: open-at, a read, the read that sees the end of the file, the close.
+//! `warren bench plugins` measures it.
 
 wit_bindgen::generate!({ path: "../../wit", world: "credential-source" });
 warren_plugin_guest::manifest!();
+
+use std::borrow::Cow;
 
 use exports::warren::plugin::credentials::Guest;
 use warren::plugin::types::{Credential, CredentialError};
@@ -31,7 +34,7 @@ thread_local! {
     /// The granted directories are fixed for an instance's life: ask for them once.
     static GRANTS: Vec<Grant> = get_directories()
         .into_iter()
-        .map(|(dir, at)| Grant { names: names(&at).into_iter().map(String::from).collect(), dir })
+        .map(|(dir, at)| Grant { names: names(&at).map(String::from).collect(), dir })
         .collect();
 }
 
@@ -47,8 +50,13 @@ fn trim_one_newline(mut s: String) -> String {
     s
 }
 
-/// Checks the reference and returns its absolute path.
-fn parse(reference: &str) -> Result<&str, CredentialError> {
+/// A path's names without the empty and `.` ones (`/a//./b` → `a`, `b`).
+fn names(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|n| !n.is_empty() && *n != ".")
+}
+
+/// Checks the reference; returns its path and the path's names.
+fn parse(reference: &str) -> Result<(&str, Vec<&str>), CredentialError> {
     let rest = warren_plugin_guest::split_reference(reference, "FILE")
         .map_err(|e| CredentialError::InvalidReference(e.to_string()))?;
     if !rest.starts_with('/') {
@@ -56,34 +64,31 @@ fn parse(reference: &str) -> Result<&str, CredentialError> {
             "FILE reference needs an absolute path, got {rest:?}"
         )));
     }
-    if rest.split('/').any(|s| s == "..") {
-        return Err(CredentialError::InvalidReference(format!(
-            "FILE reference must not contain '..': {rest:?}"
-        )));
+    let mut path = Vec::with_capacity(8);
+    for name in names(rest) {
+        if name == ".." {
+            return Err(CredentialError::InvalidReference(format!(
+                "FILE reference must not contain '..': {rest:?}"
+            )));
+        }
+        path.push(name);
     }
-    Ok(rest)
+    Ok((rest, path))
 }
 
-/// A path's names, without the empty and `.` ones (`/a//./b` → `a`, `b`).
-fn names(path: &str) -> Vec<&str> {
-    path.split('/').filter(|s| !s.is_empty() && *s != ".").collect()
-}
-
-/// Opens `path` inside the longest granted directory containing it. `Ok(None)`: no grant
+/// Opens the path inside the longest granted directory containing it. `Ok(None)`: no grant
 /// contains it.
-fn open_granted(path: &str) -> Result<Option<Descriptor>, ErrorCode> {
-    let path = names(path);
+fn open_granted(path: &[&str]) -> Result<Option<Descriptor>, ErrorCode> {
     GRANTS.with(|grants| {
-        let best = grants
-            .iter()
-            .filter(|g| g.names.len() <= path.len() && g.names.iter().zip(&path).all(|(a, b)| a == b))
-            .max_by_key(|g| g.names.len());
-        let Some(grant) = best else {
+        let inside =
+            |g: &&Grant| g.names.len() <= path.len() && g.names.iter().zip(path).all(|(a, b)| a == b);
+        let Some(grant) = grants.iter().filter(inside).max_by_key(|g| g.names.len()) else {
             return Ok(None);
         };
         let relative = match &path[grant.names.len()..] {
-            [] => ".".to_string(),
-            rest => rest.join("/"),
+            [] => Cow::Borrowed("."),
+            [name] => Cow::Borrowed(*name),
+            names => Cow::Owned(names.join("/")),
         };
         grant
             .dir
@@ -104,16 +109,21 @@ fn read_all(file: &Descriptor, rest: &str) -> Result<Vec<u8>, CredentialError> {
             }
             e => CredentialError::Unavailable(format!("{rest}: {}", e.message())),
         })?;
-        bytes.extend_from_slice(&chunk);
+        let got = chunk.len() as u64;
+        if bytes.is_empty() {
+            bytes = chunk; // the usual single chunk: no copy
+        } else {
+            bytes.extend_from_slice(&chunk);
+        }
         if bytes.len() > MAX_BYTES {
             return Err(CredentialError::Unavailable(format!("{rest}: larger than {MAX_BYTES} bytes")));
         }
-        if end || chunk.is_empty() {
+        if end || got == 0 {
             return Ok(bytes);
         }
         // A short read is almost always the end of the file, but not always (FUSE, /proc): make
         // sure with a one-byte read, which costs the host no big zeroed buffer.
-        want = if (chunk.len() as u64) < want { 1 } else { CHUNK };
+        want = if got < want { 1 } else { CHUNK };
     }
 }
 
@@ -123,10 +133,10 @@ impl Guest for File {
     }
 
     fn resolve(reference: String) -> Result<Credential, CredentialError> {
-        let rest = parse(&reference)?;
+        let (rest, path) = parse(&reference)?;
         let denied =
             || CredentialError::Denied(format!("{rest}: not inside a directory granted to this plugin"));
-        let file = match open_granted(rest) {
+        let file = match open_granted(&path) {
             Ok(Some(file)) => file,
             Ok(None) => return Err(denied()),
             Err(ErrorCode::NoEntry) => {
