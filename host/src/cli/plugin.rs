@@ -40,6 +40,7 @@ pub enum PluginCommand {
     List {
         #[command(flatten)]
         args: PluginArgs,
+        /// Print JSON (what GET /plugins returns).
         #[arg(long)]
         json: bool,
     },

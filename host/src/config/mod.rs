@@ -21,8 +21,10 @@
 //! ```
 //!
 //! `auth_token`, `ring_key`, `ctl_secret` and every string under `[services.NAME.config]` are
-//! credential references (see `credentials::reference`). Keys this module does not know are kept
-//! in `other` for the parts of warren that own them.
+//! credential references (see `credentials::reference`). Schemes are upper case: a value like
+//! `file:/run/x` is a literal, and loading the file logs a warning for it. Keys this module does
+//! not know are kept in `other` for the parts of warren that own them. The secrets are
+//! [`SecretString`]s: `Debug` of a config never shows them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
