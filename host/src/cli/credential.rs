@@ -8,6 +8,7 @@ use clap::Subcommand;
 use super::plugin::PluginArgs;
 use crate::credentials::{Reference, resolve_once};
 use crate::plugins::Grant;
+use crate::secret::SecretString;
 
 #[derive(Subcommand, Debug)]
 pub enum CredentialCommand {
@@ -15,10 +16,17 @@ pub enum CredentialCommand {
     /// plugin is granted exactly what the reference names: the env var of ENV:NAME or the
     /// parent directory of FILE:/path, on top of the config's grants.
     Resolve {
-        reference: String,
+        /// `SCHEME:rest`, or a literal (printed back as is).
+        #[arg(value_parser = reference_arg)]
+        reference: SecretString,
         #[command(flatten)]
         args: PluginArgs,
     },
+}
+
+/// The argument may be a literal secret: its `Debug` shows the scheme only.
+fn reference_arg(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::reference(s))
 }
 
 /// What a reference itself names, for the one-shot CLI grant.
@@ -39,7 +47,7 @@ pub fn grant_for(reference: &Reference) -> Grant {
 pub fn run(cmd: CredentialCommand) -> anyhow::Result<()> {
     match cmd {
         CredentialCommand::Resolve { reference, args } => {
-            let parsed = Reference::parse(&reference);
+            let parsed = Reference::parse(reference.expose());
             let Some(scheme) = parsed.scheme().map(str::to_string) else {
                 outln!(
                     "{}",
@@ -51,7 +59,8 @@ pub fn run(cmd: CredentialCommand) -> anyhow::Result<()> {
                 return Ok(());
             };
             // First find which plugin serves the scheme, then load it with the grant.
-            let probe = args.registry(&[])?;
+            let config = args.config()?;
+            let probe = args.registry(&config, &[])?;
             probe.load_dir()?;
             let Some(source) = probe.get_credential_source(&scheme) else {
                 let errors: Vec<String> = probe
@@ -73,9 +82,9 @@ pub fn run(cmd: CredentialCommand) -> anyhow::Result<()> {
             let file = source.plugin().info.file.clone();
             drop(source);
             drop(probe);
-            let registry = args.registry(&[(name, grant_for(&parsed))])?;
+            let registry = args.registry(&config, &[(name, grant_for(&parsed))])?;
             registry.load_file(&file).with_context(|| format!("cannot load {}", file.display()))?;
-            let resolved = resolve_once(&registry, &reference)?;
+            let resolved = resolve_once(&registry, reference.expose())?;
             outln!("{}", resolved.value.as_str())?;
             Ok(())
         }

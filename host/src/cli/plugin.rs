@@ -1,6 +1,5 @@
 //! `warren plugin ...`: inspect, sign and list WebAssembly plugins.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,8 +7,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::keys::CacheArgs;
-use crate::config::{CONFIG_ENV, PLUGIN_PATH_ENV, SupConfig};
+use crate::config::{CONFIG_ENV, DATA_PATH_ENV, PLUGIN_PATH_ENV, SupConfig};
 use crate::crypto::{KeyCache, KeyKind, SigSecretKey};
+use crate::fsutil::{self, Existing};
 use crate::plugins::signing::{self, TrustedKeys};
 use crate::plugins::{EngineOptions, Grant, PluginEngine, PluginRegistry, TrustMode, inspect};
 
@@ -40,21 +40,31 @@ pub enum PluginCommand {
     List {
         #[command(flatten)]
         args: PluginArgs,
+        /// Print JSON (what GET /plugins returns).
         #[arg(long)]
         json: bool,
     },
 }
 
-/// Options shared by every command that loads plugins.
+/// Options shared by every command that loads plugins (`sup run`, `plugin list`,
+/// `credential resolve`): one definition, so their names, environment variables and defaults
+/// cannot drift apart.
 #[derive(Args, Debug, Clone)]
 pub struct PluginArgs {
-    /// The plugin folder (default: plugin_path in the config, else {data_path}/plugins).
-    #[arg(long, env = PLUGIN_PATH_ENV)]
-    pub plugin_path: Option<PathBuf>,
-    /// Supervisor config file (sup.toml): plugin grants, plugin_path, plugin_trust.
+    /// Supervisor config file (sup.toml): credential references for auth_token, ring_key and
+    /// ctl_secret, plugin grants ([plugins.NAME]), data_path, plugin_path, plugin_trust.
     #[arg(long, env = CONFIG_ENV)]
     pub config: Option<PathBuf>,
-    /// Signature policy (default: strict once any origin public key is in the key cache).
+    /// Where the member id, incarnation, rumors, plugins and compiled plugins are kept
+    /// [default: data_path in the config, else /var/lib/warren for root, ~/.warren otherwise].
+    #[arg(long, env = DATA_PATH_ENV)]
+    pub data_path: Option<PathBuf>,
+    /// The plugin folder; `sup run` watches it for drop-in .wasm files [default: plugin_path
+    /// in the config, else {data_path}/plugins].
+    #[arg(long, env = PLUGIN_PATH_ENV)]
+    pub plugin_path: Option<PathBuf>,
+    /// Signature policy for plugins [default: plugin_trust in the config, else strict once any
+    /// origin public key is in the key cache, else warn].
     #[arg(long, value_enum)]
     pub plugin_trust: Option<TrustMode>,
     #[command(flatten)]
@@ -62,11 +72,17 @@ pub struct PluginArgs {
 }
 
 impl PluginArgs {
+    /// The config file (or the defaults), with `--data-path` / `WARREN_DATA_PATH` winning over
+    /// its data_path. Load it once per command: loading logs the file's warnings.
     pub fn config(&self) -> anyhow::Result<SupConfig> {
-        match &self.config {
-            Some(p) => Ok(SupConfig::load(p)?),
-            None => Ok(SupConfig::default()),
+        let mut config = match &self.config {
+            Some(p) => SupConfig::load(p)?,
+            None => SupConfig::default(),
+        };
+        if let Some(d) = &self.data_path {
+            config.data_path = Some(d.clone());
         }
+        Ok(config)
     }
 
     pub fn key_cache(&self) -> KeyCache {
@@ -75,8 +91,11 @@ impl PluginArgs {
 
     /// A registry over the plugin folder with the config's grants plus `extra` grants, and
     /// the compile cache in {data_path}/plugin-cache. Nothing is loaded yet.
-    pub fn registry(&self, extra: &[(String, Grant)]) -> anyhow::Result<Arc<PluginRegistry>> {
-        let config = self.config()?;
+    pub fn registry(
+        &self,
+        config: &SupConfig,
+        extra: &[(String, Grant)],
+    ) -> anyhow::Result<Arc<PluginRegistry>> {
         let keys = self.key_cache();
         let default_trust = TrustMode::default_for(&keys);
         let mut settings =
@@ -142,7 +161,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PluginCommand::List { args, json } => {
-            let registry = args.registry(&[])?;
+            let registry = args.registry(&args.config()?, &[])?;
             let status = registry.load_dir()?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&registry.plugins_json())?)?;
@@ -171,14 +190,8 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
 
 /// Writes next to the destination and renames, so a watcher never sees half a plugin.
 fn write_atomic(dest: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = dest.file_name().context("destination has no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dest).with_context(|| format!("cannot replace {}", dest.display()))?;
-    Ok(())
+    fsutil::write_atomic(dest, bytes, fsutil::DEFAULT_MODE, Existing::Replace)
+        .with_context(|| format!("cannot write {}", dest.display()))
 }
 
 /// Whether any origin public key is trusted (the strict default).

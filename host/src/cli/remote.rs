@@ -6,6 +6,7 @@ use anyhow::bail;
 use clap::Args;
 
 use crate::http::{AUTH_TOKEN_ENV, client};
+use crate::secret::SecretString;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -16,7 +17,7 @@ pub struct Remote {
     pub remote_http: String,
     /// The gateway's bearer token.
     #[arg(long, env = AUTH_TOKEN_ENV, hide_env_values = true)]
-    pub auth_token: Option<String>,
+    pub auth_token: Option<SecretString>,
 }
 
 impl Remote {
@@ -27,8 +28,14 @@ impl Remote {
         path: &str,
         body: Option<(&str, &[u8])>,
     ) -> anyhow::Result<serde_json::Value> {
-        let resp =
-            client::request(&self.remote_http, method, path, self.auth_token.as_deref(), body, TIMEOUT)?;
+        let resp = client::request(
+            &self.remote_http,
+            method,
+            path,
+            self.auth_token.as_ref().map(SecretString::expose),
+            body,
+            TIMEOUT,
+        )?;
         check(resp, &format!("{method} {path} on {}", self.remote_http))
     }
 }

@@ -1,7 +1,6 @@
 //! `warren sup run`, `warren sup depart` and `warren sup secret generate`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +9,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 
+use super::plugin::PluginArgs;
 use super::remote::Remote;
-use crate::config::{CONFIG_ENV, DATA_PATH_ENV, PLUGIN_PATH_ENV, SupConfig};
 use crate::credentials::Reference;
-use crate::crypto::cache::{CACHE_KEY_PATH_ENV, default_cache_path};
 use crate::crypto::sodium;
 use crate::http::{AUTH_TOKEN_ENV, AuthToken};
-use crate::plugins::{PluginRuntime, TrustMode};
+use crate::plugins::PluginRuntime;
 use crate::ring::RingConfig;
+use crate::secret::SecretString;
 use crate::sup::{self, GatewayToken, RING_KEY_ENV, RingKeySource, SupOptions};
 
 #[derive(Subcommand, Debug)]
@@ -90,26 +89,11 @@ pub struct RunArgs {
     pub ring: Option<String>,
     /// A ring key file's contents (instead of --ring).
     #[arg(long = "ring-key", env = RING_KEY_ENV, hide_env_values = true, hide = true)]
-    pub ring_key: Option<String>,
-    /// Key cache folder.
-    #[arg(long, env = CACHE_KEY_PATH_ENV)]
-    pub cache_key_path: Option<PathBuf>,
-    /// Where the member id, incarnation, rumors, plugins and compiled plugins are kept
-    /// [default: data_path in the config, else /var/lib/warren for root, ~/.warren otherwise].
-    #[arg(long, env = DATA_PATH_ENV)]
-    pub data_path: Option<PathBuf>,
-    /// Supervisor config file (sup.toml): credential references for auth_token, ring_key and
-    /// ctl_secret, plugin grants ([plugins.NAME]), plugin_path, plugin_trust.
-    #[arg(long, env = CONFIG_ENV)]
-    pub config: Option<PathBuf>,
-    /// The plugin folder, watched for drop-in .wasm files [default: plugin_path in the config,
-    /// else {data_path}/plugins].
-    #[arg(long, env = PLUGIN_PATH_ENV)]
-    pub plugin_path: Option<PathBuf>,
-    /// Signature policy for plugins [default: plugin_trust in the config, else strict once any
-    /// origin public key is in the key cache, else warn].
-    #[arg(long, value_enum)]
-    pub plugin_trust: Option<TrustMode>,
+    pub ring_key: Option<SecretString>,
+    // --config, --data-path, --plugin-path, --plugin-trust, --cache-key-path: shared with
+    // `plugin list` and `credential resolve`.
+    #[command(flatten)]
+    pub plugins: PluginArgs,
     /// SWIM probe interval (e.g. 1s, 500ms).
     #[arg(long, value_parser = parse_millis, default_value = "500ms")]
     pub probe_interval: Duration,
@@ -176,20 +160,14 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
     if args.ping_timeout >= args.probe_interval {
         bail!("--ping-timeout must be shorter than --probe-interval");
     }
-    let mut config = match &args.config {
-        Some(path) => SupConfig::load(path)?,
-        None => SupConfig::default(),
-    };
-    if let Some(d) = &args.data_path {
-        config.data_path = Some(d.clone());
-    }
-    let cache_key_path = args.cache_key_path.clone().unwrap_or_else(default_cache_path);
+    let config = args.plugins.config()?;
+    let cache_key_path = args.plugins.cache.cache_key_path.clone();
     let plugins = Arc::new(
         PluginRuntime::start(
             &config,
-            args.plugin_path.as_deref(),
-            args.plugin_trust,
-            crate::crypto::KeyCache::new(&cache_key_path),
+            args.plugins.plugin_path.as_deref(),
+            args.plugins.plugin_trust,
+            args.plugins.key_cache(),
         )
         .context("starting the plugin runtime")?,
     );
@@ -197,12 +175,12 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
     // Flags and environment win over the config file; a config value may be a reference.
     let ring_key = match (&args.ring, &args.ring_key, &config.ring_key) {
         (Some(name), _, _) => RingKeySource::Cache { name: name.clone() },
-        (None, Some(text), _) if !text.trim().is_empty() => RingKeySource::Inline(text.clone()),
+        (None, Some(text), _) if !text.expose().trim().is_empty() => RingKeySource::Inline(text.clone()),
         (None, _, Some(reference)) => credential_or_literal(
             &plugins,
             "ring_key",
-            reference,
-            |v| RingKeySource::Inline(v.to_string()),
+            reference.expose(),
+            |v| RingKeySource::Inline(SecretString::new(v)),
             RingKeySource::Credential,
         ),
         _ => RingKeySource::None,
@@ -218,7 +196,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         (None, Some(reference)) => credential_or_literal(
             &plugins,
             "auth_token",
-            reference,
+            reference.expose(),
             |v| AuthToken::new(v).map_or(GatewayToken::None, GatewayToken::Fixed),
             GatewayToken::Credential,
         ),
@@ -262,4 +240,86 @@ fn depart(args: DepartArgs) -> anyhow::Result<()> {
     args.remote.call("POST", "/departures", Some(("application/json", body.as_bytes())))?;
     outln!("departure of {} announced to the ring", args.member_id)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args as _, CommandFactory as _, Parser as _};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// The plugin options every plugin-loading command takes, as users see them.
+    const SHARED: [(&str, &str, &str); 5] = [
+        ("config", "config", "WARREN_CONFIG"),
+        ("data_path", "data-path", "WARREN_DATA_PATH"),
+        ("plugin_path", "plugin-path", "WARREN_PLUGIN_PATH"),
+        ("plugin_trust", "plugin-trust", ""),
+        ("cache_key_path", "cache-key-path", "WARREN_CACHE_KEY_PATH"),
+    ];
+
+    fn describe(a: &clap::Arg) -> String {
+        format!(
+            "--{:?} env={:?} default={:?} values={:?} help={:?}",
+            a.get_long(),
+            a.get_env(),
+            a.get_default_values(),
+            a.get_possible_values().iter().map(|v| v.get_name().to_string()).collect::<Vec<_>>(),
+            a.get_help().map(ToString::to_string),
+        )
+    }
+
+    #[test]
+    fn plugin_options_have_one_definition() {
+        let shared = PluginArgs::augment_args(clap::Command::new("shared"));
+        let cli = Cli::command();
+        let sub = |path: &[&str]| {
+            let mut c = &cli;
+            for p in path {
+                c = c.find_subcommand(p).unwrap_or_else(|| panic!("no subcommand {p}"));
+            }
+            c.clone()
+        };
+        for path in [["sup", "run"], ["plugin", "list"], ["credential", "resolve"]] {
+            let cmd = sub(&path);
+            for (id, long, env) in SHARED {
+                let want = shared.get_arguments().find(|a| a.get_id() == id).unwrap();
+                assert_eq!(want.get_long(), Some(long));
+                assert_eq!(want.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default(), env);
+                let got = cmd
+                    .get_arguments()
+                    .find(|a| a.get_id() == id)
+                    .unwrap_or_else(|| panic!("{path:?} has no --{long}"));
+                assert_eq!(describe(got), describe(want), "{path:?} --{long}");
+            }
+        }
+    }
+
+    #[test]
+    fn sup_run_parses_the_shared_plugin_options() {
+        let cli = Cli::try_parse_from([
+            "warren",
+            "sup",
+            "run",
+            "--config",
+            "/c/sup.toml",
+            "--data-path",
+            "/d",
+            "--plugin-path",
+            "/p",
+            "--plugin-trust",
+            "strict",
+            "--cache-key-path",
+            "/k",
+        ])
+        .unwrap();
+        let Command::Sup(SupCommand::Run(run)) = cli.command else { panic!("not sup run") };
+        let p = &run.plugins;
+        assert_eq!(p.config.as_deref(), Some(std::path::Path::new("/c/sup.toml")));
+        assert_eq!(p.data_path.as_deref(), Some(std::path::Path::new("/d")));
+        assert_eq!(p.plugin_path.as_deref(), Some(std::path::Path::new("/p")));
+        assert_eq!(p.plugin_trust, Some(crate::plugins::TrustMode::Strict));
+        assert_eq!(p.cache.cache_key_path, std::path::PathBuf::from("/k"));
+        assert!(Cli::try_parse_from(["warren", "sup", "run", "--plugin-trust", "maybe"]).is_err());
+    }
 }

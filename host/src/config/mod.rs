@@ -21,16 +21,20 @@
 //! ```
 //!
 //! `auth_token`, `ring_key`, `ctl_secret` and every string under `[services.NAME.config]` are
-//! credential references (see `credentials::reference`). Keys this module does not know are kept
-//! in `other` for the parts of warren that own them.
+//! credential references (see `credentials::reference`). Schemes are upper case: a value like
+//! `file:/run/x` is a literal, and loading the file logs a warning for it. Keys this module does
+//! not know are kept in `other` for the parts of warren that own them. The secrets are
+//! [`SecretString`]s: `Debug` of a config never shows them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use crate::credentials::reference::mistyped_scheme_warning;
 use crate::plugins::manifest::valid_plugin_name;
 use crate::plugins::{Grant, Limits, RegistrySettings, TrustMode};
+use crate::secret::SecretString;
 
 pub const DATA_PATH_ENV: &str = "WARREN_DATA_PATH";
 pub const PLUGIN_PATH_ENV: &str = "WARREN_PLUGIN_PATH";
@@ -46,7 +50,9 @@ pub enum ConfigError {
     Grant { path: String, plugin: String, message: String },
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// Not `Serialize`: it holds secrets, and its `Debug` shows none (see [`SecretString`]; free-form
+/// tables show their keys only).
+#[derive(Clone, Default, Deserialize)]
 pub struct SupConfig {
     #[serde(default)]
     pub data_path: Option<PathBuf>,
@@ -55,11 +61,11 @@ pub struct SupConfig {
     #[serde(default)]
     pub plugin_trust: Option<TrustMode>,
     #[serde(default)]
-    pub auth_token: Option<String>,
+    pub auth_token: Option<SecretString>,
     #[serde(default)]
-    pub ring_key: Option<String>,
+    pub ring_key: Option<SecretString>,
     #[serde(default)]
-    pub ctl_secret: Option<String>,
+    pub ctl_secret: Option<SecretString>,
     /// Operator grants per plugin name.
     #[serde(default)]
     pub plugins: BTreeMap<String, Grant>,
@@ -70,13 +76,47 @@ pub struct SupConfig {
     pub other: toml::Table,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 pub struct ServiceSection {
     /// Service configuration values; strings may be credential references.
     #[serde(default)]
     pub config: toml::Table,
     #[serde(flatten)]
     pub other: toml::Table,
+}
+
+/// A free-form table in `Debug` output: its keys, never its values (a service's password).
+struct KeysOnly<'a>(&'a toml::Table);
+
+impl std::fmt::Debug for KeysOnly<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl std::fmt::Debug for SupConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupConfig")
+            .field("data_path", &self.data_path)
+            .field("plugin_path", &self.plugin_path)
+            .field("plugin_trust", &self.plugin_trust)
+            .field("auth_token", &self.auth_token)
+            .field("ring_key", &self.ring_key)
+            .field("ctl_secret", &self.ctl_secret)
+            .field("plugins", &self.plugins)
+            .field("services", &self.services)
+            .field("other", &KeysOnly(&self.other))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ServiceSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceSection")
+            .field("config", &KeysOnly(&self.config))
+            .field("other", &KeysOnly(&self.other))
+            .finish()
+    }
 }
 
 /// `/var/lib/warren` for root, `$HOME/.warren` otherwise; `WARREN_DATA_PATH` overrides.
@@ -102,10 +142,23 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
 }
 
 impl SupConfig {
+    /// Reads and parses the file, then logs [`SupConfig::warnings`] (once per value: load a
+    /// config once per process).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Io { path: path.display().to_string(), source: e })?;
-        Self::parse(&text, &path.display().to_string())
+        let cfg = Self::parse(&text, &path.display().to_string())?;
+        for w in cfg.warnings() {
+            tracing::warn!("{}: {w}", path.display());
+        }
+        Ok(cfg)
+    }
+
+    /// Mistakes that still parse: a credential value that is a literal only because its
+    /// scheme is not upper case (`auth_token = "file:/run/x"`). One message per value; none
+    /// repeats more of the value than its prefix.
+    pub fn warnings(&self) -> Vec<String> {
+        self.references().iter().filter_map(|(label, value)| mistyped_scheme_warning(label, value)).collect()
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
@@ -167,7 +220,7 @@ impl SupConfig {
             [("auth_token", &self.auth_token), ("ring_key", &self.ring_key), ("ctl_secret", &self.ctl_secret)]
         {
             if let Some(v) = v {
-                out.push((key.to_string(), v.clone()));
+                out.push((key.to_string(), v.expose().to_string()));
             }
         }
         for (svc, section) in &self.services {
@@ -254,6 +307,25 @@ key = "FILE:/run/secrets/redis.key"
         ] {
             assert!(SupConfig::parse(bad, "t").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn warns_once_per_lower_case_scheme() {
+        let c = SupConfig::parse(
+            "auth_token = \"file:/run/secrets/token\"\nring_key = \"ENV:RING\"\nctl_secret = \"hunter2\"\n\
+             [services.redis.config]\npassword = \"vault:secret/data/redis#pw\"\nurl = \"http://x:1/\"\n",
+            "sup.toml",
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("auth_token: the value starts with \"file:\""), "{w:?}");
+        assert!(
+            w[1].starts_with("services.redis.config.password: the value starts with \"vault:\""),
+            "{w:?}"
+        );
+        assert!(!w.concat().contains("/run/secrets/token") && !w.concat().contains("redis#pw"), "{w:?}");
+        assert!(SupConfig::parse(SAMPLE, "sup.toml").unwrap().warnings().is_empty());
     }
 
     #[test]

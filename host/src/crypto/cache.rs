@@ -5,12 +5,11 @@
 //! Lookups match the name exactly and pick the latest revision.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::CryptoError;
 use super::keys::{KeyFile, KeyId, KeyKind, MAX_KEY_FILE_LEN};
+use crate::fsutil::{self, Existing};
 
 /// Environment variable naming the key cache, like `--cache-key-path`.
 pub const CACHE_KEY_PATH_ENV: &str = "WARREN_CACHE_KEY_PATH";
@@ -61,22 +60,13 @@ impl KeyCache {
             };
         }
         let mode = if key.kind.is_secret() { 0o400 } else { 0o444 };
-        let tmp = self.dir.join(format!(".{}.tmp-{}", key.file_name(), std::process::id()));
-        let result = (|| {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            // hard_link refuses to replace an existing file, so a racing writer cannot be clobbered.
-            fs::hard_link(&tmp, &path)?;
-            fs::remove_file(&tmp)?;
-            fs::File::open(&self.dir)?.sync_all()
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
+        // Refuse: a racing writer's key is never clobbered.
+        match fsutil::write_atomic(&path, text.as_bytes(), mode, Existing::Refuse) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(CryptoError::KeyConflict(path.display().to_string()));
             }
-            return Err(self.io(&path, e));
+            Err(e) => return Err(self.io(&path, e)),
+            Ok(()) => {}
         }
         Ok(path)
     }

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -16,6 +16,8 @@ use super::CryptoError;
 use super::cache::KeyCache;
 use super::keys::{KeyId, KeyKind, SigPublicKey, SigSecretKey};
 use super::sodium::{self, BLAKE2B_256_LEN, Blake2b256, SIGNATURE_LEN};
+use crate::fsutil::{self, AtomicFile, Existing};
+pub use crate::fsutil::{parent_dir, random_hex};
 
 pub const HART_FORMAT: &str = "HART-1";
 pub const HASH_TYPE: &str = "BLAKE2b";
@@ -325,76 +327,15 @@ where
     Ok((out, Verified { signer: key.id.clone(), digest, header_len: header_len as u64, payload_len }))
 }
 
-/// A file written under a temporary name beside its destination and renamed into place only
-/// by [`AtomicFile::commit`]; dropped uncommitted, the temporary file is removed.
-pub struct AtomicFile {
-    file: Option<fs::File>,
-    tmp: PathBuf,
-    dest: PathBuf,
-}
-
-impl AtomicFile {
-    pub fn create(dest: &Path) -> Result<Self, HartError> {
-        let parent = parent_dir(dest);
-        let name = dest
-            .file_name()
-            .ok_or_else(|| HartError::Archive(format!("{} is not a file path", dest.display())))?;
-        let tmp =
-            parent.join(format!(".{}.tmp-{}-{}", name.to_string_lossy(), std::process::id(), random_hex()));
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err(format!("creating {}", tmp.display())))?;
-        Ok(AtomicFile { file: Some(file), tmp, dest: dest.to_path_buf() })
-    }
-
-    pub fn file(&mut self) -> &mut fs::File {
-        self.file.as_mut().expect("present until commit")
-    }
-
-    pub fn commit(mut self) -> Result<PathBuf, HartError> {
-        let file = self.file.take().expect("present until commit");
-        file.sync_all().map_err(io_err(format!("syncing {}", self.tmp.display())))?;
-        drop(file);
-        fs::rename(&self.tmp, &self.dest)
-            .map_err(io_err(format!("renaming into {}", self.dest.display())))?;
-        if let Ok(dir) = fs::File::open(parent_dir(&self.dest)) {
-            let _ = dir.sync_all();
-        }
-        Ok(self.dest.clone())
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-/// The directory holding `path` ("." for a bare file name).
-pub fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-pub(crate) fn random_hex() -> String {
-    hex::encode(sodium::random_array::<6>())
-}
-
 /// Signs the payload produced by `write_payload` into `dest`, atomically.
 pub fn sign_to_path<F>(dest: &Path, key: &SigSecretKey, write_payload: F) -> Result<Verified, HartError>
 where
     F: FnOnce(&mut dyn Write) -> Result<(), HartError>,
 {
-    let mut tmp = AtomicFile::create(dest)?;
+    let mut tmp = AtomicFile::create(dest, fsutil::DEFAULT_MODE, Existing::Replace)
+        .map_err(io_err(format!("creating a temporary file beside {}", dest.display())))?;
     let (_, verified) = write_signed(tmp.file(), key, write_payload)?;
-    tmp.commit()?;
+    tmp.commit().map_err(io_err(format!("moving into {}", dest.display())))?;
     Ok(verified)
 }
 

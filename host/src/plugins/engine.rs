@@ -2,8 +2,7 @@
 //! ticker thread, a shared Linker (WASI p2, wasi:http, `host`) and the on-disk compile cache.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use super::PluginError;
 use super::bindings::credential_source::CredentialSource;
 use super::sandbox::StoreState;
 use crate::crypto::sodium::Blake2b256;
+use crate::fsutil::{self, Existing};
 
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -212,17 +212,9 @@ impl CompileCache {
     pub fn store(&self, digest: &[u8; 32], component: &Component) -> Result<PathBuf, PluginError> {
         let bytes = component.serialize().map_err(|e| PluginError::Compile(format!("serialize: {e:#}")))?;
         let path = self.path_for(digest);
-        let tmp = self.dir.join(format!(".{}.{}.tmp", hex::encode(&digest[..8]), std::process::id()));
-        let io = |e: std::io::Error| PluginError::Io { path: tmp.display().to_string(), source: e };
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
+        // 0600 from creation: compiled code is loaded only from files closed to others.
+        fsutil::write_atomic(&path, &bytes, 0o600, Existing::Replace)
+            .map_err(|e| PluginError::Io { path: path.display().to_string(), source: e })?;
         Ok(path)
     }
 }

@@ -3,10 +3,10 @@
 //! and every rumor. Every write is atomic (temp file, fsync, rename).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::identity::MemberId;
+use crate::fsutil::{self, Existing};
 
 pub const MEMBER_ID_FILE: &str = "MEMBER_ID";
 pub const STATE_FILE: &str = "ring-state.json";
@@ -40,20 +40,11 @@ fn io(path: &Path, source: std::io::Error) -> PersistError {
     PersistError::Io { path: path.display().to_string(), source }
 }
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically (creating its folder), with the umask's default mode.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let mut f = fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| io(&tmp, e))?;
-    f.sync_all().map_err(|e| io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| io(path, e))
+    let dir = fsutil::parent_dir(path);
+    fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    fsutil::write_atomic(path, bytes, fsutil::DEFAULT_MODE, Existing::Replace).map_err(|e| io(path, e))
 }
 
 fn read_limited(path: &Path, max: u64) -> Result<Option<Vec<u8>>, PersistError> {

@@ -19,6 +19,7 @@ use crate::plugins::PluginRuntime;
 use crate::ring::persist::{DataDir, PersistError};
 use crate::ring::shell::{self, Stopped};
 use crate::ring::{CoreParams, Keyring, RingConfig, RingCore, RingHandle};
+use crate::secret::SecretString;
 
 pub const DEFAULT_GOSSIP_PORT: u16 = 9638;
 pub const DEFAULT_HTTP_PORT: u16 = 9631;
@@ -33,8 +34,8 @@ pub enum RingKeySource {
     /// The latest revision of this name in the key cache (all revisions are accepted); the
     /// cache is watched for added and removed revisions.
     Cache { name: String },
-    /// The contents of a key file (`WARREN_RING_KEY`).
-    Inline(String),
+    /// The contents of a key file (`WARREN_RING_KEY`). Debug shows `<redacted>`.
+    Inline(SecretString),
     /// A credential reference (`ring_key = "FILE:..."` in sup.toml): each new value is
     /// installed and becomes the primary key; earlier keys stay accepted.
     Credential(watch::Receiver<Option<CredentialValue>>),
@@ -113,7 +114,7 @@ pub fn load_keyring(
 ) -> Result<Keyring, CryptoError> {
     match source {
         RingKeySource::None => Ok(Keyring::none()),
-        RingKeySource::Inline(text) => Ok(Keyring::with_primary(parse_ring_key(text)?)),
+        RingKeySource::Inline(text) => Ok(Keyring::with_primary(parse_ring_key(text.expose())?)),
         RingKeySource::Credential(rx) => match rx.borrow().as_ref() {
             Some(value) => Ok(Keyring::with_primary(parse_ring_key(value.expose())?)),
             None => Err(CryptoError::MalformedKey("the ring key reference has no value".into())),
