@@ -82,7 +82,7 @@ pub fn main() -> i32 {
         // The reader went away (`warren ... | head`): stop quietly, as if killed by SIGPIPE.
         Err(e) if is_broken_pipe(&e) => 141,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             1
         }
     }
@@ -127,4 +127,41 @@ fn init_tracing() {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// An error and its causes, joined with ": ", skipping a cause whose text the message before it
+/// already ends with (many errors here print their source themselves, for the log).
+fn render_error(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_error;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on 127.0.0.1:1: {source}")]
+    struct Listen {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let e = anyhow::Error::new(Listen { source: io }).context("supervisor failed");
+        assert_eq!(render_error(&e), "supervisor failed: cannot listen on 127.0.0.1:1: address in use");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(render_error(&plain), "outer: inner");
+    }
 }
