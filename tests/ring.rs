@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::cli;
-use support::keys::{ring_key, ring_key_env as key_env};
+use support::keys::{ring_key, ring_key_env};
 use support::ring::*;
 use support::sup::{Sup, listening};
 use support::wait::{wait_for, wait_until};
@@ -14,7 +14,7 @@ use support::wait::{wait_for, wait_until};
 fn five_converge_and_outsiders_without_the_key_never_join() {
     let dir = tempfile::tempdir().unwrap();
     let key = ring_key("ring", "20240101000000");
-    let sups = start_ring(dir.path(), 10, 5, &fast_timings(), &[key_env(&key)]);
+    let sups = start_ring(dir.path(), 10, 5, &fast_timings(), &[ring_key_env(&key)]);
     let ids = member_ids(&sups);
     let refs: Vec<&Sup> = sups.iter().collect();
     wait_until(Duration::from_secs(30), "5 members alive everywhere", || all_see_alive(&refs, &ids));
@@ -26,7 +26,7 @@ fn five_converge_and_outsiders_without_the_key_never_join() {
     let mut wrong_args = fast_timings();
     wrong_args.extend(args(&["--peer", &sups[0].gossip]));
     let wrong = ring_key("ring", "20240101000001");
-    let intruder = Sup::start(dir.path(), 16, wrong_args.clone(), vec![key_env(&wrong)]);
+    let intruder = Sup::start(dir.path(), 16, wrong_args.clone(), vec![ring_key_env(&wrong)]);
     let plain = Sup::start(dir.path(), 17, wrong_args, vec![]);
     let outsiders = [intruder.member_id(), plain.member_id()];
 
@@ -60,7 +60,7 @@ fn kill9_is_confirmed_by_all_and_restart_comes_back_with_higher_incarnation() {
     // `patient`), so "nobody else is confirmed" below holds on a loaded machine; transient
     // suspicion is allowed and not what this test is about.
     let cfg = patient();
-    let mut sups = start_ring(dir.path(), 20, 5, &timing_args(&cfg), &[key_env(&key)]);
+    let mut sups = start_ring(dir.path(), 20, 5, &timing_args(&cfg), &[ring_key_env(&key)]);
     let ids = member_ids(&sups);
     {
         let refs: Vec<&Sup> = sups.iter().collect();

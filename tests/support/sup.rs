@@ -209,6 +209,8 @@ pub const LISTEN_FILE: &str = "listen.json";
 pub fn listening(data: &Path, pid: u32) -> Option<(String, String)> {
     let text = std::fs::read_to_string(data.join(LISTEN_FILE)).ok()?;
     let j: serde_json::Value = serde_json::from_str(&text).ok()?;
-    (j["pid"].as_u64() == Some(u64::from(pid)))
-        .then(|| Some((j["gossip"].as_str()?.to_string(), j["http"].as_str()?.to_string())))?
+    if j["pid"].as_u64() != Some(u64::from(pid)) {
+        return None; // an earlier run's file: this process has not bound yet
+    }
+    Some((j["gossip"].as_str()?.to_string(), j["http"].as_str()?.to_string()))
 }
