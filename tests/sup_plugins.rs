@@ -175,10 +175,12 @@ fn a_ring_key_reference_encrypts_the_ring() {
     wait_until(Duration::from_secs(10), "both alive after the rotation", || {
         all_see_alive(&[&sup, &peer], &ids)
     });
-    assert_eq!(
-        sup.metric("warren_ring_packets_rejected_total{reason=\"unknown_key\"}"),
-        0,
-        "{}",
-        sup.log_tail()
-    );
+    // Each member accepts the new key at once and sends with it 3 s later
+    // (RING_KEY_SWITCH_DELAY), so no packet is lost as long as both notice the file change
+    // within 3 s of each other; they watch the same file and typically do so within
+    // milliseconds. That 3 s is the design's slack, not a speed claim.
+    for s in [&sup, &peer] {
+        let lost = s.metric("warren_ring_packets_rejected_total{reason=\"unknown_key\"}");
+        assert_eq!(lost, 0, "{}", s.log_tail());
+    }
 }
