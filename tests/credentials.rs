@@ -1,14 +1,16 @@
 //! Credential references through real plugins: rotation without restart, keeping the last good
 //! value, config references, `warren credential resolve`, vault-kv against a local HTTP server.
 
-mod plugin_support;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use plugin_support::*;
+use support::cli::{self, Run};
+use support::files::write_atomic;
+use support::plugins::{install, registry, wasm_bytes};
+use support::wait::wait_for;
 use warren::config::SupConfig;
 use warren::credentials::{CredentialResolver, ResolveError, resolve_once};
 use warren::plugins::{CredentialError, Grant};
@@ -115,37 +117,20 @@ fn cli_credential_resolve_grants_exactly_what_the_reference_names() {
     let secrets = tempfile::tempdir().unwrap();
     install(plugins.path(), &["env", "file"]);
     std::fs::write(secrets.path().join("db"), "db-pass\n").unwrap();
-    let run = |reference: &str| {
-        Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args([
-                "credential",
-                "resolve",
-                reference,
-                "--plugin-path",
-                plugins.path().to_str().unwrap(),
-                "--plugin-trust",
-                "off",
-            ])
+    let run = |reference: &str| -> Run {
+        let mut cmd = cli::command();
+        cmd.args(["credential", "resolve", reference, "--plugin-trust", "off"])
+            .args(["--plugin-path", plugins.path().to_str().unwrap()])
             .env("WARREN_CACHE_KEY_PATH", plugins.path().join("keys"))
             .env("WARREN_DATA_PATH", plugins.path().join("data"))
-            .env("WARREN_T_TOKEN", "from-env")
-            .env_remove("WARREN_CONFIG")
-            .output()
-            .unwrap()
+            .env("WARREN_T_TOKEN", "from-env");
+        cli::run(&mut cmd, None)
     };
-    let out = run("ENV:WARREN_T_TOKEN");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-env\n");
-    let out = run(&format!("FILE:{}/db", secrets.path().display()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "db-pass\n");
-    let out = run("literal:x:y");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "x:y\n");
-    let out = run("NOPE:x");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("serves scheme NOPE"));
-    let out = run(&format!("FILE:{}/missing", secrets.path().display()));
-    assert!(!out.status.success());
+    assert_eq!(run("ENV:WARREN_T_TOKEN").ok(), "from-env\n");
+    assert_eq!(run(&format!("FILE:{}/db", secrets.path().display())).ok(), "db-pass\n");
+    assert_eq!(run("literal:x:y").ok(), "x:y\n");
+    assert!(run("NOPE:x").fails().contains("serves scheme NOPE"));
+    run(&format!("FILE:{}/missing", secrets.path().display())).fails();
 }
 
 /// A one-connection-at-a-time HTTP server answering Vault KV v2 reads, on `bind`.
@@ -220,26 +205,22 @@ fn vault_kv_against_a_local_server() {
             format!("[plugins.vault-kv]\nenv = [\"VAULT_ADDR\", \"VAULT_TOKEN\"]\nhttp_hosts = [{hosts}]\n"),
         )
         .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["credential", "resolve", "VAULT:secret/data/myapp#password", "--plugin-trust", "off"])
+        let mut cmd = cli::command();
+        cmd.args(["credential", "resolve", "VAULT:secret/data/myapp#password", "--plugin-trust", "off"])
             .args(["--plugin-path", plugins.path().to_str().unwrap(), "--config", config.to_str().unwrap()])
             .env("WARREN_CACHE_KEY_PATH", plugins.path().join("keys"))
             .env("WARREN_DATA_PATH", plugins.path().join("data"))
             .env("VAULT_ADDR", format!("http://{addr}"))
-            .env("VAULT_TOKEN", "root-token")
-            .output()
-            .unwrap()
+            .env("VAULT_TOKEN", "root-token");
+        cli::run(&mut cmd, None)
     };
-    let out = run(&format!("\"{addr}\""));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "vault-pass\n");
+    assert_eq!(run(&format!("\"{addr}\"")).ok(), "vault-pass\n");
     let served = hits.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(served, 1);
 
     // Not granted: refused by the host, the server never sees a connection.
     let out = run("\"127.0.0.1:1\"");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = out.fails();
     assert!(err.contains("denied"), "{err}");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), served);
 }

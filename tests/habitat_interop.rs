@@ -1,14 +1,16 @@
 //! Every item of shared/interop/habitat/INDEX.md behaves as documented: keys, packages,
 //! BOX-1 / ANONYMOUS-BOX-1 / ring vectors, the signing vector, the e2e key caches.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::*;
+use support::cli::{warren, warren_with};
+use support::files::path_str;
+use support::fixtures::{core_fixture, e2e_fixture, interop_dir};
 use warren::crypto::boxes::{self, BoxError, BoxMessage};
 use warren::crypto::hart::{self, HartError};
 use warren::crypto::keys::KeyFile;

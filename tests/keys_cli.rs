@@ -1,27 +1,22 @@
 //! The key commands through the real `warren` binary: help everywhere, generate → export →
 //! import into another cache, quick repeated generation, clean failures on bad input.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use clap::CommandFactory;
-use common::*;
+use support::cli::{self, warren, warren_with};
+use support::files::{file_names as files_in, path_str};
+use support::fixtures::core_fixture;
+use support::rng::Rng;
 use warren::crypto::keys::KeyFile;
 use warren::crypto::{BoxPublicKey, BoxSecretKeyFile, KeyCache, KeyKind, SigSecretKey};
 
 fn cache_arg(dir: &Path) -> [&str; 2] {
     ["--cache-key-path", path_str(dir)]
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// Every command path in the clap tree, e.g. ["origin", "key", "generate"].
@@ -306,14 +301,10 @@ fn truncated_and_garbage_keys_fail_cleanly() {
 
 #[test]
 fn a_closed_stdout_ends_quietly_instead_of_panicking() {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     for args in [&["completions", "bash"][..], &["bench", "verify", "--size-mb", "1", "--rounds", "1"]] {
-        let mut child = Command::new(warren_bin())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            cli::command().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         drop(child.stdout.take()); // the reader goes away before warren writes
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

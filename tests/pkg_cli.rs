@@ -1,21 +1,25 @@
 //! Packages through the real `warren` binary: sign a directory or tarball, verify, header,
 //! extract to the same files; tampering anywhere is caught; truncations never panic.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use support::cli::{warren, warren_with};
+use support::files::path_str;
+use support::fixtures::core_fixture;
+use support::keys::origin_keys;
+use support::rng::Rng;
 use warren::crypto::hart::{self, HartError};
 use warren::crypto::{KeyCache, archive};
 
-/// A cache with a fresh `acme` origin key made by the CLI.
+/// A key cache with a fresh `acme` origin pair.
 fn origin_cache() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    warren(&["origin", "key", "generate", "acme", "--cache-key-path", path_str(dir.path())]).ok();
+    origin_keys(dir.path(), "acme");
     dir
 }
 

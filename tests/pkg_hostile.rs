@@ -1,14 +1,16 @@
 //! Hostile (but validly signed) packages: path traversal, absolute paths, escaping symlinks and
 //! hard links, devices. `warren pkg extract` must refuse each one and leave nothing behind.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::*;
-use warren::crypto::{KeyCache, KeyKind, SigSecretKey, hart};
+use support::cli::{Run, warren};
+use support::files::{file_names as names, path_str};
+use support::keys::origin_keys;
+use warren::crypto::{SigSecretKey, hart};
 
 #[derive(Clone, Copy)]
 enum E<'a> {
@@ -63,9 +65,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let keys = tempfile::tempdir().unwrap();
-    warren(&["origin", "key", "generate", "acme", "--cache-key-path", path_str(keys.path())]).ok();
-    let cache = KeyCache::new(keys.path());
-    let key = SigSecretKey::try_from(&cache.latest(KeyKind::SigSecret, "acme").unwrap()).unwrap();
+    let key = origin_keys(keys.path(), "acme");
     Setup { keys, key }
 }
 
@@ -89,13 +89,6 @@ impl Setup {
             path_str(self.keys.path()),
         ])
     }
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
 }
 
 #[test]

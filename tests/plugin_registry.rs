@@ -1,11 +1,13 @@
 //! The plugin folder: drop in, replace (atomic swap, in-flight handles keep working), broken
 //! replacement (old one stays, error shown), removal; and 10,000 faulty calls.
 
-mod plugin_support;
+mod support;
 
 use std::time::Duration;
 
-use plugin_support::*;
+use support::files::write_atomic;
+use support::plugins::{install, registry, rss_kib, wasm, wasm_bytes};
+use support::wait::wait_for;
 use warren::plugins::{Grant, PluginError, PluginState};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -32,13 +34,13 @@ fn hot_reload_lifecycle() {
     let reference = format!("FILE:{}/t", secrets.path().display());
 
     // Drop in: registered.
-    write_atomic(&path, &wasm_bytes("file"));
+    write_atomic(&path, wasm_bytes("file"));
     let src = wait_for(WAIT, || reg.get_credential_source("FILE")).expect("dropped-in plugin registered");
     assert_eq!(src.resolve(&reference).unwrap().unwrap().value, "v");
     let v1 = src.plugin().info.blake2b.clone();
 
     // Replace: swapped; the handle taken before the swap keeps working on the old plugin.
-    write_atomic(&path, &variant("file", b"2"));
+    write_atomic(&path, variant("file", b"2"));
     let src2 = wait_for(WAIT, || reg.get_credential_source("FILE").filter(|s| s.plugin().info.blake2b != v1))
         .expect("swapped");
     assert_eq!(src2.resolve(&reference).unwrap().unwrap().value, "v");
@@ -57,7 +59,7 @@ fn hot_reload_lifecycle() {
     assert_eq!(reg.plugins_json()["plugins"][0]["state"], "stale");
 
     // Fixed again: loaded, error cleared.
-    write_atomic(&path, &variant("file", b"3"));
+    write_atomic(&path, variant("file", b"3"));
     wait_for(WAIT, || {
         reg.status()
             .into_iter()
@@ -138,7 +140,7 @@ fn upgrade_by_new_file_name_then_removing_the_old_one_keeps_serving() {
     assert_eq!(env_served_by(&reg), Some((old.clone(), "warren".into())));
 
     // The new version arrives under a new name: refused while env-1 still provides "env".
-    write_atomic(&new, &variant("env", b"2"));
+    write_atomic(&new, variant("env", b"2"));
     let refused =
         wait_for(WAIT, || reg.status().into_iter().find(|s| s.file == new && s.state == PluginState::Failed))
             .expect("the duplicate is shown as failed");
@@ -253,7 +255,7 @@ fn engine_starts_with_the_first_plugin_file() {
     assert!(!reg.engine_started(), "an empty plugin folder starts no engine");
     assert!(!dir.path().join("cache").exists(), "nor its compile cache");
 
-    write_atomic(&dir.path().join("env.wasm"), &wasm_bytes("env"));
+    write_atomic(&dir.path().join("env.wasm"), wasm_bytes("env"));
     let served = wait_for(WAIT, || env_served_by(&reg)).expect("the dropped-in plugin serves");
     assert_eq!(served.1, "warren");
     assert!(reg.engine_started());

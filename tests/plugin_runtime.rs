@@ -1,11 +1,11 @@
 //! The plugin runtime against the real guest components: worlds, grants, containment
 //! (deadline, memory cap, traps, denied env/files, wrong world), compile cache.
 
-mod plugin_support;
+mod support;
 
 use std::path::PathBuf;
 
-use plugin_support::*;
+use support::plugins::{install, registry, wasm_bytes};
 use warren::plugins::{
     CacheOutcome, CredentialError, Grant, Health, Member, PluginError, PluginState, Role, ServiceContext,
     World,

@@ -1,39 +1,29 @@
 //! Signing with `warren plugin sign`, inspecting with `warren plugin inspect`, and the trust
 //! policy: unsigned, unknown-signer and tampered plugins are refused before they compile.
 
-mod plugin_support;
+mod support;
 
 use std::path::Path;
-use std::process::Command;
 
-use plugin_support::*;
-use warren::crypto::{KeyCache, SigSecretKey};
+use support::cli::{Run, warren_with};
+use support::keys::origin_keys;
+use support::plugins::{install, registry_with, wasm};
 use warren::plugins::{PluginError, PluginState, TrustMode};
 
-fn warren(args: &[&str], keys: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(args)
-        .env("WARREN_CACHE_KEY_PATH", keys)
-        .env("WARREN_DATA_PATH", keys.join("data"))
-        .env_remove("WARREN_PLUGIN_PATH")
-        .env_remove("WARREN_CONFIG")
-        .output()
-        .unwrap()
+/// `warren ARGS` with the key cache `keys` (and a data path beside it).
+fn warren(args: &[&str], keys: &Path) -> Run {
+    warren_with(args, None, &[("WARREN_CACHE_KEY_PATH", keys), ("WARREN_DATA_PATH", &keys.join("data"))])
 }
 
-fn origin_keys(dir: &Path, origin: &str) -> String {
-    let (public, secret) = SigSecretKey::generate(origin).unwrap();
-    let cache = KeyCache::new(dir);
-    cache.write(&public.to_file()).unwrap();
-    cache.write(&secret.to_file()).unwrap();
-    public.id.to_string()
+fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(run.ok()).unwrap()
 }
 
 #[test]
 fn sign_inspect_and_strict_trust() {
     let keys = tempfile::tempdir().unwrap();
     let plugins = tempfile::tempdir().unwrap();
-    let signer = origin_keys(keys.path(), "acme");
+    let signer = origin_keys(keys.path(), "acme").id.to_string();
     let file = plugins.path().join("env.wasm");
     std::fs::copy(wasm("env"), &file).unwrap();
     let unsigned_len = std::fs::metadata(&file).unwrap().len();
@@ -42,11 +32,8 @@ fn sign_inspect_and_strict_trust() {
     let reg = registry_with(plugins.path(), Default::default(), TrustMode::Strict, keys.path());
     assert!(matches!(reg.load_file(&file), Err(PluginError::Untrusted(_))));
 
-    let out = warren(&["plugin", "sign", "--origin", "acme", file.to_str().unwrap()], keys.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = warren(&["plugin", "inspect", "--json", file.to_str().unwrap()], keys.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    warren(&["plugin", "sign", "--origin", "acme", file.to_str().unwrap()], keys.path()).ok();
+    let j = json(&warren(&["plugin", "inspect", "--json", file.to_str().unwrap()], keys.path()));
     assert_eq!(j["name"], "env");
     assert_eq!(j["world"], "credential-source");
     assert_eq!(j["signature"]["status"], "valid");
@@ -56,9 +43,7 @@ fn sign_inspect_and_strict_trust() {
 
     // Re-signing replaces the signature instead of stacking another.
     let len1 = std::fs::metadata(&file).unwrap().len();
-    assert!(
-        warren(&["plugin", "sign", "--origin", "acme", file.to_str().unwrap()], keys.path()).status.success()
-    );
+    warren(&["plugin", "sign", "--origin", "acme", file.to_str().unwrap()], keys.path()).ok();
     assert_eq!(std::fs::metadata(&file).unwrap().len(), len1);
 
     let reg = registry_with(plugins.path(), Default::default(), TrustMode::Strict, keys.path());
@@ -77,16 +62,14 @@ fn sign_inspect_and_strict_trust() {
         other => panic!("tampered plugin not refused: {:?}", other.map(|p| p.info.name.clone())),
     }
     let out = warren(&["plugin", "inspect", bad.to_str().unwrap()], keys.path());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("bad signature"));
+    assert!(out.stdout.contains("bad signature"), "{out:?}");
 
     // Signed by an origin whose public key is not trusted here: refused under strict.
     let other_keys = tempfile::tempdir().unwrap();
     origin_keys(other_keys.path(), "mallory");
     let foreign = plugins.path().join("foreign.wasm");
     std::fs::copy(wasm("env"), &foreign).unwrap();
-    let out =
-        warren(&["plugin", "sign", "--origin", "mallory", foreign.to_str().unwrap()], other_keys.path());
-    assert!(out.status.success());
+    warren(&["plugin", "sign", "--origin", "mallory", foreign.to_str().unwrap()], other_keys.path()).ok();
     assert!(matches!(reg.load_file(&foreign), Err(PluginError::Untrusted(_))));
 }
 
@@ -96,10 +79,7 @@ fn default_trust_is_strict_once_an_origin_key_is_trusted() {
     let plugins = tempfile::tempdir().unwrap();
     install(plugins.path(), &["env"]);
     let list = |keys: &Path| {
-        let out =
-            warren(&["plugin", "list", "--json", "--plugin-path", plugins.path().to_str().unwrap()], keys);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        json(&warren(&["plugin", "list", "--json", "--plugin-path", plugins.path().to_str().unwrap()], keys))
     };
     // No keys: warn, the unsigned plugin loads.
     let j = list(keys.path());
@@ -113,7 +93,7 @@ fn default_trust_is_strict_once_an_origin_key_is_trusted() {
     assert!(j["plugins"][0]["last_error"].as_str().unwrap().contains("unsigned"));
     assert_eq!(j["plugins"][0]["name"], "env", "a refused file still shows what it claims to be");
     // --plugin-trust warn overrides.
-    let out = warren(
+    let j = json(&warren(
         &[
             "plugin",
             "list",
@@ -124,8 +104,7 @@ fn default_trust_is_strict_once_an_origin_key_is_trusted() {
             plugins.path().to_str().unwrap(),
         ],
         keys.path(),
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ));
     assert_eq!(j["plugins"][0]["state"], "loaded");
 }
 

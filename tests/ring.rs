@@ -1,21 +1,21 @@
 //! Real-process ring tests: convergence, encryption, failure detection, restart, gateway auth.
 
-mod ring_support;
+mod support;
 
 use std::time::Duration;
 
-use ring_support::*;
-
-fn key_env(key: &warren::crypto::RingKey) -> (String, String) {
-    ("WARREN_RING_KEY".to_string(), key.to_file().to_text().to_string())
-}
+use support::cli;
+use support::keys::{ring_key, ring_key_env};
+use support::ring::*;
+use support::sup::{Sup, listening};
+use support::wait::{wait_for, wait_until};
 
 #[test]
 fn five_converge_and_outsiders_without_the_key_never_join() {
     let dir = tempfile::tempdir().unwrap();
     let key = ring_key("ring", "20240101000000");
-    let sups = start_ring(dir.path(), 10, 5, &fast_timings(), &[key_env(&key)]);
-    let ids: Vec<String> = sups.iter().map(Sup::member_id).collect();
+    let sups = start_ring(dir.path(), 10, 5, &fast_timings(), &[ring_key_env(&key)]);
+    let ids = member_ids(&sups);
     let refs: Vec<&Sup> = sups.iter().collect();
     wait_until(Duration::from_secs(30), "5 members alive everywhere", || all_see_alive(&refs, &ids));
     for s in &sups {
@@ -23,20 +23,11 @@ fn five_converge_and_outsiders_without_the_key_never_join() {
     }
 
     // A 6th with another key of the same name, and a 7th with no key at all.
-    let seed = sups[0].gossip.clone();
-    let port = |a: &str| a.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
     let mut wrong_args = fast_timings();
-    wrong_args.extend(args(&["--peer", &seed]));
+    wrong_args.extend(args(&["--peer", &sups[0].gossip]));
     let wrong = ring_key("ring", "20240101000001");
-    let intruder = Sup::start(
-        dir.path(),
-        16,
-        port(&sups[0].gossip),
-        port(&sups[0].http),
-        wrong_args.clone(),
-        vec![key_env(&wrong)],
-    );
-    let plain = Sup::start(dir.path(), 17, port(&sups[0].gossip), port(&sups[0].http), wrong_args, vec![]);
+    let intruder = Sup::start(dir.path(), 16, wrong_args.clone(), vec![ring_key_env(&wrong)]);
+    let plain = Sup::start(dir.path(), 17, wrong_args, vec![]);
     let outsiders = [intruder.member_id(), plain.member_id()];
 
     wait_until(Duration::from_secs(20), "the seed counts rejected packets of both kinds", || {
@@ -65,8 +56,12 @@ fn five_converge_and_outsiders_without_the_key_never_join() {
 fn kill9_is_confirmed_by_all_and_restart_comes_back_with_higher_incarnation() {
     let dir = tempfile::tempdir().unwrap();
     let key = ring_key("ring", "20240101000000");
-    let mut sups = start_ring(dir.path(), 20, 5, &fast_timings(), &[key_env(&key)]);
-    let ids: Vec<String> = sups.iter().map(Sup::member_id).collect();
+    // Patient verdicts: a live member is only confirmed dead if it cannot answer for 3 s (see
+    // `patient`), so "nobody else is confirmed" below holds on a loaded machine; transient
+    // suspicion is allowed and not what this test is about.
+    let cfg = patient();
+    let mut sups = start_ring(dir.path(), 20, 5, &timing_args(&cfg), &[ring_key_env(&key)]);
+    let ids = member_ids(&sups);
     {
         let refs: Vec<&Sup> = sups.iter().collect();
         wait_until(Duration::from_secs(30), "5 alive", || all_see_alive(&refs, &ids));
@@ -75,17 +70,10 @@ fn kill9_is_confirmed_by_all_and_restart_comes_back_with_higher_incarnation() {
     let before = sups[0].incarnation_of(&victim).unwrap();
     sups[3].kill9();
 
-    // Bound from the configured timings (see RingConfig::detection_bound), plus slack for a
-    // loaded machine. Timing itself is never asserted, only the outcome.
-    let cfg = warren::ring::RingConfig {
-        probe_interval: Duration::from_millis(200),
-        ping_timeout: Duration::from_millis(100),
-        gossip_interval: Duration::from_millis(50),
-        pushpull_interval: Duration::from_secs(1),
-        ..Default::default()
-    };
-    let bound = cfg.detection_bound(5) + Duration::from_secs(10);
-    wait_until(bound, "every live member confirms the killed one", || {
+    // The deadline is the configured worst case (RingConfig::detection_bound, ~9 s here) with
+    // a wide margin: it only decides when a broken detector is reported, never what passes.
+    let limit = cfg.detection_bound(5) + Duration::from_secs(30);
+    wait_until(limit, "every live member confirms the killed one", || {
         sups.iter()
             .enumerate()
             .filter(|(i, _)| *i != 3)
@@ -147,7 +135,7 @@ fn gateway_token_guards_everything_but_liveness() {
 fn sigterm_stops_cleanly_and_depart_removes_a_member_for_good() {
     let dir = tempfile::tempdir().unwrap();
     let mut sups = start_ring(dir.path(), 40, 3, &fast_timings(), &[]);
-    let ids: Vec<String> = sups.iter().map(Sup::member_id).collect();
+    let ids = member_ids(&sups);
     {
         let refs: Vec<&Sup> = sups.iter().collect();
         wait_until(Duration::from_secs(30), "3 alive", || all_see_alive(&refs, &ids));
@@ -162,22 +150,22 @@ fn sigterm_stops_cleanly_and_depart_removes_a_member_for_good() {
         sups[0].health().get(&ids[1]).map(String::as_str) == Some("Alive")
     });
 
-    let out = sups[0].cli(&["sup", "depart", &ids[2]]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    sups[0].cli(&["sup", "depart", &ids[2]]).ok();
     wait_until(Duration::from_secs(30), "departed member exits and is shown departed", || {
         sups[2].exited()
             && [0, 1].iter().all(|i| sups[*i].health().get(&ids[2]).map(String::as_str) == Some("Departed"))
     });
     // It saved its own departure and refuses to start again with the same data path.
-    let mut again = std::process::Command::new(BIN)
-        .args(["sup", "run", "--listen-gossip", &sups[2].gossip, "--listen-http", &sups[2].http])
+    let ip = &sups[2].ip;
+    let mut again = cli::command()
+        .args(["sup", "run", "--listen-gossip", &format!("{ip}:0"), "--listen-http", &format!("{ip}:0")])
         .arg("--data-path")
         .arg(&sups[2].data)
-        .env_remove("WARREN_RING_KEY")
+        .env("WARREN_CACHE_KEY_PATH", sups[2].data.join("keys"))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let refused = poll_for(Duration::from_secs(10), || matches!(again.try_wait(), Ok(Some(_))));
+    let refused = wait_for(Duration::from_secs(20), || again.try_wait().ok().flatten());
     if refused.is_none() {
         let _ = again.kill();
     }
@@ -192,35 +180,25 @@ fn sigterm_stops_cleanly_and_depart_removes_a_member_for_good() {
 #[test]
 fn advertise_sets_the_address_others_see() {
     let dir = tempfile::tempdir().unwrap();
-    let (gossip, http) = (free_port(), free_port());
-    let mut child = std::process::Command::new(BIN)
-        .args(["sup", "run", "--listen-gossip", &format!("0.0.0.0:{gossip}")])
-        .args(["--listen-http", &format!("127.0.0.1:{http}")])
-        .args(["--advertise", &format!("127.0.0.45:{gossip}")])
-        .arg("--data-path")
-        .arg(dir.path().join("data"))
-        .env("WARREN_CACHE_KEY_PATH", dir.path().join("keys"))
-        .env_remove("WARREN_RING_KEY")
-        .env_remove("WARREN_GATEWAY_AUTH_TOKEN")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let gateway = format!("127.0.0.1:{http}");
-    let mut seen = None;
-    let found = poll_for(Duration::from_secs(20), || {
-        let json =
-            warren::http::client::request(&gateway, "GET", "/butterfly", None, None, Duration::from_secs(1))
-                .ok()
-                .and_then(|r| r.json().ok());
-        seen = json.and_then(|j: serde_json::Value| {
-            j["member"]["members"].as_object().and_then(|m| m.values().next().cloned())
-        });
-        seen.is_some()
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(found.is_some(), "no member in /butterfly");
-    let me = seen.unwrap();
+    // A port other than the one bound, so the test tells the two apart.
+    let advertised = "127.0.0.45:7654";
+    let sup = Sup::start_on(
+        dir.path(),
+        "any",
+        "0.0.0.0:0",
+        "127.0.0.1:0",
+        args(&["--advertise", advertised]),
+        vec![],
+    );
+    let (gossip, _) = listening(&sup.data, sup.pid()).expect("listen.json of the running supervisor");
+    assert!(
+        gossip.starts_with("0.0.0.0:") && !gossip.ends_with(":0") && !gossip.ends_with(":7654"),
+        "{gossip}"
+    );
+    let me = wait_for(Duration::from_secs(20), || {
+        sup.butterfly()?["member"]["members"].as_object()?.values().next().cloned()
+    })
+    .expect("no member in /butterfly");
     assert_eq!(me["address"], "127.0.0.45", "{me}");
-    assert_eq!(me["gossip_port"], gossip, "{me}");
+    assert_eq!(me["gossip_port"], 7654, "{me}");
 }

@@ -1,27 +1,14 @@
 //! Fuzz-style robustness: random and mutated bytes thrown at every decoder of network input.
 //! Nothing may panic; everything bad is counted as rejected; the core keeps working.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use support::rng::Rng;
 use warren::crypto::RingKey;
 use warren::ring::{CoreParams, Health, Keyring, MemberId, Output, RingConfig, RingCore, Rumor};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 fn core(i: u8, keyring: Keyring) -> RingCore {
     let mut c = RingCore::new(CoreParams {
@@ -105,7 +92,7 @@ fn fuzz_ring(keyring: Keyring, rounds: usize, seed: u64) {
     let mut b = core(2, keyring);
     let corpus = exchange(&mut a, &mut b, Duration::from_secs(3));
     assert!(corpus.len() > 20, "the exchange produced a corpus");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut now = Duration::from_secs(3);
     for i in 0..rounds {
         now += Duration::from_millis(1);

@@ -1,11 +1,14 @@
 //! Rumors between real supervisors: injection, piggyback and push-pull spread, late joiners,
 //! persistence across restarts.
 
-mod ring_support;
+mod support;
 
 use std::time::Duration;
 
-use ring_support::*;
+use support::keys::{ring_key, ring_key_env};
+use support::ring::*;
+use support::sup::Sup;
+use support::wait::wait_until;
 
 fn service_config(sup: &Sup, group: &str) -> Option<serde_json::Value> {
     sup.butterfly()
@@ -17,9 +20,9 @@ fn service_config(sup: &Sup, group: &str) -> Option<serde_json::Value> {
 fn injected_rumors_reach_everyone_including_late_joiners_and_survive_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let key = ring_key("ring", "20240101000000");
-    let env = ("WARREN_RING_KEY".to_string(), key.to_file().to_text().to_string());
+    let env = ring_key_env(&key);
     let mut sups = start_ring(dir.path(), 50, 4, &fast_timings(), std::slice::from_ref(&env));
-    let ids: Vec<String> = sups.iter().map(Sup::member_id).collect();
+    let ids = member_ids(&sups);
     {
         let refs: Vec<&Sup> = sups.iter().collect();
         wait_until(Duration::from_secs(30), "4 alive", || all_see_alive(&refs, &ids));
@@ -68,20 +71,17 @@ fn injected_rumors_reach_everyone_including_late_joiners_and_survive_restarts() 
     );
 
     // A late joiner gets everything.
-    let port = |a: &str| a.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
     let mut late_args = fast_timings();
     late_args.extend(args(&["--peer", &sups[0].gossip]));
-    let late =
-        Sup::start(dir.path(), 58, port(&sups[0].gossip), port(&sups[0].http), late_args, vec![env.clone()]);
+    let late = Sup::start(dir.path(), 58, late_args, vec![env.clone()]);
     wait_until(Duration::from_secs(20), "late joiner has both rumors", || has_both(&late));
     assert!(late.metric("warren_ring_rumors{type=\"member\"}") >= 5, "it learned every member rumor");
 
-    // Persistence: restart member 0 alone, on a port nobody knows, with no peers: it still
-    // knows the rumors, so they came from its data path.
+    // Persistence: restart member 0 (the seed, started with no --peer) alone, on a gossip port
+    // nobody knows: it still knows the rumors, so they came from its data path.
     assert!(sups[0].term());
-    sups[0].args.retain(|a| !a.starts_with("127.0.0."));
-    sups[0].args.retain(|a| a != "--peer");
-    sups[0].gossip = format!("{}:{}", sups[0].ip, free_port());
+    assert!(!sups[0].args.contains(&"--peer".to_string()));
+    sups[0].gossip = format!("{}:0", sups[0].ip);
     sups[0].spawn();
     assert!(has_both(&sups[0]), "rumors reloaded from the data path");
     assert_eq!(sups[0].health().len(), 1, "it really is alone");

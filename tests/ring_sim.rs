@@ -1,31 +1,16 @@
 //! Deterministic simulation of the sans-io ring core: no sockets, a virtual clock, a seeded
 //! network with loss, kills and partitions. Drives the exact `RingCore` the supervisor runs.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use support::rng::Rng;
 use warren::crypto::RingKey;
 use warren::ring::proto;
 use warren::ring::{CoreParams, Health, Ident, Keyring, MemberId, Output, RingConfig, RingCore, Rumor};
-
-/// A tiny deterministic RNG (splitmix64) so the schedule does not depend on the library's.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() as f64 / u64::MAX as f64) < p
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 struct Sim {
     cores: Vec<RingCore>,
@@ -90,7 +75,7 @@ impl Sim {
             group: vec![0; n],
             cores,
             loss,
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             now: Duration::ZERO,
             in_flight: Vec::new(),
             step: Duration::from_millis(10),

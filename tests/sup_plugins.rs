@@ -2,14 +2,16 @@
 //! `FILE:` credential: plugins show on the gateway, drop-ins load live, and the token rotates
 //! without a restart (and survives its file being deleted).
 
-mod plugin_support;
-mod ring_support;
+mod support;
 
-use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use plugin_support::{ensure_plugins_built, repo_root};
-use ring_support::{Sup, args, free_port, poll_for, wait_until};
+use support::files::write_atomic;
+use support::keys::ring_key;
+use support::plugins::wasm;
+use support::ring::{all_see_alive, args, fast_timings};
+use support::sup::Sup;
+use support::wait::{wait_for, wait_until};
 use warren::http::client;
 
 fn get(sup: &Sup, path: &str, token: Option<&str>) -> Option<client::Response> {
@@ -44,13 +46,6 @@ fn plugin_names(sup: &Sup, token: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Replaces a file the way secret managers do: write aside, then rename over.
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// A temp dir with `plugins/` (holding file.wasm), `secrets/` holding `secret_name` = `secret`,
 /// and a sup.toml whose `config_key` is `FILE:` that secret, granting the file plugin `secrets/`.
 /// Returns the dir, the `sup run` args that use it, and the secret's path.
@@ -59,15 +54,14 @@ fn setup(
     secret_name: &str,
     secret: &str,
 ) -> (tempfile::TempDir, Vec<String>, std::path::PathBuf) {
-    ensure_plugins_built();
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     let secrets = dir.path().join("secrets");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::create_dir_all(&secrets).unwrap();
-    std::fs::copy(repo_root().join("target/plugins/file.wasm"), plugins.join("file.wasm")).unwrap();
+    std::fs::copy(wasm("file"), plugins.join("file.wasm")).unwrap();
     let secret_file = secrets.join(secret_name);
-    write_atomically(&secret_file, secret);
+    write_atomic(&secret_file, secret);
     let config = dir.path().join("sup.toml");
     std::fs::write(
         &config,
@@ -86,7 +80,7 @@ fn setup(
 fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
     let (dir, extra, token_file) = setup("auth_token", "token", "first-token\n");
     let plugins = dir.path().join("plugins");
-    let sup = Sup::start(dir.path(), 41, free_port(), free_port(), extra, vec![]);
+    let sup = Sup::start(dir.path(), 41, extra, vec![]);
 
     // The token comes from the file through the file plugin; without it the gateway refuses.
     wait_until(Duration::from_secs(20), "first token accepted", || {
@@ -103,30 +97,31 @@ fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
     assert!(!body.contains("first-token"), "/credentials must never show a value: {body}");
 
     // Rotate: the new token works and the old one stops working, without a restart.
-    let pid = sup.child.as_ref().unwrap().id();
-    write_atomically(&token_file, "second-token\n");
-    let took = poll_for(Duration::from_secs(10), || {
-        status(&sup, "/plugins", Some("second-token")) == 200
-            && status(&sup, "/plugins", Some("first-token")) == 401
+    let pid = sup.pid();
+    let written = Instant::now();
+    write_atomic(&token_file, "second-token\n");
+    let rotated = wait_for(Duration::from_secs(20), || {
+        (status(&sup, "/plugins", Some("second-token")) == 200
+            && status(&sup, "/plugins", Some("first-token")) == 401)
+            .then_some(())
     });
-    assert!(took.is_some(), "token did not rotate: {}", sup.log_tail());
-    eprintln!("gateway token rotated in {:?}", took.unwrap());
+    assert!(rotated.is_some(), "token did not rotate: {}", sup.log_tail());
+    eprintln!("gateway token rotated in {:?}", written.elapsed());
     let second = auth_credential(&sup, "second-token").unwrap();
     assert_ne!(second["fingerprint"].as_str().unwrap(), first_fp);
     assert!(second["version"].as_u64().unwrap() > first["version"].as_u64().unwrap());
-    assert_eq!(sup.child.as_ref().unwrap().id(), pid, "same process");
+    assert_eq!(sup.pid(), pid, "same process");
 
     // `warren sup status` shows members, plugins and the credential, never its value.
     let out = sup.cli(&["sup", "status", "--auth-token", "second-token"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let text = out.ok();
     assert!(text.contains(&sup.member_id()) && text.contains("Alive"), "{text}");
     assert!(text.contains("credential-source") && text.contains("loaded"), "{text}");
     assert!(text.contains("auth_token") && text.contains(second["fingerprint"].as_str().unwrap()), "{text}");
     assert!(!text.contains("second-token\n") && !text.contains("first-token"), "{text}");
     let refused = sup.cli(&["sup", "status", "--auth-token", "first-token"]);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("401"), "{}", refused.stderr);
 
     // Delete the file: the last good token stays in force and the error is shown.
     std::fs::remove_file(&token_file).unwrap();
@@ -137,8 +132,7 @@ fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
     assert_eq!(auth_credential(&sup, "second-token").unwrap()["fingerprint"], second["fingerprint"]);
 
     // Drop a plugin in: it loads without a restart; remove it: it is gone.
-    std::fs::copy(repo_root().join("target/plugins/env.wasm"), plugins.join("env.wasm.tmp")).unwrap();
-    std::fs::rename(plugins.join("env.wasm.tmp"), plugins.join("env.wasm")).unwrap();
+    write_atomic(&plugins.join("env.wasm"), std::fs::read(wasm("env")).unwrap());
     wait_until(Duration::from_secs(20), "env plugin loaded", || {
         plugin_names(&sup, "second-token").contains(&"env".to_string())
     });
@@ -151,10 +145,10 @@ fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
 
 #[test]
 fn a_ring_key_reference_encrypts_the_ring() {
-    let key = ring_support::ring_key("refring", "20250101000000");
+    let key = ring_key("refring", "20250101000000");
     let (dir, extra, key_file) = setup("ring_key", "ring.sym.key", &key.to_file().to_text());
-    let mut extra = [ring_support::fast_timings(), extra].concat();
-    let sup = Sup::start(dir.path(), 42, free_port(), free_port(), extra.clone(), vec![]);
+    let mut extra = [fast_timings(), extra].concat();
+    let sup = Sup::start(dir.path(), 42, extra.clone(), vec![]);
     wait_until(Duration::from_secs(10), "encrypted", || {
         get(&sup, "/ring/keys", None).and_then(|r| r.json().ok()).is_some_and(|k: serde_json::Value| {
             k.as_array().is_some_and(|a| a.iter().any(|x| x["id"] == "refring-20250101000000"))
@@ -162,13 +156,13 @@ fn a_ring_key_reference_encrypts_the_ring() {
     });
     // A second member with the same reference joins.
     extra.extend(args(&["--peer", &sup.gossip]));
-    let peer = Sup::start(dir.path(), 43, free_port(), free_port(), extra, vec![]);
+    let peer = Sup::start(dir.path(), 43, extra, vec![]);
     let ids = [sup.member_id(), peer.member_id()];
-    wait_until(Duration::from_secs(20), "both alive", || ring_support::all_see_alive(&[&sup, &peer], &ids));
+    wait_until(Duration::from_secs(20), "both alive", || all_see_alive(&[&sup, &peer], &ids));
 
     // Rotate the referenced key: both install it and send with it, and stay alive.
-    let next = ring_support::ring_key("refring", "20260101000000");
-    write_atomically(&key_file, &next.to_file().to_text());
+    let next = ring_key("refring", "20260101000000");
+    write_atomic(&key_file, next.to_file().to_text());
     wait_until(Duration::from_secs(10), "both rotated", || {
         [&sup, &peer].iter().all(|s| {
             get(s, "/ring/keys", None).and_then(|r| r.json().ok()).is_some_and(|k: serde_json::Value| {
@@ -179,12 +173,14 @@ fn a_ring_key_reference_encrypts_the_ring() {
         })
     });
     wait_until(Duration::from_secs(10), "both alive after the rotation", || {
-        ring_support::all_see_alive(&[&sup, &peer], &ids)
+        all_see_alive(&[&sup, &peer], &ids)
     });
-    assert_eq!(
-        sup.metric("warren_ring_packets_rejected_total{reason=\"unknown_key\"}"),
-        0,
-        "{}",
-        sup.log_tail()
-    );
+    // Each member accepts the new key at once and sends with it 3 s later
+    // (RING_KEY_SWITCH_DELAY), so no packet is lost as long as both notice the file change
+    // within 3 s of each other; they watch the same file and typically do so within
+    // milliseconds. That 3 s is the design's slack, not a speed claim.
+    for s in [&sup, &peer] {
+        let lost = s.metric("warren_ring_packets_rejected_total{reason=\"unknown_key\"}");
+        assert_eq!(lost, 0, "{}", s.log_tail());
+    }
 }

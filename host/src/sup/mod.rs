@@ -247,16 +247,7 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
     let keyring = load_keyring(&opts.ring_key, &cache, state.primary_key.as_deref())?;
     let peers = opts.peers.iter().map(|p| resolve_peer(p)).collect::<Result<Vec<_>, _>>()?;
 
-    let udp = UdpSocket::bind(opts.listen_gossip).await.map_err(|source| SupError::Bind {
-        what: "gossip (UDP)",
-        addr: opts.listen_gossip,
-        source,
-    })?;
-    let tcp = TcpListener::bind(opts.listen_gossip).await.map_err(|source| SupError::Bind {
-        what: "gossip (TCP)",
-        addr: opts.listen_gossip,
-        source,
-    })?;
+    let (udp, tcp) = bind_gossip(opts.listen_gossip).await?;
     let http_listener = TcpListener::bind(opts.listen_http).await.map_err(|source| SupError::Bind {
         what: "HTTP gateway",
         addr: opts.listen_http,
@@ -318,6 +309,7 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
         let _ = http_stop.wait_for(|s| *s).await;
     }));
 
+    write_listen_file(&opts.data_path, gossip_addr, http_addr);
     tracing::info!(
         member_id = %id,
         gossip = %gossip_addr,
@@ -351,6 +343,44 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
     if stopped == Stopped::Departed {
         tracing::warn!(member_id = %id, "departed from the ring; exiting");
     }
+    let _ = std::fs::remove_file(opts.data_path.join(LISTEN_FILE));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the gossip port for UDP and TCP. Port 0 takes a free UDP port from the kernel and the
+/// same port for TCP, trying another if TCP already has that one.
+async fn bind_gossip(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), SupError> {
+    let mut tries = 0;
+    loop {
+        let udp = UdpSocket::bind(addr).await.map_err(|source| SupError::Bind {
+            what: "gossip (UDP)",
+            addr,
+            source,
+        })?;
+        let bound = udp.local_addr().map_err(SupError::Runtime)?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries < 16 => {
+                tries += 1;
+            }
+            Err(source) => return Err(SupError::Bind { what: "gossip (TCP)", addr: bound, source }),
+        }
+    }
+}
+
+/// `{data_path}/listen.json`: the addresses actually bound (port 0 picks free ports) and this
+/// process's id, so scripts and tests can find a running supervisor without guessing ports.
+pub const LISTEN_FILE: &str = "listen.json";
+
+fn write_listen_file(data_path: &std::path::Path, gossip: SocketAddr, http: SocketAddr) {
+    let json = serde_json::json!({
+        "pid": std::process::id(),
+        "gossip": gossip.to_string(),
+        "http": http.to_string(),
+    });
+    let path = data_path.join(LISTEN_FILE);
+    if let Err(e) = crate::ring::persist::atomic_write(&path, format!("{json}\n").as_bytes()) {
+        tracing::warn!(error = %e, "cannot record the listen addresses");
+    }
 }

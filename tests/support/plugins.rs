@@ -1,21 +1,17 @@
-//! Helpers for the plugin runtime tests: the real guest components (built once by
-//! scripts/build-plugins.sh under a file lock when missing or stale), one shared engine per test
-//! binary, registries over temp folders.
-#![allow(dead_code)]
+//! The real guest components (built once by scripts/build-plugins.sh, under a file lock, when
+//! missing or stale), one shared engine per test binary, registries over temp folders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use warren::crypto::KeyCache;
 use warren::plugins::{
     EngineOptions, Grant, Limits, PluginEngine, PluginRegistry, RegistrySettings, TrustMode,
 };
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use super::fixtures::repo_root;
 
 const PLUGINS: [&str; 6] = ["env", "file", "vault-kv", "standalone", "leader-follower", "hook-example"];
 const FIXTURES: [&str; 5] = ["spin", "hog", "panicker", "snoop", "snoop-http"];
@@ -35,6 +31,10 @@ fn newest_source(dir: &Path, newest: &mut SystemTime) {
     }
 }
 
+fn all_paths() -> impl Iterator<Item = PathBuf> {
+    PLUGINS.iter().map(|n| plugin_path(n)).chain(FIXTURES.iter().map(|n| fixture_path(n)))
+}
+
 fn all_built_and_fresh() -> bool {
     let root = repo_root();
     let mut newest = SystemTime::UNIX_EPOCH;
@@ -42,10 +42,7 @@ fn all_built_and_fresh() -> bool {
     newest_source(&root.join("wit"), &mut newest);
     // The build script leaves unchanged outputs untouched, so a successful build also stamps.
     let stamp = std::fs::metadata(stamp_path()).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-    PLUGINS
-        .iter()
-        .map(|n| plugin_path_unchecked(n))
-        .chain(FIXTURES.iter().map(|n| fixture_path_unchecked(n)))
+    all_paths()
         .all(|p| std::fs::metadata(&p).and_then(|m| m.modified()).is_ok_and(|t| t.max(stamp) >= newest))
 }
 
@@ -80,41 +77,60 @@ pub fn ensure_plugins_built() {
     });
 }
 
-fn plugin_path_unchecked(name: &str) -> PathBuf {
+fn plugin_path(name: &str) -> PathBuf {
     repo_root().join("target/plugins").join(format!("{name}.wasm"))
 }
 
-fn fixture_path_unchecked(name: &str) -> PathBuf {
+fn fixture_path(name: &str) -> PathBuf {
     repo_root().join("target/plugins/fixtures").join(format!("{name}.wasm"))
 }
 
 /// target/plugins/NAME.wasm (or fixtures/NAME.wasm), built if needed.
 pub fn wasm(name: &str) -> PathBuf {
     ensure_plugins_built();
-    if FIXTURES.contains(&name) { fixture_path_unchecked(name) } else { plugin_path_unchecked(name) }
+    if FIXTURES.contains(&name) { fixture_path(name) } else { plugin_path(name) }
 }
 
 pub fn wasm_bytes(name: &str) -> Vec<u8> {
     std::fs::read(wasm(name)).unwrap()
 }
 
-/// One engine per test binary (as in the supervisor), with a compile cache in a temp dir.
+/// The compile cache of the shared engine: kept under target/tmp on purpose, so repeated runs
+/// skip compiling the guest components (entries are keyed by the wasm's BLAKE2b and the
+/// engine's fingerprint, so a rebuilt plugin or a changed engine never reuses a stale entry).
+/// Entries for wasm that is no longer built are removed when the engine starts, so the folder
+/// holds about one compiled copy of each current guest. Tests that check the cache itself use
+/// a private one.
+pub fn compile_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-compile-cache")
+}
+
+fn prune_compile_cache(dir: &Path) {
+    let current: BTreeSet<String> = all_paths()
+        .map(|p| hex::encode(warren::crypto::sodium::blake2b_256(&std::fs::read(p).unwrap())))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let digest = name.split('-').next().unwrap_or_default();
+        // Only finished entries: a `.tmp` file may be another test process mid-write.
+        if name.ends_with(".cwasm") && !current.contains(digest) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// One engine per test binary (as in the supervisor), with the persistent compile cache.
 pub fn engine() -> Arc<PluginEngine> {
     static ENGINE: OnceLock<Arc<PluginEngine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap().keep();
-            PluginEngine::new(EngineOptions {
-                cache_dir: Some(dir.join("cache")),
-                ..EngineOptions::default()
-            })
-            .unwrap()
+            ensure_plugins_built();
+            let dir = compile_cache_dir();
+            prune_compile_cache(&dir);
+            PluginEngine::new(EngineOptions { cache_dir: Some(dir), ..EngineOptions::default() }).unwrap()
         })
         .clone()
-}
-
-pub fn grant() -> Grant {
-    Grant::default()
 }
 
 pub fn registry_with(
@@ -142,20 +158,6 @@ pub fn install(dir: &Path, names: &[&str]) {
     }
 }
 
-/// Polls `f` until it returns Some or the (generous) timeout passes.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Resident set size of this process in KiB.
 pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -165,11 +167,4 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
-}
-
-/// Writes atomically (temp + rename), like deployment tools and secret managers do.
-pub fn write_atomic(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }

@@ -1,0 +1,22 @@
+//! Helpers shared by the integration tests, one file per concern:
+//!
+//! - `cli`: one-shot `warren` runs with a clean environment, and their outcome (`Run`).
+//! - `sup`: long-running `warren sup run` processes on 127.0.0.x (ports chosen by the kernel).
+//! - `ring`: ring timings and multi-member rings built from `sup`.
+//! - `keys`: ring and origin keys made with the library.
+//! - `plugins`: the real guest components, one engine per test binary, registries.
+//! - `files`, `fixtures`, `rng`, `wait`: small utilities.
+//!
+//! Every test binary declares `mod support;` and uses part of it; the rest is dead code in that
+//! binary, hence the one allow below.
+#![allow(dead_code)]
+
+pub mod cli;
+pub mod files;
+pub mod fixtures;
+pub mod keys;
+pub mod plugins;
+pub mod ring;
+pub mod rng;
+pub mod sup;
+pub mod wait;
