@@ -47,14 +47,21 @@ impl Drop for Agent {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = tcp.local_addr()?.port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
+/// Ports the operating system picked for a supervisor started on port 0, once it listens
+/// (`{data_path}/listen.json` carrying that child's pid).
+fn listening(data: &std::path::Path, pid: u32, limit: Duration) -> Option<(String, String)> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(data.join(crate::sup::LISTEN_FILE))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && v["pid"].as_u64() == Some(u64::from(pid))
+            && let (Some(g), Some(h)) = (v["gossip"].as_str(), v["http"].as_str())
+        {
+            return Some((g.to_string(), h.to_string()));
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    None
 }
 
 fn get_json(http: &str, path: &str) -> Option<serde_json::Value> {
@@ -118,16 +125,19 @@ fn bench_config(
     let exe = std::env::current_exe().context("locating the warren binary")?;
     let cache = dir.join("keys");
     KeyCache::new(&cache).write(&RingKey::generate("bench")?.to_file())?;
-    let gossip = free_port()?;
-    let http = free_port()?;
     let n = args.members;
     let mut agents = Vec::new();
+    let mut seed = String::new();
     for i in 0..n {
         let ip = format!("127.0.0.{}", 100 + u32::from(i));
         let data = dir.join(format!("{name}-data-{i}"));
-        let child = Command::new(&exe)
-            .args(["sup", "run", "--listen-gossip", &format!("{ip}:{gossip}")])
-            .args(["--listen-http", &format!("{ip}:{http}"), "--peer", &format!("127.0.0.100:{gossip}")])
+        // Port 0: each supervisor binds free ports and records them in listen.json.
+        let mut cmd = Command::new(&exe);
+        cmd.args(["sup", "run", "--listen-gossip", &format!("{ip}:0"), "--listen-http", &format!("{ip}:0")]);
+        if !seed.is_empty() {
+            cmd.args(["--peer", &seed]);
+        }
+        let child = cmd
             .args(["--ring", "bench", "--cache-key-path"])
             .arg(&cache)
             .arg("--data-path")
@@ -140,8 +150,14 @@ fn bench_config(
             .stderr(Stdio::null())
             .spawn()
             .context("starting a supervisor")?;
-        let http_addr = format!("{ip}:{http}");
-        let mut agent = Agent { child, http: http_addr.clone(), id: String::new() };
+        let pid = child.id();
+        let mut agent = Agent { child, http: String::new(), id: String::new() };
+        let (gossip, http_addr) = listening(&data, pid, Duration::from_secs(20))
+            .with_context(|| format!("supervisor {i} did not start"))?;
+        if seed.is_empty() {
+            seed = gossip;
+        }
+        agent.http = http_addr.clone();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline && agent.id.is_empty() {
             if let Ok(id) = std::fs::read_to_string(data.join("MEMBER_ID"))
@@ -211,11 +227,11 @@ fn bench_config(
     }
     detects.sort_by(f64::total_cmp);
     let detect = detects[detects.len() / 2];
-    println!(
+    outln!(
         "  {name:<8} rumor→all median {event:.3}s (runs: {}), kill -9→confirmed-by-all {detect:.2}s (runs: {}), RSS {rss_mib:.1} MiB/agent",
         events.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>().join(" "),
         detects.iter().map(|e| format!("{e:.2}")).collect::<Vec<_>>().join(" "),
-    );
+    )?;
     Ok(Figures { event, detect, rss_mib })
 }
 
@@ -238,6 +254,18 @@ fn wait_files(paths: &[std::path::PathBuf], limit: Duration) -> Option<f64> {
         std::thread::sleep(Duration::from_millis(10));
     }
     None
+}
+
+/// A port free for TCP and UDP on 127.0.0.100 right now, for Serf, which cannot report the port
+/// it bound. Another process may take it before Serf starts; the bench then fails clearly.
+fn free_port() -> anyhow::Result<u16> {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.100:0")?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(("127.0.0.100", port)).is_ok() {
+            return Ok(port);
+        }
+    }
 }
 
 struct Agents(Vec<Child>);
@@ -333,7 +361,7 @@ fn bench_serf(args: &RingBenchArgs, dir: &std::path::Path) -> anyhow::Result<Fig
     }
     detects.sort_by(f64::total_cmp);
     let f = Figures { event: events[events.len() / 2], detect: detects[detects.len() / 2], rss_mib };
-    println!(
+    outln!(
         "  {:<8} event→all median {:.3}s (runs: {}), kill -9→failed-by-all {:.2}s (runs: {}), RSS {:.1} MiB/agent",
         "serf-agt",
         f.event,
@@ -341,14 +369,14 @@ fn bench_serf(args: &RingBenchArgs, dir: &std::path::Path) -> anyhow::Result<Fig
         f.detect,
         detects.iter().map(|e| format!("{e:.2}")).collect::<Vec<_>>().join(" "),
         f.rss_mib
-    );
+    )?;
     Ok(f)
 }
 
 pub fn bench_ring(args: RingBenchArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("warren-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    println!("warren bench ring: {} encrypted supervisors on 127.0.0.100+ (this binary)", args.members);
+    outln!("warren bench ring: {} encrypted supervisors on 127.0.0.100+ (this binary)", args.members)?;
     let result = (|| {
         let defaults = bench_config("default", &[], &args, &dir)?;
         let serf = bench_config(
@@ -373,7 +401,7 @@ pub fn bench_ring(args: RingBenchArgs) -> anyhow::Result<()> {
             match bench_serf(&args, &dir) {
                 Ok(f) => Some(f),
                 Err(e) => {
-                    println!("  (serf baseline failed: {e:#})");
+                    outln!("  (serf baseline failed: {e:#})")?;
                     None
                 }
             }
@@ -385,14 +413,14 @@ pub fn bench_ring(args: RingBenchArgs) -> anyhow::Result<()> {
                 "HashiCorp Serf reference (16 agents: 1.3 s, 7 s, 14 MiB)",
             ),
         };
-        println!("ratios against {label}:");
+        outln!("ratios against {label}:")?;
         for (name, f) in [("default", &defaults), ("serf", &serf)] {
-            println!(
+            outln!(
                 "  {name:<8} event {:.2}x (target ≤ 0.5x), detection {:.2}x (target ≤ 0.7x), memory {:.2}x (target ≤ 1x)",
                 f.event / base.event,
                 f.detect / base.detect,
                 f.rss_mib / base.rss_mib
-            );
+            )?;
         }
         Ok(())
     })();
