@@ -208,7 +208,11 @@ impl LoadedPlugin {
         };
         warm.store.data_mut().begin_call();
         warm.store.set_epoch_deadline(self.engine.deadline_ticks(self.info.policy.timeout()));
-        match f(&mut warm.store, &warm.bound) {
+        // WASI's host calls each run a future to completion; with no tokio runtime entered they
+        // use wasmtime-wasi's fallback runtime and yield once per call. Entering it once for the
+        // whole call makes each host call cheaper.
+        let result = wasmtime_wasi::runtime::with_ambient_tokio_runtime(|| f(&mut warm.store, &warm.bound));
+        match result {
             Ok(r) => {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 if idle.len() < MAX_IDLE {
