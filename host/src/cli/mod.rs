@@ -135,7 +135,7 @@ fn render_error(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let cause = cause.to_string();
-        if text.ends_with(&cause) {
+        if text == cause || text.ends_with(&format!(": {cause}")) {
             continue;
         }
         if !text.is_empty() {
@@ -163,5 +163,8 @@ mod tests {
         assert_eq!(render_error(&e), "supervisor failed: cannot listen on 127.0.0.1:1: address in use");
         let plain = anyhow::anyhow!("inner").context("outer");
         assert_eq!(render_error(&plain), "outer: inner");
+        // A cause that merely ends the same way is still printed.
+        let near = anyhow::anyhow!("in use").context("address in use");
+        assert_eq!(render_error(&near), "address in use: in use");
     }
 }

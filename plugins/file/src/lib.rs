@@ -142,8 +142,16 @@ impl Guest for File {
             Err(ErrorCode::NoEntry) => {
                 return Err(CredentialError::NotFound(format!("{rest}: no such file")));
             }
-            // A symlink that leaves the granted directory is refused by the host.
-            Err(ErrorCode::Access | ErrorCode::NotPermitted) => {
+            Err(e @ (ErrorCode::NotDirectory | ErrorCode::Loop | ErrorCode::NameTooLong)) => {
+                return Err(CredentialError::NotFound(format!("{rest}: {}", e.message())));
+            }
+            // The host refuses a symlink that leads out of the granted directory with this code.
+            Err(ErrorCode::NotPermitted) => {
+                return Err(CredentialError::Denied(format!(
+                    "{rest}: leads outside the granted directory, or not permitted"
+                )));
+            }
+            Err(ErrorCode::Access) => {
                 return Err(CredentialError::Denied(format!("{rest}: permission denied")));
             }
             Err(e) => return Err(CredentialError::Unavailable(format!("{rest}: {}", e.message()))),
