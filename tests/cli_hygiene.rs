@@ -142,3 +142,37 @@ fn plugin_commands_warn_once_about_a_lower_case_scheme() {
     let out = warren(&[&["credential", "resolve", "NOPE:x"][..], &common].concat(), &[]);
     assert_one_warning(&text(&out.stderr));
 }
+
+#[test]
+fn config_values_that_must_stay_private_are_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, keys) = (dir.path().join("data"), dir.path().join("keys"));
+    let config = dir.path().join("sup.toml");
+    let common = ["--config", s(&config), "--data-path", s(&data), "--cache-key-path", s(&keys)];
+    let list = [&["plugin", "list"][..], &common].concat();
+
+    // An unquoted secret: refused, and the error shows neither it nor a part of it.
+    std::fs::write(&config, "ctl_secret = 86427531\n").unwrap();
+    let out = warren(&list, &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("line 1") && stderr.contains("must be a quoted string"), "{stderr}");
+    for part in ["8642", "6427", "4275", "2753", "7531"] {
+        assert!(!stderr.contains(part), "{part}: {stderr}");
+    }
+
+    // A password with a colon warns without its prefix; service URLs do not warn at all.
+    std::fs::write(
+        &config,
+        "auth_token = \"Tr0ub4dor:XYZ\"\n[services.app.config]\n\
+         securerandom = \"file:/dev/./urandom\"\nfpm = \"unix:/run/php-fpm.sock\"\n",
+    )
+    .unwrap();
+    let out = warren(&list, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches("the value starts with").count(), 1, "{stderr}");
+    assert!(stderr.contains("auth_token: the value starts with a scheme-like prefix"), "{stderr}");
+    assert!(!stderr.contains("Tr0ub4dor") && !stderr.contains("XYZ"), "{stderr}");
+    assert!(!stderr.contains("urandom") && !stderr.contains("php-fpm"), "{stderr}");
+}

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use clap::CommandFactory;
 use support::cli::{self, warren, warren_with};
-use support::files::{file_names as files_in, path_str};
+use support::files::{file_names as files_in, path_str, umask};
 use support::fixtures::core_fixture;
 use support::rng::Rng;
 use warren::crypto::keys::KeyFile;
@@ -93,8 +93,9 @@ fn origin_keys_generate_export_import_into_another_cache() {
     let secret_name = names.iter().find(|n| n.ends_with(".sig.key")).unwrap();
     let public_name = names.iter().find(|n| n.ends_with(".pub")).unwrap();
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&a.path().join(secret_name)), 0o400);
-    assert_eq!(mode(&a.path().join(public_name)), 0o444);
+    // The umask (inherited by warren) applies to the modes given at creation.
+    assert_eq!(mode(&a.path().join(secret_name)), 0o400 & !umask());
+    assert_eq!(mode(&a.path().join(public_name)), 0o444 & !umask());
 
     for (ty, file) in [("public", public_name), ("secret", secret_name)] {
         let exported =

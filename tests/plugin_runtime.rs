@@ -5,6 +5,7 @@ mod support;
 
 use std::path::PathBuf;
 
+use support::files::{dead_pid, plant_temp_file};
 use support::plugins::{install, registry, wasm_bytes};
 use warren::plugins::{
     CacheOutcome, CredentialError, Grant, Health, Member, PluginError, PluginState, Role, ServiceContext,
@@ -300,7 +301,13 @@ fn compile_cache_is_keyed_and_reused() {
     .unwrap();
     let bytes = wasm_bytes("standalone");
     let digest = warren::crypto::sodium::blake2b_256(&bytes);
+    // Leftovers of a writer that died mid-write are swept when the cache writes; a live
+    // writer's (this process's) are not.
+    let stale = plant_temp_file(&cache.path().join("c"), "x.cwasm", dead_pid());
+    let live = plant_temp_file(&cache.path().join("c"), "x.cwasm", std::process::id());
     assert_eq!(engine.compile(&bytes, &digest).unwrap().1, CacheOutcome::Miss);
+    assert!(!stale.exists() && live.exists());
+    std::fs::remove_file(&live).unwrap();
     assert_eq!(engine.compile(&bytes, &digest).unwrap().1, CacheOutcome::Hit);
     let files: Vec<PathBuf> =
         std::fs::read_dir(cache.path().join("c")).unwrap().map(|e| e.unwrap().path()).collect();

@@ -12,10 +12,10 @@
 //! There is no `Display` and no `Serialize`: reading the value is an explicit
 //! [`SecretString::expose`]. The value is zeroized on drop.
 
-use serde::{Deserialize, Deserializer};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use zeroize::Zeroizing;
 
-use crate::credentials::Reference;
+use crate::credentials::reference::{LITERAL_PREFIX, is_scheme};
 
 #[derive(Clone)]
 pub struct SecretString {
@@ -43,8 +43,12 @@ impl SecretString {
 
 impl std::fmt::Debug for SecretString {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Borrowed checks only (no `Reference::parse`): Debug never copies the value into a
+        // String that would not be zeroized.
         if self.may_be_reference
-            && let Some(scheme) = Reference::parse(&self.value).scheme()
+            && !self.value.starts_with(LITERAL_PREFIX)
+            && let Some((scheme, _)) = self.value.split_once(':')
+            && is_scheme(scheme)
         {
             return write!(f, "{scheme}:<…>");
         }
@@ -62,7 +66,93 @@ impl From<String> for SecretString {
 /// Config-file values: literal or reference.
 impl<'de> Deserialize<'de> for SecretString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(SecretString::reference)
+        // `deserialize_any`, not `String::deserialize`: serde's own type errors quote the value
+        // ("invalid type: integer `12345678`, expected a string"), and so would a buffered
+        // (`#[serde(flatten)]`) deserializer's `deserialize_string`. Every non-string lands in
+        // one of the visitor's methods below, which never echo it.
+        d.deserialize_any(SecretVisitor)
+    }
+}
+
+struct SecretVisitor;
+
+const NOT_A_STRING: &str = "a secret or credential reference must be a quoted string (value not shown)";
+
+/// The error for a value that is not a string; it never includes the value.
+fn not_a_string<E: de::Error>() -> E {
+    E::custom(NOT_A_STRING)
+}
+
+impl<'de> Visitor<'de> for SecretVisitor {
+    type Value = SecretString;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a quoted string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretString, E> {
+        Ok(SecretString::reference(v))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<SecretString, E> {
+        Ok(SecretString::reference(v))
+    }
+
+    // Every other shape: serde's defaults would quote the value in the error.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretString, E> {
+        Err(not_a_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretString, E> {
+        Err(not_a_string())
+    }
+
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<SecretString, E> {
+        Err(not_a_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretString, E> {
+        Err(not_a_string())
+    }
+
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<SecretString, E> {
+        Err(not_a_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretString, E> {
+        Err(not_a_string())
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<SecretString, E> {
+        Err(not_a_string())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<SecretString, E> {
+        Err(not_a_string())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<SecretString, E> {
+        Err(not_a_string())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, _: D) -> Result<SecretString, D::Error> {
+        Err(not_a_string())
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, _: D) -> Result<SecretString, D::Error> {
+        Err(not_a_string())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<SecretString, A::Error> {
+        Err(not_a_string())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<SecretString, A::Error> {
+        Err(not_a_string())
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, _: A) -> Result<SecretString, A::Error> {
+        Err(not_a_string())
     }
 }
 
@@ -139,5 +229,62 @@ mod tests {
 
         let source = crate::sup::RingKeySource::Inline(SecretString::new(SECRET));
         assert_hidden("RingKeySource::Inline", format!("{source:?}"));
+    }
+
+    /// No 4-character window of any secret fragment may appear in an error about it.
+    fn assert_no_part_of(fragments: &[&str], text: &str) {
+        for fragment in fragments {
+            let chars: Vec<char> = fragment.chars().collect();
+            for w in chars.windows(4.min(chars.len())) {
+                let part: String = w.iter().collect();
+                assert!(!text.contains(&part), "the error shows {part:?} of {fragment:?}: {text}");
+            }
+        }
+    }
+
+    /// Values of every TOML type but string, each with the parts that must not be shown.
+    const NOT_STRINGS: &[(&str, &[&str])] = &[
+        ("12345678", &["12345678"]),
+        ("-9876543210", &["9876543210"]),
+        ("170141183460469231731687303715884105727", &["170141183460469231731687303715884105727"]),
+        ("31415.92653", &["31415", "92653"]),
+        ("6.02214076e23", &["02214076"]),
+        ("true", &["true"]),
+        ("false", &["false"]),
+        ("[\"s3cr3t-elem\", 24681357]", &["s3cr3t-elem", "24681357"]),
+        ("{ user = \"adm1n\", password = \"s3cr3t-tbl\" }", &["adm1n", "s3cr3t-tbl"]),
+        ("1979-05-27T07:32:00Z", &["1979", "05-27", "07:32"]),
+    ];
+
+    #[test]
+    fn a_non_string_secret_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for (value, fragments) in NOT_STRINGS {
+            for key in ["auth_token", "ring_key", "ctl_secret"] {
+                let path = dir.path().join("sup.toml");
+                std::fs::write(&path, format!("plugin_trust = \"warn\"\n{key} = {value}\n")).unwrap();
+                let err = SupConfig::load(&path).unwrap_err().to_string();
+                assert!(err.contains(NOT_A_STRING), "{key} = {value}: {err}");
+                assert!(err.contains("line 2"), "{key} = {value}: {err}");
+                assert_no_part_of(fragments, &err);
+            }
+        }
+        // Without `#[serde(flatten)]` in the way, too (toml's own deserializer; its Display
+        // quotes the line, hence `message()`, which is what `describe_toml_error` keeps).
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Direct {
+            secret: SecretString,
+        }
+        for (value, fragments) in NOT_STRINGS {
+            let err = toml::from_str::<Direct>(&format!("secret = {value}\n")).unwrap_err();
+            let err = err.message();
+            assert!(err.contains(NOT_A_STRING), "{value}: {err}");
+            assert_no_part_of(fragments, err);
+        }
+        // Strings still load, quoted either way.
+        let ok = SupConfig::parse("auth_token = 'ABC:x'\nctl_secret = \"12345678\"\n", "t").unwrap();
+        assert_eq!(ok.ctl_secret.as_ref().map(SecretString::expose), Some("12345678"));
+        assert_eq!(format!("{:?}", ok.auth_token), "Some(ABC:<…>)");
     }
 }

@@ -22,7 +22,9 @@
 //!
 //! `auth_token`, `ring_key`, `ctl_secret` and every string under `[services.NAME.config]` are
 //! credential references (see `credentials::reference`). Schemes are upper case: a value like
-//! `file:/run/x` is a literal, and loading the file logs a warning for it. Keys this module does
+//! `file:/run/x` is a literal, and loading the file logs a warning for it (for the three secret
+//! keys; service values warn only for `env:`/`vault:`/`literal:` in the wrong case, since
+//! `file:` and `unix:` URLs are ordinary there: see `ValueKind`). Keys this module does
 //! not know are kept in `other` for the parts of warren that own them. The secrets are
 //! [`SecretString`]s: `Debug` of a config never shows them.
 
@@ -31,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::credentials::reference::mistyped_scheme_warning;
+use crate::credentials::reference::{ValueKind, mistyped_scheme_warning};
 use crate::plugins::manifest::valid_plugin_name;
 use crate::plugins::{Grant, Limits, RegistrySettings, TrustMode};
 use crate::secret::SecretString;
@@ -155,10 +157,19 @@ impl SupConfig {
     }
 
     /// Mistakes that still parse: a credential value that is a literal only because its
-    /// scheme is not upper case (`auth_token = "file:/run/x"`). One message per value; none
-    /// repeats more of the value than its prefix.
+    /// scheme is not upper case (`auth_token = "file:/run/x"`). Service config values follow a
+    /// narrower rule, since `file:` and `unix:` URLs are ordinary there (see [`ValueKind`]).
+    /// One message per value; none repeats more of the value than a well-known prefix.
     pub fn warnings(&self) -> Vec<String> {
-        self.references().iter().filter_map(|(label, value)| mistyped_scheme_warning(label, value)).collect()
+        self.references()
+            .iter()
+            .filter_map(|(label, value)| {
+                // `references` labels service values `services.NAME.config.KEY`, the rest by key.
+                let kind =
+                    if label.starts_with("services.") { ValueKind::ServiceConfig } else { ValueKind::Secret };
+                mistyped_scheme_warning(label, value, kind)
+            })
+            .collect()
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
@@ -326,6 +337,24 @@ key = "FILE:/run/secrets/redis.key"
         );
         assert!(!w.concat().contains("/run/secrets/token") && !w.concat().contains("redis#pw"), "{w:?}");
         assert!(SupConfig::parse(SAMPLE, "sup.toml").unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn service_urls_do_not_warn_and_password_prefixes_are_not_quoted() {
+        let c = SupConfig::parse(
+            "ctl_secret = \"Tr0ub4dor:XYZ\"\n\
+             [services.app.config]\nsecurerandom = \"file:/dev/./urandom\"\n\
+             fpm = \"unix:/run/php-fpm.sock\"\npassword = \"user:PASSWORD\"\ntoken = \"env:APP_TOKEN\"\n",
+            "sup.toml",
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("ctl_secret: the value starts with a scheme-like prefix"), "{w:?}");
+        assert!(w[1].starts_with("services.app.config.token: the value starts with \"env:\""), "{w:?}");
+        for hidden in ["Tr0ub4dor", "XYZ", "user:", "PASSWORD", "urandom", "unix", "APP_TOKEN"] {
+            assert!(!w.concat().contains(hidden), "{hidden}: {w:?}");
+        }
     }
 
     #[test]

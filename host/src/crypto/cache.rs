@@ -1,7 +1,8 @@
 //! The key cache: a folder of key files named `{name}-{rev}.{ext}`.
 //!
 //! Writes are atomic (temp file + fsync + rename) with the final permissions set at creation
-//! (secret 0400, public 0444); a different key is never written over an existing file.
+//! (secret 0400, public 0444, less what the umask removes); a different key is never written
+//! over an existing file. Each write first removes the temporary files of writers that died.
 //! Lookups match the name exactly and pick the latest revision.
 
 use std::fs;
@@ -50,6 +51,8 @@ impl KeyCache {
     /// Writes a key file atomically and returns its path. Writing the same key again is a no-op.
     pub fn write(&self, key: &KeyFile) -> Result<PathBuf, CryptoError> {
         fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
+        // Second names of secret keys that a crashed writer left behind go first.
+        fsutil::sweep_leftovers(&self.dir);
         let path = self.dir.join(key.file_name());
         let text = key.to_text();
         if path.exists() {
@@ -144,14 +147,31 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    fn a_write_sweeps_the_temp_files_of_dead_writers_only() {
+        use crate::fsutil::tests::{dead_pid, plant};
+        let dir = tempfile::tempdir().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        // A crash between the hard link and the unlink leaves a second name for a secret key.
+        let stale = plant(dir.path(), "r-20200101000000.sym.key", dead_pid(), hour);
+        let live = plant(dir.path(), "r-20200101000000.sym.key", std::process::id(), hour);
+        let cache = KeyCache::new(dir.path());
+        cache.write(&RingKey::generate("r").unwrap().to_file()).unwrap();
+        assert!(!stale.exists(), "the dead writer's file is swept");
+        assert!(live.exists(), "a live writer's file is left alone");
+        assert_eq!(cache.list(KeyKind::SymSecret).unwrap().len(), 1, "temp files are not keys");
+    }
+
+    #[test]
     fn writes_atomically_with_permissions_and_refuses_conflicts() {
         let dir = tempfile::tempdir().unwrap();
         let cache = KeyCache::new(dir.path());
         let (pk, sk) = SigSecretKey::generate("acme").unwrap();
         let sp = cache.write(&sk.to_file()).unwrap();
         let pp = cache.write(&pk.to_file()).unwrap();
-        assert_eq!(fs::metadata(&sp).unwrap().permissions().mode() & 0o777, 0o400);
-        assert_eq!(fs::metadata(&pp).unwrap().permissions().mode() & 0o777, 0o444);
+        // The umask applies to the mode given at creation (0o444 is 0o440 under umask 027).
+        let umask = crate::fsutil::tests::umask();
+        assert_eq!(fs::metadata(&sp).unwrap().permissions().mode() & 0o777, 0o400 & !umask);
+        assert_eq!(fs::metadata(&pp).unwrap().permissions().mode() & 0o777, 0o444 & !umask);
         // Same key again: fine. Another key under the same id: refused.
         cache.write(&sk.to_file()).unwrap();
         let other = SigSecretKey { id: sk.id.clone(), key: crate::crypto::sodium::sign_keypair().1 };

@@ -335,7 +335,8 @@ where
     let mut tmp = AtomicFile::create(dest, fsutil::DEFAULT_MODE, Existing::Replace)
         .map_err(io_err(format!("creating a temporary file beside {}", dest.display())))?;
     let (_, verified) = write_signed(tmp.file(), key, write_payload)?;
-    tmp.commit().map_err(io_err(format!("moving into {}", dest.display())))?;
+    // The commit error names its step (fsync, move, or the directory's fsync).
+    tmp.commit().map_err(io_err(format!("writing {}", dest.display())))?;
     Ok(verified)
 }
 
@@ -482,5 +483,20 @@ mod tests {
         let (_, sk) = SigSecretKey::generate("solo").unwrap();
         cache.write(&sk.to_file()).unwrap();
         assert_eq!(signer_public_key(&cache, &sk.id).unwrap(), sk.public());
+    }
+
+    #[test]
+    fn a_failed_write_names_the_step_that_failed() {
+        let (d, _cache, sk) = setup();
+        // A non-empty directory where the package should go: the rename into place fails.
+        let dest = d.path().join("out.hart");
+        fs::create_dir_all(dest.join("x")).unwrap();
+        let err = sign_to_path(&dest, &sk, |w| w.write_all(b"payload").map_err(io_err("test"))).unwrap_err();
+        let text = err.to_string();
+        let expected = format!("writing {}: moving the temporary file into place: ", dest.display());
+        assert!(text.starts_with(&expected), "{text}");
+        let HartError::Io { source, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(fsutil::commit_step(source), Some(fsutil::CommitStep::Move));
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2, "keys and the directory, no temp file");
     }
 }

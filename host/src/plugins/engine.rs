@@ -212,6 +212,7 @@ impl CompileCache {
     pub fn store(&self, digest: &[u8; 32], component: &Component) -> Result<PathBuf, PluginError> {
         let bytes = component.serialize().map_err(|e| PluginError::Compile(format!("serialize: {e:#}")))?;
         let path = self.path_for(digest);
+        fsutil::sweep_leftovers(&self.dir);
         // 0600 from creation: compiled code is loaded only from files closed to others.
         fsutil::write_atomic(&path, &bytes, 0o600, Existing::Replace)
             .map_err(|e| PluginError::Io { path: path.display().to_string(), source: e })?;
