@@ -46,14 +46,7 @@ impl AtomicFile {
     /// Creates the temporary file with `mode` (filtered by the umask, like any `open(2)`).
     /// The parent directory must exist.
     pub fn create(dest: &Path, mode: u32, existing: Existing) -> io::Result<Self> {
-        let name = dest.file_name().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a file path", dest.display()))
-        })?;
-        // Keep well under NAME_MAX (255 bytes) whatever the destination's name length: at most
-        // 128 bytes of it, cut on a character boundary, plus 1 + 5 + 10 + 1 + 12 bytes.
-        let name = name.to_string_lossy();
-        let short = truncate_on_char_boundary(&name, MAX_TEMP_STEM);
-        let tmp = parent_dir(dest).join(temp_name(short, std::process::id(), &random_hex()));
+        let tmp = temp_sibling(dest)?;
         let file = fs::OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(&tmp)?;
         Ok(AtomicFile { file, tmp, dest: dest.to_path_buf(), existing, done: false })
     }
@@ -165,6 +158,19 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::Unsupported => Ok(()),
         other => other,
     }
+}
+
+/// A unique temporary path next to `dest` (same directory, so a rename is atomic), named after
+/// it and this process: `.{name}.tmp-{pid}-{12 hex}`.
+pub fn temp_sibling(dest: &Path) -> io::Result<PathBuf> {
+    let name = dest.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a file path", dest.display()))
+    })?;
+    // Keep well under NAME_MAX (255 bytes) whatever the destination's name length: at most
+    // 128 bytes of it, cut on a character boundary, plus 1 + 5 + 10 + 1 + 12 bytes.
+    let name = name.to_string_lossy();
+    let short = truncate_on_char_boundary(&name, MAX_TEMP_STEM);
+    Ok(parent_dir(dest).join(temp_name(short, std::process::id(), &random_hex())))
 }
 
 /// At most this many bytes of the destination's name go into a temporary name.

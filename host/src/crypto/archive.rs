@@ -182,13 +182,13 @@ struct Staging {
 
 impl Staging {
     fn new(dest: &Path, created_parents: Vec<PathBuf>) -> Result<Self, HartError> {
-        let name =
-            dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dest".into());
-        let tmp = parent_dir(dest).join(format!(
-            ".{name}.warren-extract-{}-{}",
-            std::process::id(),
-            hart::random_hex()
-        ));
+        let tmp = match crate::fsutil::temp_sibling(dest) {
+            Ok(tmp) => tmp,
+            Err(e) => {
+                remove_created(&created_parents);
+                return Err(io_err(format!("extracting into {}", dest.display()))(e));
+            }
+        };
         if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&tmp) {
             remove_created(&created_parents);
             return Err(io_err(format!("creating {}", tmp.display()))(e));
@@ -511,6 +511,16 @@ fn resolves_inside(root: &Path, link: &Path) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staging_next_to_a_long_non_ascii_name_fits_name_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("é".repeat(125)); // 250 bytes
+        let staging = Staging::new(&dest, Vec::new()).unwrap();
+        let name = staging.path().file_name().unwrap().len();
+        assert!(name <= 255, "staging name is {name} bytes");
+        assert_eq!(staging.path().parent(), Some(dir.path()));
+    }
 
     #[test]
     fn relative_paths_are_sanitized() {
