@@ -75,7 +75,9 @@ run cat "$work/sup.toml"
 
 say "4. Three supervisors on 127.0.0.1-3 (default ports: gossip 9638, HTTP 9631)"
 for i in 1 2 3; do
-    warren sup run \
+    # The binary itself, not the `warren` shell function: $! must be the supervisor's pid, or
+    # the cleanup's SIGTERM reaches only a subshell and the supervisors outlive the demo.
+    "$WARREN" sup run \
         --listen-gossip "127.0.0.$i:9638" \
         --listen-http "127.0.0.$i:9631" \
         --listen-ctl "127.0.0.$i:9632" \

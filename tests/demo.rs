@@ -1,0 +1,57 @@
+//! The README's main job: `examples/ring-demo.sh` (what `./scripts/demo.sh` runs after building)
+//! brings up its ring, rotates the FILE: token, and leaves no supervisor running when it ends.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::fixtures::repo_root;
+use support::plugins::ensure_plugins_built;
+use support::wait::wait_for;
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone for our purposes: it is not serving anything.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn the_demo_rotates_a_file_token_and_leaves_nothing_running() {
+    ensure_plugins_built();
+    let out = Command::new(repo_root().join("examples/ring-demo.sh"))
+        .args(["--for", "1"])
+        .env("WARREN", env!("CARGO_BIN_EXE_warren"))
+        .env_remove("WARREN_GATEWAY_AUTH_TOKEN")
+        .output()
+        .expect("cannot run examples/ring-demo.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the demo failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all 3 alive"), "{stdout}");
+    assert!(stdout.contains("the new token is accepted"), "{stdout}");
+    // Every process started for the demo names its temp folder on its command line; none may
+    // be left once the demo has returned.
+    let work = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("$ cat ")?.strip_suffix("/sup.toml"))
+        .unwrap_or_else(|| panic!("the demo did not show its sup.toml:\n{stdout}"))
+        .to_string();
+    let left = || -> Vec<String> {
+        let procs = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok);
+        procs
+            .filter_map(|p| {
+                let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (cmdline.contains(&work) && alive(pid)).then(|| format!("{pid}: {cmdline}"))
+            })
+            .collect()
+    };
+    if wait_for(Duration::from_secs(10), || left().is_empty().then_some(())).is_none() {
+        panic!("processes outlived the demo: {:#?}", left());
+    }
+    // It announced its three supervisors.
+    let pids = stdout.lines().filter_map(|l| l.strip_prefix("supervisor ")?.split_once(": pid ")).count();
+    assert_eq!(pids, 3, "{stdout}");
+}
