@@ -3,12 +3,14 @@
 
 mod support;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::files::write_atomic;
 use support::plugins::{install, registry, rss_kib, wasm, wasm_bytes};
 use support::wait::wait_for;
-use warren::plugins::{Grant, PluginError, PluginState};
+use warren::plugins::{Grant, PluginError, PluginRegistry, PluginState};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -118,7 +120,7 @@ fn ten_thousand_faulty_calls() {
 
 /// The file currently serving scheme ENV, with the value it resolves (the grant allows
 /// CARGO_PKG_NAME, which cargo sets to "warren" for this test binary).
-fn env_served_by(reg: &warren::plugins::PluginRegistry) -> Option<(std::path::PathBuf, String)> {
+fn env_served_by(reg: &PluginRegistry) -> Option<(PathBuf, String)> {
     let src = reg.get_credential_source("ENV")?;
     let value = src.resolve("ENV:CARGO_PKG_NAME").ok()?.ok()?.value;
     Some((src.plugin().info.file.clone(), value))
@@ -128,14 +130,20 @@ fn env_grant() -> [(&'static str, Grant); 1] {
     [("env", Grant { env: vec!["CARGO_PKG_NAME".into()], ..Grant::default() })]
 }
 
-#[test]
-fn upgrade_by_new_file_name_then_removing_the_old_one_keeps_serving() {
+/// A registry over a fresh folder holding the env plugin as `file`, loaded.
+fn env_loaded_as(file: &str) -> (tempfile::TempDir, PathBuf, Arc<PluginRegistry>) {
     let dir = tempfile::tempdir().unwrap();
-    let old = dir.path().join("env-1.wasm");
-    let new = dir.path().join("env-2.wasm");
-    std::fs::copy(wasm("env"), &old).unwrap();
+    let path = dir.path().join(file);
+    std::fs::copy(wasm("env"), &path).unwrap();
     let reg = registry(dir.path(), &env_grant());
     reg.load_dir().unwrap();
+    (dir, path, reg)
+}
+
+#[test]
+fn upgrade_by_new_file_name_then_removing_the_old_one_keeps_serving() {
+    let (dir, old, reg) = env_loaded_as("env-1.wasm");
+    let new = dir.path().join("env-2.wasm");
     let _watcher = reg.watch().unwrap();
     assert_eq!(env_served_by(&reg), Some((old.clone(), "warren".into())));
 
@@ -158,12 +166,8 @@ fn upgrade_by_new_file_name_then_removing_the_old_one_keeps_serving() {
 
 #[test]
 fn renaming_a_plugin_to_an_earlier_name_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let old = dir.path().join("env.wasm");
+    let (dir, old, reg) = env_loaded_as("env.wasm");
     let renamed = dir.path().join("a-env.wasm"); // sorts before env.wasm
-    std::fs::copy(wasm("env"), &old).unwrap();
-    let reg = registry(dir.path(), &env_grant());
-    reg.load_dir().unwrap();
     let _watcher = reg.watch().unwrap();
     assert_eq!(env_served_by(&reg), Some((old.clone(), "warren".into())));
 
@@ -178,12 +182,8 @@ fn renaming_a_plugin_to_an_earlier_name_keeps_serving() {
 #[test]
 fn one_batch_applies_removals_before_additions() {
     // No watcher: the batch a rename produces, handed over in path order (new name first).
-    let dir = tempfile::tempdir().unwrap();
-    let old = dir.path().join("env.wasm");
+    let (dir, old, reg) = env_loaded_as("env.wasm");
     let renamed = dir.path().join("a-env.wasm");
-    std::fs::copy(wasm("env"), &old).unwrap();
-    let reg = registry(dir.path(), &env_grant());
-    reg.load_dir().unwrap();
     std::fs::rename(&old, &renamed).unwrap();
     reg.refresh_paths([renamed.as_path(), old.as_path()]);
     assert_eq!(env_served_by(&reg), Some((renamed.clone(), "warren".into())));
@@ -195,12 +195,8 @@ fn one_batch_applies_removals_before_additions() {
 #[test]
 fn a_duplicate_is_retried_when_the_original_is_unloaded() {
     // No watcher: the two events arrive in separate batches, addition first.
-    let dir = tempfile::tempdir().unwrap();
-    let old = dir.path().join("env-1.wasm");
+    let (dir, old, reg) = env_loaded_as("env-1.wasm");
     let new = dir.path().join("env-2.wasm");
-    std::fs::copy(wasm("env"), &old).unwrap();
-    let reg = registry(dir.path(), &env_grant());
-    reg.load_dir().unwrap();
     std::fs::write(&new, variant("env", b"2")).unwrap();
     reg.refresh_path(&new);
     assert!(matches!(reg.load_file(&new), Err(PluginError::DuplicateName { .. })));
