@@ -21,6 +21,7 @@ fn core(i: u8, keyring: Keyring) -> RingCore {
         peers: vec![SocketAddr::from(([127, 0, 0, 1], 9638))],
         seed: u64::from(i),
         http_port: 0,
+        restored: None,
     });
     c.start(Duration::ZERO);
     c
@@ -44,11 +45,12 @@ fn exchange(a: &mut RingCore, b: &mut RingCore, until: Duration) -> Vec<Vec<u8>>
                         dst.handle_datagram(now, &bytes);
                     }
                     Output::PushPull { .. } => {
-                        let req = src.pushpull_message();
-                        seen.push(req.clone());
-                        if dst.handle_pushpull(now, &req).is_ok() {
-                            let reply = dst.pushpull_message();
-                            let _ = src.handle_pushpull(now, &reply);
+                        let req = src.pushpull_sealed();
+                        seen.extend(req.iter().cloned());
+                        if req.iter().all(|f| dst.handle_pushpull(now, f).is_ok()) {
+                            for f in dst.pushpull_sealed() {
+                                let _ = src.handle_pushpull(now, &f);
+                            }
                         }
                     }
                     _ => {}

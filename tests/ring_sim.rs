@@ -56,6 +56,7 @@ impl Sim {
                     peers: vec![addr(0)],
                     seed: seed.wrapping_mul(1000).wrapping_add(i as u64),
                     http_port: 0,
+                    restored: None,
                 })
             })
             .collect();
@@ -103,14 +104,15 @@ impl Sim {
                     if i == j || !self.connected(i, j) {
                         continue;
                     }
-                    let req = self.cores[i].pushpull_message();
-                    if self.cores[j].handle_pushpull(self.now, &req).is_ok() {
-                        let reply = self.cores[j].pushpull_message();
-                        let _ = self.cores[i].handle_pushpull(self.now, &reply);
+                    let req = self.cores[i].pushpull_sealed();
+                    if req.iter().all(|f| self.cores[j].handle_pushpull(self.now, f).is_ok()) {
+                        for f in self.cores[j].pushpull_sealed() {
+                            let _ = self.cores[i].handle_pushpull(self.now, &f);
+                        }
                     }
                     self.collect(j);
                 }
-                Output::SaveState | Output::Departed => {}
+                Output::SaveState | Output::Departed | Output::Event(_) => {}
             }
         }
     }

@@ -37,17 +37,29 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, axum::Json(serde_json::json!({ "error": msg.to_string() }))).into_response()
 }
 
+// Views are built from the ring's published status and the mirror of its rumors, on the
+// gateway's threads: a request never waits for (or holds up) the ring's loop.
 async fn butterfly(State(api): State<RingApi>) -> Response {
-    axum::Json(api.ring.with_core(|c| super::views::butterfly(c))).into_response()
+    let status = api.ring.status();
+    axum::Json(api.ring.with_rumors(|s| super::views::butterfly_from(&status.members, s))).into_response()
 }
 
 async fn census(State(api): State<RingApi>) -> Response {
-    axum::Json(api.ring.with_core(|c| super::views::census(c))).into_response()
+    let status = api.ring.status();
+    let local = status.id.to_string();
+    axum::Json(api.ring.with_rumors(|s| super::views::census_from(&status.members, s, &local)))
+        .into_response()
 }
 
 async fn metrics(State(api): State<RingApi>) -> Response {
-    let body = api.ring.with_core(|c| super::views::metrics(c));
+    let status = api.ring.status();
+    let m = api.ring.metrics();
+    let body = api.ring.with_rumors(|s| super::views::metrics(&status, s, &m));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+fn gone() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "the ring has stopped")
 }
 
 /// The JSON accepted by `POST /rumors`: `{"type": "service_config", ...}`. Text fields
@@ -162,7 +174,7 @@ impl RumorRequest {
             RumorRequest::ElectionUpdate(e) => Rumor::ElectionUpdate(e.to_proto(from)?),
             RumorRequest::Departure { member_id } => {
                 member_id.parse::<MemberId>()?;
-                Rumor::Departure(proto::DepartureRumor { member_id })
+                Rumor::Departure(proto::DepartureRumor { member_id, departed_at: 0 })
             }
         })
     }
@@ -173,14 +185,15 @@ async fn inject(State(api): State<RingApi>, body: axum::body::Bytes) -> Response
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let me = api.ring.with_core(|c| c.identity().id.to_string());
+    let me = api.ring.status().id.to_string();
     let rumor = match req.into_rumor(&me) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match api.ring.inject(rumor) {
-        Ok(news) => axum::Json(serde_json::json!({ "news": news })).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    match api.ring.inject(rumor).await {
+        Ok(Ok(news)) => axum::Json(serde_json::json!({ "news": news })).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(_) => gone(),
     }
 }
 
@@ -194,14 +207,15 @@ async fn depart(State(api): State<RingApi>, axum::Json(req): axum::Json<DepartRe
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match api.ring.with_core(|c| c.depart(id)) {
-        Ok(news) => axum::Json(serde_json::json!({ "news": news })).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    match api.ring.depart(id).await {
+        Ok(Ok(news)) => axum::Json(serde_json::json!({ "news": news })).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(_) => gone(),
     }
 }
 
 async fn list_keys(State(api): State<RingApi>) -> Response {
-    axum::Json(api.ring.with_core(|c| c.keyring().list())).into_response()
+    axum::Json(api.ring.status().keys.clone()).into_response()
 }
 
 /// Body: the text of a SYM-SEC-1 key file.
@@ -214,7 +228,7 @@ async fn install_key(State(api): State<RingApi>, body: axum::body::Bytes) -> Res
         Ok(k) => k,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let primary_name = api.ring.with_core(|c| c.keyring().primary_id().map(|k| k.name.clone()));
+    let primary_name = api.ring.status().ring_name.clone();
     match primary_name {
         None => return error(StatusCode::CONFLICT, crate::ring::wire::KeyringError::Unencrypted),
         Some(name) if name != key.id.name => {
@@ -231,12 +245,13 @@ async fn install_key(State(api): State<RingApi>, body: axum::body::Bytes) -> Res
         return error(StatusCode::CONFLICT, e);
     }
     let id = key.id.to_string();
-    match api.ring.with_core(|c| c.keyring_mut().install(key)) {
-        Ok(added) => {
+    match api.ring.install_key(key).await {
+        Ok(Ok(added)) => {
             tracing::info!(key = %id, "ring key installed");
             axum::Json(serde_json::json!({ "id": id, "added": added })).into_response()
         }
-        Err(e) => error(StatusCode::CONFLICT, e),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
+        Err(_) => gone(),
     }
 }
 
@@ -250,13 +265,13 @@ async fn use_key(State(api): State<RingApi>, axum::Json(req): axum::Json<UseKey>
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match api.ring.with_core(|c| c.keyring_mut().use_key(&id)) {
-        Ok(()) => {
-            api.ring.save_state();
+    match api.ring.use_key(id.clone()).await {
+        Ok(Ok(())) => {
             tracing::info!(key = %id, "ring key is now primary");
             axum::Json(serde_json::json!({ "primary": id.to_string() })).into_response()
         }
-        Err(e) => error(StatusCode::NOT_FOUND, e),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(_) => gone(),
     }
 }
 
@@ -265,10 +280,13 @@ async fn remove_key(State(api): State<RingApi>, Path(id): Path<String>) -> Respo
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match api.ring.with_core(|c| c.keyring_mut().remove(&id)) {
-        Ok(_) => {}
-        Err(e @ crate::ring::wire::KeyringError::NotInstalled(_)) => return error(StatusCode::NOT_FOUND, e),
-        Err(e) => return error(StatusCode::CONFLICT, e),
+    match api.ring.remove_key(id.clone()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e @ crate::ring::wire::KeyringError::NotInstalled(_))) => {
+            return error(StatusCode::NOT_FOUND, e);
+        }
+        Ok(Err(e)) => return error(StatusCode::CONFLICT, e),
+        Err(_) => return gone(),
     }
     if let Some(cache) = &api.cache {
         let path = cache.dir().join(format!("{id}.{}", KeyKind::SymSecret.extension()));

@@ -6,10 +6,11 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
-use crate::ring::core::{Health, MemberView, RingCore};
+use crate::ring::core::{Health, MemberView};
 use crate::ring::metrics::Metrics;
 use crate::ring::proto;
-use crate::ring::rumor::{Rumor, RumorKind, RumorStore};
+use crate::ring::rumor::{Rumor, RumorKey, RumorKind, RumorStore};
+use crate::ring::shell::RingStatus;
 use crate::ring::wire::Reject;
 
 fn health_name(h: Health) -> &'static str {
@@ -18,6 +19,8 @@ fn health_name(h: Health) -> &'static str {
         Health::Suspect => "Suspect",
         Health::Confirmed => "Confirmed",
         Health::Departed => "Departed",
+        // Habitat has no "left": a member that left is down without having been suspected.
+        Health::Left => "Confirmed",
     }
 }
 
@@ -79,12 +82,6 @@ fn insert_path(root: &mut Map<String, Value>, path: &[&str], value: Value) {
             None => return,
         }
     }
-}
-
-/// `GET /butterfly`: every rumor and member this supervisor knows.
-pub fn butterfly(core: &RingCore) -> Value {
-    let members = core.members();
-    core.with_store(|store| butterfly_from(&members, store))
 }
 
 pub fn butterfly_from(members: &[MemberView], store: &RumorStore) -> Value {
@@ -184,13 +181,8 @@ pub fn butterfly_from(members: &[MemberView], store: &RumorStore) -> Value {
     })
 }
 
-/// `GET /census`: the service groups this supervisor knows, with each member's health.
-pub fn census(core: &RingCore) -> Value {
-    let members = core.members();
-    let local = core.identity().id.to_string();
-    core.with_store(|store| census_from(&members, store, &local))
-}
-
+/// `GET /census`: the service groups this supervisor knows, with each member's health. One
+/// pass over the service rumors (grouped by key order); configs and files are key lookups.
 pub fn census_from(members: &[MemberView], store: &RumorStore, local: &str) -> Value {
     let health: BTreeMap<String, &MemberView> = members.iter().map(|m| (m.ident.id.to_string(), m)).collect();
     let mut groups = Map::new();
@@ -228,7 +220,7 @@ pub fn census_from(members: &[MemberView], store: &RumorStore, local: &str) -> V
         let entry = json!({
             "alive": h == Some(Health::Alive) || h == Some(Health::Suspect),
             "cfg": toml_to_json(&s.cfg),
-            "confirmed": h == Some(Health::Confirmed),
+            "confirmed": h == Some(Health::Confirmed) || h == Some(Health::Left),
             "departed": h == Some(Health::Departed),
             "election_is_finished": election.is_some_and(|e| e.status == 2),
             "election_is_no_quorum": election.is_some_and(|e| e.status == 1),
@@ -256,17 +248,17 @@ pub fn census_from(members: &[MemberView], store: &RumorStore, local: &str) -> V
             "update_leader": update_leader,
         });
         let g = groups.entry(group.to_string()).or_insert_with(|| {
-            let config = store.iter().find_map(|r| match r {
-                Rumor::ServiceConfig(c) if c.service_group == group => {
+            let config_key =
+                RumorKey { kind: RumorKind::ServiceConfig, a: group.to_string(), b: String::new() };
+            let config = match store.get(&config_key) {
+                Some(Rumor::ServiceConfig(c)) => {
                     Some(json!({ "incarnation": c.incarnation, "value": toml_to_json(&c.config) }))
                 }
                 _ => None,
-            });
+            };
             let mut files = Map::new();
-            for r in store.of_kind(RumorKind::ServiceFile) {
-                if let Rumor::ServiceFile(f) = r
-                    && f.service_group == group
-                {
+            for r in store.of_group(RumorKind::ServiceFile, group) {
+                if let Rumor::ServiceFile(f) = r {
                     files.insert(
                         f.filename.clone(),
                         json!({ "body": f.body, "filename": f.filename, "incarnation": f.incarnation }),
@@ -304,9 +296,8 @@ pub fn census_from(members: &[MemberView], store: &RumorStore, local: &str) -> V
 }
 
 /// `GET /metrics` in Prometheus text format.
-pub fn metrics(core: &RingCore) -> String {
-    let members = core.members();
-    let m = core.metrics();
+pub fn metrics(status: &RingStatus, store: &RumorStore, m: &Metrics) -> String {
+    let members = &status.members;
     let mut out = String::new();
     let _ =
         writeln!(out, "# HELP warren_ring_members Members of the ring by health, as this member sees them.");
@@ -338,13 +329,13 @@ pub fn metrics(core: &RingCore) -> String {
     }
     let _ = writeln!(out, "# HELP warren_ring_rumors Rumors held, by type.");
     let _ = writeln!(out, "# TYPE warren_ring_rumors gauge");
-    core.with_store(|s| {
-        for k in RumorKind::ALL {
-            let _ = writeln!(out, "warren_ring_rumors{{type=\"{}\"}} {}", k.label(), s.count(k));
-        }
-    });
+    for k in RumorKind::ALL {
+        let _ = writeln!(out, "warren_ring_rumors{{type=\"{}\"}} {}", k.label(), store.count(k));
+    }
+    let _ = writeln!(out, "# HELP warren_ring_rumor_bytes Encoded size of the rumors held.");
+    let _ = writeln!(out, "# TYPE warren_ring_rumor_bytes gauge\nwarren_ring_rumor_bytes {}", store.bytes());
     let _ = writeln!(out, "# HELP warren_ring_incarnation This member's incarnation.");
     let _ =
-        writeln!(out, "# TYPE warren_ring_incarnation gauge\nwarren_ring_incarnation {}", core.incarnation());
+        writeln!(out, "# TYPE warren_ring_incarnation gauge\nwarren_ring_incarnation {}", status.incarnation);
     out
 }

@@ -20,6 +20,10 @@ pub struct RingConfig {
     pub max_transmissions: u8,
     pub pushpull_interval: Duration,
     pub max_packet_size: usize,
+    /// Count cap and byte budget of the rumor store.
+    pub rumor_limits: super::rumor::RumorLimits,
+    /// How long a departed member's tombstone and rumors are kept; after it the id may rejoin.
+    pub departed_retention: Duration,
 }
 
 impl Default for RingConfig {
@@ -35,6 +39,8 @@ impl Default for RingConfig {
             max_transmissions: 12,
             pushpull_interval: Duration::from_secs(5),
             max_packet_size: 1400,
+            rumor_limits: super::rumor::RumorLimits::default(),
+            departed_retention: Duration::from_secs(24 * 3600),
         }
     }
 }

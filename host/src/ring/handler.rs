@@ -12,6 +12,8 @@ use super::rumor::{Rumor, RumorError, RumorKey, RumorStore};
 pub enum Inbound {
     Suspicion(proto::SuspicionRumor),
     Departure(String),
+    /// News gossiped on a SWIM packet, for the core's merge path.
+    Rumor(Rumor),
 }
 
 /// The key foca uses to replace stale broadcasts in its backlog.
@@ -27,7 +29,6 @@ impl foca::Invalidates for BroadcastKey {
     }
 }
 
-#[derive(Default)]
 pub struct Shared {
     pub store: RumorStore,
     pub inbox: Vec<Inbound>,
@@ -38,6 +39,18 @@ pub struct Shared {
 }
 
 const SEEN_SUSPICIONS: usize = 4096;
+
+impl Shared {
+    pub fn new(store: RumorStore) -> Self {
+        Shared {
+            store,
+            inbox: Vec::new(),
+            fresh: false,
+            seen_suspicions: HashSet::new(),
+            seen_order: VecDeque::new(),
+        }
+    }
+}
 
 pub struct Handler {
     pub shared: Arc<Mutex<Shared>>,
@@ -78,21 +91,18 @@ impl foca::BroadcastHandler<Ident> for Handler {
             }
             return Ok(Some(BroadcastKey::Suspicion(seen.0, seen.1, seen.2, seen.3)));
         }
-        let rumor = Rumor::from_proto(p)?.ok_or(RumorError::Empty)?;
+        let rumor = Rumor::from_proto(p)?.ok_or(RumorError::Empty)?.normalized()?;
         let key = rumor.key();
         if sender.is_none() {
             // Added locally: the core merged it already.
             return Ok(Some(BroadcastKey::Rumor(key)));
         }
-        match sh.store.merge(rumor, false)? {
-            Some(stored) => {
-                sh.fresh = true;
-                if let Rumor::Departure(d) = &stored {
-                    sh.inbox.push(Inbound::Departure(d.member_id.clone()));
-                }
-                Ok(Some(BroadcastKey::Rumor(key)))
-            }
-            None => Ok(None),
+        // foca keeps what we call news for rebroadcast; the core's merge path stores it.
+        if !sh.store.is_news(&rumor) {
+            return Ok(None);
         }
+        sh.fresh = true;
+        sh.inbox.push(Inbound::Rumor(rumor));
+        Ok(Some(BroadcastKey::Rumor(key)))
     }
 }

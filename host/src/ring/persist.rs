@@ -1,6 +1,8 @@
 //! What a supervisor keeps across restarts under `--data-path`: its member id, its SWIM
 //! generation and incarnation (so a restart always comes back higher), the primary ring key
-//! and every rumor. Every write is atomic (temp file, fsync, rename).
+//! and every rumor. Every write is atomic (temp file, fsync, rename); folders are created
+//! 0700 and files 0600 (never the umask's mode: rumors may hold encrypted configs, and the
+//! member id is an identity). One supervisor at a time holds a data path (`DataDir::lock`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,10 @@ use crate::fsutil::{self, Existing};
 pub const MEMBER_ID_FILE: &str = "MEMBER_ID";
 pub const STATE_FILE: &str = "ring-state.json";
 pub const RUMORS_FILE: &str = "rumors.pb";
+pub const LOCK_FILE: &str = "LOCK";
+/// Mode of every folder and file the supervisor creates under its data path.
+pub const DIR_MODE: u32 = 0o700;
+pub const FILE_MODE: u32 = 0o600;
 /// Refuse absurd files rather than reading them whole.
 const MAX_STATE_FILE: u64 = 64 * 1024;
 const MAX_RUMORS_FILE: u64 = 1024 * 1024 * 1024;
@@ -21,6 +27,14 @@ pub enum PersistError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: {why}")]
     Corrupt { path: String, why: String },
+    #[error("{path} is in use by another supervisor{holder} (each supervisor needs its own --data-path)")]
+    Locked { path: String, holder: String },
+}
+
+/// Holds the data path's lock for as long as it lives (the kernel drops it if we die).
+#[derive(Debug)]
+pub struct DataLock {
+    _file: fs::File,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -40,11 +54,16 @@ fn io(path: &Path, source: std::io::Error) -> PersistError {
     PersistError::Io { path: path.display().to_string(), source }
 }
 
-/// Writes `bytes` to `path` atomically (creating its folder), with the umask's default mode.
+/// Creates `dir` and its missing parents 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), PersistError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|e| io(dir, e))
+}
+
+/// Writes `bytes` to `path` atomically (creating its folder 0700), as a 0600 file.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
-    let dir = fsutil::parent_dir(path);
-    fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-    fsutil::write_atomic(path, bytes, fsutil::DEFAULT_MODE, Existing::Replace).map_err(|e| io(path, e))
+    create_private_dir(&fsutil::parent_dir(path))?;
+    fsutil::write_atomic(path, bytes, FILE_MODE, Existing::Replace).map_err(|e| io(path, e))
 }
 
 fn read_limited(path: &Path, max: u64) -> Result<Option<Vec<u8>>, PersistError> {
@@ -65,6 +84,39 @@ impl DataDir {
 
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// Takes the data path for this process: a second supervisor on the same path fails
+    /// here, before it could share our member id. The lock file names the holder's pid.
+    pub fn lock(&self) -> Result<DataLock, PersistError> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        use std::os::unix::fs::OpenOptionsExt as _;
+        create_private_dir(&self.dir)?;
+        let path = self.dir.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        if let Err(e) = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            if e == rustix::io::Errno::WOULDBLOCK {
+                let mut text = String::new();
+                let _ = (&file).take(64).read_to_string(&mut text);
+                let holder = match text.trim().parse::<u32>() {
+                    Ok(pid) => format!(" (pid {pid})"),
+                    Err(_) => String::new(),
+                };
+                return Err(PersistError::Locked { path: self.dir.display().to_string(), holder });
+            }
+            return Err(io(&path, e.into()));
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(DataLock { _file: file })
     }
 
     /// The persisted member id, created (random) on first start.
@@ -124,5 +176,28 @@ mod tests {
         assert_eq!(d.load_rumors().unwrap().unwrap(), b"abc");
         fs::write(tmp.path().join("data").join(MEMBER_ID_FILE), "nothex").unwrap();
         assert!(d.member_id().is_err());
+    }
+
+    #[test]
+    fn data_path_is_private_and_locked_once() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::new(tmp.path().join("data"));
+        let lock = d.lock().unwrap();
+        let again = DataDir::new(tmp.path().join("data")).lock().unwrap_err();
+        let msg = again.to_string();
+        assert!(
+            msg.contains("in use by another supervisor")
+                && msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        d.member_id().unwrap();
+        d.save_rumors(b"x").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(d.path()), DIR_MODE);
+        assert_eq!(mode(&d.path().join(MEMBER_ID_FILE)), FILE_MODE);
+        assert_eq!(mode(&d.path().join(RUMORS_FILE)), FILE_MODE);
+        drop(lock);
+        d.lock().expect("free again once the holder is gone");
     }
 }

@@ -1,37 +1,87 @@
-//! The tokio shell around `RingCore`: a UDP socket for SWIM, a TCP listener for push-pull,
-//! a timer, and the public `RingHandle` the rest of the supervisor uses.
+//! The tokio shell around `RingCore`. One loop owns the core, on a thread of its own: it moves
+//! datagrams, fires timers and takes typed commands (each with a oneshot reply), and hands
+//! the core's events to subscribers. Nothing else touches the core. Push-pull exchanges,
+//! their sealing and decoding, and persistence run on the supervisor's other runtime, so a
+//! slow disk or a 16 MiB frame never delays a probe.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use super::core::{MemberView, Output, RingCore};
+use super::core::{Event, MemberView, Output, RingCore, decode_pushpull};
+use super::identity::MemberId;
 use super::metrics::Metrics;
-use super::persist::{DataDir, RingState};
-use super::rumor::{Rumor, RumorError, RumorEvent};
-use super::wire::{MAX_DATAGRAM, MAX_FRAME};
+use super::mirror::{Mirror, Persist};
+use super::proto;
+use super::rumor::{Rumor, RumorError, RumorStore};
+use super::wire::{KeyInfo, Keyring, KeyringError, MAX_DATAGRAM, MAX_FRAME, Reject};
+use crate::crypto::{KeyId, RingKey};
 
 const PUSHPULL_TIMEOUT: Duration = Duration::from_secs(5);
-const SAVE_EVERY: Duration = Duration::from_secs(1);
-/// Concurrent inbound push-pull exchanges; more connections are closed at once.
-const MAX_PUSHPULL_SERVERS: usize = 16;
+/// Concurrent push-pull exchanges each way; more inbound connections are closed at once.
+const MAX_PUSHPULL: usize = 16;
+/// Most frames one exchange may send us (the store's byte budget over the chunk size, and
+/// then some): a peer cannot stream forever.
+const MAX_EXCHANGE_FRAMES: usize = 1024;
+/// Commands waiting for the loop; senders wait (backpressure) beyond it.
+const COMMAND_QUEUE: usize = 256;
+/// After an accept error (out of descriptors), wait before accepting again instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-struct Inner {
-    core: Mutex<RingCore>,
-    wake: Notify,
-    start: Instant,
-    metrics: Arc<Metrics>,
-    data: Option<DataDir>,
+/// What the rest of the supervisor may ask of the ring.
+pub enum Command {
+    Inject {
+        rumor: Rumor,
+        reply: oneshot::Sender<Result<bool, RumorError>>,
+    },
+    Depart {
+        member: MemberId,
+        reply: oneshot::Sender<Result<bool, RumorError>>,
+    },
+    InstallKey {
+        key: RingKey,
+        reply: oneshot::Sender<Result<bool, KeyringError>>,
+    },
+    UseKey {
+        id: KeyId,
+        reply: oneshot::Sender<Result<(), KeyringError>>,
+    },
+    RemoveKey {
+        id: KeyId,
+        reply: oneshot::Sender<Result<(), KeyringError>>,
+    },
+    /// Makes the keyring exactly these keys (the key cache changed); replies whether it changed.
+    ReplaceKeys {
+        keys: Vec<RingKey>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Every event from now on, lossless (an unbounded queue per subscriber).
+    Subscribe {
+        reply: oneshot::Sender<mpsc::UnboundedReceiver<Event>>,
+    },
+    /// Our state for a push-pull exchange, and the keyring to seal and open its frames.
+    PushPullState {
+        reply: oneshot::Sender<(Vec<proto::PushPull>, Keyring)>,
+    },
+    /// One decoded frame of a peer's push-pull.
+    PushPullFrame(proto::PushPull),
 }
 
-/// A cheap, clonable handle on a running ring.
-#[derive(Clone)]
-pub struct RingHandle {
-    inner: Arc<Inner>,
+/// This member and the ring as it sees them, republished by the loop after every change.
+#[derive(Debug, Clone)]
+pub struct RingStatus {
+    pub id: MemberId,
+    pub incarnation: u64,
+    pub members: Vec<MemberView>,
+    pub keys: Vec<KeyInfo>,
+    pub encrypted: bool,
+    /// The name of the ring's keys (None: unencrypted).
+    pub ring_name: Option<String>,
 }
 
 /// Why the ring loop stopped.
@@ -41,86 +91,452 @@ pub enum Stopped {
     Departed,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RingGone {
+    #[error("the ring has stopped")]
+    Stopped,
+}
+
+/// A cheap, clonable handle on a running ring: commands in, snapshots out.
+#[derive(Clone)]
+pub struct RingHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Arc<RingStatus>>,
+    rumors: Arc<RwLock<RumorStore>>,
+    metrics: Arc<Metrics>,
+}
+
 impl RingHandle {
-    pub fn new(core: RingCore, data: Option<DataDir>) -> Self {
-        let metrics = core.metrics();
-        RingHandle {
-            inner: Arc::new(Inner {
-                core: Mutex::new(core),
-                wake: Notify::new(),
-                start: Instant::now(),
-                metrics,
-                data,
-            }),
-        }
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, RingGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| RingGone::Stopped)?;
+        rx.await.map_err(|_| RingGone::Stopped)
     }
 
-    fn lock(&self) -> MutexGuard<'_, RingCore> {
-        self.inner.core.lock().unwrap_or_else(|p| p.into_inner())
+    /// Spreads a rumor said by this member (the ring numbers it). Returns whether it was news.
+    pub async fn inject(&self, rumor: Rumor) -> Result<Result<bool, RumorError>, RingGone> {
+        self.ask(|reply| Command::Inject { rumor, reply }).await
     }
 
-    /// Time since the ring started: the core's clock.
-    pub fn now(&self) -> Duration {
-        self.inner.start.elapsed()
+    pub async fn depart(&self, member: MemberId) -> Result<Result<bool, RumorError>, RingGone> {
+        self.ask(|reply| Command::Depart { member, reply }).await
     }
 
-    /// Runs `f` on the core, then wakes the loop so any output is sent at once.
-    pub fn with_core<R>(&self, f: impl FnOnce(&mut RingCore) -> R) -> R {
-        let r = f(&mut self.lock());
-        self.inner.wake.notify_one();
-        r
+    pub async fn install_key(&self, key: RingKey) -> Result<Result<bool, KeyringError>, RingGone> {
+        self.ask(|reply| Command::InstallKey { key, reply }).await
     }
 
-    /// Spreads a rumor to the whole ring. Returns whether it was news.
-    pub fn inject(&self, rumor: Rumor) -> Result<bool, RumorError> {
-        self.with_core(|c| c.inject(rumor))
+    pub async fn use_key(&self, id: KeyId) -> Result<Result<(), KeyringError>, RingGone> {
+        self.ask(|reply| Command::UseKey { id, reply }).await
     }
 
-    /// Every rumor that changes this member's store from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<RumorEvent> {
-        self.lock().with_store(|s| s.subscribe())
+    pub async fn remove_key(&self, id: KeyId) -> Result<Result<(), KeyringError>, RingGone> {
+        self.ask(|reply| Command::RemoveKey { id, reply }).await
     }
 
-    pub fn members(&self) -> Vec<MemberView> {
-        self.lock().members()
+    pub async fn replace_keys(&self, keys: Vec<RingKey>) -> Result<bool, RingGone> {
+        self.ask(|reply| Command::ReplaceKeys { keys, reply }).await
+    }
+
+    pub async fn subscribe(&self) -> Result<mpsc::UnboundedReceiver<Event>, RingGone> {
+        self.ask(|reply| Command::Subscribe { reply }).await
+    }
+
+    /// The latest status (members, keys, incarnation).
+    pub fn status(&self) -> Arc<RingStatus> {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every new status.
+    pub fn watch_status(&self) -> watch::Receiver<Arc<RingStatus>> {
+        self.status.clone()
+    }
+
+    /// Reads the mirror of the rumor store (kept by the persistence task, not the core).
+    pub fn with_rumors<R>(&self, f: impl FnOnce(&RumorStore) -> R) -> R {
+        f(&self.rumors.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
-        self.inner.metrics.clone()
+        self.metrics.clone()
     }
+}
 
-    pub fn data_dir(&self) -> Option<&DataDir> {
-        self.inner.data.as_ref()
+/// The sockets the ring uses, bound by the caller (std sockets: the ring's thread registers
+/// them with its own runtime).
+pub struct Sockets {
+    pub udp: std::net::UdpSocket,
+    pub tcp: std::net::TcpListener,
+}
+
+/// A running ring: its handle, and the thread that ends with the ring.
+pub struct Running {
+    pub handle: RingHandle,
+    pub thread: std::thread::JoinHandle<Stopped>,
+}
+
+/// Starts the ring loop on a thread of its own. `worker` runs push-pull and persistence;
+/// the loop stops (leaving the ring gracefully) when `shutdown` turns true.
+pub fn start(
+    mut core: RingCore,
+    sockets: Sockets,
+    persist: Option<Persist>,
+    worker: Handle,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<Running> {
+    let metrics = core.metrics();
+    let status = watch::channel(Arc::new(status_of(&core))).0;
+    let mirror = Mirror::new(&core, persist);
+    let rumors = mirror.store();
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (mirror_tx, mirror_rx) = mpsc::unbounded_channel();
+    let mirror_task = worker.spawn(mirror.run(mirror_rx));
+    let handle = RingHandle { commands: cmd_tx.clone(), status: status.subscribe(), rumors, metrics };
+
+    sockets.udp.set_nonblocking(true)?;
+    sockets.tcp.set_nonblocking(true)?;
+    {
+        let _guard = worker.enter();
+        let tcp = TcpListener::from_std(sockets.tcp)?;
+        worker.spawn(accept_pushpull(tcp, cmd_tx.clone(), handle.metrics(), shutdown.clone()));
     }
-
-    /// Persists generation, incarnation and primary key now.
-    pub fn save_state(&self) {
-        let Some(data) = &self.inner.data else { return };
-        let state = {
-            let core = self.lock();
-            let (generation, incarnation) = core.persisted_state();
-            RingState {
-                generation,
-                incarnation,
-                primary_key: core.keyring().primary_id().map(|k| k.to_string()),
+    let thread = std::thread::Builder::new().name("warren-ring".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the ring's runtime");
+                return Stopped::Shutdown;
             }
         };
-        if let Err(e) = data.save_state(&state) {
-            tracing::warn!(error = %e, "could not save ring state");
+        let stopped = rt.block_on(async move {
+            let udp = match UdpSocket::from_std(sockets.udp) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use the gossip socket");
+                    return Stopped::Shutdown;
+                }
+            };
+            core.set_wall_clock(unix_now());
+            let mut ring = Loop {
+                core,
+                udp,
+                commands: cmd_rx,
+                command_tx: cmd_tx,
+                subscribers: vec![mirror_tx],
+                status,
+                worker,
+                start: Instant::now(),
+                clients: Arc::new(Semaphore::new(MAX_PUSHPULL)),
+                status_dirty: true,
+            };
+            ring.run(shutdown).await
+        });
+        // The mirror writes its last snapshot once every event sender is gone.
+        let _ = futures_block(mirror_task);
+        stopped
+    })?;
+    Ok(Running { handle, thread })
+}
+
+/// Waits for a task of another runtime from a plain thread.
+fn futures_block<T>(task: tokio::task::JoinHandle<T>) -> Option<T> {
+    let rt = tokio::runtime::Builder::new_current_thread().build().ok()?;
+    rt.block_on(task).ok()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn status_of(core: &RingCore) -> RingStatus {
+    RingStatus {
+        id: core.identity().id,
+        incarnation: core.incarnation(),
+        members: core.members(),
+        keys: core.keyring().list(),
+        encrypted: core.keyring().is_encrypted(),
+        ring_name: core.keyring().primary_id().map(|k| k.name.clone()),
+    }
+}
+
+/// The messages the mirror (persistence and read views) receives from the loop.
+pub enum ToMirror {
+    Event(Event),
+    /// Generation, incarnation and primary key changed: persist them.
+    State {
+        generation: u32,
+        incarnation: u32,
+        primary_key: Option<String>,
+    },
+}
+
+struct Loop {
+    core: RingCore,
+    udp: UdpSocket,
+    commands: mpsc::Receiver<Command>,
+    command_tx: mpsc::Sender<Command>,
+    subscribers: Vec<mpsc::UnboundedSender<ToMirror>>,
+    status: watch::Sender<Arc<RingStatus>>,
+    worker: Handle,
+    start: Instant,
+    clients: Arc<Semaphore>,
+    status_dirty: bool,
+}
+
+impl Loop {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Stopped {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let now = self.now();
+        self.core.start(now);
+        self.save_state();
+        let mut event_subs: Vec<mpsc::UnboundedSender<Event>> = Vec::new();
+        let stopped = loop {
+            if self.flush(&mut event_subs).await {
+                break Stopped::Departed;
+            }
+            self.publish_status();
+            let now = self.now();
+            if self.core.next_deadline() <= now {
+                self.core.set_wall_clock(unix_now());
+                self.core.tick(now);
+                continue;
+            }
+            let sleep_for = self.core.next_deadline().saturating_sub(now);
+            tokio::select! {
+                r = self.udp.recv_from(&mut buf) => match r {
+                    Ok((n, _from)) => {
+                        let now = self.now();
+                        if n > MAX_DATAGRAM {
+                            self.core.metrics().reject(Reject::TooLarge);
+                        } else {
+                            self.core.handle_datagram(now, &buf[..n]);
+                        }
+                    }
+                    Err(e) => tracing::trace!(error = %e, "recv failed"),
+                },
+                _ = tokio::time::sleep(sleep_for) => {
+                    let now = self.now();
+                    self.core.set_wall_clock(unix_now());
+                    self.core.tick(now);
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Subscribe { reply }) => {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        event_subs.push(tx);
+                        let _ = reply.send(rx);
+                    }
+                    Some(cmd) => self.command(cmd),
+                    None => break Stopped::Shutdown,
+                },
+                _ = shutdown.wait_for(|s| *s) => {
+                    self.core.leave();
+                    self.status_dirty = true;
+                    let _ = self.flush(&mut event_subs).await;
+                    self.publish_status();
+                    break Stopped::Shutdown;
+                }
+            }
+        };
+        self.save_state();
+        stopped
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Inject { rumor, reply } => {
+                let _ = reply.send(self.core.inject(rumor));
+            }
+            Command::Depart { member, reply } => {
+                self.core.set_wall_clock(unix_now());
+                let _ = reply.send(self.core.depart(member));
+            }
+            Command::InstallKey { key, reply } => {
+                let _ = reply.send(self.core.keyring_mut().install(key));
+                self.status_dirty = true;
+            }
+            Command::UseKey { id, reply } => {
+                let r = self.core.keyring_mut().use_key(&id);
+                if r.is_ok() {
+                    self.save_state();
+                }
+                let _ = reply.send(r);
+                self.status_dirty = true;
+            }
+            Command::RemoveKey { id, reply } => {
+                let _ = reply.send(self.core.keyring_mut().remove(&id).map(|_| ()));
+                self.status_dirty = true;
+            }
+            Command::ReplaceKeys { keys, reply } => {
+                let changed = self.core.keyring_mut().replace_all(keys);
+                if changed {
+                    self.save_state();
+                }
+                let _ = reply.send(changed);
+                self.status_dirty = true;
+            }
+            Command::PushPullState { reply } => {
+                let _ = reply.send((self.core.pushpull_frames(), self.core.keyring().clone()));
+            }
+            Command::PushPullFrame(frame) => {
+                let _ = self.core.apply_pushpull(now, frame);
+            }
+            Command::Subscribe { .. } => {}
         }
     }
 
-    fn save_rumors(&self, force: bool) {
-        let Some(data) = &self.inner.data else { return };
-        let snapshot = {
-            let core = self.lock();
-            core.store_mut(|s| (s.take_dirty() || force).then(|| s.snapshot()))
-        };
-        if let Some(bytes) = snapshot
-            && let Err(e) = data.save_rumors(&bytes)
-        {
-            tracing::warn!(error = %e, "could not save rumors");
+    /// Carries out the core's outputs. Returns true when this member was departed.
+    async fn flush(&mut self, event_subs: &mut Vec<mpsc::UnboundedSender<Event>>) -> bool {
+        let mut departed = false;
+        for out in self.core.take_outputs() {
+            match out {
+                Output::Datagram { to, bytes } => {
+                    if let Err(e) = self.udp.send_to(&bytes, to).await {
+                        tracing::trace!(%to, error = %e, "send failed");
+                    }
+                }
+                Output::PushPull { to } => self.start_pushpull(to),
+                Output::SaveState => self.save_state(),
+                Output::Departed => departed = true,
+                Output::Event(e) => {
+                    if matches!(
+                        e,
+                        Event::MemberUp(_)
+                            | Event::MemberDown(_)
+                            | Event::MemberLeft(_)
+                            | Event::MemberSuspect(_)
+                            | Event::MemberDeparted(_)
+                    ) {
+                        self.status_dirty = true;
+                    }
+                    event_subs.retain(|s| s.send(e.clone()).is_ok());
+                    self.subscribers.retain(|s| s.send(ToMirror::Event(e.clone())).is_ok());
+                }
+            }
         }
+        departed
+    }
+
+    fn publish_status(&mut self) {
+        let inc = self.core.incarnation();
+        if self.status_dirty || self.status.borrow().incarnation != inc {
+            self.status_dirty = false;
+            let _ = self.status.send(Arc::new(status_of(&self.core)));
+        }
+    }
+
+    fn save_state(&mut self) {
+        let (generation, incarnation) = self.core.persisted_state();
+        let primary_key = self.core.keyring().primary_id().map(|k| k.to_string());
+        self.subscribers.retain(|s| {
+            s.send(ToMirror::State { generation, incarnation, primary_key: primary_key.clone() }).is_ok()
+        });
+    }
+
+    fn start_pushpull(&mut self, to: SocketAddr) {
+        let Ok(permit) = self.clients.clone().try_acquire_owned() else { return };
+        let frames = self.core.pushpull_frames();
+        let keyring = self.core.keyring().clone();
+        let commands = self.command_tx.clone();
+        let metrics = self.core.metrics();
+        self.worker.spawn(async move {
+            let r = tokio::time::timeout(PUSHPULL_TIMEOUT, async {
+                let mut stream = TcpStream::connect(to).await?;
+                send_frames(&mut stream, &keyring, &frames).await?;
+                receive_frames(&mut stream, &keyring, &commands, &metrics).await
+            })
+            .await;
+            if !matches!(r, Ok(Ok(()))) {
+                Metrics::inc(&metrics.pushpull_failed, 1);
+                tracing::debug!(%to, "push-pull failed or timed out");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn send_frames(
+    stream: &mut TcpStream,
+    keyring: &Keyring,
+    frames: &[proto::PushPull],
+) -> std::io::Result<()> {
+    use prost::Message as _;
+    for f in frames {
+        let sealed = keyring.seal(&f.encode_to_vec());
+        write_frame(stream, &sealed).await?;
+    }
+    stream.flush().await
+}
+
+/// Reads a peer's frames until the last, handing each (opened and decoded here, off the
+/// ring's thread) to the loop.
+async fn receive_frames(
+    stream: &mut TcpStream,
+    keyring: &Keyring,
+    commands: &mpsc::Sender<Command>,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
+    for _ in 0..MAX_EXCHANGE_FRAMES {
+        let sealed = read_frame(stream).await?;
+        let frame = keyring.open(&sealed, MAX_FRAME).and_then(|p| decode_pushpull(&p));
+        let frame = match frame {
+            Ok(f) => f,
+            Err(r) => {
+                metrics.reject(r);
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, r.to_string()));
+            }
+        };
+        let more = frame.more;
+        if commands.send(Command::PushPullFrame(frame)).await.is_err() {
+            return Ok(());
+        }
+        if !more {
+            return Ok(());
+        }
+    }
+    metrics.reject(Reject::TooLarge);
+    Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "too many push-pull frames"))
+}
+
+async fn accept_pushpull(
+    tcp: TcpListener,
+    commands: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let servers = Arc::new(Semaphore::new(MAX_PUSHPULL));
+    loop {
+        let conn = tokio::select! {
+            c = tcp.accept() => c,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let mut stream = match conn {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors (or similar): back off instead of spinning on accept.
+                tracing::debug!(error = %e, "push-pull accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = servers.clone().try_acquire_owned() else { continue };
+        let commands = commands.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(PUSHPULL_TIMEOUT, async {
+                let (tx, rx) = oneshot::channel();
+                commands.send(Command::PushPullState { reply: tx }).await.map_err(std::io::Error::other)?;
+                let (ours, keyring) = rx.await.map_err(std::io::Error::other)?;
+                receive_frames(&mut stream, &keyring, &commands, &metrics).await?;
+                send_frames(&mut stream, &keyring, &ours).await
+            })
+            .await;
+            drop(permit);
+        });
     }
 }
 
@@ -141,128 +557,5 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 async fn write_frame(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("frame too large"))?;
     stream.write_u32(len).await?;
-    stream.write_all(bytes).await?;
-    stream.flush().await
-}
-
-async fn pushpull_client(handle: RingHandle, to: SocketAddr) {
-    let result = tokio::time::timeout(PUSHPULL_TIMEOUT, async {
-        let mut stream = TcpStream::connect(to).await?;
-        let msg = handle.lock().pushpull_message();
-        write_frame(&mut stream, &msg).await?;
-        read_frame(&mut stream).await
-    })
-    .await;
-    match result {
-        Ok(Ok(reply)) => {
-            let now = handle.now();
-            let _ = handle.with_core(|c| c.handle_pushpull(now, &reply));
-        }
-        Ok(Err(e)) => {
-            Metrics::inc(&handle.metrics().pushpull_failed, 1);
-            tracing::debug!(%to, error = %e, "push-pull failed");
-        }
-        Err(_) => {
-            Metrics::inc(&handle.metrics().pushpull_failed, 1);
-            tracing::debug!(%to, "push-pull timed out");
-        }
-    }
-}
-
-async fn pushpull_server(handle: RingHandle, mut stream: TcpStream) {
-    let _ = tokio::time::timeout(PUSHPULL_TIMEOUT, async {
-        let frame = read_frame(&mut stream).await?;
-        let now = handle.now();
-        let reply = handle.with_core(|c| c.handle_pushpull(now, &frame).map(|()| c.pushpull_message()));
-        if let Ok(reply) = reply {
-            write_frame(&mut stream, &reply).await?;
-        }
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
-}
-
-/// Runs the ring until `shutdown` turns true or this member is departed.
-pub async fn run(
-    handle: RingHandle,
-    udp: UdpSocket,
-    tcp: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-) -> Stopped {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    {
-        let now = handle.now();
-        handle.with_core(|c| c.start(now));
-    }
-    let mut next_save = Instant::now() + SAVE_EVERY;
-    let servers = Arc::new(tokio::sync::Semaphore::new(MAX_PUSHPULL_SERVERS));
-    let stopped = loop {
-        let mut departed = false;
-        let outputs = handle.lock().take_outputs();
-        for out in outputs {
-            match out {
-                Output::Datagram { to, bytes } => {
-                    if let Err(e) = udp.send_to(&bytes, to).await {
-                        tracing::trace!(%to, error = %e, "send failed");
-                    }
-                }
-                Output::PushPull { to } => {
-                    tokio::spawn(pushpull_client(handle.clone(), to));
-                }
-                Output::SaveState => handle.save_state(),
-                Output::Departed => departed = true,
-            }
-        }
-        if departed {
-            break Stopped::Departed;
-        }
-        if Instant::now() >= next_save {
-            next_save = Instant::now() + SAVE_EVERY;
-            handle.save_rumors(false);
-        }
-        let mut deadline = handle.lock().next_deadline();
-        if deadline <= handle.now() {
-            let now = handle.now();
-            handle.lock().tick(now);
-            deadline = handle.lock().next_deadline();
-        }
-        let sleep_for = deadline.saturating_sub(handle.now()).min(SAVE_EVERY);
-        tokio::select! {
-            r = udp.recv_from(&mut buf) => match r {
-                Ok((n, _from)) => {
-                    let now = handle.now();
-                    if n > MAX_DATAGRAM {
-                        handle.metrics().reject(super::wire::Reject::TooLarge);
-                    } else {
-                        handle.lock().handle_datagram(now, &buf[..n]);
-                    }
-                }
-                Err(e) => tracing::trace!(error = %e, "recv failed"),
-            },
-            _ = tokio::time::sleep(sleep_for) => {
-                let now = handle.now();
-                handle.lock().tick(now);
-            }
-            _ = handle.inner.wake.notified() => {}
-            conn = tcp.accept() => {
-                if let Ok((stream, _)) = conn
-                    && let Ok(permit) = servers.clone().try_acquire_owned()
-                {
-                    let h = handle.clone();
-                    tokio::spawn(async move {
-                        pushpull_server(h, stream).await;
-                        drop(permit);
-                    });
-                }
-            }
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() {
-                    break Stopped::Shutdown;
-                }
-            }
-        }
-    };
-    handle.save_state();
-    handle.save_rumors(true);
-    stopped
+    stream.write_all(bytes).await
 }

@@ -12,8 +12,9 @@ use crate::crypto::{KeyId, RingKey};
 
 /// Largest datagram read from the socket (anything bigger is truncated, hence rejected).
 pub const MAX_DATAGRAM: usize = 64 * 1024;
-/// Largest TCP push-pull frame.
-pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Largest TCP push-pull frame: one chunk, or one rumor of the largest size with the member
+/// list (state travels in ~1 MiB chunks; see `core::antientropy`).
+pub const MAX_FRAME: usize = 6 * 1024 * 1024;
 
 /// Why an incoming packet or frame was dropped. Labels are the /metrics `reason` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]

@@ -52,12 +52,13 @@ pub fn spawn(
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
             let keys = cache_keys(&cache, &name);
-            let changed = ring.with_core(|c| c.keyring_mut().replace_all(keys));
-            if changed {
-                let ids: Vec<String> =
-                    ring.with_core(|c| c.keyring().list().into_iter().map(|k| k.id).collect());
-                tracing::info!(keys = ?ids, "ring keys reloaded from the key cache");
-                ring.save_state();
+            match ring.replace_keys(keys).await {
+                Ok(true) => {
+                    let ids: Vec<String> = ring.status().keys.iter().map(|k| k.id.clone()).collect();
+                    tracing::info!(keys = ?ids, "ring keys reloaded from the key cache");
+                }
+                Ok(false) => {}
+                Err(_) => break,
             }
         }
     });

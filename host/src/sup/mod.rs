@@ -1,5 +1,6 @@
-//! The supervisor runtime (`warren sup run`): owns the ring and the HTTP gateway, watches the
-//! key cache, and shuts down cleanly on Ctrl-C or SIGTERM.
+//! The supervisor runtime (`warren sup run`): owns the ring and the HTTP gateway, follows the
+//! key cache and credential-backed secrets, and on Ctrl-C or SIGTERM leaves the ring
+//! gracefully (others see "left" at once, not after a suspicion timeout).
 
 pub mod keywatch;
 
@@ -9,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::credentials::CredentialValue;
 use crate::crypto::{CryptoError, KeyCache, KeyFile, KeyKind, RingKey};
 use crate::http::{self, AuthState, AuthToken, GatewayAuth, plugins_api, ring_api};
 use crate::plugins::PluginRuntime;
+use crate::ring::mirror::Persist;
 use crate::ring::persist::{DataDir, PersistError};
 use crate::ring::shell::{self, Stopped};
 use crate::ring::{CoreParams, Keyring, RingConfig, RingCore, RingHandle};
@@ -135,26 +137,41 @@ fn parse_ring_key(text: &str) -> Result<RingKey, CryptoError> {
     RingKey::try_from(&KeyFile::parse(text.as_bytes())?)
 }
 
-/// The gateway's auth state; a credential-backed token is followed by a task.
+/// Follows a credential-backed secret: `apply` gets each new value, in order, for as long as
+/// the reference is followed. The one way the gateway token, the ring key and the ctl secret
+/// rotate without a restart.
+pub fn follow_secret<F, Fut>(
+    mut rx: watch::Receiver<Option<CredentialValue>>,
+    label: &'static str,
+    mut apply: F,
+) where
+    F: FnMut(CredentialValue) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let Some(value) = rx.borrow_and_update().clone() else { continue };
+            tracing::debug!(secret = label, "new value from its reference");
+            apply(value).await;
+        }
+    });
+}
+
+/// The gateway's auth state; a credential-backed token is followed.
 fn gateway_auth(token: GatewayToken) -> AuthState {
     match token {
         GatewayToken::None => http::auth::fixed(None),
         GatewayToken::Fixed(t) => http::auth::fixed(Some(t)),
-        GatewayToken::Credential(mut rx) => {
-            let current = |v: &Option<CredentialValue>| {
-                v.as_ref()
-                    .and_then(|c| AuthToken::new(c.expose()))
+        GatewayToken::Credential(rx) => {
+            let current = |v: Option<&CredentialValue>| {
+                v.and_then(|c| AuthToken::new(c.expose()))
                     .map_or(GatewayAuth::Unavailable, GatewayAuth::Token)
             };
-            let (tx, auth) = watch::channel(current(&rx.borrow_and_update()));
-            tokio::spawn(async move {
-                while rx.changed().await.is_ok() {
-                    let next = current(&rx.borrow_and_update());
-                    tracing::info!("gateway auth token rotated");
-                    if tx.send(next).is_err() {
-                        break;
-                    }
-                }
+            let (tx, auth) = watch::channel(current(rx.borrow().as_ref()));
+            follow_secret(rx, "auth_token", move |value| {
+                let _ = tx.send(current(Some(&value)));
+                tracing::info!("gateway auth token rotated");
+                std::future::ready(())
             });
             auth
         }
@@ -167,35 +184,37 @@ const RING_KEY_SWITCH_DELAY: Duration = Duration::from_secs(3);
 
 /// Installs each new value of a credential-backed ring key at once (accepted), and makes it
 /// the primary (sent with) after `RING_KEY_SWITCH_DELAY`. Keys of another ring name are refused.
-fn follow_ring_key(handle: RingHandle, mut rx: watch::Receiver<Option<CredentialValue>>) {
-    tokio::spawn(async move {
-        let ring_name = handle.with_core(|c| c.keyring().primary_id().map(|k| k.name.clone()));
-        while rx.changed().await.is_ok() {
-            let Some(value) = rx.borrow_and_update().clone() else { continue };
+fn follow_ring_key(ring: RingHandle, rx: watch::Receiver<Option<CredentialValue>>) {
+    let ring_name = ring.status().ring_name.clone();
+    follow_secret(rx, "ring_key", move |value| {
+        let ring = ring.clone();
+        let ring_name = ring_name.clone();
+        async move {
             let key = match parse_ring_key(value.expose()) {
                 Ok(k) => k,
                 Err(e) => {
                     tracing::warn!(error = %e, "the ring key reference gave an unusable key; keeping the current one");
-                    continue;
+                    return;
                 }
             };
             let id = key.id.clone();
             if ring_name.as_ref().is_some_and(|n| *n != id.name) {
                 tracing::warn!(key = %id, "the ring key reference names another ring; ignoring it");
-                continue;
+                return;
             }
-            if let Err(e) = handle.with_core(|c| c.keyring_mut().install(key)) {
-                tracing::warn!(key = %id, error = %e, "could not install the new ring key");
-                continue;
+            match ring.install_key(key).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return tracing::warn!(key = %id, error = %e, "could not install the new ring key");
+                }
+                Err(_) => return,
             }
             tracing::info!(key = %id, "new ring key accepted; sending with it in {RING_KEY_SWITCH_DELAY:?}");
             tokio::time::sleep(RING_KEY_SWITCH_DELAY).await;
-            match handle.with_core(|c| c.keyring_mut().use_key(&id)) {
-                Ok(()) => {
-                    handle.save_state();
-                    tracing::info!(key = %id, "ring key rotated from its reference");
-                }
-                Err(e) => tracing::warn!(key = %id, error = %e, "could not rotate to the new ring key"),
+            match ring.use_key(id.clone()).await {
+                Ok(Ok(())) => tracing::info!(key = %id, "ring key rotated from its reference"),
+                Ok(Err(e)) => tracing::warn!(key = %id, error = %e, "could not rotate to the new ring key"),
+                Err(_) => {}
             }
         }
     });
@@ -227,139 +246,171 @@ fn advertised(listen: SocketAddr, advertise: Option<SocketAddr>, peers: &[Socket
     SocketAddr::new(ip, listen.port())
 }
 
+/// Worker threads of the supervisor's general runtime (HTTP, ctl, push-pull, persistence,
+/// credential followers); the ring's loop has a thread of its own.
+const WORKER_THREADS: usize = 2;
+
 /// Runs a supervisor until Ctrl-C / SIGTERM (or until it is departed).
 pub fn run(opts: SupOptions) -> Result<(), SupError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SupError::Runtime)?;
-    rt.block_on(run_async(opts))
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("warren-worker")
+        .enable_all()
+        .build()
+        .map_err(SupError::Runtime)?;
+    rt.block_on(Supervisor::run(opts))
 }
 
-async fn run_async(opts: SupOptions) -> Result<(), SupError> {
-    let data = DataDir::new(&opts.data_path);
-    let id = data.member_id()?;
-    let mut state = data.load_state()?;
-    let cache = KeyCache::new(&opts.cache_key_path);
-    if let RingKeySource::Credential(rx) = &opts.ring_key {
-        let mut rx = rx.clone();
-        if tokio::time::timeout(RING_KEY_WAIT, rx.wait_for(Option::is_some)).await.is_err() {
-            return Err(SupError::RingKeyUnavailable(RING_KEY_WAIT));
+/// The running supervisor: the ring (its own loop, reached through `RingHandle` commands),
+/// the HTTP gateway (read-only views), and the followers of keys and secrets.
+pub struct Supervisor;
+
+impl Supervisor {
+    async fn run(opts: SupOptions) -> Result<(), SupError> {
+        let data = DataDir::new(&opts.data_path);
+        let _lock = data.lock()?;
+        let id = data.member_id()?;
+        let mut state = data.load_state()?;
+        let cache = KeyCache::new(&opts.cache_key_path);
+        if let RingKeySource::Credential(rx) = &opts.ring_key {
+            let mut rx = rx.clone();
+            if tokio::time::timeout(RING_KEY_WAIT, rx.wait_for(Option::is_some)).await.is_err() {
+                return Err(SupError::RingKeyUnavailable(RING_KEY_WAIT));
+            }
         }
-    }
-    let keyring = load_keyring(&opts.ring_key, &cache, state.primary_key.as_deref())?;
-    let peers = opts.peers.iter().map(|p| resolve_peer(p)).collect::<Result<Vec<_>, _>>()?;
+        let keyring = load_keyring(&opts.ring_key, &cache, state.primary_key.as_deref())?;
+        let peers = opts.peers.iter().map(|p| resolve_peer(p)).collect::<Result<Vec<_>, _>>()?;
 
-    let (udp, tcp) = bind_gossip(opts.listen_gossip).await?;
-    let http_listener = TcpListener::bind(opts.listen_http).await.map_err(|source| SupError::Bind {
-        what: "HTTP gateway",
-        addr: opts.listen_http,
-        source,
-    })?;
-    let gossip_addr = udp.local_addr().map_err(SupError::Runtime)?;
-    let http_addr = http_listener.local_addr().map_err(SupError::Runtime)?;
+        let (udp, tcp) = bind_gossip(opts.listen_gossip)?;
+        let http_listener = TcpListener::bind(opts.listen_http).await.map_err(|source| SupError::Bind {
+            what: "HTTP gateway",
+            addr: opts.listen_http,
+            source,
+        })?;
+        let gossip_addr = udp.local_addr().map_err(SupError::Runtime)?;
+        let http_addr = http_listener.local_addr().map_err(SupError::Runtime)?;
 
-    // Every start is a new generation above anything this member ever said before.
-    let generation = state.generation.saturating_add(state.incarnation).saturating_add(1);
-    state.generation = generation;
-    state.incarnation = 0;
-    state.primary_key = keyring.primary_id().map(|k| k.to_string());
-    data.save_state(&state)?;
+        // Every start is a new generation above anything this member ever said before; +2
+        // because a graceful leave advertised one incarnation above the last.
+        let generation = state.generation.saturating_add(state.incarnation).saturating_add(2);
+        state.generation = generation;
+        state.incarnation = 0;
+        state.primary_key = keyring.primary_id().map(|k| k.to_string());
+        data.save_state(&state)?;
 
-    let core = RingCore::new(CoreParams {
-        id,
-        addr: advertised(gossip_addr, opts.advertise, &peers),
-        generation,
-        persistent: opts.permanent_peer,
-        config: opts.ring.clone(),
-        keyring,
-        peers,
-        seed: u64::from_le_bytes(crate::crypto::sodium::random_array()),
-        http_port: http_addr.port(),
-    });
-    if let Some(bytes) = data.load_rumors()? {
-        match core.store_mut(|s| s.restore(&bytes)) {
-            Ok(n) => tracing::info!(rumors = n, "restored rumors"),
-            Err(e) => tracing::warn!(error = %e, "ignoring unreadable rumor file"),
+        let core = RingCore::new(CoreParams {
+            id,
+            addr: advertised(gossip_addr, opts.advertise, &peers),
+            generation,
+            persistent: opts.permanent_peer,
+            config: opts.ring.clone(),
+            keyring,
+            peers,
+            seed: u64::from_le_bytes(crate::crypto::sodium::random_array()),
+            http_port: http_addr.port(),
+            restored: data.load_rumors()?,
+        });
+        if core.with_store(|s| s.is_departed(&id.to_string())) {
+            return Err(SupError::Departed(id.to_string()));
         }
-    }
-    if core.with_store(|s| s.is_departed(&id.to_string())) {
-        return Err(SupError::Departed(id.to_string()));
-    }
-    let handle = RingHandle::new(core, Some(data));
+        let encrypted = core.keyring().is_encrypted();
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let _watcher = match &opts.ring_key {
-        RingKeySource::Cache { name } => keywatch::spawn(handle.clone(), cache.clone(), name.clone()),
-        RingKeySource::Credential(rx) => {
-            follow_ring_key(handle.clone(), rx.clone());
-            None
-        }
-        _ => None,
-    };
-    let api = ring_api::RingApi {
-        ring: handle.clone(),
-        cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
-    };
-    let mut parts = vec![ring_api::routes(api)];
-    if let Some(plugins) = &opts.plugins {
-        parts.push(plugins_api::routes(plugins.clone()));
-    }
-    parts.extend(opts.extra_routes);
-    let router = http::build(gateway_auth(opts.gateway_token), parts);
-    let mut http_stop = stop_rx.clone();
-    let http_task = tokio::spawn(http::serve(http_listener, router, async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    }));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let running = shell::start(
+            core,
+            shell::Sockets { udp, tcp },
+            Some(Persist { data: data.clone() }),
+            tokio::runtime::Handle::current(),
+            stop_rx.clone(),
+        )
+        .map_err(SupError::Runtime)?;
+        let ring = running.handle.clone();
 
-    write_listen_file(&opts.data_path, gossip_addr, http_addr);
-    tracing::info!(
-        member_id = %id,
-        gossip = %gossip_addr,
-        http = %http_addr,
-        ctl = %opts.listen_ctl,
-        generation,
-        encrypted = handle.with_core(|c| c.keyring().is_encrypted()),
-        "supervisor started"
-    );
+        let _watcher = match &opts.ring_key {
+            RingKeySource::Cache { name } => keywatch::spawn(ring.clone(), cache.clone(), name.clone()),
+            RingKeySource::Credential(rx) => {
+                follow_ring_key(ring.clone(), rx.clone());
+                None
+            }
+            _ => None,
+        };
+        let api = ring_api::RingApi {
+            ring: ring.clone(),
+            cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
+        };
+        let mut parts = vec![ring_api::routes(api)];
+        if let Some(plugins) = &opts.plugins {
+            parts.push(plugins_api::routes(plugins.clone()));
+        }
+        parts.extend(opts.extra_routes);
+        let auth = gateway_auth(opts.gateway_token);
+        http::warn_if_open(&auth, http_addr);
+        let router = http::build(auth, parts);
+        let mut http_stop = stop_rx.clone();
+        let http_task = tokio::spawn(http::serve(http_listener, router, async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        }));
 
-    let ring_task = tokio::spawn(shell::run(handle.clone(), udp, tcp, stop_rx));
-    let signal = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        write_listen_file(&opts.data_path, gossip_addr, http_addr);
+        tracing::info!(
+            member_id = %id,
+            gossip = %gossip_addr,
+            http = %http_addr,
+            ctl = %opts.listen_ctl,
+            generation,
+            encrypted,
+            "supervisor started"
+        );
+
+        let mut thread = Some(running.thread);
+        let signal = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        // The ring thread ends on shutdown, or by itself when this member is departed.
+        let ring_done = async {
+            let t = thread.take();
+            tokio::task::spawn_blocking(move || t.map(|t| t.join().unwrap_or(Stopped::Shutdown)))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(Stopped::Shutdown)
+        };
+        tokio::pin!(ring_done);
+        let stopped = tokio::select! {
+            _ = signal => {
+                tracing::info!("shutting down: leaving the ring");
+                let _ = stop_tx.send(true);
+                ring_done.await
+            }
+            r = &mut ring_done => r,
+        };
+        let _ = stop_tx.send(true);
+        let _ = http_task.await;
+        if stopped == Stopped::Departed {
+            tracing::warn!(member_id = %id, "departed from the ring; exiting");
         }
-    };
-    tokio::pin!(signal);
-    let mut ring_task = ring_task;
-    let stopped = tokio::select! {
-        _ = &mut signal => {
-            tracing::info!("shutting down");
-            let _ = stop_tx.send(true);
-            ring_task.await.unwrap_or(Stopped::Shutdown)
-        }
-        r = &mut ring_task => r.unwrap_or(Stopped::Shutdown),
-    };
-    let _ = stop_tx.send(true);
-    let _ = http_task.await;
-    if stopped == Stopped::Departed {
-        tracing::warn!(member_id = %id, "departed from the ring; exiting");
+        let _ = std::fs::remove_file(opts.data_path.join(LISTEN_FILE));
+        tracing::info!("stopped");
+        Ok(())
     }
-    let _ = std::fs::remove_file(opts.data_path.join(LISTEN_FILE));
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Binds the gossip port for UDP and TCP. Port 0 takes a free UDP port from the kernel and the
 /// same port for TCP, trying another if TCP already has that one.
-async fn bind_gossip(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), SupError> {
+fn bind_gossip(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpListener), SupError> {
     let mut tries = 0;
     loop {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| SupError::Bind {
+        let udp = std::net::UdpSocket::bind(addr).map_err(|source| SupError::Bind {
             what: "gossip (UDP)",
             addr,
             source,
         })?;
         let bound = udp.local_addr().map_err(SupError::Runtime)?;
-        match TcpListener::bind(bound).await {
+        match std::net::TcpListener::bind(bound) {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) if addr.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries < 16 => {
                 tries += 1;

@@ -22,14 +22,17 @@ use super::handler::{Handler, Inbound, Shared, lock};
 use super::identity::{Ident, MemberId};
 use super::metrics::Metrics;
 use super::proto;
-use super::rumor::{Rumor, RumorError, RumorStore};
+use super::rumor::{Rumor, RumorError, RumorKey, RumorKind, RumorStore};
 use super::suspicion::{Suspicion, min_timeout};
 use super::wire::{Keyring, MAX_DATAGRAM, Reject};
 
 mod antientropy;
 mod lifeguard;
+mod merge;
 mod view;
 
+pub use antientropy::{MAX_FRAME_MEMBERS, MAX_FRAME_RUMORS, PUSHPULL_CHUNK, decode_pushpull};
+pub use merge::Origin;
 pub use view::{Health, MemberView};
 
 type RingFoca = Foca<Ident, ProtoCodec, SmallRng, Handler>;
@@ -38,7 +41,7 @@ type RingFoca = Foca<Ident, ProtoCodec, SmallRng, Handler>;
 pub const PIGGYBACK_MAX: usize = 1000;
 
 /// What the shell must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Datagram {
         to: SocketAddr,
@@ -52,6 +55,30 @@ pub enum Output {
     SaveState,
     /// This member was departed from the ring: stop.
     Departed,
+    /// Something others may want to react to (census, services, election, persistence).
+    Event(Event),
+}
+
+/// What changed in the ring, in the order it happened. Lossless: every change is one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    MemberUp(MemberId),
+    MemberSuspect(MemberId),
+    /// Confirmed dead after its suspicion ran out.
+    MemberDown(MemberId),
+    /// Left gracefully (SIGTERM / Ctrl-C): down without a suspicion.
+    MemberLeft(MemberId),
+    /// Departed by an operator (`warren sup depart`).
+    MemberDeparted(MemberId),
+    /// A rumor was added or replaced; `rumor` is the value now stored.
+    RumorChanged {
+        rumor: Rumor,
+        origin: Origin,
+    },
+    /// A rumor was dropped (a departed member's, after `departed_retention`).
+    RumorRemoved {
+        key: RumorKey,
+    },
 }
 
 /// Everything needed to build a core.
@@ -67,6 +94,8 @@ pub struct CoreParams {
     pub seed: u64,
     /// The HTTP gateway port, advertised in our member rumor.
     pub http_port: u16,
+    /// Rumors restored from the data path (a snapshot), merged before the first event.
+    pub restored: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -127,9 +156,14 @@ pub struct RingCore {
     out: Vec<Output>,
     metrics: Arc<Metrics>,
     departed: bool,
+    /// Left gracefully: inputs are ignored from now on.
+    left: bool,
     told_departed: HashMap<MemberId, Duration>,
     http_port: u16,
     now: Duration,
+    /// Wall clock (unix seconds), given by the shell: departure times and their expiry.
+    wall: u64,
+    next_gc: Duration,
 }
 
 fn foca_config(cfg: &RingConfig, members: usize) -> foca::Config {
@@ -160,7 +194,14 @@ fn foca_config(cfg: &RingConfig, members: usize) -> foca::Config {
 impl RingCore {
     pub fn new(p: CoreParams) -> Self {
         let me = Ident { id: p.id, addr: p.addr, generation: p.generation, persistent: p.persistent };
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut store = RumorStore::with_limits(p.config.rumor_limits);
+        if let Some(bytes) = &p.restored {
+            match store.restore(bytes) {
+                Ok(n) => tracing::info!(rumors = n, "restored rumors"),
+                Err(e) => tracing::warn!(error = %e, "ignoring unreadable rumor file"),
+            }
+        }
+        let shared = Arc::new(Mutex::new(Shared::new(store)));
         let own_incarnation = Arc::new(AtomicU32::new(0));
         let foca = Foca::with_custom_broadcast(
             me.clone(),
@@ -189,9 +230,12 @@ impl RingCore {
             out: Vec::new(),
             metrics: Arc::new(Metrics::default()),
             departed: false,
+            left: false,
             told_departed: HashMap::new(),
             http_port: p.http_port,
             now: Duration::ZERO,
+            wall: 0,
+            next_gc: Duration::ZERO,
             cfg: p.config,
         }
     }
@@ -212,6 +256,8 @@ impl RingCore {
         &self.keyring
     }
 
+    /// The keyring, to change it (install, use, remove): the core owns it, so only its owner
+    /// (the ring loop, or a test) gets here.
     pub fn keyring_mut(&mut self) -> &mut Keyring {
         &mut self.keyring
     }
@@ -220,13 +266,14 @@ impl RingCore {
         self.departed
     }
 
-    /// Runs `f` on the rumor store (read-only use: merges go through `inject`).
+    /// Runs `f` on the rumor store (read-only: every change goes through the merge path).
     pub fn with_store<R>(&self, f: impl FnOnce(&RumorStore) -> R) -> R {
         f(&lock(&self.shared).store)
     }
 
-    pub fn store_mut<R>(&self, f: impl FnOnce(&mut RumorStore) -> R) -> R {
-        f(&mut lock(&self.shared).store)
+    /// Sets the wall clock (unix seconds): the shell's input, so the core never reads a clock.
+    pub fn set_wall_clock(&mut self, unix_secs: u64) {
+        self.wall = unix_secs;
     }
 
     /// Our generation + SWIM incarnation (what others see as our incarnation).
@@ -247,22 +294,39 @@ impl RingCore {
             self.out.push(Output::Departed);
             return;
         }
-        self.advertise_self();
+        self.advertise_self(false);
         self.announce_to_peers();
         self.next_announce = now + self.cfg.probe_interval * 2;
         self.drain();
     }
 
-    fn advertise_self(&mut self) {
+    /// Our member rumor. A leave is advertised one incarnation higher, so the leave wins
+    /// over our last rumor (and the next start's generation skips past it: see `sup`).
+    fn advertise_self(&mut self, left: bool) {
         let rumor = Rumor::Member(proto::MemberRumor {
             id: self.me.id.to_string(),
             address: self.me.addr.ip().to_string(),
             gossip_port: u32::from(self.me.addr.port()),
             http_port: u32::from(self.http_port),
-            incarnation: self.incarnation(),
+            incarnation: self.incarnation() + u64::from(left),
             persistent: self.me.persistent,
+            left,
         });
-        let _ = self.inject_inner(rumor);
+        let _ = self.merge_rumor(rumor, Origin::Local);
+    }
+
+    /// Leaves the ring gracefully (SIGTERM / Ctrl-C): says so in our member rumor, tells a few
+    /// members we are down, and ignores every input after. The shell sends the outputs, then
+    /// stops; others see "left" within a gossip round or two instead of a suspicion timeout.
+    pub fn leave(&mut self) {
+        if self.departed || self.left {
+            return;
+        }
+        self.advertise_self(true);
+        let _ = self.foca.leave_cluster(&mut self.acc);
+        self.flush_sends();
+        self.left = true;
+        self.acc = Acc::default();
     }
 
     fn announce_to_peers(&mut self) {
@@ -318,7 +382,7 @@ impl RingCore {
     /// Fires every timer that is due.
     pub fn tick(&mut self, now: Duration) {
         self.now = now;
-        if self.departed {
+        if self.departed || self.left {
             return;
         }
         while let Some(Reverse((t, seq))) = self.timers.peek().copied() {
@@ -356,12 +420,16 @@ impl RingCore {
             self.next_pushpull = now + self.cfg.pushpull_interval;
             self.request_pushpull();
         }
+        if now >= self.next_gc {
+            self.next_gc = now + GC_EVERY;
+            self.expire_departed();
+        }
     }
 
     /// Handles one datagram from the network. Never panics; bad input is counted and dropped.
     pub fn handle_datagram(&mut self, now: Duration, bytes: &[u8]) {
         self.now = now;
-        if self.departed {
+        if self.departed || self.left {
             return;
         }
         let payload = match self.keyring.open(bytes, MAX_DATAGRAM) {
@@ -427,42 +495,22 @@ impl RingCore {
         tracing::debug!(reason = r.label(), "dropped a ring packet");
     }
 
-    /// Spreads a rumor from this member. Returns whether it was news.
+    /// Spreads a rumor from this member. Returns whether it was news. The core, not the
+    /// caller, numbers this member's own rumors: one above what the ring holds for the key.
     pub fn inject(&mut self, rumor: Rumor) -> Result<bool, RumorError> {
-        let news = self.inject_inner(rumor)?;
+        let rumor = self.own_rumor(rumor)?;
+        let news = self.merge_rumor(rumor, Origin::Local)?.is_some();
         self.drain();
         Ok(news)
     }
 
-    fn inject_inner(&mut self, rumor: Rumor) -> Result<bool, RumorError> {
-        let bytes = rumor.encode();
-        if bytes.len() > super::rumor::MAX_RUMOR_LEN {
-            return Err(RumorError::TooLarge(bytes.len()));
-        }
-        let stored = lock(&self.shared).store.merge(rumor, true)?;
-        let Some(stored) = stored else { return Ok(false) };
-        if let Rumor::Departure(d) = &stored {
-            lock(&self.shared).inbox.push(Inbound::Departure(d.member_id.clone()));
-        }
-        self.piggyback(&stored);
-        Ok(true)
-    }
-
-    fn piggyback(&mut self, rumor: &Rumor) {
-        let bytes = rumor.encode();
-        if bytes.len() <= PIGGYBACK_MAX {
-            let _ = self.foca.add_broadcast(&bytes);
-            lock(&self.shared).fresh = true;
-            self.forward_news();
-        } else {
-            // Too big to ride on SWIM packets: push it now instead of waiting for the period.
-            self.request_pushpull();
-        }
-    }
-
     /// Departs a member from the ring for good (`warren sup depart`).
     pub fn depart(&mut self, member: MemberId) -> Result<bool, RumorError> {
-        self.inject(Rumor::Departure(proto::DepartureRumor { member_id: member.to_string() }))
+        let rumor =
+            Rumor::Departure(proto::DepartureRumor { member_id: member.to_string(), departed_at: self.wall });
+        let news = self.merge_rumor(rumor, Origin::Local)?.is_some();
+        self.drain();
+        Ok(news)
     }
 
     /// Takes what the shell must do.
@@ -482,6 +530,7 @@ impl RingCore {
 
     fn on_departure(&mut self, member_id: String) {
         let Ok(id) = member_id.parse::<MemberId>() else { return };
+        self.emit(Event::MemberDeparted(id));
         if id == self.me.id {
             tracing::warn!("this supervisor was departed from the ring");
             let _ = self.foca.leave_cluster(&mut self.acc);
@@ -512,72 +561,118 @@ impl RingCore {
         }
     }
 
-    /// Moves foca's accumulated effects into outputs, timers and state changes.
+    fn emit(&mut self, event: Event) {
+        self.out.push(Output::Event(event));
+    }
+
+    /// Moves foca's accumulated effects into outputs, timers and state changes, until handling
+    /// them produces nothing more (bounded, in case two steps keep feeding each other).
     fn drain(&mut self) {
         for _ in 0..64 {
-            if !self.departed {
-                self.flush_sends();
-            } else {
-                self.acc.sends.clear();
+            self.flush_or_drop_sends();
+            self.schedule_timers();
+            self.handle_notes();
+            self.handle_inbox();
+            self.notice_refutation();
+            let idle = self.acc.sends.is_empty() && self.acc.timers.is_empty() && self.acc.notes.is_empty();
+            if idle && lock(&self.shared).inbox.is_empty() {
+                break;
             }
-            for (after, timer) in std::mem::take(&mut self.acc.timers) {
-                match timer {
-                    Timer::ChangeSuspectToDown { member_id, incarnation, token } => {
-                        self.start_suspicion(member_id, incarnation, token)
-                    }
-                    other => self.schedule(after, other),
+        }
+    }
+
+    fn flush_or_drop_sends(&mut self) {
+        if self.departed || self.left {
+            self.acc.sends.clear();
+        } else {
+            self.flush_sends();
+        }
+    }
+
+    fn schedule_timers(&mut self) {
+        for (after, timer) in std::mem::take(&mut self.acc.timers) {
+            match timer {
+                Timer::ChangeSuspectToDown { member_id, incarnation, token } => {
+                    self.start_suspicion(member_id, incarnation, token)
                 }
+                other => self.schedule(after, other),
             }
-            for note in std::mem::take(&mut self.acc.notes) {
-                match note {
-                    Note::Active => {
-                        // Just joined: pull the ring's full state at once (late joiners).
-                        self.request_pushpull();
-                    }
-                    Note::Defunct if !self.departed => {
-                        // The ring declared us down: come back as a new generation.
-                        let next = self.incarnation() + 1;
-                        let mut renewed = self.me.clone();
-                        renewed.generation = u32::try_from(next).unwrap_or(u32::MAX);
-                        self.own_incarnation.store(0, Ordering::Relaxed);
-                        self.seen_incarnation = 0;
-                        self.me = renewed.clone();
-                        let _ = self.foca.change_identity(renewed, &mut self.acc);
-                        self.out.push(Output::SaveState);
-                        self.advertise_self();
-                        self.announce_to_peers();
-                    }
-                    Note::Up(id) => tracing::info!(member = %id.id, addr = %id.addr, "member alive"),
-                    Note::Down(id) => {
-                        tracing::info!(member = %id.id, addr = %id.addr, "member confirmed dead")
-                    }
-                    Note::ProbeFailed(id) => tracing::debug!(member = %id.id, "probe failed; suspecting"),
-                    Note::Defunct => {}
+        }
+    }
+
+    fn handle_notes(&mut self) {
+        for note in std::mem::take(&mut self.acc.notes) {
+            match note {
+                // Just joined: pull the ring's full state at once (late joiners).
+                Note::Active => self.request_pushpull(),
+                Note::Defunct if !self.departed && !self.left => self.renew_identity(),
+                Note::Defunct => {}
+                Note::Up(id) => {
+                    tracing::info!(member = %id.id, addr = %id.addr, "member alive");
+                    self.emit(Event::MemberUp(id.id));
                 }
-            }
-            let inbox = std::mem::take(&mut lock(&self.shared).inbox);
-            for item in inbox {
-                match item {
-                    Inbound::Suspicion(s) => self.on_suspicion(s),
-                    Inbound::Departure(m) => self.on_departure(m),
+                Note::Down(id) => {
+                    if self.has_left(&id.id) {
+                        tracing::info!(member = %id.id, addr = %id.addr, "member left");
+                        self.emit(Event::MemberLeft(id.id));
+                    } else {
+                        tracing::info!(member = %id.id, addr = %id.addr, "member confirmed dead");
+                        self.emit(Event::MemberDown(id.id));
+                    }
                 }
+                Note::ProbeFailed(id) => tracing::debug!(member = %id.id, "probe failed; suspecting"),
             }
-            let inc = self.own_incarnation.load(Ordering::Relaxed);
-            if inc != self.seen_incarnation {
-                // We refuted a suspicion: persist and re-advertise.
-                self.seen_incarnation = inc;
-                self.out.push(Output::SaveState);
-                self.advertise_self();
-            }
-            if self.acc.sends.is_empty() && self.acc.timers.is_empty() && self.acc.notes.is_empty() {
-                let pending = !lock(&self.shared).inbox.is_empty();
-                if !pending {
-                    break;
+        }
+    }
+
+    /// The ring declared us down: come back as a new generation.
+    fn renew_identity(&mut self) {
+        let next = self.incarnation() + 1;
+        let mut renewed = self.me.clone();
+        renewed.generation = u32::try_from(next).unwrap_or(u32::MAX);
+        self.own_incarnation.store(0, Ordering::Relaxed);
+        self.seen_incarnation = 0;
+        self.me = renewed.clone();
+        let _ = self.foca.change_identity(renewed, &mut self.acc);
+        self.out.push(Output::SaveState);
+        self.advertise_self(false);
+        self.announce_to_peers();
+    }
+
+    /// Does the member's latest rumor say it left gracefully?
+    fn has_left(&self, id: &MemberId) -> bool {
+        let key = RumorKey { kind: RumorKind::Member, a: id.to_string(), b: String::new() };
+        self.with_store(|s| matches!(s.get(&key), Some(Rumor::Member(m)) if m.left))
+    }
+
+    fn handle_inbox(&mut self) {
+        let inbox = std::mem::take(&mut lock(&self.shared).inbox);
+        for item in inbox {
+            match item {
+                Inbound::Suspicion(s) => self.on_suspicion(s),
+                Inbound::Departure(m) => self.on_departure(m),
+                Inbound::Rumor(r) => {
+                    if let Err(e) = self.merge_rumor(r, Origin::Gossip) {
+                        tracing::debug!(error = %e, "refused a gossiped rumor");
+                    }
                 }
             }
         }
     }
+
+    /// foca bumped our incarnation to refute a suspicion: persist and re-advertise.
+    fn notice_refutation(&mut self) {
+        let inc = self.own_incarnation.load(Ordering::Relaxed);
+        if inc != self.seen_incarnation {
+            self.seen_incarnation = inc;
+            self.out.push(Output::SaveState);
+            self.advertise_self(false);
+        }
+    }
 }
+
+/// How often departed members' rumors are checked for expiry.
+const GC_EVERY: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ fn core(i: u8, peers: Vec<SocketAddr>) -> RingCore {
         peers,
         seed: u64::from(i),
         http_port: 0,
+        restored: None,
     })
 }
 

@@ -15,16 +15,20 @@ pub enum Health {
     Suspect,
     Confirmed,
     Departed,
+    /// Left gracefully (warren's own state; Habitat's views show it as Confirmed).
+    Left,
 }
 
 impl Health {
-    pub const ALL: [Health; 4] = [Health::Alive, Health::Suspect, Health::Confirmed, Health::Departed];
+    pub const ALL: [Health; 5] =
+        [Health::Alive, Health::Suspect, Health::Confirmed, Health::Departed, Health::Left];
     pub fn label(self) -> &'static str {
         match self {
             Health::Alive => "alive",
             Health::Suspect => "suspect",
             Health::Confirmed => "confirmed",
             Health::Departed => "departed",
+            Health::Left => "left",
         }
     }
 }
@@ -42,13 +46,22 @@ impl RingCore {
     /// Every known member (latest generation of each id), ourselves included.
     pub fn members(&self) -> Vec<MemberView> {
         let mut by_id: HashMap<MemberId, MemberView> = HashMap::new();
-        let departed: HashSet<String> = self.with_store(|s| {
-            s.of_kind(RumorKind::Departure)
+        let (departed, left): (HashSet<String>, HashSet<String>) = self.with_store(|s| {
+            let departed = s
+                .of_kind(RumorKind::Departure)
                 .filter_map(|r| match r {
                     Rumor::Departure(d) => Some(d.member_id.clone()),
                     _ => None,
                 })
-                .collect()
+                .collect();
+            let left = s
+                .of_kind(RumorKind::Member)
+                .filter_map(|r| match r {
+                    Rumor::Member(m) if m.left => Some(m.id.clone()),
+                    _ => None,
+                })
+                .collect();
+            (departed, left)
         });
         for m in self.foca.iter_membership_state() {
             let id = m.id();
@@ -58,6 +71,7 @@ impl RingCore {
                 match m.state() {
                     State::Alive => Health::Alive,
                     State::Suspect => Health::Suspect,
+                    State::Down if left.contains(&id.id.to_string()) => Health::Left,
                     State::Down => Health::Confirmed,
                 }
             };
@@ -78,7 +92,13 @@ impl RingCore {
             MemberView {
                 ident: self.me.clone(),
                 incarnation: self.incarnation(),
-                health: if self.departed { Health::Departed } else { Health::Alive },
+                health: if self.departed {
+                    Health::Departed
+                } else if self.left {
+                    Health::Left
+                } else {
+                    Health::Alive
+                },
             },
         );
         let mut v: Vec<MemberView> = by_id.into_values().collect();

@@ -1,0 +1,123 @@
+//! The one merge path: every rumor that reaches the store (injected here, gossiped on SWIM
+//! packets, pulled by push-pull, advertised by the core itself) goes through `merge_rumor`,
+//! which checks it, stores it, reacts to departures, spreads it and emits the event.
+
+use super::{Event, Output, PIGGYBACK_MAX, RingCore};
+use crate::ring::handler::{Inbound, lock};
+use crate::ring::proto;
+use crate::ring::rumor::{MAX_RUMOR_LEN, Rumor, RumorError};
+
+/// Where a rumor came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Said by this member (injected, advertised, a departure it was asked to spread).
+    Local,
+    /// Piggybacked on a SWIM packet: foca already holds it for rebroadcast.
+    Gossip,
+    /// Pulled in a push-pull exchange.
+    PushPull,
+}
+
+impl RingCore {
+    pub(crate) fn merge_rumor(&mut self, rumor: Rumor, origin: Origin) -> Result<Option<Rumor>, RumorError> {
+        let len = rumor.encoded_len();
+        if len > MAX_RUMOR_LEN {
+            return Err(RumorError::TooLarge(len));
+        }
+        if let Rumor::Departure(d) = &rumor
+            && self.departure_expired(d)
+        {
+            // A lagging member still gossips a tombstone everyone else dropped: do not revive it.
+            return Ok(None);
+        }
+        let merged = lock(&self.shared).store.merge(rumor)?;
+        let Some(stored) = merged else { return Ok(None) };
+        if let Rumor::Departure(d) = &stored {
+            lock(&self.shared).inbox.push(Inbound::Departure(d.member_id.clone()));
+        }
+        match origin {
+            Origin::Gossip => {}
+            Origin::Local => self.piggyback(&stored),
+            Origin::PushPull => {
+                let bytes = stored.encode();
+                if bytes.len() <= PIGGYBACK_MAX {
+                    let _ = self.foca.add_broadcast(&bytes);
+                }
+            }
+        }
+        self.emit(Event::RumorChanged { rumor: stored.clone(), origin });
+        Ok(Some(stored))
+    }
+
+    fn departure_expired(&self, d: &proto::DepartureRumor) -> bool {
+        let retention = self.cfg.departed_retention.as_secs();
+        self.wall > 0 && d.departed_at > 0 && d.departed_at.saturating_add(retention) <= self.wall
+    }
+
+    /// Rumors ride on SWIM packets while small; bigger ones are pushed by push-pull now.
+    pub(super) fn piggyback(&mut self, rumor: &Rumor) {
+        let bytes = rumor.encode();
+        if bytes.len() <= PIGGYBACK_MAX {
+            let _ = self.foca.add_broadcast(&bytes);
+            lock(&self.shared).fresh = true;
+            self.forward_news();
+        } else {
+            self.request_pushpull();
+        }
+    }
+
+    /// Makes a client's rumor this member's own: its member id as author, and the next
+    /// incarnation for the key. Member rumors and departures have their own paths.
+    pub(super) fn own_rumor(&self, rumor: Rumor) -> Result<Rumor, RumorError> {
+        let me = self.me.id.to_string();
+        let next = |r: &Rumor| {
+            self.with_store(|s| match s.get(&r.key()) {
+                Some(Rumor::Service(o)) => o.incarnation + 1,
+                Some(Rumor::ServiceConfig(o)) => o.incarnation + 1,
+                Some(Rumor::ServiceFile(o)) => o.incarnation + 1,
+                _ => 1,
+            })
+        };
+        Ok(match rumor {
+            Rumor::Service(mut s) => {
+                s.member_id = me;
+                s.incarnation = next(&Rumor::Service(s.clone()));
+                Rumor::Service(s)
+            }
+            Rumor::ServiceConfig(mut c) => {
+                c.from_id = me;
+                c.incarnation = next(&Rumor::ServiceConfig(c.clone()));
+                Rumor::ServiceConfig(c)
+            }
+            Rumor::ServiceFile(mut f) => {
+                f.from_id = me;
+                f.incarnation = next(&Rumor::ServiceFile(f.clone()));
+                Rumor::ServiceFile(f)
+            }
+            Rumor::Election(mut e) => {
+                e.from_id = me;
+                Rumor::Election(e)
+            }
+            Rumor::ElectionUpdate(mut e) => {
+                e.from_id = me;
+                Rumor::ElectionUpdate(e)
+            }
+            Rumor::Member(_) | Rumor::Departure(_) => return Err(RumorError::NotInjectable),
+        })
+    }
+
+    /// Drops departed members' tombstones and rumors once `departed_retention` has passed.
+    pub(super) fn expire_departed(&mut self) {
+        if self.wall == 0 {
+            return;
+        }
+        let retention = self.cfg.departed_retention.as_secs();
+        let keys = self.with_store(|s| s.expired(self.wall, retention));
+        for key in keys {
+            if lock(&self.shared).store.remove(&key).is_some() {
+                tracing::info!(kind = key.kind.label(), id = %key.a, "dropped an expired departed member's rumor");
+                self.out.push(Output::Event(Event::RumorRemoved { key }));
+            }
+        }
+    }
+}
