@@ -28,11 +28,12 @@ fn injected_rumors_reach_everyone_including_late_joiners_and_survive_restarts() 
         wait_until(Duration::from_secs(30), "4 alive", || all_see_alive(&refs, &ids));
     }
 
-    // A small rumor (piggybacked) and a large one (push-pull only).
+    // A small rumor (piggybacked) and a large one (push-pull only). The client's incarnation
+    // is ignored: the ring numbers this member's rumors, so u64::MAX cannot freeze the key.
     let r = sups[1].post_json(
         "/rumors",
-        &serde_json::json!({"type": "service_config", "service_group": "redis.default", "incarnation": 7,
-                            "config": "port = 6379\n"}),
+        &serde_json::json!({"type": "service_config", "service_group": "redis.default",
+                            "incarnation": u64::MAX, "config": "port = 6379\n"}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json().unwrap()["news"], true);
@@ -43,25 +44,25 @@ fn injected_rumors_reach_everyone_including_late_joiners_and_survive_restarts() 
                             "incarnation": 1, "body": big}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    // A stale one is not news.
-    let r = sups[3].post_json(
-        "/rumors",
-        &serde_json::json!({"type": "service_config", "service_group": "redis.default", "incarnation": 7,
-                            "config": "port = 1\n"}),
-    );
-    assert_eq!(r.status, 200);
-    let has_both = |s: &Sup| {
+    let has = |s: &Sup, incarnation: u64| {
         let Some(b) = s.butterfly() else { return false };
-        b["service_config"]["list"]["redis.default"]["service_config"]["incarnation"] == 7
+        b["service_config"]["list"]["redis.default"]["service_config"]["incarnation"] == incarnation
             && b["service_file"]["list"]["redis.default"]["big.txt"]["body"].as_array().map(Vec::len)
                 == Some(20_000)
     };
-    wait_until(Duration::from_secs(20), "both rumors on all 4", || sups.iter().all(has_both));
-    // Merge rule: the stale injection on member 3 did not win (it merged in whichever order).
+    wait_until(Duration::from_secs(20), "both rumors on all 4", || sups.iter().all(|s| has(s, 1)));
+    // A later change from another member is numbered above what the ring holds, and wins.
+    let r = sups[3].post_json(
+        "/rumors",
+        &serde_json::json!({"type": "service_config", "service_group": "redis.default", "incarnation": 0,
+                            "config": "port = 1\n"}),
+    );
+    assert_eq!(r.status, 200);
+    wait_until(Duration::from_secs(20), "the change on all 4", || sups.iter().all(|s| has(s, 2)));
+    let has_both = |s: &Sup| has(s, 2);
     for s in &sups {
         let cfg = service_config(s, "redis.default").unwrap();
-        assert_eq!(cfg["incarnation"], 7);
-        assert_eq!(cfg["from_id"].as_str().unwrap().len(), 32);
+        assert_eq!(cfg["from_id"].as_str().unwrap(), sups[3].member_id());
     }
     // Malformed injections are refused.
     assert_eq!(sups[0].post_json("/rumors", &serde_json::json!({"type": "nope"})).status, 400);
