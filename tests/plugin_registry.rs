@@ -235,6 +235,7 @@ fn engine_starts_with_the_first_plugin_file() {
         plugin_dir: dir.path().to_path_buf(),
         trust: warren::plugins::TrustMode::Off,
         grants: env_grant().into_iter().map(|(n, g)| (n.to_string(), g)).collect(),
+        credentials: support::plugins::test_credentials(),
         limits: warren::plugins::Limits::default(),
     };
     // A small pool: this test binary already holds the shared engine.
