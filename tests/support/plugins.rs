@@ -14,7 +14,7 @@ use warren::plugins::{
 use super::fixtures::repo_root;
 
 const PLUGINS: [&str; 6] = ["env", "file", "vault-kv", "standalone", "leader-follower", "hook-example"];
-const FIXTURES: [&str; 5] = ["spin", "hog", "panicker", "snoop", "snoop-http"];
+const FIXTURES: [&str; 6] = ["spin", "hog", "panicker", "snoop", "snoop-http", "impostor"];
 
 fn newest_source(dir: &Path, newest: &mut SystemTime) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
@@ -142,6 +142,7 @@ pub fn test_credentials() -> BTreeMap<String, String> {
         ("SPIN", "spin"),
         ("SNOOP", "snoop"),
         ("SNOOPHTTP", "snoop-http"),
+        ("IMPOSTOR", "impostor"),
     ];
     let extra = fixtures.iter().map(|(s, n)| (s.to_string(), n.to_string())).collect();
     warren::plugins::registry::credentials_with_defaults(&extra)
