@@ -88,7 +88,8 @@ fn a_plugin_is_named_by_its_file_not_by_its_manifest() {
     let reg = registry(dir.path(), &[env_grant()[0].clone(), ("vault-kv", vault_grant)]);
     reg.load_dir().unwrap();
     let st = reg.status();
-    let loaded: Vec<_> = st.iter().filter(|s| s.state == PluginState::Loaded).map(|s| s.file.clone()).collect();
+    let loaded: Vec<_> =
+        st.iter().filter(|s| s.state == PluginState::Loaded).map(|s| s.file.clone()).collect();
     assert_eq!(loaded, vec![dir.path().join("env.wasm")], "{st:?}");
     for (file, name) in [("env-copy.wasm", "env"), ("evil.wasm", "vault-kv")] {
         let f = st.iter().find(|s| s.file == dir.path().join(file)).unwrap();

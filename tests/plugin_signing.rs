@@ -49,7 +49,8 @@ fn sign_inspect_and_strict_trust() {
     // Trusted, but sup.toml names env (ENV is its scheme) without saying who must sign it.
     let strict = |signers: &[&str]| {
         let grant = Grant { signers: signers.iter().map(|s| s.to_string()).collect(), ..Grant::default() };
-        let grants = if signers.is_empty() { Default::default() } else { [("env".to_string(), grant)].into() };
+        let grants =
+            if signers.is_empty() { Default::default() } else { [("env".to_string(), grant)].into() };
         registry_with(plugins.path(), grants, TrustMode::Strict, keys.path())
     };
     match strict(&[]).load_file(&file) {

@@ -1,8 +1,11 @@
 //! The plugin registry: the loaded plugins of the plugin folder, keyed by file. Loading a file
-//! verifies the signature, reads the manifest, intersects the grants, compiles and
+//! verifies the signature, reads the manifest, checks that the file is named after the plugin
+//! (and, under strict trust, that a plugin sup.toml names is signed by an origin it lists),
+//! intersects the grants, compiles and
 //! pre-instantiates; only then is the new plugin swapped in (an `Arc` swap: calls in flight
 //! finish on the old one). A broken replacement leaves the old plugin serving and records the
-//! error.
+//! error. Schemes are routed by `[credentials]` (scheme → plugin name), never by what a plugin
+//! declares or which loaded first.
 
 use std::collections::BTreeMap;
 use std::io::Read;
