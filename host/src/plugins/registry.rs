@@ -280,6 +280,11 @@ impl PluginRegistry {
         let named_for_a_scheme = self.settings.credentials.values().any(|n| n == name);
         if self.settings.trust == TrustMode::Strict && (grant.is_some() || named_for_a_scheme) {
             check_signer(name, &signature, grant)?;
+        } else if self.settings.trust == TrustMode::Warn
+            && grant.is_some_and(|g| g.allowed_signers().next().is_some())
+            && let Err(e) = check_signer(name, &signature, grant)
+        {
+            tracing::warn!(file = %path.display(), "loading anyway (plugin_trust = warn): {e}");
         }
         let effective =
             policy::intersect(&manifest.requests, &grant.cloned().unwrap_or_default(), &self.settings.limits);
