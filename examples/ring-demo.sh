@@ -69,6 +69,7 @@ cat > "$work/sup.toml" <<TOML
 auth_token = "FILE:$work/secrets/gateway-token"
 
 [plugins.file]
+signer = "demo-origin"
 read_paths = ["$work/secrets"]
 TOML
 run cat "$work/sup.toml"

@@ -176,3 +176,47 @@ fn config_values_that_must_stay_private_are_not_echoed() {
     assert!(!stderr.contains("Tr0ub4dor") && !stderr.contains("XYZ"), "{stderr}");
     assert!(!stderr.contains("urandom") && !stderr.contains("php-fpm"), "{stderr}");
 }
+
+/// `sup run` with a ring key absent from the cache (so a supervisor that got past its config
+/// and gateway token stops there instead of serving).
+fn sup_run(dir: &Path, config: Option<&Path>, env: &[(&str, &Path)]) -> (bool, String) {
+    let data = dir.join("data");
+    let keys = dir.join("keys");
+    let mut args = vec!["sup", "run", "--data-path", s(&data), "--cache-key-path", s(&keys)];
+    args.extend(["--listen-gossip", "127.0.0.1:0", "--listen-http", "127.0.0.1:0", "--ring", "absent"]);
+    if let Some(c) = config {
+        args.extend(["--config", s(c)]);
+    }
+    let out = warren(&args, env);
+    (out.status.success(), text(&out.stderr))
+}
+
+#[test]
+fn sup_run_refuses_unknown_config_keys_and_blank_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sup.toml");
+
+    // A mistyped key would have left the gateway open: refused by name, value not echoed.
+    std::fs::write(&config, "auth_tokn = \"s3cret-value\"\n").unwrap();
+    let (ok, stderr) = sup_run(dir.path(), Some(&config), &[]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown field `auth_tokn`") && stderr.contains("`auth_token`"), "{stderr}");
+    assert!(!stderr.contains("s3cret") && !stderr.contains("absent"), "{stderr}");
+
+    for blank in ["auth_token = \"\"\n", "auth_token = \" \"\n", "auth_token = \"literal:\"\n"] {
+        std::fs::write(&config, blank).unwrap();
+        let (ok, stderr) = sup_run(dir.path(), Some(&config), &[]);
+        assert!(!ok);
+        assert!(stderr.contains("auth_token is empty"), "{blank}: {stderr}");
+    }
+
+    // Set but blank in the environment: refused, not taken as "no token".
+    for blank in ["", "  "] {
+        let (ok, stderr) = sup_run(dir.path(), None, &[("WARREN_GATEWAY_AUTH_TOKEN", Path::new(blank))]);
+        assert!(!ok);
+        assert!(stderr.contains("WARREN_GATEWAY_AUTH_TOKEN is set but empty"), "{blank:?}: {stderr}");
+    }
+    // Unset, the supervisor gets past the token (and stops at the absent ring key).
+    let (ok, stderr) = sup_run(dir.path(), None, &[]);
+    assert!(!ok && stderr.contains("absent") && !stderr.contains("empty"), "{stderr}");
+}

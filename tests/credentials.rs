@@ -198,7 +198,7 @@ fn vault_kv_against_a_local_server() {
     install(plugins.path(), &["vault-kv"]);
     // The plugin reads VAULT_ADDR/VAULT_TOKEN from its (granted) env: run it in a child warren
     // so the test process environment stays untouched.
-    let run = |hosts: &str| {
+    let run_at = |hosts: &str, vault_addr: &str| {
         let config = plugins.path().join(format!("sup-{}.toml", hosts.len()));
         std::fs::write(
             &config,
@@ -210,10 +210,11 @@ fn vault_kv_against_a_local_server() {
             .args(["--plugin-path", plugins.path().to_str().unwrap(), "--config", config.to_str().unwrap()])
             .env("WARREN_CACHE_KEY_PATH", plugins.path().join("keys"))
             .env("WARREN_DATA_PATH", plugins.path().join("data"))
-            .env("VAULT_ADDR", format!("http://{addr}"))
+            .env("VAULT_ADDR", vault_addr)
             .env("VAULT_TOKEN", "root-token");
         cli::run(&mut cmd, None)
     };
+    let run = |hosts: &str| run_at(hosts, &format!("http://{addr}"));
     assert_eq!(run(&format!("\"{addr}\"")).ok(), "vault-pass\n");
     let served = hits.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(served, 1);
@@ -222,6 +223,13 @@ fn vault_kv_against_a_local_server() {
     let out = run("\"127.0.0.1:1\"");
     let err = out.fails();
     assert!(err.contains("denied"), "{err}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), served);
+
+    // Userinfo before the granted authority: the gate refuses what it cannot match exactly
+    // against what would be dialled (the whole "x@host:port").
+    let out = run_at(&format!("\"{addr}\""), &format!("http://x@{addr}"));
+    let err = out.fails();
+    assert!(err.contains("outbound request denied by the host"), "{err}");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), served);
 }
 

@@ -77,16 +77,70 @@ fn hot_reload_lifecycle() {
 }
 
 #[test]
-fn duplicate_names_and_schemes_are_refused() {
+fn a_plugin_is_named_by_its_file_not_by_its_manifest() {
     let dir = tempfile::tempdir().unwrap();
     install(dir.path(), &["env"]);
+    // A copy under another name, and vault-kv's component posing as evil.wasm: both claim a name
+    // whose [plugins.NAME] grants they must not get.
     std::fs::write(dir.path().join("env-copy.wasm"), variant("env", b"x")).unwrap();
-    let reg = registry(dir.path(), &[]);
+    std::fs::copy(wasm("vault-kv"), dir.path().join("evil.wasm")).unwrap();
+    let vault_grant = Grant { env: vec!["VAULT_TOKEN".into()], ..Grant::default() };
+    let reg = registry(dir.path(), &[env_grant()[0].clone(), ("vault-kv", vault_grant)]);
     reg.load_dir().unwrap();
     let st = reg.status();
-    assert_eq!(st.iter().filter(|s| s.state == PluginState::Loaded).count(), 1);
-    let failed = st.iter().find(|s| s.state == PluginState::Failed).unwrap();
-    assert!(failed.last_error.as_deref().unwrap().contains("already provided"));
+    let loaded: Vec<_> =
+        st.iter().filter(|s| s.state == PluginState::Loaded).map(|s| s.file.clone()).collect();
+    assert_eq!(loaded, vec![dir.path().join("env.wasm")], "{st:?}");
+    for (file, name) in [("env-copy.wasm", "env"), ("evil.wasm", "vault-kv")] {
+        let f = st.iter().find(|s| s.file == dir.path().join(file)).unwrap();
+        assert_eq!(f.state, PluginState::Failed);
+        let err = f.last_error.as_deref().unwrap();
+        assert!(err.contains(file) && err.contains(&format!("{name:?}")), "names both: {err}");
+    }
+    assert!(reg.plugin("vault-kv").is_none() && reg.get_credential_source("VAULT").is_none());
+    assert!(matches!(
+        reg.load_file(&dir.path().join("evil.wasm")),
+        Err(PluginError::NameMismatch { name, .. }) if name == "vault-kv"
+    ));
+}
+
+#[test]
+fn schemes_go_to_the_plugin_credentials_names_not_the_first_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("ring"), "the-real-value").unwrap();
+    // impostor.wasm sorts (and loads) before file.wasm and env.wasm, and declares FILE and ENV.
+    install(dir.path(), &["impostor", "file", "env"]);
+    let reg = registry(
+        dir.path(),
+        &[
+            ("file", Grant { read_paths: vec![secrets.path().into()], ..Grant::default() }),
+            env_grant()[0].clone(),
+        ],
+    );
+    reg.load_dir().unwrap();
+    let st = reg.status();
+    assert!(st.iter().all(|s| s.state == PluginState::Loaded), "{st:?}");
+    let reference = format!("FILE:{}/ring", secrets.path().display());
+    let file = reg.get_credential_source("FILE").unwrap();
+    assert_eq!(file.plugin().name(), "file");
+    assert_eq!(file.resolve(&reference).unwrap().unwrap().value, "the-real-value");
+    assert_eq!(env_served_by(&reg).unwrap().1, "warren");
+    let via = |r: &str| warren::credentials::resolve_once(&reg, r).map(|v| v.value.as_str().to_string());
+    assert_eq!(via(&reference).unwrap(), "the-real-value");
+    assert_eq!(via("IMPOSTOR:x").unwrap(), "impostor-chosen-value", "its assigned scheme works");
+    // Shown in /plugins: what it serves and what it declared in vain.
+    let imp = st.iter().find(|s| s.name.as_deref() == Some("impostor")).unwrap();
+    assert_eq!(imp.schemes, vec!["IMPOSTOR"]);
+    assert_eq!(imp.unassigned_schemes, vec!["FILE", "ENV"]);
+    let j = reg.plugins_json();
+    let imp = j["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "impostor").unwrap();
+    assert_eq!(imp["unassigned_schemes"], serde_json::json!(["FILE", "ENV"]));
+    // Without file.wasm, FILE is served by nobody rather than by the impostor.
+    std::fs::remove_file(dir.path().join("file.wasm")).unwrap();
+    reg.load_dir().unwrap();
+    assert!(reg.get_credential_source("FILE").is_none());
+    assert!(matches!(via(&reference), Err(warren::credentials::ResolveError::NoPlugin { .. })));
 }
 
 #[test]
@@ -141,69 +195,25 @@ fn env_loaded_as(file: &str) -> (tempfile::TempDir, PathBuf, Arc<PluginRegistry>
 }
 
 #[test]
-fn upgrade_by_new_file_name_then_removing_the_old_one_keeps_serving() {
-    let (dir, old, reg) = env_loaded_as("env-1.wasm");
-    let new = dir.path().join("env-2.wasm");
-    let _watcher = reg.watch().unwrap();
-    assert_eq!(env_served_by(&reg), Some((old.clone(), "warren".into())));
-
-    // The new version arrives under a new name: refused while env-1 still provides "env".
-    write_atomic(&new, variant("env", b"2"));
-    let refused =
-        wait_for(WAIT, || reg.status().into_iter().find(|s| s.file == new && s.state == PluginState::Failed))
-            .expect("the duplicate is shown as failed");
-    assert!(refused.last_error.as_deref().unwrap().contains("already provided"), "{refused:?}");
-    assert_eq!(env_served_by(&reg).map(|s| s.0), Some(old.clone()), "the old file keeps serving");
-    // The old file goes: the refused one is retried and takes over without a rescan.
-    std::fs::remove_file(&old).unwrap();
-    let served = wait_for(WAIT, || env_served_by(&reg).filter(|s| s.0 == new)).expect("env-2 serves ENV");
-    assert_eq!(served.1, "warren");
-    let st = reg.status();
-    assert_eq!(st.len(), 1, "{st:?}");
-    assert_eq!((st[0].file.as_path(), st[0].state), (new.as_path(), PluginState::Loaded));
-    assert_eq!(st[0].last_error, None);
-}
-
-#[test]
-fn renaming_a_plugin_to_an_earlier_name_keeps_serving() {
+fn a_renamed_plugin_file_stops_serving_until_named_back() {
     let (dir, old, reg) = env_loaded_as("env.wasm");
-    let renamed = dir.path().join("a-env.wasm"); // sorts before env.wasm
+    let renamed = dir.path().join("env-2.wasm");
     let _watcher = reg.watch().unwrap();
     assert_eq!(env_served_by(&reg), Some((old.clone(), "warren".into())));
 
     std::fs::rename(&old, &renamed).unwrap();
-    let served =
-        wait_for(WAIT, || env_served_by(&reg).filter(|s| s.0 == renamed)).expect("a-env.wasm serves ENV");
-    assert_eq!(served.1, "warren");
-    let st = wait_for(WAIT, || Some(reg.status()).filter(|st| st.len() == 1)).expect("env.wasm forgotten");
-    assert_eq!((st[0].file.as_path(), st[0].state), (renamed.as_path(), PluginState::Loaded));
-}
+    let refused = wait_for(WAIT, || {
+        reg.status().into_iter().find(|s| s.file == renamed && s.state == PluginState::Failed)
+    })
+    .expect("the renamed file is refused");
+    assert!(refused.last_error.as_deref().unwrap().contains("must be named after"), "{refused:?}");
+    wait_for(WAIT, || env_served_by(&reg).is_none().then_some(())).expect("ENV no longer served");
 
-#[test]
-fn one_batch_applies_removals_before_additions() {
-    // No watcher: the batch a rename produces, handed over in path order (new name first).
-    let (dir, old, reg) = env_loaded_as("env.wasm");
-    let renamed = dir.path().join("a-env.wasm");
-    std::fs::rename(&old, &renamed).unwrap();
-    reg.refresh_paths([renamed.as_path(), old.as_path()]);
-    assert_eq!(env_served_by(&reg), Some((renamed.clone(), "warren".into())));
-    let st = reg.status();
-    assert_eq!(st.len(), 1, "{st:?}");
-    assert_eq!(st[0].state, PluginState::Loaded);
-}
-
-#[test]
-fn a_duplicate_is_retried_when_the_original_is_unloaded() {
-    // No watcher: the two events arrive in separate batches, addition first.
-    let (dir, old, reg) = env_loaded_as("env-1.wasm");
-    let new = dir.path().join("env-2.wasm");
-    std::fs::write(&new, variant("env", b"2")).unwrap();
-    reg.refresh_path(&new);
-    assert!(matches!(reg.load_file(&new), Err(PluginError::DuplicateName { .. })));
-    std::fs::remove_file(&old).unwrap();
-    reg.refresh_path(&old);
-    assert_eq!(env_served_by(&reg), Some((new.clone(), "warren".into())));
-    assert_eq!(reg.status().iter().filter(|s| s.state == PluginState::Loaded).count(), 1);
+    std::fs::rename(&renamed, &old).unwrap();
+    let served = wait_for(WAIT, || env_served_by(&reg)).expect("env.wasm serves ENV again");
+    assert_eq!(served, (old.clone(), "warren".into()));
+    let st = wait_for(WAIT, || Some(reg.status()).filter(|st| st.len() == 1)).expect("env-2.wasm forgotten");
+    assert_eq!((st[0].file.as_path(), st[0].state), (old.as_path(), PluginState::Loaded));
 }
 
 #[test]
@@ -235,6 +245,7 @@ fn engine_starts_with_the_first_plugin_file() {
         plugin_dir: dir.path().to_path_buf(),
         trust: warren::plugins::TrustMode::Off,
         grants: env_grant().into_iter().map(|(n, g)| (n.to_string(), g)).collect(),
+        credentials: support::plugins::test_credentials(),
         limits: warren::plugins::Limits::default(),
     };
     // A small pool: this test binary already holds the shared engine.

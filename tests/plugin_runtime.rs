@@ -120,6 +120,51 @@ fn file_plugin_paths_links_and_sizes() {
     ));
 }
 
+/// A granted path that is itself a symlink (`/run/secrets/x -> /`) or sits below one is opened
+/// by its resolution, and only when that is still inside a grant as written.
+#[test]
+fn a_symlink_at_a_granted_path_does_not_widen_the_grant() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let s = secrets.path();
+    std::fs::write(outside.path().join("secret"), "outside").unwrap();
+    symlink(outside.path(), s.join("x")).unwrap();
+    symlink("/", s.join("root")).unwrap();
+    std::fs::create_dir(s.join("real")).unwrap();
+    std::fs::write(s.join("real/token"), "inside").unwrap();
+    symlink(s.join("real"), s.join("alias")).unwrap();
+    install(dir.path(), &["file"]);
+    let grant = Grant {
+        read_paths: vec![s.join("x"), s.join("root"), s.join("alias"), outside.path().join("nested-link")],
+        ..Grant::default()
+    };
+    let reg = registry(dir.path(), &[("file", grant)]);
+    reg.load_dir().unwrap();
+    let src = reg.get_credential_source("FILE").unwrap();
+    let at = |path: String| src.resolve(&format!("FILE:{path}")).unwrap().map(|c| c.value);
+    for escape in [format!("{}/x/secret", s.display()), format!("{}/root/etc/hostname", s.display())] {
+        match at(escape.clone()) {
+            Err(CredentialError::Denied(_)) => {}
+            other => panic!("{escape}: a symlinked grant must not be opened: {other:?}"),
+        }
+    }
+    // alias -> real resolves outside the grant `alias` as written: not opened either.
+    assert!(matches!(at(format!("{}/alias/token", s.display())), Err(CredentialError::Denied(_))));
+    // With the directory it points into granted too, the link resolves inside a grant: opened.
+    let grant = Grant { read_paths: vec![s.into(), s.join("alias")], ..Grant::default() };
+    let reg = registry(dir.path(), &[("file", grant)]);
+    reg.load_dir().unwrap();
+    let src = reg.get_credential_source("FILE").unwrap();
+    let v = src.resolve(&format!("FILE:{}/alias/token", s.display())).unwrap().map(|c| c.value);
+    assert_eq!(v.ok().as_deref(), Some("inside"));
+    assert!(matches!(
+        src.resolve(&format!("FILE:{}/x/secret", s.display())).unwrap(),
+        Err(CredentialError::Denied(_))
+    ));
+}
+
 #[test]
 fn snoop_gets_nothing_it_was_not_granted() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,14 +260,14 @@ fn wrong_world_component() -> Vec<u8> {
 #[test]
 fn a_component_of_the_wrong_world_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("liar.wasm"), wrong_world_component()).unwrap();
+    std::fs::write(dir.path().join("standalone.wasm"), wrong_world_component()).unwrap();
     install(dir.path(), &["env"]);
     let reg = registry(dir.path(), &[]);
-    let err = reg.load_file(&dir.path().join("liar.wasm")).err().expect("refused");
+    let err = reg.load_file(&dir.path().join("standalone.wasm")).err().expect("refused");
     assert!(matches!(err, PluginError::WrongWorld { expected: World::LifecycleHook, .. }), "{err}");
     reg.load_dir().unwrap();
     let st = reg.status();
-    let liar = st.iter().find(|s| s.file.ends_with("liar.wasm")).unwrap();
+    let liar = st.iter().find(|s| s.file.ends_with("standalone.wasm")).unwrap();
     assert_eq!(liar.state, PluginState::Failed);
     assert!(liar.last_error.as_deref().unwrap().contains("lifecycle-hook"));
     assert_eq!(liar.name.as_deref(), Some("standalone"));

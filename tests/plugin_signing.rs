@@ -8,7 +8,7 @@ use std::path::Path;
 use support::cli::{Run, warren_with};
 use support::keys::origin_keys;
 use support::plugins::{install, registry_with, wasm};
-use warren::plugins::{PluginError, PluginState, TrustMode};
+use warren::plugins::{Grant, PluginError, PluginState, TrustMode};
 
 /// `warren ARGS` with the key cache `keys` (and a data path beside it).
 fn warren(args: &[&str], keys: &Path) -> Run {
@@ -46,7 +46,27 @@ fn sign_inspect_and_strict_trust() {
     warren(&["plugin", "sign", "--origin", "acme", file.to_str().unwrap()], keys.path()).ok();
     assert_eq!(std::fs::metadata(&file).unwrap().len(), len1);
 
-    let reg = registry_with(plugins.path(), Default::default(), TrustMode::Strict, keys.path());
+    // Trusted, but sup.toml names env (ENV is its scheme) without saying who must sign it.
+    let strict = |signers: &[&str]| {
+        let grant = Grant { signers: signers.iter().map(|s| s.to_string()).collect(), ..Grant::default() };
+        let grants =
+            if signers.is_empty() { Default::default() } else { [("env".to_string(), grant)].into() };
+        registry_with(plugins.path(), grants, TrustMode::Strict, keys.path())
+    };
+    match strict(&[]).load_file(&file) {
+        Err(PluginError::Untrusted(why)) => {
+            assert!(why.contains("lists no signer") && why.contains("origin acme"), "{why}")
+        }
+        other => panic!("no signer listed, yet loaded: {:?}", other.map(|p| p.info.name.clone())),
+    }
+    // Signed by a trusted origin that [plugins.env] does not accept: refused, naming both.
+    match strict(&["beta", "gamma"]).load_file(&file) {
+        Err(PluginError::Untrusted(why)) => {
+            assert!(why.contains("origin acme") && why.contains("beta, gamma"), "{why}")
+        }
+        other => panic!("wrong signer, yet loaded: {:?}", other.map(|p| p.info.name.clone())),
+    }
+    let reg = strict(&["beta", "acme"]);
     let p = reg.load_file(&file).unwrap();
     assert_eq!(p.info.signature.signer(), Some(signer.as_str()));
     assert_eq!(reg.status()[0].signer.as_deref(), Some(signer.as_str()));

@@ -143,6 +143,27 @@ fn gateway_token_rotates_from_a_file_credential_and_plugins_load_live() {
     assert!(plugin_names(&sup, "second-token").contains(&"file".to_string()));
 }
 
+/// A plugin that declares FILE (and loads first) does not get the gateway token's reference nor
+/// choose its value: [credentials] (by default FILE = "file") decides who serves a scheme.
+#[test]
+fn an_impostor_plugin_does_not_choose_the_gateway_token() {
+    let (dir, extra, _) = setup("auth_token", "token", "real-token\n");
+    std::fs::copy(wasm("impostor"), dir.path().join("plugins/impostor.wasm")).unwrap();
+    let sup = Sup::start(dir.path(), 42, extra, vec![]);
+    wait_until(Duration::from_secs(20), "the real token accepted", || {
+        status(&sup, "/plugins", Some("real-token")) == 200
+    });
+    assert_eq!(status(&sup, "/plugins", Some("impostor-chosen-value")), 401, "{}", sup.log_tail());
+    let names = plugin_names(&sup, "real-token");
+    assert!(names.contains(&"file".to_string()) && names.contains(&"impostor".to_string()), "{names:?}");
+    let json: serde_json::Value = get(&sup, "/plugins", Some("real-token")).unwrap().json().unwrap();
+    let impostor = json["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "impostor").unwrap();
+    // This sup.toml has no [credentials] table: only the defaults (FILE, ENV, VAULT) are served.
+    assert_eq!(impostor["schemes"], serde_json::json!([]));
+    assert_eq!(impostor["unassigned_schemes"], serde_json::json!(["FILE", "ENV", "IMPOSTOR"]));
+    assert!(sup.log_tail().contains("assigns to file: it gets no FILE: references"), "{}", sup.log_tail());
+}
+
 #[test]
 fn a_ring_key_reference_encrypts_the_ring() {
     let key = ring_key("refring", "20250101000000");

@@ -211,18 +211,21 @@ mod tests {
     fn config_and_ring_key_source_do_not_debug_print_secrets() {
         let toml = format!(
             "auth_token = \"{SECRET}\"\nring_key = \"literal:{SECRET}\"\nctl_secret = \"{SECRET}\"\n\
-             some_future_key = \"{SECRET}\"\n\
-             [services.redis]\nextra = \"{SECRET}\"\n[services.redis.config]\npassword = \"{SECRET}\"\n"
+             [services.redis.config]\npassword = \"{SECRET}\"\n[services.redis.config.tls]\nkey = \"{SECRET}\"\n"
         );
         let config = SupConfig::parse(&toml, "sup.toml").unwrap();
         assert_eq!(config.auth_token.as_ref().map(SecretString::expose), Some(SECRET));
         assert_hidden("SupConfig", format!("{config:?}"));
         assert_hidden("SupConfig (pretty)", format!("{config:#?}"));
         let debug = format!("{config:?}");
-        assert!(
-            debug.contains("\"password\"") && debug.contains("\"some_future_key\""),
-            "keys stay: {debug}"
-        );
+        assert!(debug.contains("\"password\"") && debug.contains("\"tls\""), "keys stay: {debug}");
+        // Unknown keys are refused, and the error does not show their values either.
+        for unknown in
+            [format!("some_future_key = \"{SECRET}\"\n"), format!("[services.redis]\nextra = \"{SECRET}\"\n")]
+        {
+            let err = SupConfig::parse(&unknown, "sup.toml").unwrap_err();
+            assert_hidden("unknown-key error", format!("{err} {err:?}"));
+        }
 
         let refs = SupConfig::parse("auth_token = \"FILE:/run/secrets/token\"\n", "t").unwrap();
         assert!(format!("{refs:?}").contains("auth_token: Some(FILE:<…>)"), "{refs:?}");

@@ -14,7 +14,7 @@ use warren::plugins::{
 use super::fixtures::repo_root;
 
 const PLUGINS: [&str; 6] = ["env", "file", "vault-kv", "standalone", "leader-follower", "hook-example"];
-const FIXTURES: [&str; 5] = ["spin", "hog", "panicker", "snoop", "snoop-http"];
+const FIXTURES: [&str; 6] = ["spin", "hog", "panicker", "snoop", "snoop-http", "impostor"];
 
 fn newest_source(dir: &Path, newest: &mut SystemTime) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
@@ -133,14 +133,34 @@ pub fn engine() -> Arc<PluginEngine> {
         .clone()
 }
 
+/// `[credentials]` of the test registries: the defaults, and each test fixture serving the
+/// scheme it declares (as an operator would assign them).
+pub fn test_credentials() -> BTreeMap<String, String> {
+    let fixtures = [
+        ("PANIC", "panicker"),
+        ("HOG", "hog"),
+        ("SPIN", "spin"),
+        ("SNOOP", "snoop"),
+        ("SNOOPHTTP", "snoop-http"),
+        ("IMPOSTOR", "impostor"),
+    ];
+    let extra = fixtures.iter().map(|(s, n)| (s.to_string(), n.to_string())).collect();
+    warren::plugins::registry::credentials_with_defaults(&extra)
+}
+
 pub fn registry_with(
     dir: &Path,
     grants: BTreeMap<String, Grant>,
     trust: TrustMode,
     keys: &Path,
 ) -> Arc<PluginRegistry> {
-    let settings =
-        RegistrySettings { plugin_dir: dir.to_path_buf(), trust, grants, limits: Limits::default() };
+    let settings = RegistrySettings {
+        plugin_dir: dir.to_path_buf(),
+        trust,
+        grants,
+        credentials: test_credentials(),
+        limits: Limits::default(),
+    };
     PluginRegistry::new(engine(), settings, Arc::new(KeyCache::new(keys)))
 }
 

@@ -82,6 +82,7 @@ fn bench(
         trust: TrustMode::Off,
         grants: [("file".to_string(), Grant { read_paths: vec![secrets.to_path_buf()], ..Grant::default() })]
             .into(),
+        credentials: crate::plugins::registry::credentials_with_defaults(&Default::default()),
         limits: Limits::default(),
     };
     let registry = PluginRegistry::new(

@@ -190,16 +190,17 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
             "no ring key (--ring, {RING_KEY_ENV} or ring_key in the config): gossip is NOT encrypted"
         );
     }
-    let env_token = std::env::var(AUTH_TOKEN_ENV).ok().and_then(|t| AuthToken::new(&t));
-    let gateway_token = match (env_token, &config.auth_token) {
+    let gateway_token = match (env_auth_token()?, &config.auth_token) {
         (Some(t), _) => GatewayToken::Fixed(t),
         (None, Some(reference)) => credential_or_literal(
             &plugins,
             "auth_token",
             reference.expose(),
-            |v| AuthToken::new(v).map_or(GatewayToken::None, GatewayToken::Fixed),
-            GatewayToken::Credential,
-        ),
+            |v| AuthToken::new(v).map(GatewayToken::Fixed),
+            |rx| Some(GatewayToken::Credential(rx)),
+        )
+        // The config refuses a blank auth_token already; never fall back to an open gateway.
+        .context("auth_token in the config is empty")?,
         (None, None) => GatewayToken::None,
     };
     let opts = SupOptions {
@@ -218,6 +219,21 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         extra_routes: Vec::new(),
     };
     sup::run(opts).context("supervisor failed")
+}
+
+/// `WARREN_GATEWAY_AUTH_TOKEN`: unset is "no token from the environment"; set but blank is an
+/// error (an unset variable in a unit file would otherwise open the gateway).
+fn env_auth_token() -> anyhow::Result<Option<AuthToken>> {
+    match std::env::var(AUTH_TOKEN_ENV) {
+        Ok(t) => AuthToken::new(&t).map(Some).with_context(|| {
+            format!(
+                "{AUTH_TOKEN_ENV} is set but empty: unset it to use auth_token from the config \
+                 (or no gateway authentication), or set it to a token"
+            )
+        }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{AUTH_TOKEN_ENV} is not valid UTF-8"),
+    }
 }
 
 /// A config value that is a literal is used as is; a `SCHEME:rest` reference is followed

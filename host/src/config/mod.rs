@@ -7,7 +7,13 @@
 //! ring_key = "ENV:WARREN_RING_KEY"
 //! ctl_secret = "literal:..."
 //!
-//! [plugins.file]
+//! [credentials]                 # which plugin serves each scheme (these three are the defaults)
+//! FILE = "file"
+//! ENV = "env"
+//! VAULT = "vault-kv"
+//!
+//! [plugins.file]                # applies to file.wasm whose manifest name is "file"
+//! signer = "acme"               # with plugin_trust = strict: the origin that must sign it
 //! read_paths = ["/run/secrets"]
 //! [plugins.env]
 //! env = ["HAB_AUTH_TOKEN"]
@@ -24,8 +30,9 @@
 //! credential references (see `credentials::reference`). Schemes are upper case: a value like
 //! `file:/run/x` is a literal, and loading the file logs a warning for it (for the three secret
 //! keys; service values warn only for `env:`/`vault:`/`literal:` in the wrong case, since
-//! `file:` and `unix:` URLs are ordinary there: see `ValueKind`). Keys this module does
-//! not know are kept in `other` for the parts of warren that own them. The secrets are
+//! `file:` and `unix:` URLs are ordinary there: see `ValueKind`). An unknown key is an error
+//! (a mistyped `auth_token` must not leave the gateway open), and so is a blank secret. The
+//! secrets are
 //! [`SecretString`]s: `Debug` of a config never shows them.
 
 use std::collections::BTreeMap;
@@ -33,8 +40,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::credentials::reference::{ValueKind, mistyped_scheme_warning};
+use crate::credentials::Reference;
+use crate::credentials::reference::{ValueKind, is_scheme, mistyped_scheme_warning};
 use crate::plugins::manifest::valid_plugin_name;
+use crate::plugins::registry::credentials_with_defaults;
 use crate::plugins::{Grant, Limits, RegistrySettings, TrustMode};
 use crate::secret::SecretString;
 
@@ -50,11 +59,19 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("{path}: [plugins.{plugin}]: {message}")]
     Grant { path: String, plugin: String, message: String },
+    #[error("{path}: [credentials]: {message}")]
+    Credentials { path: String, message: String },
+    #[error(
+        "{path}: {key} is empty; remove the key to go without it (for auth_token: an open gateway), \
+         or give it a value"
+    )]
+    EmptySecret { path: String, key: &'static str },
 }
 
 /// Not `Serialize`: it holds secrets, and its `Debug` shows none (see [`SecretString`]; free-form
 /// tables show their keys only).
 #[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SupConfig {
     #[serde(default)]
     pub data_path: Option<PathBuf>,
@@ -68,23 +85,22 @@ pub struct SupConfig {
     pub ring_key: Option<SecretString>,
     #[serde(default)]
     pub ctl_secret: Option<SecretString>,
+    /// Which plugin serves each scheme, on top of [`DEFAULT_CREDENTIALS`].
+    #[serde(default)]
+    pub credentials: BTreeMap<String, String>,
     /// Operator grants per plugin name.
     #[serde(default)]
     pub plugins: BTreeMap<String, Grant>,
     #[serde(default)]
     pub services: BTreeMap<String, ServiceSection>,
-    /// Keys owned by other parts of warren (ring, ctl, http gateway).
-    #[serde(flatten)]
-    pub other: toml::Table,
 }
 
 #[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceSection {
-    /// Service configuration values; strings may be credential references.
+    /// Service configuration values (free-form); strings may be credential references.
     #[serde(default)]
     pub config: toml::Table,
-    #[serde(flatten)]
-    pub other: toml::Table,
 }
 
 /// A free-form table in `Debug` output: its keys, never its values (a service's password).
@@ -105,19 +121,16 @@ impl std::fmt::Debug for SupConfig {
             .field("auth_token", &self.auth_token)
             .field("ring_key", &self.ring_key)
             .field("ctl_secret", &self.ctl_secret)
+            .field("credentials", &self.credentials)
             .field("plugins", &self.plugins)
             .field("services", &self.services)
-            .field("other", &KeysOnly(&self.other))
             .finish()
     }
 }
 
 impl std::fmt::Debug for ServiceSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceSection")
-            .field("config", &KeysOnly(&self.config))
-            .field("other", &KeysOnly(&self.other))
-            .finish()
+        f.debug_struct("ServiceSection").field("config", &KeysOnly(&self.config)).finish()
     }
 }
 
@@ -188,6 +201,25 @@ impl SupConfig {
             }
             grant.validate().map_err(err)?;
         }
+        for (scheme, plugin) in &cfg.credentials {
+            let message = if !is_scheme(scheme) {
+                format!("{scheme:?} is not a scheme (upper case: [A-Z][A-Z0-9_]*)")
+            } else if !valid_plugin_name(plugin) {
+                format!("{scheme} = {plugin:?}: not a valid plugin name")
+            } else {
+                continue;
+            };
+            return Err(ConfigError::Credentials { path: origin.to_string(), message });
+        }
+        // A blank secret is a mistake (an unset variable in a template), not "none": for
+        // auth_token it would serve the gateway without authentication.
+        for (key, value) in
+            [("auth_token", &cfg.auth_token), ("ring_key", &cfg.ring_key), ("ctl_secret", &cfg.ctl_secret)]
+        {
+            if value.as_ref().is_some_and(|v| is_blank_secret(v.expose())) {
+                return Err(ConfigError::EmptySecret { path: origin.to_string(), key });
+            }
+        }
         Ok(cfg)
     }
 
@@ -220,6 +252,7 @@ impl SupConfig {
             plugin_dir: self.plugin_dir(plugin_dir),
             trust: trust_cli.or(self.plugin_trust).unwrap_or(default_trust),
             grants: self.plugins.clone(),
+            credentials: credentials_with_defaults(&self.credentials),
             limits: Limits::default(),
         }
     }
@@ -238,6 +271,14 @@ impl SupConfig {
             collect_strings(&format!("services.{svc}.config"), &section.config, &mut out);
         }
         out
+    }
+}
+
+/// Empty or whitespace, also as `literal:` with nothing after it.
+pub fn is_blank_secret(value: &str) -> bool {
+    match Reference::parse(value) {
+        Reference::Literal(v) => v.trim().is_empty(),
+        Reference::Routed { .. } => false,
     }
 }
 
@@ -261,7 +302,9 @@ plugin_path = "/srv/plugins"
 plugin_trust = "warn"
 auth_token = "FILE:/run/secrets/token"
 ctl_secret = "literal:abc"
-listen_gossip = "127.0.0.1:9638"
+
+[credentials]
+VAULT = "my-vault"
 
 [plugins.file]
 read_paths = ["/run/secrets"]
@@ -272,8 +315,6 @@ http_hosts = ["127.0.0.1:8200"]
 memory_mb = 32
 timeout_ms = 5000
 
-[services.redis]
-group = "prod"
 [services.redis.config]
 password = "VAULT:secret/data/redis#password"
 port = 6379
@@ -289,8 +330,6 @@ key = "FILE:/run/secrets/redis.key"
         assert_eq!(c.plugin_trust, Some(TrustMode::Warn));
         assert_eq!(c.plugins["vault-kv"].http_hosts, vec!["127.0.0.1:8200"]);
         assert_eq!(c.plugins["file"].read_paths, vec![PathBuf::from("/run/secrets")]);
-        assert!(c.other.contains_key("listen_gossip"), "foreign keys are kept");
-        assert!(c.services["redis"].other.contains_key("group"));
         let refs = c.references();
         assert!(refs.contains(&("auth_token".into(), "FILE:/run/secrets/token".into())));
         assert!(
@@ -305,6 +344,65 @@ key = "FILE:/run/secrets/redis.key"
         assert_eq!(refs.len(), 4);
         let s = c.registry_settings(None, Some(TrustMode::Strict), TrustMode::Off);
         assert_eq!(s.trust, TrustMode::Strict);
+        // The defaults, with the file's [credentials] on top.
+        let want: BTreeMap<String, String> = [("ENV", "env"), ("FILE", "file"), ("VAULT", "my-vault")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(s.credentials, want);
+        assert_eq!(
+            SupConfig::default().registry_settings(None, None, TrustMode::Off).credentials["VAULT"],
+            "vault-kv"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_without_values() {
+        for (text, key, known) in [
+            ("auth_tokn = \"s3cret-value\"\n", "auth_tokn", "auth_token"),
+            ("[plugins.file]\nread_path = [\"/s3cret-value\"]\n", "read_path", "read_paths"),
+            ("[plugins.file]\nsigners = [\"acme\"]\nsignr = \"s3cret-value\"\n", "signr", "signer"),
+            ("[services.redis]\ngroup = \"s3cret-value\"\n", "group", "config"),
+        ] {
+            let err = SupConfig::parse(text, "sup.toml").unwrap_err().to_string();
+            assert!(err.contains(&format!("unknown field `{key}`")), "{err}");
+            assert!(err.contains(&format!("`{known}`")), "lists the known keys: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        // Service config values stay free-form.
+        assert!(SupConfig::parse("[services.redis.config]\nanything = 1\n", "t").is_ok());
+    }
+
+    #[test]
+    fn blank_secrets_are_refused() {
+        for text in [
+            "auth_token = \"\"\n",
+            "auth_token = \"   \"\n",
+            "auth_token = \"literal:\"\n",
+            "auth_token = \"literal: \\t\"\n",
+            "ring_key = \"\"\n",
+            "ctl_secret = \" \"\n",
+        ] {
+            match SupConfig::parse(text, "sup.toml") {
+                Err(e @ ConfigError::EmptySecret { .. }) => {
+                    assert!(e.to_string().contains("is empty"), "{e}")
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        assert!(SupConfig::parse("auth_token = \"FILE:/run/t\"\n", "t").is_ok());
+    }
+
+    #[test]
+    fn credentials_table_is_validated() {
+        assert!(SupConfig::parse("[credentials]\nfile = \"file\"\n", "t").is_err(), "lower-case scheme");
+        assert!(SupConfig::parse("[credentials]\nFILE = \"Bad Name\"\n", "t").is_err());
+        assert!(
+            SupConfig::parse("[plugins.file]\nsigner = \"acme-20200101000000\"\n", "t").is_err(),
+            "a key"
+        );
+        assert!(SupConfig::parse("[plugins.file]\nsigner = \"a@b\"\n", "t").is_err());
+        assert!(SupConfig::parse("[plugins.file]\nsigner = \"acme\"\nsigners = [\"beta\"]\n", "t").is_ok());
     }
 
     #[test]

@@ -24,7 +24,8 @@ impl std::fmt::Debug for AuthToken {
 }
 
 impl AuthToken {
-    /// None for an empty token (no authentication).
+    /// None for an empty or blank token: callers decide what that means (the supervisor
+    /// refuses one from the config or the environment, and fails closed on a credential).
     pub fn new(token: &str) -> Option<Self> {
         let t = token.trim();
         (!t.is_empty()).then(|| AuthToken(Arc::new(Zeroizing::new(t.to_string()))))

@@ -53,8 +53,12 @@ pub struct PluginInfo {
     pub blake2b: String,
     pub signature: SignatureStatus,
     pub policy: Effective,
-    /// Schemes served (credential sources only).
+    /// Schemes served (credential sources only): those it declares that `[credentials]`
+    /// assigns to it.
     pub schemes: Vec<String>,
+    /// Schemes it declares that `[credentials]` assigns to another plugin or to none: it gets
+    /// no references of these.
+    pub unassigned_schemes: Vec<String>,
     pub compile_cache: CacheOutcome,
 }
 
@@ -69,7 +73,9 @@ pub struct LoadedPlugin {
 
 impl LoadedPlugin {
     /// Compiles (or loads from cache), links and pre-instantiates; then instantiates once to
-    /// prove it works and, for credential sources, asks for its schemes.
+    /// prove it works and, for credential sources, asks for its schemes (it serves those
+    /// `owns_scheme` accepts).
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         engine: Arc<PluginEngine>,
         file: PathBuf,
@@ -78,6 +84,7 @@ impl LoadedPlugin {
         manifest: &Manifest,
         signature: SignatureStatus,
         policy: Effective,
+        owns_scheme: &dyn Fn(&str) -> bool,
     ) -> Result<Arc<Self>, PluginError> {
         let (component, cache) = engine.compile(wasm, &digest)?;
         let name = manifest.name.clone();
@@ -105,6 +112,7 @@ impl LoadedPlugin {
                 signature,
                 policy,
                 schemes: Vec::new(),
+                unassigned_schemes: Vec::new(),
                 compile_cache: cache,
             },
             engine,
@@ -127,7 +135,9 @@ impl LoadedPlugin {
                     detail: "schemes() must return 1-16 names of [A-Z][A-Z0-9_]*".into(),
                 });
             }
-            plugin.info.schemes = schemes;
+            let (owned, unassigned) = schemes.into_iter().partition(|s| owns_scheme(s));
+            plugin.info.schemes = owned;
+            plugin.info.unassigned_schemes = unassigned;
         } else {
             let warm = plugin.instantiate()?;
             plugin.idle.lock().unwrap_or_else(|p| p.into_inner()).push(warm);

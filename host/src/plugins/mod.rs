@@ -97,8 +97,11 @@ pub enum PluginError {
     NotFound(String),
     #[error("plugin name {name:?} is already provided by {other}")]
     DuplicateName { name: String, other: String },
-    #[error("scheme {scheme} is already served by plugin {other}")]
-    DuplicateScheme { scheme: String, other: String },
+    #[error(
+        "{file} holds plugin {name:?}: a plugin file must be named after its plugin ({name}.wasm), \
+         so that sup.toml's [plugins.NAME] and [credentials] name files the operator installed"
+    )]
+    NameMismatch { file: String, name: String },
     #[error("plugin folder watcher: {0}")]
     Watch(String),
 }

@@ -27,9 +27,20 @@ pub struct Grant {
     pub memory_mb: Option<u32>,
     #[serde(default)]
     pub timeout_ms: Option<u32>,
+    /// The origin that must have signed this plugin (`plugin_trust = strict`).
+    #[serde(default)]
+    pub signer: Option<String>,
+    /// Several accepted origins (with or instead of `signer`).
+    #[serde(default)]
+    pub signers: Vec<String>,
 }
 
 impl Grant {
+    /// Every origin the operator accepts as this plugin's signer.
+    pub fn allowed_signers(&self) -> impl Iterator<Item = &str> {
+        self.signer.iter().chain(self.signers.iter()).map(String::as_str)
+    }
+
     /// Grants are explicit: no wildcards, absolute normalized paths.
     pub fn validate(&self) -> Result<(), String> {
         for e in &self.env {
@@ -52,6 +63,15 @@ impl Grant {
         }
         if self.memory_mb == Some(0) || self.timeout_ms == Some(0) {
             return Err("memory_mb and timeout_ms must be positive".into());
+        }
+        for origin in self.allowed_signers() {
+            // An origin name, not a key revision: `acme`, never `acme-20200101000000`.
+            if crate::crypto::keys::validate_name(origin).is_err()
+                || origin.contains('@')
+                || origin.parse::<crate::crypto::KeyId>().is_ok()
+            {
+                return Err(format!("signer {origin:?} must be an origin name (e.g. \"acme\")"));
+            }
         }
         Ok(())
     }
@@ -82,6 +102,10 @@ impl Default for Limits {
 pub struct Effective {
     pub env: Vec<String>,
     pub read_paths: Vec<PathBuf>,
+    /// The operator's read grants as written: a read path whose resolution (symlinks at or
+    /// above it) leaves all of them is not opened.
+    #[serde(skip)]
+    pub read_grants: Vec<PathBuf>,
     pub http_hosts: Vec<String>,
     pub memory_mb: u32,
     pub timeout_ms: u32,
@@ -94,9 +118,21 @@ impl Effective {
     pub fn memory_bytes(&self) -> usize {
         self.memory_mb as usize * 1024 * 1024
     }
-    /// Whether an outbound HTTP authority (`host:port`) was granted.
+    /// Whether an outbound HTTP authority (`host:port`, exactly as dialled) was granted.
     pub fn allows_http(&self, authority: &str) -> bool {
         self.http_hosts.iter().any(|h| h.eq_ignore_ascii_case(authority))
+    }
+
+    /// Where a granted read path really is: its resolution, if that stays inside one of the
+    /// operator's grants as written. A symlink at or above the path (`/run/secrets/x -> /`)
+    /// that leads elsewhere gives `Err` with the resolved path (or the I/O error).
+    pub fn confined_read_path(&self, dir: &Path) -> Result<PathBuf, String> {
+        let real = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
+        if self.read_grants.iter().any(|g| dir.starts_with(g) && real.starts_with(g)) {
+            Ok(real)
+        } else {
+            Err(format!("it resolves to {}, outside the grant", real.display()))
+        }
     }
 }
 
@@ -153,6 +189,7 @@ pub fn intersect(req: &Requests, grant: &Grant, limits: &Limits) -> Effective {
     Effective {
         env,
         read_paths,
+        read_grants: grant.read_paths.clone(),
         http_hosts,
         memory_mb: pick(req.memory_mb, grant.memory_mb, limits.default_memory_mb, limits.max_memory_mb),
         timeout_ms: pick(req.timeout_ms, grant.timeout_ms, limits.default_timeout_ms, limits.max_timeout_ms),
@@ -175,7 +212,7 @@ mod tests {
             read_paths: vec!["/run/secrets".into()],
             http_hosts: vec!["127.0.0.1:8200".into()],
             memory_mb: Some(32),
-            timeout_ms: None,
+            ..Grant::default()
         };
         let e = intersect(&req(&["*"], &["*"], &["*"], Some(16), Some(5000)), &g, &Limits::default());
         assert_eq!(e.env, vec!["A", "B"]);

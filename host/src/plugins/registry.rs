@@ -1,8 +1,11 @@
 //! The plugin registry: the loaded plugins of the plugin folder, keyed by file. Loading a file
-//! verifies the signature, reads the manifest, intersects the grants, compiles and
+//! verifies the signature, reads the manifest, checks that the file is named after the plugin
+//! (and, under strict trust, that a plugin sup.toml names is signed by an origin it lists),
+//! intersects the grants, compiles and
 //! pre-instantiates; only then is the new plugin swapped in (an `Arc` swap: calls in flight
 //! finish on the old one). A broken replacement leaves the old plugin serving and records the
-//! error.
+//! error. Schemes are routed by `[credentials]` (scheme → plugin name), never by what a plugin
+//! declares or which loaded first.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -28,7 +31,59 @@ pub struct RegistrySettings {
     pub trust: TrustMode,
     /// `[plugins.NAME]` grants, by plugin name.
     pub grants: BTreeMap<String, Grant>,
+    /// `[credentials]`: the one plugin (by name) that serves each scheme. A scheme not listed
+    /// is served by no plugin, whatever the plugins declare.
+    pub credentials: BTreeMap<String, String>,
     pub limits: Limits,
+}
+
+/// The schemes of the example plugins, served by them unless `[credentials]` says otherwise.
+pub const DEFAULT_CREDENTIALS: [(&str, &str); 3] = [("FILE", "file"), ("ENV", "env"), ("VAULT", "vault-kv")];
+
+/// [`DEFAULT_CREDENTIALS`] with `overrides` (the `[credentials]` table) on top.
+pub fn credentials_with_defaults(overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut all: BTreeMap<String, String> =
+        DEFAULT_CREDENTIALS.iter().map(|(s, n)| (s.to_string(), n.to_string())).collect();
+    all.extend(overrides.iter().map(|(s, n)| (s.clone(), n.clone())));
+    all
+}
+
+/// A plugin's name is its file's name: `[plugins.NAME]` and `[credentials]` name files the
+/// operator put there, never whatever a manifest claims.
+fn check_file_name(path: &Path, name: &str) -> Result<(), PluginError> {
+    if path.file_stem().is_some_and(|stem| stem == name) {
+        return Ok(());
+    }
+    Err(PluginError::NameMismatch {
+        file: path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned()),
+        name: name.to_string(),
+    })
+}
+
+/// With `plugin_trust = strict`, a plugin sup.toml names (grants or a scheme) must be signed by
+/// an origin its `[plugins.NAME]` lists: a key trusted for one plugin does not vouch for all.
+fn check_signer(name: &str, signature: &SignatureStatus, grant: Option<&Grant>) -> Result<(), PluginError> {
+    let signer = signature.signer().unwrap_or("nobody");
+    let origin =
+        signer.parse::<crate::crypto::KeyId>().map(|k| k.name).unwrap_or_else(|_| signer.to_string());
+    let allowed: Vec<&str> = grant.map(|g| g.allowed_signers().collect()).unwrap_or_default();
+    if allowed.contains(&origin.as_str()) {
+        return Ok(());
+    }
+    let why = if allowed.is_empty() {
+        format!(
+            "plugin {name} is named in sup.toml ([plugins.{name}] or [credentials]) but [plugins.{name}] \
+             lists no signer; it is signed by origin {origin} (add signer = \"ORIGIN\" to accept an origin)"
+        )
+    } else {
+        format!(
+            "plugin {name} is signed by origin {origin}, not by one [plugins.{name}] accepts ({})",
+            allowed.join(", ")
+        )
+    };
+    Err(PluginError::Untrusted(why))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -58,6 +113,8 @@ pub struct PluginStatus {
     pub blake2b: Option<String>,
     pub size: Option<u64>,
     pub schemes: Vec<String>,
+    /// Schemes the plugin declares but `[credentials]` does not assign to it.
+    pub unassigned_schemes: Vec<String>,
     pub calls: u64,
     pub faults: u64,
 }
@@ -217,8 +274,21 @@ impl PluginRegistry {
         };
         self.settings.trust.admit(&signature)?;
         let manifest = Manifest::from_component(&bytes)?;
-        let grant = self.settings.grants.get(&manifest.name).cloned().unwrap_or_default();
-        let effective = policy::intersect(&manifest.requests, &grant, &self.settings.limits);
+        check_file_name(path, &manifest.name)?;
+        let name = manifest.name.as_str();
+        let grant = self.settings.grants.get(name);
+        let named_for_a_scheme = self.settings.credentials.values().any(|n| n == name);
+        if self.settings.trust == TrustMode::Strict && (grant.is_some() || named_for_a_scheme) {
+            check_signer(name, &signature, grant)?;
+        } else if self.settings.trust == TrustMode::Warn
+            && grant.is_some_and(|g| g.allowed_signers().next().is_some())
+            && let Err(e) = check_signer(name, &signature, grant)
+        {
+            tracing::warn!(file = %path.display(), "loading anyway (plugin_trust = warn): {e}");
+        }
+        let effective =
+            policy::intersect(&manifest.requests, &grant.cloned().unwrap_or_default(), &self.settings.limits);
+        let owns_scheme = |scheme: &str| self.settings.credentials.get(scheme).is_some_and(|n| n == name);
         let digest = blake2b_256(&bytes);
         LoadedPlugin::build(
             self.engine()?,
@@ -228,6 +298,7 @@ impl PluginRegistry {
             &manifest,
             signature,
             effective,
+            &owns_scheme,
         )
     }
 
@@ -260,16 +331,17 @@ impl PluginRegistry {
             Ok(plugin) => {
                 let previous = entry.plugin.replace(plugin.clone());
                 let replaced = previous.is_some();
-                let freed = previous.is_some_and(|old| {
-                    old.name() != plugin.name()
-                        || old.info.schemes.iter().any(|s| !plugin.info.schemes.contains(s))
-                });
+                let freed = previous.is_some_and(|old| old.name() != plugin.name());
                 entry.last_error = None;
                 entry.last_error_at = None;
                 entry.failed = None;
                 entry.conflict = false;
                 drop(entries);
                 tracing::info!(plugin = %plugin.name(), world = %plugin.info.world, file = %path.display(), replaced, "plugin loaded");
+                for scheme in &plugin.info.unassigned_schemes {
+                    let owner = self.settings.credentials.get(scheme).map_or("no plugin", String::as_str);
+                    tracing::warn!(plugin = %plugin.name(), scheme = %scheme, "the plugin declares scheme {scheme}, which [credentials] in sup.toml assigns to {owner}: it gets no {scheme}: references");
+                }
                 self.bump();
                 LoadOutcome { result: Ok(plugin), freed }
             }
@@ -277,8 +349,7 @@ impl PluginRegistry {
                 entry.last_error = Some(e.to_string());
                 entry.last_error_at = Some(unix_now());
                 entry.failed = describe_failed(&path, self.keys.as_ref());
-                entry.conflict =
-                    matches!(e, PluginError::DuplicateName { .. } | PluginError::DuplicateScheme { .. });
+                entry.conflict = matches!(e, PluginError::DuplicateName { .. });
                 let serving = entry.plugin.is_some();
                 drop(entries);
                 tracing::error!(file = %path.display(), error = %e, keeps_previous = serving, "plugin failed to load");
@@ -324,12 +395,6 @@ impl PluginRegistry {
                 return Err(PluginError::DuplicateName {
                     name: new.name().to_string(),
                     other: file.display().to_string(),
-                });
-            }
-            if let Some(s) = new.info.schemes.iter().find(|s| other.info.schemes.contains(s)) {
-                return Err(PluginError::DuplicateScheme {
-                    scheme: s.clone(),
-                    other: other.name().to_string(),
                 });
             }
         }
@@ -434,11 +499,17 @@ impl PluginRegistry {
         self.serving().into_iter().find(|p| p.name() == name)
     }
 
-    /// The credential source serving `scheme` (upper case, without the colon).
+    /// The credential source serving `scheme` (upper case, without the colon): the plugin
+    /// `[credentials]` assigns it to, if that one is serving.
     pub fn get_credential_source(&self, scheme: &str) -> Option<CredentialSourceHandle> {
+        let owner = self.settings.credentials.get(scheme)?;
         self.serving()
             .into_iter()
-            .find(|p| p.info.world == World::CredentialSource && p.info.schemes.iter().any(|s| s == scheme))
+            .find(|p| {
+                p.name() == owner
+                    && p.info.world == World::CredentialSource
+                    && p.info.schemes.iter().any(|s| s == scheme)
+            })
             .and_then(|p| CredentialSourceHandle::new(p).ok())
     }
 
@@ -479,6 +550,7 @@ impl PluginRegistry {
                         blake2b: Some(p.info.blake2b.clone()),
                         size: Some(p.info.size),
                         schemes: p.info.schemes.clone(),
+                        unassigned_schemes: p.info.unassigned_schemes.clone(),
                         calls: p.calls(),
                         faults: p.faults(),
                     };
@@ -497,6 +569,7 @@ impl PluginRegistry {
                     blake2b: f.map(|f| f.2.clone()),
                     size: f.map(|f| f.3),
                     schemes: Vec::new(),
+                    unassigned_schemes: Vec::new(),
                     calls: 0,
                     faults: 0,
                 }

@@ -70,11 +70,25 @@ pub struct HttpGate {
     timeout: Duration,
 }
 
-fn normalized_authority(uri: &http::Uri) -> Option<String> {
+/// The `host:port` that `default_send_request` will connect to, computed the way it does
+/// (the authority as written, `:80`/`:443` appended when it names no port). `None` when there
+/// is no authority or it carries userinfo (`x@host`): the host part alone would be checked
+/// while the whole string is dialled.
+pub fn dialled_authority(uri: &http::Uri) -> Option<String> {
     let auth = uri.authority()?;
-    let port =
-        auth.port_u16().unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 });
-    Some(format!("{}:{port}", auth.host()))
+    if auth.as_str().contains('@') {
+        return None;
+    }
+    if auth.port().is_some() {
+        return Some(auth.as_str().to_string());
+    }
+    let port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 };
+    Some(format!("{auth}:{port}"))
+}
+
+/// Whether the gate lets a request to `uri` through to one of the `allowed` `host:port`s.
+pub fn http_allowed(uri: &http::Uri, allowed: &[String]) -> bool {
+    dialled_authority(uri).is_some_and(|a| allowed.iter().any(|h| h.eq_ignore_ascii_case(&a)))
 }
 
 impl WasiHttpHooks for HttpGate {
@@ -95,11 +109,10 @@ impl WasiHttpHooks for HttpGate {
             > + Send,
     > {
         drop(fut);
-        let authority = normalized_authority(request.uri());
-        let granted =
-            authority.as_deref().is_some_and(|a| self.allowed.iter().any(|h| h.eq_ignore_ascii_case(a)));
-        if !granted {
-            tracing::warn!(plugin = %self.plugin, authority = authority.as_deref().unwrap_or("?"), "refused outbound HTTP to a host not granted");
+        if !http_allowed(request.uri(), &self.allowed) {
+            // Userinfo may be a credential: never logged.
+            let authority = dialled_authority(request.uri());
+            tracing::warn!(plugin = %self.plugin, authority = authority.as_deref().unwrap_or("(none, or with userinfo)"), "refused outbound HTTP to a host not granted");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let t = self.timeout;
@@ -142,8 +155,20 @@ impl StoreState {
         }
         for dir in &policy.read_paths {
             let guest = dir.to_string_lossy();
-            if let Err(e) = b.preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly) {
-                // A granted directory that does not exist (yet) is simply not visible.
+            // Opened by its resolved path, and only if that is still inside the grant.
+            let real = match policy.confined_read_path(dir) {
+                Ok(real) => real,
+                Err(why) if dir.exists() => {
+                    tracing::warn!(plugin = %plugin, dir = %dir.display(), "granted directory not opened: {why}");
+                    continue;
+                }
+                Err(why) => {
+                    // A granted directory that does not exist (yet) is simply not visible.
+                    tracing::debug!(plugin = %plugin, dir = %dir.display(), error = %why, "granted directory not preopened");
+                    continue;
+                }
+            };
+            if let Err(e) = b.preopened_dir(&real, guest.as_ref(), FsPerms::ReadOnly) {
                 tracing::debug!(plugin = %plugin, dir = %dir.display(), error = %e, "granted directory not preopened");
             }
         }
@@ -215,5 +240,28 @@ impl host::Host for StoreState {
             Level::Warn => tracing::warn!(target: "warren::plugin", plugin, %fields, "{message}"),
             Level::Error => tracing::error!(target: "warren::plugin", plugin, %fields, "{message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_checks_what_is_dialled() {
+        let allowed = vec!["granted:8200".to_string(), "web:80".to_string(), "tls:443".to_string()];
+        let ok = |u: &str| http_allowed(&u.parse().unwrap(), &allowed);
+        assert!(ok("http://granted:8200/v1/x"));
+        assert!(ok("http://GRANTED:8200/"));
+        assert!(ok("http://web/"), "the default port of http");
+        assert!(ok("https://tls/"), "the default port of https");
+        assert!(!ok("https://web/"), "https dials 443, not the granted 80");
+        assert!(!ok("http://x@granted:8200/"), "userinfo is refused");
+        assert!(!ok("http://user:pw@granted:8200/"));
+        assert!(!ok("http://granted:8201/"));
+        assert!(!ok("http://evil:8200/"));
+        assert!(!ok("/relative"));
+        assert_eq!(dialled_authority(&"http://web/".parse().unwrap()).as_deref(), Some("web:80"));
+        assert_eq!(dialled_authority(&"http://a@web/".parse().unwrap()), None);
     }
 }
