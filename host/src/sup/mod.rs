@@ -70,6 +70,8 @@ pub struct SupOptions {
     pub plugins: Option<Arc<PluginRuntime>>,
     /// Extra gateway routes, merged behind the same token.
     pub extra_routes: Vec<Router>,
+    /// The file-watch service every watcher of this supervisor shares (one inotify instance).
+    pub files: crate::watch::FileWatch,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,7 +289,9 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let _watcher = match &opts.ring_key {
-        RingKeySource::Cache { name } => keywatch::spawn(handle.clone(), cache.clone(), name.clone()),
+        RingKeySource::Cache { name } => {
+            keywatch::spawn(handle.clone(), cache.clone(), name.clone(), &opts.files)
+        }
         RingKeySource::Credential(rx) => {
             follow_ring_key(handle.clone(), rx.clone());
             None
