@@ -46,7 +46,9 @@ fn inotify_refused_at_start_falls_back_to_polling() {
     std::fs::write(&f, "x").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let batch = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("change seen by polling");
+        let batch = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("change seen by polling");
         if batch.paths.contains(&f) {
             break;
         }

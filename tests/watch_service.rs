@@ -78,7 +78,8 @@ fn get_json(sup: &Sup, path: &str, token: &str) -> Option<serde_json::Value> {
 }
 
 fn status(sup: &Sup, token: &str) -> u16 {
-    client::request(&sup.http, "GET", "/plugins", Some(token), None, Duration::from_secs(2)).map_or(0, |r| r.status)
+    client::request(&sup.http, "GET", "/plugins", Some(token), None, Duration::from_secs(2))
+        .map_or(0, |r| r.status)
 }
 
 fn has_plugin(sup: &Sup, token: &str, name: &str) -> bool {
@@ -97,7 +98,9 @@ fn follows_credentials_plugins_and_keys(sup: &Sup, s: &Setup) {
     wait_until(WAIT, "first token accepted", || status(sup, "first-token") == 200);
 
     write_atomic(&s.token, "second-token\n");
-    wait_until(WAIT, "token rotated", || status(sup, "second-token") == 200 && status(sup, "first-token") == 401);
+    wait_until(WAIT, "token rotated", || {
+        status(sup, "second-token") == 200 && status(sup, "first-token") == 401
+    });
     let t = "second-token";
 
     let env = s.plugins.join("env.wasm");
@@ -140,6 +143,7 @@ fn forced_polling_follows_the_same_changes_and_says_so_once() {
     assert_eq!(inotify_instances(sup.pid()), 0, "{}", sup.log_tail());
     follows_credentials_plugins_and_keys(&sup, &s);
     let text = log(&sup);
-    let warnings = text.lines().filter(|l| l.contains("WARN") && l.contains("by polling every 100ms")).count();
+    let warnings =
+        text.lines().filter(|l| l.contains("WARN") && l.contains("by polling every 100ms")).count();
     assert_eq!(warnings, 1, "one warning names the fallback:\n{text}");
 }

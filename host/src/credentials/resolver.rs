@@ -65,8 +65,12 @@ impl CredentialResolver {
         let (tx, rx) = mpsc::channel();
         let events_tx = tx.clone();
         // Reads are ignored: resolving reads the file, which must not trigger another round.
-        let spec =
-            Spec { name: "credentials", debounce: EVENT_SETTLE, max_delay: EVENT_SETTLE_MAX, ignore_reads: true };
+        let spec = Spec {
+            name: "credentials",
+            debounce: EVENT_SETTLE,
+            max_delay: EVENT_SETTLE_MAX,
+            ignore_reads: true,
+        };
         let subscriber = files.subscribe(spec, move |batch| events_tx.send(Msg::Changed(batch)).is_ok());
         let thread_inner = inner.clone();
         std::thread::Builder::new()

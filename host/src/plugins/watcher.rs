@@ -32,11 +32,10 @@ impl PluginRegistry {
             .map_err(|e| PluginError::Io { path: dir.display().to_string(), source: e })?;
         // Reads are ignored: the registry reads every file it loads, and reacting to that
         // would reload (and, for a refused file, retry) forever.
-        let spec = Spec { name: "plugin folder", debounce: DEBOUNCE, max_delay: MAX_DELAY, ignore_reads: true };
+        let spec =
+            Spec { name: "plugin folder", debounce: DEBOUNCE, max_delay: MAX_DELAY, ignore_reads: true };
         let (subscriber, rx) = files.subscribe_std(spec);
-        subscriber
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| PluginError::Watch(e.to_string()))?;
+        subscriber.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| PluginError::Watch(e.to_string()))?;
         let weak: Weak<PluginRegistry> = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("warren-plugin-watch".into())

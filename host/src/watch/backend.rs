@@ -98,7 +98,8 @@ impl Backend {
                 }
             },
         };
-        let mut b = Backend { kernel, poll: None, opts, events, entries: BTreeMap::new(), warned_watch_limit: false };
+        let mut b =
+            Backend { kernel, poll: None, opts, events, entries: BTreeMap::new(), warned_watch_limit: false };
         if b.kernel.is_none() {
             // The fallback must work, or the service cannot follow anything.
             b.poller()?;

@@ -184,7 +184,11 @@ impl FileWatch {
 
     /// Registers a subscriber; `deliver` gets its batches and returns false once nobody
     /// listens any more. Watch paths through the returned `Subscriber`.
-    pub fn subscribe(&self, spec: Spec, deliver: impl Fn(Batch) -> bool + Send + Sync + 'static) -> Subscriber {
+    pub fn subscribe(
+        &self,
+        spec: Spec,
+        deliver: impl Fn(Batch) -> bool + Send + Sync + 'static,
+    ) -> Subscriber {
         let id = self.shared.router.add(spec, Arc::new(deliver));
         Subscriber { id, shared: self.shared.clone() }
     }

@@ -44,7 +44,8 @@ impl Route {
     }
 
     fn pending(&mut self, now: Instant) -> &mut Batch {
-        let p = self.pending.get_or_insert_with(|| Pending { batch: Batch::default(), first: now, last: now });
+        let p =
+            self.pending.get_or_insert_with(|| Pending { batch: Batch::default(), first: now, last: now });
         p.last = now;
         &mut p.batch
     }
