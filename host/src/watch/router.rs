@@ -61,6 +61,14 @@ pub(super) fn is_read_only(kind: &EventKind) -> bool {
     matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
 }
 
+fn gone(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::PathNotFound => true,
+        notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
 #[derive(Default)]
 struct Routes {
     map: BTreeMap<u64, Route>,
@@ -88,6 +96,10 @@ impl Routes {
                         route.pending(now).paths.extend(mine);
                     }
                 }
+            }
+            Err(e) if gone(&e) => {
+                // The poller meets a deleted path on every scan; its removal was an event.
+                tracing::debug!(paths = ?e.paths, error = %e, "file watch: path gone");
             }
             Err(e) => {
                 let message = e.to_string();

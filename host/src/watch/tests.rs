@@ -258,3 +258,29 @@ fn poll_intervals_parse() {
         assert_eq!(parse_interval(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn a_deleted_folder_is_no_rescan_when_polling() {
+    let watch = FileWatch::with_options(polling()).unwrap();
+    let (_root, d) = dirs(2);
+    let (sub, rx) = watch.subscribe_std(spec(true));
+    sub.watch(&d[0], RecursiveMode::NonRecursive).unwrap();
+    sub.watch(&d[1], RecursiveMode::NonRecursive).unwrap();
+    std::fs::remove_dir(&d[0]).unwrap();
+    let mut rescans = 0;
+    // The poller fails to scan d0 on every round; two rounds of markers in d1 later, every
+    // such failure has been routed.
+    for name in ["m1", "m2"] {
+        let marker = d[1].join(name);
+        std::fs::write(&marker, "1").unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let b = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("marker");
+            rescans += usize::from(b.rescan);
+            if b.paths.contains(&marker) {
+                break;
+            }
+        }
+    }
+    assert_eq!(rescans, 0, "a deleted folder made its owner rescan");
+}
