@@ -118,6 +118,13 @@ fn follows_credentials_plugins_and_keys(sup: &Sup, s: &Setup) {
     wait_until(WAIT, "removed cache key dropped", || ring_keys(sup, t) == Some(1));
 }
 
+fn resolutions(sup: &Sup, token: &str) -> u64 {
+    let j = get_json(sup, "/credentials", token).expect("/credentials");
+    j["credentials"].as_array().unwrap().iter().find(|c| c["used_by"][0] == "auth_token").unwrap()["resolutions"]
+        .as_u64()
+        .unwrap()
+}
+
 fn log(sup: &Sup) -> String {
     std::fs::read_to_string(&sup.log).unwrap()
 }
@@ -129,6 +136,11 @@ fn one_inotify_instance_follows_credentials_plugins_and_keys() {
     assert_eq!(inotify_instances(sup.pid()), 1, "{}", sup.log_tail());
     follows_credentials_plugins_and_keys(&sup, &s);
     assert_eq!(inotify_instances(sup.pid()), 1, "still one after watching and unwatching");
+    // Resolving reads the token file, and a read is an inotify event in its folder: it must
+    // not start another resolution (it did: about 25 a second, forever).
+    let before = resolutions(&sup, "second-token");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(resolutions(&sup, "second-token"), before, "an idle credential keeps being resolved");
     assert!(!log(&sup).contains("polling"), "no fallback here:\n{}", sup.log_tail());
 }
 
