@@ -218,10 +218,11 @@ impl Subscriber {
     pub fn watch(&self, path: &Path, mode: RecursiveMode) -> Result<(), WatchError> {
         let path = absolute(path);
         // Routed before the kernel watch exists, so no event in between is lost.
-        self.shared.router.route(self.id, &path, Some(mode));
+        let before = self.shared.router.route(self.id, &path, Some(mode));
         let added = self.shared.backend().add(self.id, &path, mode);
         if added.is_err() {
-            self.shared.router.route(self.id, &path, None);
+            // The backend kept what it had: so do the routes.
+            self.shared.router.route(self.id, &path, before);
         }
         added
     }

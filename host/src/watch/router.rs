@@ -168,14 +168,14 @@ impl Router {
         id
     }
 
-    /// Routes `path` to subscriber `id` (None: stops routing it).
-    pub(super) fn route(&self, id: u64, path: &Path, mode: Option<RecursiveMode>) {
+    /// Routes `path` to subscriber `id` (None: stops routing it); returns how it was routed.
+    pub(super) fn route(&self, id: u64, path: &Path, mode: Option<RecursiveMode>) -> Option<RecursiveMode> {
         let mut r = lock(&self.routes);
-        let Some(route) = r.map.get_mut(&id) else { return };
+        let route = r.map.get_mut(&id)?;
         match mode {
             Some(m) => route.paths.insert(path.to_path_buf(), m),
             None => route.paths.remove(path),
-        };
+        }
     }
 
     /// Forgets subscriber `id`; returns the paths it had.
