@@ -14,6 +14,7 @@ use support::wait::wait_for;
 use warren::config::SupConfig;
 use warren::credentials::{CredentialResolver, ResolveError, resolve_once};
 use warren::plugins::{CredentialError, Grant};
+use warren::watch::FileWatch;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -35,7 +36,7 @@ fn file_rotation_without_restart() {
     .unwrap();
     let reg = registry(plugins.path(), &[("file", config.plugins["file"].clone())]);
     reg.load_dir().unwrap();
-    let resolver = CredentialResolver::start(reg.clone()).unwrap();
+    let resolver = CredentialResolver::start(reg.clone(), &FileWatch::start().unwrap()).unwrap();
     let (label, reference) = config.references().into_iter().next().unwrap();
     assert_eq!(label, "auth_token");
     let mut rx = resolver.subscribe(&label, &reference);
@@ -90,8 +91,9 @@ fn literals_and_pending_schemes() {
         &[("env", Grant { env: vec!["CARGO_PKG_NAME".into()], ..Grant::default() })],
     );
     reg.load_dir().unwrap();
-    let _watch = reg.watch().unwrap();
-    let resolver = CredentialResolver::start(reg.clone()).unwrap();
+    let files = FileWatch::start().unwrap();
+    let _watch = reg.watch(&files).unwrap();
+    let resolver = CredentialResolver::start(reg.clone(), &files).unwrap();
     let lit = resolver.subscribe("ctl_secret", "literal:ENV:not-routed");
     assert_eq!(lit.borrow().as_ref().unwrap().expose(), "ENV:not-routed");
     let plain = resolver.subscribe("ring_key", "abc:def");
@@ -275,6 +277,7 @@ fn plugin_runtime_from_sup_toml() {
         None,
         None,
         warren::crypto::KeyCache::new(data.path().join("keys")),
+        &FileWatch::start().unwrap(),
     )
     .unwrap();
     let mut rx = rt.subscribe("auth_token", &format!("FILE:{}", token.display()));

@@ -11,6 +11,7 @@ use support::files::write_atomic;
 use support::plugins::{install, registry, rss_kib, wasm, wasm_bytes};
 use support::wait::wait_for;
 use warren::plugins::{Grant, PluginError, PluginRegistry, PluginState};
+use warren::watch::FileWatch;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -31,7 +32,7 @@ fn hot_reload_lifecycle() {
         &[("file", Grant { read_paths: vec![secrets.path().into()], ..Grant::default() })],
     );
     reg.load_dir().unwrap();
-    let _watcher = reg.watch().unwrap();
+    let _watcher = reg.watch(&FileWatch::start().unwrap()).unwrap();
     let path = dir.path().join("file.wasm");
     let reference = format!("FILE:{}/t", secrets.path().display());
 
@@ -198,7 +199,7 @@ fn env_loaded_as(file: &str) -> (tempfile::TempDir, PathBuf, Arc<PluginRegistry>
 fn a_renamed_plugin_file_stops_serving_until_named_back() {
     let (dir, old, reg) = env_loaded_as("env.wasm");
     let renamed = dir.path().join("env-2.wasm");
-    let _watcher = reg.watch().unwrap();
+    let _watcher = reg.watch(&FileWatch::start().unwrap()).unwrap();
     assert_eq!(env_served_by(&reg), Some((old.clone(), "warren".into())));
 
     std::fs::rename(&old, &renamed).unwrap();
@@ -258,7 +259,7 @@ fn engine_starts_with_the_first_plugin_file() {
     let keys = std::sync::Arc::new(warren::crypto::KeyCache::new(dir.path().join("no-keys")));
     let reg = warren::plugins::PluginRegistry::new_lazy(opts, settings, keys);
     reg.load_dir().unwrap();
-    let _watcher = reg.watch().unwrap();
+    let _watcher = reg.watch(&FileWatch::start().unwrap()).unwrap();
     assert!(!reg.engine_started(), "an empty plugin folder starts no engine");
     assert!(!dir.path().join("cache").exists(), "nor its compile cache");
 

@@ -9,3 +9,4 @@ pub mod plugins;
 pub mod ring;
 pub mod secret;
 pub mod sup;
+pub mod watch;

@@ -18,6 +18,7 @@ use crate::plugins::PluginRuntime;
 use crate::ring::RingConfig;
 use crate::secret::SecretString;
 use crate::sup::{self, GatewayToken, RING_KEY_ENV, RingKeySource, SupOptions};
+use crate::watch::FileWatch;
 
 #[derive(Subcommand, Debug)]
 pub enum SupCommand {
@@ -162,12 +163,16 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
     }
     let config = args.plugins.config()?;
     let cache_key_path = args.plugins.cache.cache_key_path.clone();
+    // One file-watch service (one inotify instance) for the plugin folder, the credentials
+    // and the key cache.
+    let files = FileWatch::start().context("starting the file watch service")?;
     let plugins = Arc::new(
         PluginRuntime::start(
             &config,
             args.plugins.plugin_path.as_deref(),
             args.plugins.plugin_trust,
             args.plugins.key_cache(),
+            &files,
         )
         .context("starting the plugin runtime")?,
     );
@@ -217,6 +222,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         gateway_token,
         plugins: Some(plugins),
         extra_routes: Vec::new(),
+        files,
     };
     sup::run(opts).context("supervisor failed")
 }

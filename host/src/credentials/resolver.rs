@@ -1,7 +1,7 @@
 //! The resolver shell: one thread drives the pure `CredentialStore` — resolves what is due
-//! through the plugin registry, watches the parent directories of watch hints with notify,
-//! wakes for TTLs and retries, retries failures when plugins change, and publishes new values
-//! on tokio watch channels.
+//! through the plugin registry, watches the parent directories of watch hints through the
+//! supervisor's file-watch service, wakes for TTLs and retries, retries failures when plugins
+//! change, and publishes new values on tokio watch channels.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -9,23 +9,24 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::watch;
 
 use super::store::{CredentialStatus, CredentialStore, CredentialValue, Failure, Update};
 use super::{ResolveError, resolve_once};
 use crate::plugins::PluginRegistry;
+use crate::watch::{Batch, FileWatch, RecursiveMode, Spec, Subscriber};
 
 /// Longest sleep between checks (plugin changes, missing watch dirs that may appear).
 const MAX_IDLE: Duration = Duration::from_millis(500);
 /// Gathers a burst of file events (write + rename + chmod) into one resolution: resolve once
-/// no event came for EVENT_SETTLE, or at the latest EVENT_SETTLE_MAX after the first.
+/// no event came for EVENT_SETTLE, or at the latest EVENT_SETTLE_MAX after the first (the
+/// file-watch service does the gathering).
 const EVENT_SETTLE: Duration = Duration::from_millis(40);
 const EVENT_SETTLE_MAX: Duration = Duration::from_millis(400);
 
 enum Msg {
     Wake,
-    Paths(Vec<PathBuf>),
+    Changed(Batch),
     Stop,
 }
 
@@ -53,8 +54,9 @@ fn unix_now() -> u64 {
 }
 
 impl CredentialResolver {
-    /// Starts the resolver thread. It stops when the resolver is dropped.
-    pub fn start(registry: Arc<PluginRegistry>) -> Result<Self, ResolveError> {
+    /// Starts the resolver thread, watching through `files`. It stops when the resolver is
+    /// dropped.
+    pub fn start(registry: Arc<PluginRegistry>, files: &FileWatch) -> Result<Self, ResolveError> {
         let inner = Arc::new(Inner {
             registry,
             store: Mutex::new(CredentialStore::new(crate::crypto::sodium::random_array())),
@@ -62,17 +64,18 @@ impl CredentialResolver {
         });
         let (tx, rx) = mpsc::channel();
         let events_tx = tx.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(ev) => {
-                let _ = events_tx.send(Msg::Paths(ev.paths));
-            }
-            Err(e) => tracing::warn!(error = %e, "credential watch error"),
-        })
-        .map_err(|e| ResolveError::Watch(e.to_string()))?;
+        // Reads are ignored: resolving reads the file, which must not trigger another round.
+        let spec = Spec {
+            name: "credentials",
+            debounce: EVENT_SETTLE,
+            max_delay: EVENT_SETTLE_MAX,
+            ignore_reads: true,
+        };
+        let subscriber = files.subscribe(spec, move |batch| events_tx.send(Msg::Changed(batch)).is_ok());
         let thread_inner = inner.clone();
         std::thread::Builder::new()
             .name("warren-credentials".into())
-            .spawn(move || run(thread_inner, rx, watcher))
+            .spawn(move || run(thread_inner, rx, subscriber))
             .map_err(|e| ResolveError::Watch(format!("cannot start the resolver thread: {e}")))?;
         Ok(CredentialResolver { inner, tx })
     }
@@ -116,7 +119,7 @@ impl Drop for CredentialResolver {
     }
 }
 
-fn run(inner: Arc<Inner>, rx: mpsc::Receiver<Msg>, mut watcher: notify::RecommendedWatcher) {
+fn run(inner: Arc<Inner>, rx: mpsc::Receiver<Msg>, watcher: Subscriber) {
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     let mut plugins = inner.registry.subscribe();
     loop {
@@ -144,7 +147,7 @@ fn run(inner: Arc<Inner>, rx: mpsc::Receiver<Msg>, mut watcher: notify::Recommen
         // Follow the watch hints: watch parent directories, since files are often replaced.
         let want = inner.store.lock().unwrap_or_else(|p| p.into_inner()).watch_dirs();
         for gone in watched.difference(&want).cloned().collect::<Vec<_>>() {
-            let _ = watcher.unwatch(&gone);
+            watcher.unwatch(&gone);
             watched.remove(&gone);
         }
         let mut new_watches = false;
@@ -163,33 +166,20 @@ fn run(inner: Arc<Inner>, rx: mpsc::Receiver<Msg>, mut watcher: notify::Recommen
         }
         let next = inner.store.lock().unwrap_or_else(|p| p.into_inner()).next_deadline();
         let wait = next.map_or(MAX_IDLE, |t| t.saturating_duration_since(Instant::now())).min(MAX_IDLE);
-        let mut changed_paths = Vec::new();
         match rx.recv_timeout(wait) {
             Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {}
-            Ok(Msg::Paths(p)) => {
-                changed_paths.extend(p);
-                // Debounce: wait until the burst (write, rename, chmod) has been quiet for
-                // EVENT_SETTLE, bounded so a file rewritten nonstop is still followed.
-                let until = Instant::now() + EVENT_SETTLE_MAX;
-                loop {
-                    let left = until.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(EVENT_SETTLE.min(left)) {
-                        Ok(Msg::Paths(p)) => changed_paths.extend(p),
-                        Ok(Msg::Wake) => {}
-                        Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                        Err(RecvTimeoutError::Timeout) => break,
-                    }
-                    if left.is_zero() {
-                        break;
+            Ok(Msg::Changed(batch)) => {
+                let mut store = inner.store.lock().unwrap_or_else(|p| p.into_inner());
+                for p in &batch.paths {
+                    store.path_changed(p);
+                }
+                if batch.rescan {
+                    // Events were lost: everything under the watched folders may have changed.
+                    for dir in &watched {
+                        store.path_changed(dir);
                     }
                 }
-            }
-        }
-        if !changed_paths.is_empty() {
-            let mut store = inner.store.lock().unwrap_or_else(|p| p.into_inner());
-            for p in &changed_paths {
-                store.path_changed(p);
             }
         }
         if plugins.has_changed().unwrap_or(false) {

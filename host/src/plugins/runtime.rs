@@ -11,6 +11,7 @@ use super::{EngineOptions, PluginError, PluginRegistry, PluginWatcher, TrustMode
 use crate::config::SupConfig;
 use crate::credentials::{CredentialResolver, CredentialValue, ResolveError};
 use crate::crypto::KeyCache;
+use crate::watch::FileWatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -30,13 +31,15 @@ impl PluginRuntime {
     /// Loads the plugin folder (`plugin_path_cli` = `--plugin-path`/`WARREN_PLUGIN_PATH`, else
     /// the config, else `{data_path}/plugins`), starts watching it, and subscribes every
     /// credential reference of the config. `trust_cli` is `--plugin-trust`; `keys` is the key
-    /// cache whose public SIG keys are trusted. Blocking: call it before entering async code
-    /// or from `spawn_blocking`.
+    /// cache whose public SIG keys are trusted; `files` is the supervisor's file-watch
+    /// service (the folder and the credentials' watch hints are followed through it).
+    /// Blocking: call it before entering async code or from `spawn_blocking`.
     pub fn start(
         config: &SupConfig,
         plugin_path_cli: Option<&Path>,
         trust_cli: Option<TrustMode>,
         keys: KeyCache,
+        files: &FileWatch,
     ) -> Result<Self, RuntimeError> {
         let default_trust = TrustMode::default_for(&keys);
         let settings = config.registry_settings(plugin_path_cli, trust_cli, default_trust);
@@ -44,8 +47,8 @@ impl PluginRuntime {
         let engine = EngineOptions { cache_dir: Some(config.plugin_cache_dir()), ..EngineOptions::default() };
         let registry = PluginRegistry::new_lazy(engine, settings, Arc::new(keys));
         registry.load_dir()?;
-        let watcher = registry.watch()?;
-        let resolver = CredentialResolver::start(registry.clone())?;
+        let watcher = registry.watch(files)?;
+        let resolver = CredentialResolver::start(registry.clone(), files)?;
         for (label, reference) in config.references() {
             resolver.subscribe(&label, &reference);
         }

@@ -1,93 +1,59 @@
-//! The plugin folder watcher: a thin shell over notify's debouncer. Changed paths go to a worker
-//! thread that reloads them through the registry, so compiling never blocks the debouncer.
+//! The plugin folder watcher: a subscriber of the supervisor's file-watch service. Changed
+//! paths go to a worker thread that reloads them through the registry, so compiling never
+//! holds up the events of other subscribers.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify::event::{AccessKind, AccessMode, EventKind};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
-
 use super::{PluginError, PluginRegistry};
+use crate::watch::{FileWatch, RecursiveMode, Spec, Subscriber};
 
-/// Quiet period after the last change to a file before it is (re)loaded: long enough for a
-/// copy in progress to finish writing.
+/// Quiet period after the last change in the folder before it is (re)loaded: long enough for
+/// a copy in progress to finish writing.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
+/// A folder that never goes quiet is still followed; a file caught mid-copy then is refused
+/// once and loaded when its copy finishes (the end of a write is an event too).
+const MAX_DELAY: Duration = Duration::from_millis(2500);
 
-/// Opening or reading a file changes nothing, and the registry itself reads every file it
-/// loads: reacting to those events would reload (and, for a refused file, retry) forever.
-/// Closing after a write is kept: it marks a copy that has finished.
-fn is_read_only(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Access(a) if *a != AccessKind::Close(AccessMode::Write))
-}
-
-enum Work {
-    Paths(BTreeSet<PathBuf>),
-    Rescan,
-}
-
-/// Keeps the folder watched; dropping it stops watching.
+/// Keeps the folder watched; dropping it stops watching (and ends the worker thread).
 pub struct PluginWatcher {
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    _subscriber: Subscriber,
 }
 
 impl PluginRegistry {
-    /// Watches the plugin folder (created if missing): new, replaced and removed `.wasm` files
-    /// are loaded, swapped and unloaded. Call `load_dir` first for the files already there.
-    pub fn watch(self: &Arc<Self>) -> Result<PluginWatcher, PluginError> {
+    /// Watches the plugin folder (created if missing) through `files`: new, replaced and
+    /// removed `.wasm` files are loaded, swapped and unloaded, each burst of changes as one
+    /// batch (removals first, see `refresh_paths`). Call `load_dir` first for the files
+    /// already there.
+    pub fn watch(self: &Arc<Self>, files: &FileWatch) -> Result<PluginWatcher, PluginError> {
         let dir = self.settings().plugin_dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(|e| PluginError::Io { path: dir.display().to_string(), source: e })?;
-        let (tx, rx) = mpsc::channel::<Work>();
+        // Reads are ignored: the registry reads every file it loads, and reacting to that
+        // would reload (and, for a refused file, retry) forever.
+        let spec =
+            Spec { name: "plugin folder", debounce: DEBOUNCE, max_delay: MAX_DELAY, ignore_reads: true };
+        let (subscriber, rx) = files.subscribe_std(spec);
+        subscriber.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| PluginError::Watch(e.to_string()))?;
         let weak: Weak<PluginRegistry> = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("warren-plugin-watch".into())
             .spawn(move || {
-                // Ends when the debouncer (and so `tx`) is dropped, or the registry is gone.
-                while let Ok(work) = rx.recv() {
+                // Ends when the subscriber (and so the sending side) is dropped, or the
+                // registry is gone.
+                while let Ok(batch) = rx.recv() {
                     let Some(registry) = weak.upgrade() else { break };
-                    match work {
-                        Work::Paths(paths) => registry.refresh_paths(paths.iter().map(PathBuf::as_path)),
-                        Work::Rescan => {
-                            if let Err(e) = registry.load_dir() {
-                                tracing::error!(error = %e, "plugin folder rescan failed");
-                            }
+                    if batch.rescan {
+                        if let Err(e) = registry.load_dir() {
+                            tracing::error!(error = %e, "plugin folder rescan failed");
                         }
+                    } else if !batch.paths.is_empty() {
+                        registry.refresh_paths(batch.paths.iter().map(PathBuf::as_path));
                     }
                 }
             })
             .map_err(|e| PluginError::Watch(format!("cannot start the watcher thread: {e}")))?;
-        let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| match result {
-            Ok(events) => {
-                let mut paths = BTreeSet::new();
-                let mut rescan = false;
-                for ev in events {
-                    rescan |= ev.need_rescan();
-                    if is_read_only(&ev.event.kind) {
-                        continue;
-                    }
-                    paths.extend(ev.event.paths.iter().cloned());
-                }
-                if rescan {
-                    let _ = tx.send(Work::Rescan);
-                } else if !paths.is_empty() {
-                    let _ = tx.send(Work::Paths(paths));
-                }
-            }
-            Err(errors) => {
-                for e in errors {
-                    tracing::warn!(error = %e, "plugin folder watch error");
-                }
-                let _ = tx.send(Work::Rescan);
-            }
-        })
-        .map_err(|e| PluginError::Watch(e.to_string()))?;
-        debouncer
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| PluginError::Watch(format!("{}: {e}", dir.display())))?;
-        Ok(PluginWatcher { _debouncer: debouncer })
+        Ok(PluginWatcher { _subscriber: subscriber })
     }
 }

@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
-
 use crate::crypto::{KeyCache, KeyKind, RingKey};
 use crate::ring::RingHandle;
+use crate::watch::{FileWatch, RecursiveMode, Spec, Subscriber};
 
 const DEBOUNCE: Duration = Duration::from_millis(250);
+const MAX_DELAY: Duration = Duration::from_millis(2500);
 
 /// Every readable revision of ring key `name` in the cache.
 pub fn cache_keys(cache: &KeyCache, name: &str) -> Vec<RingKey> {
@@ -24,28 +23,16 @@ pub fn cache_keys(cache: &KeyCache, name: &str) -> Vec<RingKey> {
         .collect()
 }
 
-/// Watches the cache folder; keep the returned debouncer alive as long as the watch matters.
-pub fn spawn(
-    ring: RingHandle,
-    cache: KeyCache,
-    name: String,
-) -> Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut debouncer = match new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| {
-        if res.is_ok() {
-            let _ = tx.send(());
-        }
-    }) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the key cache; ring keys reload only through the gateway");
-            return None;
-        }
-    };
+/// Watches the cache folder through `files`; keep the returned subscriber alive as long as
+/// the watch matters. Call from within the tokio runtime.
+pub fn spawn(ring: RingHandle, cache: KeyCache, name: String, files: &FileWatch) -> Option<Subscriber> {
     if let Err(e) = std::fs::create_dir_all(cache.dir()) {
         tracing::warn!(error = %e, "cannot create the key cache");
     }
-    if let Err(e) = debouncer.watch(cache.dir(), RecursiveMode::NonRecursive) {
+    // Reads are ignored: reloading reads the cache, which must not trigger another reload.
+    let spec = Spec { name: "key cache", debounce: DEBOUNCE, max_delay: MAX_DELAY, ignore_reads: true };
+    let (subscriber, mut rx) = files.subscribe_tokio(spec);
+    if let Err(e) = subscriber.watch(cache.dir(), RecursiveMode::NonRecursive) {
         tracing::warn!(error = %e, "cannot watch the key cache; ring keys reload only through the gateway");
         return None;
     }
@@ -62,5 +49,5 @@ pub fn spawn(
             }
         }
     });
-    Some(debouncer)
+    Some(subscriber)
 }

@@ -72,6 +72,8 @@ pub struct SupOptions {
     pub plugins: Option<Arc<PluginRuntime>>,
     /// Extra gateway routes, merged behind the same token.
     pub extra_routes: Vec<Router>,
+    /// The file-watch service every watcher of this supervisor shares (one inotify instance).
+    pub files: crate::watch::FileWatch,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -327,7 +329,9 @@ impl Supervisor {
         let ring = running.handle.clone();
 
         let _watcher = match &opts.ring_key {
-            RingKeySource::Cache { name } => keywatch::spawn(ring.clone(), cache.clone(), name.clone()),
+            RingKeySource::Cache { name } => {
+                keywatch::spawn(ring.clone(), cache.clone(), name.clone(), &opts.files)
+            }
             RingKeySource::Credential(rx) => {
                 follow_ring_key(ring.clone(), rx.clone());
                 None
