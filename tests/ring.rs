@@ -202,3 +202,64 @@ fn advertise_sets_the_address_others_see() {
     assert_eq!(me["address"], "127.0.0.45", "{me}");
     assert_eq!(me["gossip_port"], 7654, "{me}");
 }
+
+#[test]
+fn sigterm_leaves_gracefully_and_a_restart_rejoins_higher() {
+    let dir = tempfile::tempdir().unwrap();
+    // Patient verdicts: a member only becomes "confirmed" after >= 3 s of suspicion, so a
+    // "left" seen by the others can only come from the leave itself.
+    let mut sups = start_ring(dir.path(), 80, 3, &timing_args(&patient()), &[]);
+    let ids = member_ids(&sups);
+    {
+        let refs: Vec<&Sup> = sups.iter().collect();
+        wait_until(Duration::from_secs(30), "3 alive", || all_see_alive(&refs, &ids));
+    }
+    let before = sups[0].incarnation_of(&ids[2]).unwrap();
+    assert!(sups[2].term(), "SIGTERM exits cleanly");
+    wait_until(Duration::from_secs(20), "both survivors see the member as left", || {
+        sups[..2].iter().all(|s| s.metric("warren_ring_members{health=\"left\"}") == 1)
+    });
+    for s in &sups[..2] {
+        assert_eq!(s.metric("warren_ring_members{health=\"confirmed\"}"), 0, "a leave, not a failure");
+        // Habitat's views have no "left": it shows as Confirmed there.
+        assert_eq!(s.health()[&ids[2]], "Confirmed");
+    }
+    sups[2].spawn();
+    wait_until(Duration::from_secs(30), "it rejoins, alive, with a higher incarnation", || {
+        sups[0].health().get(&ids[2]).is_some_and(|h| h == "Alive")
+            && sups[0].incarnation_of(&ids[2]).is_some_and(|i| i > before + 1)
+    });
+    assert_eq!(sups[0].metric("warren_ring_members{health=\"left\"}"), 0);
+}
+
+#[test]
+fn one_supervisor_per_data_path_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let first = Sup::start(dir.path(), 90, fast_timings(), vec![]);
+    let mut second = cli::command();
+    second
+        .args([
+            "sup",
+            "run",
+            "--listen-gossip",
+            "127.0.0.91:0",
+            "--listen-http",
+            "127.0.0.91:0",
+            "--data-path",
+        ])
+        .arg(&first.data)
+        .env("WARREN_CACHE_KEY_PATH", first.data.join("keys"));
+    let run = cli::run(&mut second, None);
+    let err = run.fails();
+    assert!(err.contains("in use by another supervisor"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.pid())), "names the holder: {err}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&first.data), 0o700);
+    wait_until(Duration::from_secs(10), "rumors persisted", || first.data.join("rumors.pb").exists());
+    for f in ["MEMBER_ID", "ring-state.json", "rumors.pb", "LOCK"] {
+        assert_eq!(mode(&first.data.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(first.member_id().len(), 32, "the first keeps its id and runs on");
+    assert!(first.get("/").is_some_and(|r| r.status == 200));
+}

@@ -1,5 +1,6 @@
 //! Two cores meeting in memory.
 use super::*;
+use crate::ring::wire::MAX_FRAME;
 
 fn core(i: u8, peers: Vec<SocketAddr>) -> RingCore {
     RingCore::new(CoreParams {
@@ -41,4 +42,124 @@ fn two_cores_meet() {
     assert_eq!(a.members().iter().filter(|m| m.health == Health::Alive).count(), 2);
     assert_eq!(b.members().iter().filter(|m| m.health == Health::Alive).count(), 2);
     assert_eq!(b.with_store(|s| s.len()), 2, "member rumors spread");
+}
+
+/// Runs both cores for `steps` × 50 ms, delivering datagrams and push-pulls between them.
+fn exchange(a: &mut RingCore, b: &mut RingCore, now: &mut Duration, steps: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..steps {
+        *now += Duration::from_millis(50);
+        a.tick(*now);
+        b.tick(*now);
+        for from in [0, 1] {
+            let (src, dst) = if from == 0 { (&mut *a, &mut *b) } else { (&mut *b, &mut *a) };
+            for o in src.take_outputs() {
+                match o {
+                    Output::Datagram { bytes, .. } => dst.handle_datagram(*now, &bytes),
+                    Output::PushPull { .. } => {
+                        for f in src.pushpull_sealed() {
+                            assert!(f.len() <= MAX_FRAME, "a push-pull frame of {} bytes", f.len());
+                            let _ = dst.handle_pushpull(*now, &f);
+                        }
+                    }
+                    Output::Event(e) if from == 1 => events.push(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+    events
+}
+
+fn pair() -> (RingCore, RingCore) {
+    let mut a = core(1, vec![]);
+    let mut b = core(2, vec![SocketAddr::from(([127, 0, 0, 1], 9638))]);
+    *b.keyring_mut() = a.keyring().clone();
+    a.start(Duration::ZERO);
+    b.start(Duration::ZERO);
+    (a, b)
+}
+
+#[test]
+fn events_say_up_then_left_then_departed() {
+    let (mut a, mut b) = pair();
+    let mut now = Duration::ZERO;
+    let events = exchange(&mut a, &mut b, &mut now, 40);
+    assert!(events.contains(&Event::MemberUp(MemberId([1; 16]))), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RumorChanged { origin: Origin::Gossip | Origin::PushPull, .. }))
+    );
+    a.leave();
+    let events = exchange(&mut a, &mut b, &mut now, 10);
+    assert!(events.contains(&Event::MemberLeft(MemberId([1; 16]))), "{events:?}");
+    assert!(!events.contains(&Event::MemberDown(MemberId([1; 16]))), "a leave is not a failure");
+    assert_eq!(b.members().iter().find(|m| m.ident.id == MemberId([1; 16])).unwrap().health, Health::Left);
+    b.depart(MemberId([1; 16])).unwrap();
+    let events = b.take_outputs();
+    assert!(events.contains(&Output::Event(Event::MemberDeparted(MemberId([1; 16])))), "{events:?}");
+}
+
+#[test]
+fn the_core_numbers_injected_rumors_and_refuses_member_rumors() {
+    let (mut a, _) = pair();
+    let svc = |inc| {
+        Rumor::Service(proto::ServiceRumor {
+            service_group: "redis.default".into(),
+            member_id: "someone else".into(),
+            incarnation: inc,
+            ..Default::default()
+        })
+    };
+    assert!(a.inject(svc(u64::MAX)).unwrap());
+    assert!(a.inject(svc(5)).unwrap(), "the next change is news, whatever the client said");
+    let stored = a.with_store(|s| s.of_kind(RumorKind::Service).cloned().collect::<Vec<_>>());
+    match &stored[..] {
+        [Rumor::Service(s)] => {
+            assert_eq!(s.incarnation, 2);
+            assert_eq!(s.member_id, MemberId([1; 16]).to_string(), "said by this member");
+        }
+        other => panic!("{other:?}"),
+    }
+    let forged =
+        Rumor::Member(proto::MemberRumor { id: MemberId([9; 16]).to_string(), ..Default::default() });
+    assert_eq!(a.inject(forged), Err(RumorError::NotInjectable));
+}
+
+#[test]
+fn a_store_bigger_than_one_frame_still_converges_by_chunks() {
+    let (mut a, mut b) = pair();
+    // 24 rumors of 900 KB: ~21 MiB, more than any one frame may carry.
+    for i in 0..24 {
+        a.inject(Rumor::ServiceFile(proto::ServiceFileRumor {
+            service_group: "big.default".into(),
+            filename: format!("f{i}"),
+            body: vec![b'x'; 900 * 1024],
+            ..Default::default()
+        }))
+        .unwrap();
+    }
+    assert!(a.pushpull_sealed().len() >= 20, "state travels in chunks");
+    let mut now = Duration::ZERO;
+    exchange(&mut a, &mut b, &mut now, 200);
+    assert_eq!(b.with_store(|s| s.count(RumorKind::ServiceFile)), 24);
+}
+
+#[test]
+fn departed_members_rumors_expire_and_old_tombstones_do_not_come_back() {
+    let (mut a, _) = pair();
+    a.set_wall_clock(1_000_000);
+    let gone = MemberId([7; 16]);
+    a.depart(gone).unwrap();
+    assert!(a.with_store(|s| s.is_departed(&gone.to_string())));
+    let retention = a.config().departed_retention.as_secs();
+    a.set_wall_clock(1_000_000 + retention);
+    a.tick(Duration::from_secs(3600));
+    let outs = a.take_outputs();
+    assert!(outs.iter().any(|o| matches!(o, Output::Event(Event::RumorRemoved { .. }))), "{outs:?}");
+    assert!(!a.with_store(|s| s.is_departed(&gone.to_string())), "the id may rejoin");
+    // A lagging member gossiping the old tombstone does not revive it.
+    let old = Rumor::Departure(proto::DepartureRumor { member_id: gone.to_string(), departed_at: 1_000_000 });
+    assert_eq!(a.merge_rumor(old, Origin::PushPull), Ok(None));
 }
