@@ -249,6 +249,13 @@ pub fn sweep_leftovers(dir: &Path) {
 }
 
 /// The directory holding `path` ("." for a bare file name).
+/// Creates `dir` and any missing parents as 0700: the supervisor's folders (data path, key
+/// cache, plugin folder) are never readable by other users from the moment they exist.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

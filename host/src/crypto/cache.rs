@@ -50,7 +50,7 @@ impl KeyCache {
 
     /// Writes a key file atomically and returns its path. Writing the same key again is a no-op.
     pub fn write(&self, key: &KeyFile) -> Result<PathBuf, CryptoError> {
-        fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
+        fsutil::create_private_dir(&self.dir).map_err(|e| self.io(&self.dir, e))?;
         // Second names of secret keys that a crashed writer left behind go first.
         fsutil::sweep_leftovers(&self.dir);
         let path = self.dir.join(key.file_name());

@@ -28,7 +28,7 @@ impl PluginRegistry {
     /// already there.
     pub fn watch(self: &Arc<Self>, files: &FileWatch) -> Result<PluginWatcher, PluginError> {
         let dir = self.settings().plugin_dir.clone();
-        std::fs::create_dir_all(&dir)
+        crate::fsutil::create_private_dir(&dir)
             .map_err(|e| PluginError::Io { path: dir.display().to_string(), source: e })?;
         // Reads are ignored: the registry reads every file it loads, and reacting to that
         // would reload (and, for a refused file, retry) forever.

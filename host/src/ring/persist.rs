@@ -56,8 +56,7 @@ fn io(path: &Path, source: std::io::Error) -> PersistError {
 
 /// Creates `dir` and its missing parents 0700.
 pub fn create_private_dir(dir: &Path) -> Result<(), PersistError> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|e| io(dir, e))
+    fsutil::create_private_dir(dir).map_err(|e| io(dir, e))
 }
 
 /// Writes `bytes` to `path` atomically (creating its folder 0700), as a 0600 file.
@@ -92,6 +91,17 @@ impl DataDir {
         use std::io::{Read as _, Seek as _, Write as _};
         use std::os::unix::fs::OpenOptionsExt as _;
         create_private_dir(&self.dir)?;
+        // A data path made earlier with the umask's mode (by hand, or an older warren) is
+        // tightened: it holds the member id, rumors and secrets.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let meta = fs::metadata(&self.dir).map_err(|e| io(&self.dir, e))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(&self.dir, fs::Permissions::from_mode(DIR_MODE))
+                    .map_err(|e| io(&self.dir, e))?;
+                tracing::info!(path = %self.dir.display(), "data path made private (0700)");
+            }
+        }
         let path = self.dir.join(LOCK_FILE);
         let mut file = fs::OpenOptions::new()
             .read(true)

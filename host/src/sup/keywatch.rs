@@ -26,7 +26,7 @@ pub fn cache_keys(cache: &KeyCache, name: &str) -> Vec<RingKey> {
 /// Watches the cache folder through `files`; keep the returned subscriber alive as long as
 /// the watch matters. Call from within the tokio runtime.
 pub fn spawn(ring: RingHandle, cache: KeyCache, name: String, files: &FileWatch) -> Option<Subscriber> {
-    if let Err(e) = std::fs::create_dir_all(cache.dir()) {
+    if let Err(e) = crate::fsutil::create_private_dir(cache.dir()) {
         tracing::warn!(error = %e, "cannot create the key cache");
     }
     // Reads are ignored: reloading reads the cache, which must not trigger another reload.
