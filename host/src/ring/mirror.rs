@@ -50,15 +50,17 @@ impl Mirror {
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(ToMirror::Event(Event::RumorChanged { rumor, .. })) => {
-                        let _ = self.write().put(rumor);
-                        dirty = true;
-                    }
-                    Some(ToMirror::Event(Event::RumorRemoved { key })) => {
-                        self.write().remove(&key);
-                        dirty = true;
-                    }
-                    Some(ToMirror::Event(_)) => {}
+                    Some(ToMirror::Event(e)) => match *e {
+                        Event::RumorChanged { rumor, .. } => {
+                            let _ = self.write().put(rumor);
+                            dirty = true;
+                        }
+                        Event::RumorRemoved { key } => {
+                            self.write().remove(&key);
+                            dirty = true;
+                        }
+                        _ => {}
+                    },
                     Some(ToMirror::State { generation, incarnation, primary_key }) => {
                         self.save_state(RingState { generation, incarnation, primary_key }).await;
                     }

@@ -261,7 +261,7 @@ fn status_of(core: &RingCore) -> RingStatus {
 
 /// The messages the mirror (persistence and read views) receives from the loop.
 pub enum ToMirror {
-    Event(Event),
+    Event(Box<Event>),
     /// Generation, incarnation and primary key changed: persist them.
     State {
         generation: u32,
@@ -414,7 +414,7 @@ impl Loop {
                         self.status_dirty = true;
                     }
                     event_subs.retain(|s| s.send(e.clone()).is_ok());
-                    self.subscribers.retain(|s| s.send(ToMirror::Event(e.clone())).is_ok());
+                    self.subscribers.retain(|s| s.send(ToMirror::Event(Box::new(e.clone()))).is_ok());
                 }
             }
         }
