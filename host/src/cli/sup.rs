@@ -5,18 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 
 use super::plugin::PluginArgs;
 use super::remote::Remote;
 use crate::credentials::Reference;
-use crate::crypto::sodium;
+use crate::ctl::{CtlSecret, PlaintextPolicy};
 use crate::http::{AUTH_TOKEN_ENV, AuthToken};
 use crate::plugins::PluginRuntime;
 use crate::ring::RingConfig;
 use crate::secret::SecretString;
+use crate::sup::ctl::{CtlOptions, CtlSecretSource};
 use crate::sup::{self, GatewayToken, RING_KEY_ENV, RingKeySource, SupOptions};
 
 #[derive(Subcommand, Debug)]
@@ -36,15 +35,6 @@ pub enum SupCommand {
 pub enum SupSecretCommand {
     /// Print a new ctl secret: base64 of 64 random bytes (88 characters).
     Generate,
-}
-
-/// Bytes of randomness in a ctl secret (Habitat's CTL_SECRET is 64 random bytes, base64).
-pub const CTL_SECRET_LEN: usize = 64;
-
-/// A fresh ctl secret in its text form.
-pub fn generate_ctl_secret() -> zeroize::Zeroizing<String> {
-    let bytes = zeroize::Zeroizing::new(sodium::random_array::<CTL_SECRET_LEN>());
-    zeroize::Zeroizing::new(B64.encode(&bytes[..]))
 }
 
 fn parse_millis(s: &str) -> Result<Duration, String> {
@@ -71,9 +61,12 @@ pub struct RunArgs {
     /// HTTP gateway address.
     #[arg(long, default_value = "0.0.0.0:9631")]
     pub listen_http: SocketAddr,
-    /// Control gateway address (reserved; the control gateway comes later).
+    /// Control gateway address (`warren ctl|sup|ring key ...` with --remote-sup).
     #[arg(long, default_value = "127.0.0.1:9632")]
     pub listen_ctl: SocketAddr,
+    /// How long a ctl client may take to finish its handshake, and then to send its request.
+    #[arg(long, value_parser = parse_millis, default_value = "10s", hide = true)]
+    pub ctl_handshake_timeout: Duration,
     /// The gossip address other members reach this one at (needed behind NAT, or when
     /// listening on 0.0.0.0 without --peer) [default: the listen address, or a guess].
     #[arg(long, value_name = "HOST:PORT")]
@@ -150,7 +143,7 @@ pub fn run(cmd: SupCommand) -> anyhow::Result<()> {
         SupCommand::Depart(args) => depart(args),
         SupCommand::Status(args) => super::status::run(args),
         SupCommand::Secret(SupSecretCommand::Generate) => {
-            outln!("{}", &*generate_ctl_secret())?;
+            outln!("{}", &*crate::ctl::secret::generate())?;
             Ok(())
         }
     }
@@ -202,6 +195,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         ),
         (None, None) => GatewayToken::None,
     };
+    let ctl = ctl_options(&config, &plugins, args.ctl_handshake_timeout)?;
     let opts = SupOptions {
         listen_gossip: args.listen_gossip,
         listen_http: args.listen_http,
@@ -216,8 +210,33 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         gateway_token,
         plugins: Some(plugins),
         extra_routes: Vec::new(),
+        ctl,
     };
     sup::run(opts).context("supervisor failed")
+}
+
+/// `ctl_secret` (a literal or a reference; else `{data_path}/CTL_SECRET`) and `ctl_plaintext`.
+fn ctl_options(
+    config: &crate::config::SupConfig,
+    plugins: &PluginRuntime,
+    handshake_timeout: Duration,
+) -> anyhow::Result<CtlOptions> {
+    let secret = match &config.ctl_secret {
+        None => CtlSecretSource::DataFile,
+        Some(reference) => credential_or_literal(
+            plugins,
+            "ctl_secret",
+            reference.expose(),
+            |v| CtlSecret::new(v).map_or(CtlSecretSource::DataFile, CtlSecretSource::Fixed),
+            CtlSecretSource::Credential,
+        ),
+    };
+    let plaintext = match config.other.get("ctl_plaintext") {
+        None => PlaintextPolicy::default(),
+        Some(toml::Value::String(s)) => s.parse().map_err(anyhow::Error::msg)?,
+        Some(_) => bail!("ctl_plaintext must be \"loopback\", \"allow\" or \"deny\""),
+    };
+    Ok(CtlOptions { secret, plaintext, handshake_timeout })
 }
 
 /// A config value that is a literal is used as is; a `SCHEME:rest` reference is followed

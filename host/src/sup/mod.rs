@@ -1,6 +1,7 @@
 //! The supervisor runtime (`warren sup run`): owns the ring and the HTTP gateway, watches the
 //! key cache, and shuts down cleanly on Ctrl-C or SIGTERM.
 
+pub mod ctl;
 pub mod keywatch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -70,6 +71,8 @@ pub struct SupOptions {
     pub plugins: Option<Arc<PluginRuntime>>,
     /// Extra gateway routes, merged behind the same token.
     pub extra_routes: Vec<Router>,
+    /// The ctl gateway on `listen_ctl`: its secret and plaintext policy.
+    pub ctl: ctl::CtlOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,8 @@ pub enum SupError {
     Runtime(std::io::Error),
     #[error("ring key reference did not resolve within {0:?} (see GET /credentials or the log)")]
     RingKeyUnavailable(Duration),
+    #[error("ctl secret: {0}")]
+    CtlSecret(String),
 }
 
 /// Resolves `HOST[:PORT]` (default port 9638).
@@ -309,12 +314,18 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
         let _ = http_stop.wait_for(|s| *s).await;
     }));
 
-    write_listen_file(&opts.data_path, gossip_addr, http_addr);
+    let ctl_handler = ctl::SupCtl {
+        ring: handle.clone(),
+        cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
+    };
+    let ctl = ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, stop_rx.clone()).await?;
+
+    write_listen_file(&opts.data_path, gossip_addr, http_addr, ctl.addr);
     tracing::info!(
         member_id = %id,
         gossip = %gossip_addr,
         http = %http_addr,
-        ctl = %opts.listen_ctl,
+        ctl = %ctl.addr,
         generation,
         encrypted = handle.with_core(|c| c.keyring().is_encrypted()),
         "supervisor started"
@@ -340,6 +351,7 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
     };
     let _ = stop_tx.send(true);
     let _ = http_task.await;
+    let _ = ctl.task.await;
     if stopped == Stopped::Departed {
         tracing::warn!(member_id = %id, "departed from the ring; exiting");
     }
@@ -373,11 +385,12 @@ async fn bind_gossip(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), SupEr
 /// process's id, so scripts and tests can find a running supervisor without guessing ports.
 pub const LISTEN_FILE: &str = "listen.json";
 
-fn write_listen_file(data_path: &std::path::Path, gossip: SocketAddr, http: SocketAddr) {
+fn write_listen_file(data_path: &std::path::Path, gossip: SocketAddr, http: SocketAddr, ctl: SocketAddr) {
     let json = serde_json::json!({
         "pid": std::process::id(),
         "gossip": gossip.to_string(),
         "http": http.to_string(),
+        "ctl": ctl.to_string(),
     });
     let path = data_path.join(LISTEN_FILE);
     if let Err(e) = crate::ring::persist::atomic_write(&path, format!("{json}\n").as_bytes()) {
