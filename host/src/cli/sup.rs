@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
+use super::ctl::RemoteSup;
 use super::plugin::PluginArgs;
-use super::remote::Remote;
 use crate::credentials::Reference;
-use crate::ctl::{CtlSecret, PlaintextPolicy};
+use crate::ctl::{CtlRequest, CtlSecret, PlaintextPolicy};
 use crate::http::{AUTH_TOKEN_ENV, AuthToken};
 use crate::plugins::PluginRuntime;
 use crate::ring::RingConfig;
@@ -22,7 +22,7 @@ use crate::sup::{self, GatewayToken, RING_KEY_ENV, RingKeySource, SupOptions};
 pub enum SupCommand {
     /// Run a supervisor: join the ring and serve the HTTP gateway.
     Run(Box<RunArgs>),
-    /// Depart a member from the ring for good (through a running supervisor's gateway).
+    /// Depart a member from the ring for good (through a running supervisor's ctl gateway).
     Depart(DepartArgs),
     /// Show a running supervisor's ring members, plugins and credentials (never their values).
     Status(super::status::StatusArgs),
@@ -134,7 +134,7 @@ pub struct DepartArgs {
     /// The member id to depart (32 hex digits).
     pub member_id: String,
     #[command(flatten)]
-    pub remote: Remote,
+    pub remote: RemoteSup,
 }
 
 pub fn run(cmd: SupCommand) -> anyhow::Result<()> {
@@ -255,9 +255,9 @@ fn credential_or_literal<T>(
 }
 
 fn depart(args: DepartArgs) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "member_id": args.member_id }).to_string();
-    args.remote.call("POST", "/departures", Some(("application/json", body.as_bytes())))?;
-    outln!("departure of {} announced to the ring", args.member_id)?;
+    let req = CtlRequest::SupDepart(crate::ctl::proto::SupDepart { member_id: Some(args.member_id.clone()) });
+    // The supervisor streams its own line ("Departure of ... announced to the ring").
+    args.remote.call(&req, false)?;
     Ok(())
 }
 
