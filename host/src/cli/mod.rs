@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 pub mod bench;
+pub mod bench_ctl;
 pub mod bench_plugins;
 pub mod bench_ring;
 pub mod boxcmd;
