@@ -159,6 +159,7 @@ fn sigterm_stops_cleanly_and_depart_removes_a_member_for_good() {
     let ip = &sups[2].ip;
     let mut again = cli::command()
         .args(["sup", "run", "--listen-gossip", &format!("{ip}:0"), "--listen-http", &format!("{ip}:0")])
+        .args(["--listen-ctl", &format!("{ip}:0")])
         .arg("--data-path")
         .arg(&sups[2].data)
         .env("WARREN_CACHE_KEY_PATH", sups[2].data.join("keys"))
@@ -190,7 +191,7 @@ fn advertise_sets_the_address_others_see() {
         args(&["--advertise", advertised]),
         vec![],
     );
-    let (gossip, _) = listening(&sup.data, sup.pid()).expect("listen.json of the running supervisor");
+    let (gossip, _, _) = listening(&sup.data, sup.pid()).expect("listen.json of the running supervisor");
     assert!(
         gossip.starts_with("0.0.0.0:") && !gossip.ends_with(":0") && !gossip.ends_with(":7654"),
         "{gossip}"

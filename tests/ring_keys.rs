@@ -114,12 +114,17 @@ fn rotate_the_key_of_a_live_five_member_ring_without_losing_a_packet() {
         assert!(!c.join(format!("{}.sym.key", old.id)).exists(), "old key file removed from the cache");
         assert!(c.join(format!("{}.sym.key", new.id)).exists());
     }
-    // Guard rails: the primary cannot be removed; an unknown key cannot be used; no token, no entry.
+    // Guard rails: the primary cannot be removed; an unknown key cannot be used; a wrong ctl
+    // secret, no entry.
     assert_ne!(sups[0].cli(&["ring", "key", "remove", &new.id.to_string()]).code, 0);
     assert_ne!(sups[0].cli(&["ring", "key", "use", "prod-20990101000000"]).code, 0);
-    let out = cli::run(cli::command().args(["ring", "key", "list", "--remote-http", &sups[0].http]), None);
+    let mut cmd = cli::command();
+    sups[0].ctl_env(&mut cmd);
+    cmd.args(["ring", "key", "list", "--remote-sup", &sups[0].ctl])
+        .env("WARREN_CTL_SECRET", "not-the-secret");
+    let out = cli::run(&mut cmd, None);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("401"), "{}", out.stderr);
+    assert!(out.stderr.contains("secret key mismatch"), "{}", out.stderr);
 }
 
 #[test]

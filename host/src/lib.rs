@@ -3,6 +3,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
+pub mod ctl;
 pub mod fsutil;
 pub mod http;
 pub mod plugins;

@@ -26,6 +26,8 @@ pub struct Sup {
     /// Before the first start, what to listen on; after it, the addresses actually bound.
     pub gossip: String,
     pub http: String,
+    /// The ctl gateway (`--listen-ctl`), on the same host as the gossip address.
+    pub ctl: String,
     pub data: PathBuf,
     pub log: PathBuf,
     pub args: Vec<String>,
@@ -56,6 +58,7 @@ impl Sup {
             ip: gossip.rsplit_once(':').unwrap().0.to_string(),
             gossip: gossip.to_string(),
             http: http.to_string(),
+            ctl: format!("{}:0", gossip.rsplit_once(':').unwrap().0),
             data: dir.join(format!("data-{name}")),
             log: dir.join(format!("sup-{name}.log")),
             args: extra,
@@ -71,6 +74,7 @@ impl Sup {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = cli::command();
         cmd.args(["sup", "run", "--listen-gossip", &self.gossip, "--listen-http", &self.http])
+            .args(["--listen-ctl", &self.ctl])
             .arg("--data-path")
             .arg(&self.data)
             .args(&self.args)
@@ -87,12 +91,12 @@ impl Sup {
         let child = cmd.spawn().expect("spawn warren");
         let pid = child.id();
         self.child = Some(child);
-        let (gossip, http) = wait_for(START_LIMIT, || {
+        let (gossip, http, ctl) = wait_for(START_LIMIT, || {
             assert!(!self.exited(), "warren sup run exited at start:\n{}", self.log_tail());
             listening(&self.data, pid)
         })
         .unwrap_or_else(|| panic!("no {} from pid {pid}:\n{}", LISTEN_FILE, self.log_tail()));
-        (self.gossip, self.http) = (gossip, http);
+        (self.gossip, self.http, self.ctl) = (gossip, http, ctl);
         wait_until(START_LIMIT, &format!("gateway {} up", self.http), || {
             self.get("/").is_some_and(|r| r.status == 200)
         });
@@ -185,14 +189,33 @@ impl Sup {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// Runs the warren CLI against this supervisor's gateway (with its token, if any).
+    /// Runs the warren CLI against this supervisor: commands of the ctl gateway (`ctl`,
+    /// `sup depart`, `ring key install|use|remove|list`) with `--remote-sup` and the
+    /// supervisor's own `CTL_SECRET` (found as the client's local file), the others with
+    /// `--remote-http` and its token, if any.
     pub fn cli(&self, a: &[&str]) -> Run {
         let mut cmd = cli::command();
-        cmd.args(a).arg("--remote-http").arg(&self.http);
+        if is_ctl_command(a) {
+            self.ctl_env(&mut cmd);
+            cmd.args(a).arg("--remote-sup").arg(&self.ctl);
+        } else {
+            cmd.args(a).arg("--remote-http").arg(&self.http);
+        }
         if let Some(t) = &self.token {
             cmd.env("WARREN_GATEWAY_AUTH_TOKEN", t);
         }
         cli::run(&mut cmd, None)
+    }
+
+    /// A ctl client's environment: this supervisor's data path (so its CTL_SECRET is the
+    /// client's local one) and no cli.toml of the machine's.
+    pub fn ctl_env(&self, cmd: &mut std::process::Command) {
+        cmd.env("WARREN_DATA_PATH", &self.data).env("WARREN_CLI_CONFIG", self.data.join("no-cli.toml"));
+    }
+
+    /// This supervisor's ctl secret (created at its first start).
+    pub fn ctl_secret(&self) -> String {
+        std::fs::read_to_string(self.data.join("CTL_SECRET")).unwrap()
     }
 }
 
@@ -205,12 +228,20 @@ impl Drop for Sup {
 /// Written by `warren sup run` under its data path once it listens.
 pub const LISTEN_FILE: &str = "listen.json";
 
-/// The (gossip, http) addresses in `{data}/listen.json` if process `pid` wrote it.
-pub fn listening(data: &Path, pid: u32) -> Option<(String, String)> {
+/// Whether the CLI command `a` goes through the ctl gateway.
+pub fn is_ctl_command(a: &[&str]) -> bool {
+    matches!(
+        a,
+        ["ctl", ..] | ["sup", "depart", ..] | ["ring", "key", "install" | "use" | "remove" | "list", ..]
+    )
+}
+
+/// The (gossip, http, ctl) addresses in `{data}/listen.json` if process `pid` wrote it.
+pub fn listening(data: &Path, pid: u32) -> Option<(String, String, String)> {
     let text = std::fs::read_to_string(data.join(LISTEN_FILE)).ok()?;
     let j: serde_json::Value = serde_json::from_str(&text).ok()?;
     if j["pid"].as_u64() != Some(u64::from(pid)) {
         return None; // an earlier run's file: this process has not bound yet
     }
-    Some((j["gossip"].as_str()?.to_string(), j["http"].as_str()?.to_string()))
+    Some((j["gossip"].as_str()?.to_string(), j["http"].as_str()?.to_string(), j["ctl"].as_str()?.to_string()))
 }

@@ -43,6 +43,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 300)]
         spawns: usize,
     },
+    /// `ctl ping` round trips with the Noise channel and with Habitat's plaintext handshake
+    /// against a plain TCP echo of the same payload, sequential and with concurrent clients.
+    Ctl(super::bench_ctl::CtlBenchArgs),
     /// (internal) Verify FILE and print this process's peak memory; used by `bench verify`.
     #[command(hide = true)]
     VerifyChild {
@@ -57,6 +60,7 @@ impl BenchCommand {
         match self {
             BenchCommand::Verify { size_mb, rounds, dir } => bench_verify(size_mb, rounds.max(1), dir),
             BenchCommand::Ring(args) => super::bench_ring::bench_ring(args),
+            BenchCommand::Ctl(args) => super::bench_ctl::run(args),
             BenchCommand::Plugins { plugin, calls, spawns } => {
                 super::bench_plugins::run(&plugin, calls, spawns)
             }

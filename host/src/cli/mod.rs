@@ -11,10 +11,12 @@ macro_rules! outln {
 }
 
 pub mod bench;
+pub mod bench_ctl;
 pub mod bench_plugins;
 pub mod bench_ring;
 pub mod boxcmd;
 pub mod credential;
+pub mod ctl;
 pub mod keys;
 pub mod origin;
 pub mod pkg;
@@ -51,6 +53,9 @@ pub enum Command {
     /// Run and manage supervisors (run, depart, ctl secret).
     #[command(subcommand)]
     Sup(sup::SupCommand),
+    /// The supervisor's control gateway (--remote-sup).
+    #[command(subcommand)]
+    Ctl(ctl::CtlCommand),
     /// HART-1 packages: sign, verify, header, extract.
     #[command(subcommand)]
     Pkg(pkg::PkgCommand),
@@ -95,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => cmd.run(),
         Command::Svc(cmd) => cmd.run(),
         Command::Sup(cmd) => sup::run(cmd),
+        Command::Ctl(cmd) => ctl::run(cmd),
         Command::Pkg(cmd) => cmd.run(),
         Command::Box(cmd) => cmd.run(),
         Command::Bench(cmd) => cmd.run(),

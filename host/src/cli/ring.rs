@@ -1,6 +1,6 @@
 //! `warren ring ...`: the gossip ring's keys. `generate|export|import` work on the key cache;
-//! `install|use|remove|list` act on a running supervisor through its HTTP gateway, so a ring key
-//! rotates without downtime.
+//! `install|use|remove|list` act on a running supervisor through its ctl gateway
+//! (`--remote-sup`), so a ring key rotates without downtime.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::ctl::RemoteSup;
 use super::keys::{CacheArgs, export, generate_and_write, import_from_stdin, print_generated};
-use super::remote::Remote;
 use crate::crypto::{KeyKind, RingKey};
+use crate::ctl::CtlRequest;
+use crate::ctl::proto;
 
 #[derive(Subcommand, Debug)]
 pub enum RingCommand {
@@ -45,26 +47,29 @@ pub enum RingKeyCommand {
         /// A SYM-SEC-1 key file, or `-` for standard input.
         file: PathBuf,
         #[command(flatten)]
-        remote: Remote,
+        remote: RemoteSup,
     },
     /// Make an installed key the one a running supervisor sends with.
     Use {
         /// Key id, NAME-REVISION.
         id: String,
         #[command(flatten)]
-        remote: Remote,
+        remote: RemoteSup,
     },
     /// Stop accepting a key (not the one in use).
     Remove {
         /// Key id, NAME-REVISION.
         id: String,
         #[command(flatten)]
-        remote: Remote,
+        remote: RemoteSup,
     },
     /// List a running supervisor's ring keys.
     List {
         #[command(flatten)]
-        remote: Remote,
+        remote: RemoteSup,
+        /// Print a JSON array of {id, fingerprint, primary}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -91,44 +96,47 @@ impl RingKeyCommand {
             }
             RingKeyCommand::Install { file, remote } => install(&file, &remote),
             RingKeyCommand::Use { id, remote } => {
-                let body = serde_json::json!({ "id": id }).to_string();
-                remote.call("POST", "/ring/keys/primary", Some(("application/json", body.as_bytes())))?;
+                remote.call(&CtlRequest::RingKeyUse(proto::RingKeyUse { id: Some(id.clone()) }), false)?;
                 outln!("{id} is now the primary ring key")?;
                 Ok(())
             }
             RingKeyCommand::Remove { id, remote } => {
-                remote.call("DELETE", &format!("/ring/keys/{id}"), None)?;
+                remote
+                    .call(&CtlRequest::RingKeyRemove(proto::RingKeyRemove { id: Some(id.clone()) }), false)?;
                 outln!("{id} removed")?;
                 Ok(())
             }
-            RingKeyCommand::List { remote } => list(&remote),
+            RingKeyCommand::List { remote, json } => list(&remote, json),
         }
     }
 }
 
-fn install(file: &std::path::Path, remote: &Remote) -> anyhow::Result<()> {
-    let mut text = Vec::new();
+fn install(file: &std::path::Path, remote: &RemoteSup) -> anyhow::Result<()> {
+    let mut text = zeroize::Zeroizing::new(Vec::new());
     if file.as_os_str() == "-" {
         std::io::stdin().take(8192).read_to_end(&mut text)?;
     } else {
-        text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        *text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     }
-    let r = remote.call("POST", "/ring/keys", Some(("text/plain", &text)))?;
-    let id = r.get("id").and_then(|v| v.as_str()).unwrap_or("?");
-    let added = r.get("added").and_then(|v| v.as_bool()).unwrap_or(false);
-    outln!("{id} {}", if added { "installed" } else { "was already installed" })?;
+    let req = CtlRequest::RingKeyInstall(proto::RingKeyInstall { key_file: Some(text.to_vec()) });
+    let r: proto::RingKeyInstalled = remote.call_for(&req, false)?;
+    outln!("{} {}", r.id, if r.added { "installed" } else { "was already installed" })?;
     Ok(())
 }
 
-fn list(remote: &Remote) -> anyhow::Result<()> {
-    let keys = remote.call("GET", "/ring/keys", None)?;
-    for k in keys.as_array().into_iter().flatten() {
-        outln!(
-            "{} {} {}",
-            k.get("id").and_then(|v| v.as_str()).unwrap_or("?"),
-            k.get("fingerprint").and_then(|v| v.as_str()).unwrap_or("?"),
-            if k.get("primary").and_then(|v| v.as_bool()).unwrap_or(false) { "primary" } else { "" }
-        )?;
+fn list(remote: &RemoteSup, json: bool) -> anyhow::Result<()> {
+    let keys: proto::RingKeys = remote.call_for(&CtlRequest::RingKeyList(proto::RingKeyList {}), json)?;
+    if json {
+        let rows: Vec<_> = keys
+            .keys
+            .iter()
+            .map(|k| serde_json::json!({ "id": k.id, "fingerprint": k.fingerprint, "primary": k.primary }))
+            .collect();
+        outln!("{}", serde_json::Value::Array(rows))?;
+        return Ok(());
+    }
+    for k in &keys.keys {
+        outln!("{} {} {}", k.id, k.fingerprint, if k.primary { "primary" } else { "" })?;
     }
     Ok(())
 }

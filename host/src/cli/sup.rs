@@ -5,18 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 
+use super::ctl::RemoteSup;
 use super::plugin::PluginArgs;
-use super::remote::Remote;
 use crate::credentials::Reference;
-use crate::crypto::sodium;
+use crate::ctl::{CtlRequest, CtlSecret, PlaintextPolicy};
 use crate::http::{AUTH_TOKEN_ENV, AuthToken};
 use crate::plugins::PluginRuntime;
 use crate::ring::RingConfig;
 use crate::secret::SecretString;
+use crate::sup::ctl::{CtlOptions, CtlSecretSource};
 use crate::sup::{self, GatewayToken, RING_KEY_ENV, RingKeySource, SupOptions};
 use crate::watch::FileWatch;
 
@@ -24,7 +23,7 @@ use crate::watch::FileWatch;
 pub enum SupCommand {
     /// Run a supervisor: join the ring and serve the HTTP gateway.
     Run(Box<RunArgs>),
-    /// Depart a member from the ring for good (through a running supervisor's gateway).
+    /// Depart a member from the ring for good (through a running supervisor's ctl gateway).
     Depart(DepartArgs),
     /// Show a running supervisor's ring members, plugins and credentials (never their values).
     Status(super::status::StatusArgs),
@@ -37,15 +36,6 @@ pub enum SupCommand {
 pub enum SupSecretCommand {
     /// Print a new ctl secret: base64 of 64 random bytes (88 characters).
     Generate,
-}
-
-/// Bytes of randomness in a ctl secret (Habitat's CTL_SECRET is 64 random bytes, base64).
-pub const CTL_SECRET_LEN: usize = 64;
-
-/// A fresh ctl secret in its text form.
-pub fn generate_ctl_secret() -> zeroize::Zeroizing<String> {
-    let bytes = zeroize::Zeroizing::new(sodium::random_array::<CTL_SECRET_LEN>());
-    zeroize::Zeroizing::new(B64.encode(&bytes[..]))
 }
 
 fn parse_millis(s: &str) -> Result<Duration, String> {
@@ -72,9 +62,12 @@ pub struct RunArgs {
     /// HTTP gateway address.
     #[arg(long, default_value = "0.0.0.0:9631")]
     pub listen_http: SocketAddr,
-    /// Control gateway address (reserved; the control gateway comes later).
+    /// Control gateway address (`warren ctl|sup|ring key ...` with --remote-sup).
     #[arg(long, default_value = "127.0.0.1:9632")]
     pub listen_ctl: SocketAddr,
+    /// How long a ctl client may take to finish its handshake, and then to send its request.
+    #[arg(long, value_parser = parse_millis, default_value = "10s", hide = true)]
+    pub ctl_handshake_timeout: Duration,
     /// The gossip address other members reach this one at (needed behind NAT, or when
     /// listening on 0.0.0.0 without --peer) [default: the listen address, or a guess].
     #[arg(long, value_name = "HOST:PORT")]
@@ -142,7 +135,7 @@ pub struct DepartArgs {
     /// The member id to depart (32 hex digits).
     pub member_id: String,
     #[command(flatten)]
-    pub remote: Remote,
+    pub remote: RemoteSup,
 }
 
 pub fn run(cmd: SupCommand) -> anyhow::Result<()> {
@@ -151,7 +144,7 @@ pub fn run(cmd: SupCommand) -> anyhow::Result<()> {
         SupCommand::Depart(args) => depart(args),
         SupCommand::Status(args) => super::status::run(args),
         SupCommand::Secret(SupSecretCommand::Generate) => {
-            outln!("{}", &*generate_ctl_secret())?;
+            outln!("{}", &*crate::ctl::secret::generate())?;
             Ok(())
         }
     }
@@ -208,6 +201,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         .context("auth_token in the config is empty")?,
         (None, None) => GatewayToken::None,
     };
+    let ctl = ctl_options(&config, &plugins, args.ctl_handshake_timeout)?;
     let opts = SupOptions {
         listen_gossip: args.listen_gossip,
         listen_http: args.listen_http,
@@ -223,6 +217,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         plugins: Some(plugins),
         extra_routes: Vec::new(),
         files,
+        ctl,
     };
     sup::run(opts).context("supervisor failed")
 }
@@ -242,6 +237,29 @@ fn env_auth_token() -> anyhow::Result<Option<AuthToken>> {
     }
 }
 
+/// `ctl_secret` (a literal or a reference; else `{data_path}/CTL_SECRET`) and `ctl_plaintext`.
+fn ctl_options(
+    config: &crate::config::SupConfig,
+    plugins: &PluginRuntime,
+    handshake_timeout: Duration,
+) -> anyhow::Result<CtlOptions> {
+    let secret = match &config.ctl_secret {
+        None => CtlSecretSource::DataFile,
+        Some(reference) => credential_or_literal(
+            plugins,
+            "ctl_secret",
+            reference.expose(),
+            |v| CtlSecret::new(v).map_or(CtlSecretSource::DataFile, CtlSecretSource::Fixed),
+            CtlSecretSource::Credential,
+        ),
+    };
+    let plaintext = match config.ctl_plaintext.as_deref() {
+        None => PlaintextPolicy::default(),
+        Some(s) => s.parse().map_err(anyhow::Error::msg)?,
+    };
+    Ok(CtlOptions { secret, plaintext, handshake_timeout })
+}
+
 /// A config value that is a literal is used as is; a `SCHEME:rest` reference is followed
 /// through the credential resolver (it shows in `GET /credentials` either way).
 fn credential_or_literal<T>(
@@ -258,9 +276,9 @@ fn credential_or_literal<T>(
 }
 
 fn depart(args: DepartArgs) -> anyhow::Result<()> {
-    let body = serde_json::json!({ "member_id": args.member_id }).to_string();
-    args.remote.call("POST", "/departures", Some(("application/json", body.as_bytes())))?;
-    outln!("departure of {} announced to the ring", args.member_id)?;
+    let req = CtlRequest::SupDepart(crate::ctl::proto::SupDepart { member_id: Some(args.member_id.clone()) });
+    // The supervisor streams its own line ("Departure of ... announced to the ring").
+    args.remote.call(&req, false)?;
     Ok(())
 }
 

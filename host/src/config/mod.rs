@@ -85,6 +85,9 @@ pub struct SupConfig {
     pub ring_key: Option<SecretString>,
     #[serde(default)]
     pub ctl_secret: Option<SecretString>,
+    /// Habitat's plaintext ctl handshake: "loopback" (default), "allow" or "deny".
+    #[serde(default)]
+    pub ctl_plaintext: Option<String>,
     /// Which plugin serves each scheme, on top of [`DEFAULT_CREDENTIALS`].
     #[serde(default)]
     pub credentials: BTreeMap<String, String>,
@@ -121,6 +124,7 @@ impl std::fmt::Debug for SupConfig {
             .field("auth_token", &self.auth_token)
             .field("ring_key", &self.ring_key)
             .field("ctl_secret", &self.ctl_secret)
+            .field("ctl_plaintext", &self.ctl_plaintext)
             .field("credentials", &self.credentials)
             .field("plugins", &self.plugins)
             .field("services", &self.services)

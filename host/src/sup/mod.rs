@@ -2,6 +2,7 @@
 //! key cache and credential-backed secrets, and on Ctrl-C or SIGTERM leaves the ring
 //! gracefully (others see "left" at once, not after a suspicion timeout).
 
+pub mod ctl;
 pub mod keywatch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -74,6 +75,8 @@ pub struct SupOptions {
     pub extra_routes: Vec<Router>,
     /// The file-watch service every watcher of this supervisor shares (one inotify instance).
     pub files: crate::watch::FileWatch,
+    /// The ctl gateway on `listen_ctl`: its secret and plaintext policy.
+    pub ctl: ctl::CtlOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,8 @@ pub enum SupError {
     Runtime(std::io::Error),
     #[error("ring key reference did not resolve within {0:?} (see GET /credentials or the log)")]
     RingKeyUnavailable(Duration),
+    #[error("ctl secret: {0}")]
+    CtlSecret(String),
 }
 
 /// Resolves `HOST[:PORT]` (default port 9638).
@@ -354,13 +359,19 @@ impl Supervisor {
         let http_task = tokio::spawn(http::serve(http_listener, router, async move {
             let _ = http_stop.wait_for(|s| *s).await;
         }));
+        let ctl_handler = ctl::SupCtl {
+            ring: ring.clone(),
+            cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
+        };
+        let ctl =
+            ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, stop_rx.clone()).await?;
 
-        write_listen_file(&opts.data_path, gossip_addr, http_addr);
+        write_listen_file(&opts.data_path, gossip_addr, http_addr, ctl.addr);
         tracing::info!(
             member_id = %id,
             gossip = %gossip_addr,
             http = %http_addr,
-            ctl = %opts.listen_ctl,
+            ctl = %ctl.addr,
             generation,
             encrypted,
             "supervisor started"
@@ -394,6 +405,7 @@ impl Supervisor {
         };
         let _ = stop_tx.send(true);
         let _ = http_task.await;
+        let _ = ctl.task.await;
         if stopped == Stopped::Departed {
             tracing::warn!(member_id = %id, "departed from the ring; exiting");
         }
@@ -428,11 +440,12 @@ fn bind_gossip(addr: SocketAddr) -> Result<(std::net::UdpSocket, std::net::TcpLi
 /// process's id, so scripts and tests can find a running supervisor without guessing ports.
 pub const LISTEN_FILE: &str = "listen.json";
 
-fn write_listen_file(data_path: &std::path::Path, gossip: SocketAddr, http: SocketAddr) {
+fn write_listen_file(data_path: &std::path::Path, gossip: SocketAddr, http: SocketAddr, ctl: SocketAddr) {
     let json = serde_json::json!({
         "pid": std::process::id(),
         "gossip": gossip.to_string(),
         "http": http.to_string(),
+        "ctl": ctl.to_string(),
     });
     let path = data_path.join(LISTEN_FILE);
     if let Err(e) = crate::ring::persist::atomic_write(&path, format!("{json}\n").as_bytes()) {

@@ -1,0 +1,95 @@
+//! `--remote-sup`: how the CLI reaches a supervisor's ctl gateway, and `warren ctl ping`.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::ctl::client::{self, REMOTE_SUP_ENV};
+use crate::ctl::proto::{self, ConsoleLine, CtlMessage, NetProgress};
+use crate::ctl::{CtlClient, CtlRequest, Frame};
+
+#[derive(Args, Debug, Clone)]
+pub struct RemoteSup {
+    /// The supervisor's ctl gateway, HOST[:PORT] (port 9632 by default). The secret comes from
+    /// WARREN_CTL_SECRET, else cli.toml (ctl_secret, [remote."HOST:PORT"] ctl_secret), else the
+    /// local {data_path}/CTL_SECRET.
+    #[arg(long, env = REMOTE_SUP_ENV, default_value = "127.0.0.1:9632", value_name = "HOST[:PORT]")]
+    pub remote_sup: String,
+}
+
+impl RemoteSup {
+    pub fn client(&self) -> anyhow::Result<CtlClient> {
+        let remote = client::remote_addr(&self.remote_sup);
+        let secret = crate::ctl::secret::client_secret(&remote, &crate::config::default_data_path())?;
+        Ok(CtlClient::new(&remote, secret))
+    }
+
+    /// Sends `req`, printing console lines (stderr under `--json`, so stdout stays JSON) and
+    /// progress as they stream; returns the final reply.
+    pub fn call(&self, req: &CtlRequest, json: bool) -> anyhow::Result<Frame> {
+        let client = self.client()?;
+        let mut failed: Option<std::io::Error> = None;
+        let reply = client.call(req, |f| {
+            if let Err(e) = print_partial(f, json) {
+                failed.get_or_insert(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        Ok(reply.with_context(|| format!("{} on {}", req.name(), client.remote()))?)
+    }
+
+    /// [`RemoteSup::call`] whose final reply is an `M`.
+    pub fn call_for<M: CtlMessage>(&self, req: &CtlRequest, json: bool) -> anyhow::Result<M> {
+        let f = self.call(req, json)?;
+        f.decode::<M>().with_context(|| format!("{} on {}", req.name(), self.remote_sup))
+    }
+}
+
+fn print_partial(f: &Frame, json: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Ok(line) = f.decode::<ConsoleLine>() {
+        if json {
+            eprint!("{}", line.line);
+        } else {
+            write!(std::io::stdout().lock(), "{}", line.line)?;
+        }
+    } else if let Ok(p) = f.decode::<NetProgress>() {
+        eprintln!("{}/{}", p.position, p.total);
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// One round trip through a supervisor's ctl gateway (handshake, request, reply).
+    Ping {
+        #[command(flatten)]
+        remote: RemoteSup,
+        /// Print {"remote": ..., "ms": ...}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: CtlCommand) -> anyhow::Result<()> {
+    match cmd {
+        CtlCommand::Ping { remote, json } => {
+            let payload = crate::crypto::sodium::random_array::<16>().to_vec();
+            let start = Instant::now();
+            let pong: proto::CtlPong = remote
+                .call_for(&CtlRequest::Ping(proto::CtlPing { payload: Some(payload.clone()) }), json)?;
+            let ms = start.elapsed().as_secs_f64() * 1000.0;
+            anyhow::ensure!(pong.payload.as_deref() == Some(&payload[..]), "the reply did not echo the ping");
+            let addr = client::remote_addr(&remote.remote_sup);
+            if json {
+                outln!("{}", serde_json::json!({ "remote": addr, "ms": ms }))?;
+            } else {
+                outln!("pong from {addr} in {ms:.2} ms")?;
+            }
+            Ok(())
+        }
+    }
+}

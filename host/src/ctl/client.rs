@@ -1,0 +1,264 @@
+//! The ctl gateway's client (blocking: the CLI makes one call per process).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use super::noise::{Channel, Initiator, NoiseError};
+use super::proto::{self, CtlMessage, NetErr};
+use super::protocol::{CtlRequest, Frame, FrameError, MAX_BODY_LEN, Parsed, Txn, parse_frame};
+use super::secret::CtlSecret;
+
+pub const DEFAULT_PORT: u16 = 9632;
+pub const REMOTE_SUP_ENV: &str = "WARREN_REMOTE_SUP";
+/// Habitat's client waits this long for the handshake's answer.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Between two replies of a request (a handler may stream for long, but not stay silent).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `HOST[:PORT]` → `HOST:PORT`, with the ctl port when none is given (`[::1]` too).
+pub fn remote_addr(remote: &str) -> String {
+    let r = remote.trim();
+    let has_port = if let Some(rest) = r.strip_prefix('[') {
+        rest.split_once(']').is_some_and(|(_, p)| p.starts_with(':'))
+    } else {
+        r.matches(':').count() == 1
+    };
+    if has_port {
+        r.to_string()
+    } else if r.contains(':') && !r.starts_with('[') {
+        format!("[{r}]:{DEFAULT_PORT}")
+    } else {
+        format!("{r}:{DEFAULT_PORT}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the ctl gateway at {remote}: {source}")]
+    Connect { remote: String, source: std::io::Error },
+    #[error("{remote}: {source}")]
+    Io { remote: String, source: std::io::Error },
+    #[error("{remote}: {source}")]
+    Frame { remote: String, source: FrameError },
+    #[error("{remote}: {source}")]
+    Noise { remote: String, source: NoiseError },
+    #[error("{remote} refused the handshake: {err}")]
+    Refused { remote: String, err: NetErr },
+    #[error("{remote}: {err}")]
+    Remote { remote: String, err: NetErr },
+    #[error("{remote}: unexpected reply {got}")]
+    Unexpected { remote: String, got: String },
+    #[error("{remote}: the connection closed before the last reply")]
+    Closed { remote: String },
+}
+
+impl ClientError {
+    /// The supervisor's `NetErr`, when that is what failed.
+    pub fn net_err(&self) -> Option<&NetErr> {
+        match self {
+            ClientError::Refused { err, .. } | ClientError::Remote { err, .. } => Some(err),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeKind {
+    /// warren's Noise channel (the default).
+    Noise,
+    /// Habitat's plaintext `Handshake{secret_key}` (what an unmodified `hab` sends).
+    Plaintext,
+}
+
+#[derive(Clone, Debug)]
+pub struct CtlClient {
+    remote: String,
+    secret: CtlSecret,
+    kind: HandshakeKind,
+    reply_timeout: Duration,
+}
+
+struct Conn<'a> {
+    remote: &'a str,
+    stream: TcpStream,
+    noise: Option<Channel>,
+    inbuf: Vec<u8>,
+}
+
+impl Conn<'_> {
+    fn io(&self) -> impl Fn(std::io::Error) -> ClientError + '_ {
+        |source| {
+            if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                ClientError::Closed { remote: self.remote.to_string() }
+            } else {
+                ClientError::Io { remote: self.remote.to_string(), source }
+            }
+        }
+    }
+
+    fn noise_err(&self, source: NoiseError) -> ClientError {
+        ClientError::Noise { remote: self.remote.to_string(), source }
+    }
+
+    fn write_frame(&mut self, f: &Frame) -> Result<(), ClientError> {
+        let bytes =
+            f.encode().map_err(|source| ClientError::Frame { remote: self.remote.to_string(), source })?;
+        let bytes = match &mut self.noise {
+            None => bytes,
+            Some(ch) => ch
+                .seal(&bytes)
+                .map_err(|e| ClientError::Noise { remote: self.remote.to_string(), source: e })?,
+        };
+        self.stream.write_all(&bytes).map_err(self.io())
+    }
+
+    fn read_frame(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            let parsed = parse_frame(&self.inbuf, MAX_BODY_LEN)
+                .map_err(|source| ClientError::Frame { remote: self.remote.to_string(), source })?;
+            let need = match parsed {
+                Parsed::Frame(f, n) => {
+                    self.inbuf.drain(..n);
+                    return Ok(f);
+                }
+                Parsed::Need(n) => n,
+            };
+            match self.noise.take() {
+                None => {
+                    let have = self.inbuf.len();
+                    self.inbuf.resize(need, 0);
+                    let mut buf = std::mem::take(&mut self.inbuf);
+                    let r = self.stream.read_exact(&mut buf[have..]);
+                    self.inbuf = buf;
+                    r.map_err(self.io())?;
+                }
+                Some(mut ch) => {
+                    let mut len = [0u8; 2];
+                    let r = self.stream.read_exact(&mut len).map_err(self.io());
+                    let mut record = vec![0u8; u16::from_be_bytes(len) as usize];
+                    let r = r.and_then(|_| self.stream.read_exact(&mut record).map_err(self.io()));
+                    let plain = r.and_then(|_| ch.open(&record).map_err(|e| self.noise_err(e)));
+                    self.noise = Some(ch);
+                    self.inbuf.extend_from_slice(&plain?);
+                }
+            }
+        }
+    }
+}
+
+impl CtlClient {
+    /// A client of the gateway at `remote` (HOST[:PORT]) using warren's Noise handshake.
+    pub fn new(remote: &str, secret: CtlSecret) -> CtlClient {
+        CtlClient {
+            remote: remote_addr(remote),
+            secret,
+            kind: HandshakeKind::Noise,
+            reply_timeout: REPLY_TIMEOUT,
+        }
+    }
+
+    pub fn with_handshake(mut self, kind: HandshakeKind) -> CtlClient {
+        self.kind = kind;
+        self
+    }
+
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
+    fn connect(&self) -> Result<Conn<'_>, ClientError> {
+        let remote = self.remote.as_str();
+        let connect_err = |source| ClientError::Connect { remote: remote.to_string(), source };
+        let addrs: Vec<_> = remote.to_socket_addrs().map_err(connect_err)?.collect();
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address");
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, HANDSHAKE_TIMEOUT) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(connect_err)?;
+                    stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(connect_err)?;
+                    return Ok(Conn { remote, stream, noise: None, inbuf: Vec::new() });
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(connect_err(last))
+    }
+
+    fn handshake(&self, conn: &mut Conn<'_>) -> Result<(), ClientError> {
+        let txn = Some(Txn::request(0));
+        let refused = |f: &Frame| match f.decode::<NetErr>() {
+            Ok(err) => ClientError::Refused { remote: self.remote.clone(), err },
+            Err(_) => ClientError::Unexpected { remote: self.remote.clone(), got: f.name.clone() },
+        };
+        match self.kind {
+            HandshakeKind::Noise => {
+                let (init, first) = Initiator::start(&self.secret).map_err(|e| conn.noise_err(e))?;
+                conn.write_frame(&Frame::new(&proto::NoiseHandshake { message: Some(first) }, txn))?;
+                let reply = conn.read_frame()?;
+                let Ok(hs) = reply.decode::<proto::NoiseHandshake>() else { return Err(refused(&reply)) };
+                let channel = init.finish(&hs.message.unwrap_or_default()).map_err(|e| conn.noise_err(e))?;
+                conn.noise = Some(channel);
+            }
+            HandshakeKind::Plaintext => {
+                let hs = proto::Handshake { secret_key: Some(self.secret.expose().to_string()) };
+                conn.write_frame(&Frame::new(&hs, txn))?;
+                let reply = conn.read_frame()?;
+                if !reply.is::<proto::NetOk>() {
+                    return Err(refused(&reply));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `req` and returns its complete reply; partial replies (console lines, progress)
+    /// go to `on_partial` as they arrive. A `NetErr` reply is an error.
+    pub fn call(&self, req: &CtlRequest, mut on_partial: impl FnMut(&Frame)) -> Result<Frame, ClientError> {
+        let mut conn = self.connect()?;
+        self.handshake(&mut conn)?;
+        conn.write_frame(&req.to_frame(Txn::request(1)))?;
+        let _ = conn.stream.set_read_timeout(Some(self.reply_timeout));
+        loop {
+            let f = conn.read_frame()?;
+            if !f.is_complete() {
+                on_partial(&f);
+                continue;
+            }
+            if f.is::<NetErr>() {
+                let err = f
+                    .decode::<NetErr>()
+                    .map_err(|source| ClientError::Frame { remote: self.remote.clone(), source })?;
+                return Err(ClientError::Remote { remote: self.remote.clone(), err });
+            }
+            return Ok(f);
+        }
+    }
+
+    /// [`CtlClient::call`] whose final reply must be an `M`.
+    pub fn call_for<M: CtlMessage>(
+        &self,
+        req: &CtlRequest,
+        on_partial: impl FnMut(&Frame),
+    ) -> Result<M, ClientError> {
+        let f = self.call(req, on_partial)?;
+        f.decode::<M>()
+            .map_err(|_| ClientError::Unexpected { remote: self.remote.clone(), got: f.name.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_addr;
+
+    #[test]
+    fn remote_addresses_get_the_ctl_port() {
+        assert_eq!(remote_addr("10.0.0.1"), "10.0.0.1:9632");
+        assert_eq!(remote_addr("10.0.0.1:1"), "10.0.0.1:1");
+        assert_eq!(remote_addr("host.example"), "host.example:9632");
+        assert_eq!(remote_addr("[::1]:7"), "[::1]:7");
+        assert_eq!(remote_addr("[::1]"), "[::1]:9632");
+        assert_eq!(remote_addr("::1"), "[::1]:9632");
+    }
+}

@@ -1,0 +1,411 @@
+//! The ctl gateway's server: one handshake and one request per TCP connection, replies streamed.
+//!
+//! The first frame picks the handshake. `NoiseHandshake` is warren's (see [`super::noise`]):
+//! every later frame travels encrypted. `Handshake{secret_key}` is Habitat's plaintext one,
+//! accepted only as [`PlaintextPolicy`] allows. Either way a wrong secret gets
+//! `NetErr{Unauthorized}` and the connection closes at once: nothing after a failed handshake
+//! is read. The handshake and the request frame must each arrive within the handshake timeout;
+//! the handler then has as long as it needs (a service install streams for minutes).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::metrics::CtlMetrics;
+use super::noise::{self, Channel, NoiseError};
+use super::proto::{self, CtlMessage, ErrCode, NetErr};
+use super::protocol::{CtlRequest, Frame, FrameError, MAX_BODY_LEN, Parsed, Reply, Txn, parse_frame};
+use super::secret::CtlSecret;
+
+/// Habitat's `REQ_TIMEOUT`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_CONNECTIONS: usize = 64;
+/// A handshake frame is tiny; nothing larger is read before the peer is authenticated.
+pub const HANDSHAKE_MAX_BODY: usize = 4096;
+
+/// Who may use Habitat's plaintext handshake (`ctl_plaintext` in sup.toml).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlaintextPolicy {
+    /// Only peers on a loopback address (the secret then never leaves the host).
+    #[default]
+    Loopback,
+    Allow,
+    Deny,
+}
+
+impl std::str::FromStr for PlaintextPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "loopback" => Ok(PlaintextPolicy::Loopback),
+            "allow" => Ok(PlaintextPolicy::Allow),
+            "deny" => Ok(PlaintextPolicy::Deny),
+            other => Err(format!("ctl_plaintext: {other:?} is not loopback, allow or deny")),
+        }
+    }
+}
+
+pub struct ServerConfig {
+    /// The current secret; each connection uses the value at its start (rotation needs no
+    /// restart). `None`: every handshake is refused.
+    pub secret: watch::Receiver<Option<CtlSecret>>,
+    pub plaintext: PlaintextPolicy,
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+    /// The largest request body accepted after the handshake (at most [`MAX_BODY_LEN`]).
+    pub max_body: usize,
+}
+
+impl ServerConfig {
+    pub fn new(secret: watch::Receiver<Option<CtlSecret>>) -> ServerConfig {
+        ServerConfig {
+            secret,
+            plaintext: PlaintextPolicy::default(),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            max_body: MAX_BODY_LEN,
+        }
+    }
+}
+
+/// The client went away; a handler may stop early.
+#[derive(Debug, thiserror::Error)]
+#[error("the ctl client went away")]
+pub struct Disconnected;
+
+/// Where a handler streams its partial replies (`ConsoleLine`, `NetProgress`, or any message,
+/// e.g. one `ServiceStatus` per service). The final reply is the handler's return value.
+#[derive(Clone)]
+pub struct ReplySink {
+    tx: mpsc::Sender<Frame>,
+    txn: Txn,
+}
+
+impl ReplySink {
+    pub async fn send<M: CtlMessage>(&self, msg: &M) -> Result<(), Disconnected> {
+        self.tx.send(Frame::new(msg, Some(self.txn.reply(false)))).await.map_err(|_| Disconnected)
+    }
+
+    /// A `ConsoleLine` (a newline is added when missing, as Habitat's lines end with one).
+    pub async fn line(&self, text: impl Into<String>) -> Result<(), Disconnected> {
+        let mut line = text.into();
+        if !line.ends_with('\n') {
+            line.push('\n');
+        }
+        self.send(&proto::ConsoleLine { line, color: None, bold: false }).await
+    }
+
+    pub async fn progress(&self, total: u64, position: u64) -> Result<(), Disconnected> {
+        self.send(&proto::NetProgress { total, position }).await
+    }
+}
+
+/// What the gateway serves. The server decodes and authenticates; the handler acts.
+pub trait CtlHandler: Send + Sync + 'static {
+    /// Handles one request: stream partial replies into `out`, return the final one (sent
+    /// `complete`), or a `NetErr` (sent as the complete reply).
+    fn handle(&self, req: CtlRequest, out: ReplySink) -> impl Future<Output = Result<Reply, NetErr>> + Send;
+}
+
+/// Serves `listener` until `shutdown` resolves. Connections over the cap are closed at once.
+pub async fn serve<H: CtlHandler>(
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: Arc<H>,
+    metrics: Arc<CtlMetrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let config = Arc::new(config);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "ctl gateway: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            CtlMetrics::inc(&metrics.over_capacity);
+            tracing::warn!(%peer, "ctl gateway: too many connections; closing this one");
+            continue;
+        };
+        CtlMetrics::inc(&metrics.connections);
+        let (config, handler, metrics) = (config.clone(), handler.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            connection(stream, peer, &config, handler, &metrics).await;
+            drop(slot);
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Noise(#[from] NoiseError),
+}
+
+/// A connection's byte stream, plain or inside a Noise channel.
+struct Link {
+    stream: TcpStream,
+    noise: Option<Channel>,
+    inbuf: Vec<u8>,
+}
+
+impl Link {
+    async fn read_frame(&mut self, max_body: usize) -> Result<Frame, LinkError> {
+        loop {
+            match parse_frame(&self.inbuf, max_body)? {
+                Parsed::Frame(f, n) => {
+                    self.inbuf.drain(..n);
+                    return Ok(f);
+                }
+                Parsed::Need(n) => self.fill(n).await?,
+            }
+        }
+    }
+
+    /// Reads toward `need` buffered bytes: plainly exactly that many, or one more record.
+    async fn fill(&mut self, need: usize) -> Result<(), LinkError> {
+        match &mut self.noise {
+            None => {
+                let have = self.inbuf.len();
+                self.inbuf.resize(need, 0);
+                self.stream.read_exact(&mut self.inbuf[have..]).await?;
+            }
+            Some(ch) => {
+                let len = self.stream.read_u16().await? as usize;
+                let mut record = vec![0u8; len];
+                self.stream.read_exact(&mut record).await?;
+                let plain = ch.open(&record)?;
+                self.inbuf.extend_from_slice(&plain);
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_frame(&mut self, f: &Frame) -> Result<(), LinkError> {
+        let bytes = f.encode()?;
+        match &mut self.noise {
+            None => self.stream.write_all(&bytes).await?,
+            Some(ch) => {
+                let sealed = ch.seal(&bytes)?;
+                self.stream.write_all(&sealed).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a final `NetErr` and closes (best effort: the peer may be gone).
+    async fn refuse(&mut self, txn: Option<Txn>, err: NetErr) {
+        let frame = Frame::new(&err, Some(txn.unwrap_or(Txn::request(0)).reply(true)));
+        let _ = self.write_frame(&frame).await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+fn is_loopback(peer: &SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
+}
+
+/// Authenticates the peer. `Ok(false)`: refused (already answered, counted and logged).
+async fn handshake(
+    link: &mut Link,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    metrics: &CtlMetrics,
+) -> Result<bool, LinkError> {
+    let first = link.read_frame(HANDSHAKE_MAX_BODY).await?;
+    let secret = config.secret.borrow().clone();
+    // Logged with the peer and the reason, never with what the peer sent.
+    let unauthorized = |why: &str| {
+        CtlMetrics::inc(&metrics.auth_failures);
+        tracing::warn!(%peer, "ctl gateway: handshake refused: {why}");
+    };
+    if first.is::<proto::NoiseHandshake>() {
+        let msg = first.decode::<proto::NoiseHandshake>()?.message.unwrap_or_default();
+        let Some(secret) = secret else {
+            unauthorized("this supervisor has no ctl secret");
+            link.refuse(first.txn, NetErr::new(ErrCode::Unauthorized, "the supervisor has no ctl secret"))
+                .await;
+            return Ok(false);
+        };
+        match noise::respond(&secret, &msg) {
+            Ok((channel, reply)) => {
+                let txn = first.txn.unwrap_or(Txn::request(0)).reply(true);
+                link.write_frame(&Frame::new(&proto::NoiseHandshake { message: Some(reply) }, Some(txn)))
+                    .await?;
+                link.noise = Some(channel);
+                CtlMetrics::inc(&metrics.noise_handshakes);
+                Ok(true)
+            }
+            Err(NoiseError::Handshake) => {
+                unauthorized("wrong secret (noise)");
+                link.refuse(first.txn, NetErr::new(ErrCode::Unauthorized, "secret key mismatch")).await;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    } else if first.is::<proto::Handshake>() {
+        let allowed = match config.plaintext {
+            PlaintextPolicy::Allow => true,
+            PlaintextPolicy::Loopback => is_loopback(&peer),
+            PlaintextPolicy::Deny => false,
+        };
+        if !allowed {
+            CtlMetrics::inc(&metrics.plaintext_refused);
+            tracing::warn!(%peer, policy = ?config.plaintext, "ctl gateway: plaintext handshake refused");
+            let msg = "plaintext handshakes are not accepted from this address (ctl_plaintext); use warren's client";
+            link.refuse(first.txn, NetErr::new(ErrCode::Unauthorized, msg)).await;
+            return Ok(false);
+        }
+        if first.txn.is_none() {
+            return Err(FrameError::Unexpected { want: "a transactional Handshake", got: first.name }.into());
+        }
+        let given = first.decode::<proto::Handshake>()?.secret_key.unwrap_or_default();
+        let given = zeroize::Zeroizing::new(given);
+        match secret {
+            Some(s) if s.matches(&given) => {
+                link.write_frame(&Frame::new(&proto::NetOk {}, first.txn.map(|t| t.reply(true)))).await?;
+                CtlMetrics::inc(&metrics.plaintext_handshakes);
+                Ok(true)
+            }
+            _ => {
+                unauthorized("wrong secret (plaintext)");
+                link.refuse(first.txn, NetErr::new(ErrCode::Unauthorized, "secret key mismatch")).await;
+                Ok(false)
+            }
+        }
+    } else {
+        Err(FrameError::Unexpected { want: "Handshake or NoiseHandshake", got: first.name }.into())
+    }
+}
+
+async fn connection<H: CtlHandler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    handler: Arc<H>,
+    metrics: &CtlMetrics,
+) {
+    let mut link = Link { stream, noise: None, inbuf: Vec::new() };
+    let limit = config.handshake_timeout;
+    let bad = |what: &str, e: &LinkError| {
+        if let LinkError::Io(io) = e
+            && io.kind() == std::io::ErrorKind::UnexpectedEof
+        {
+            tracing::debug!(%peer, "ctl gateway: the client closed during the {what}");
+            return;
+        }
+        CtlMetrics::inc(&metrics.bad_frames);
+        tracing::warn!(%peer, error = %e, "ctl gateway: bad {what}; closing");
+    };
+    match tokio::time::timeout(limit, handshake(&mut link, peer, config, metrics)).await {
+        Err(_) => {
+            CtlMetrics::inc(&metrics.timeouts);
+            tracing::warn!(%peer, "ctl gateway: no handshake within {limit:?}; closing");
+            return;
+        }
+        Ok(Err(e)) => {
+            bad("handshake", &e);
+            if !matches!(e, LinkError::Io(_)) {
+                link.refuse(None, NetErr::new(ErrCode::BadPayload, format!("bad handshake: {e}"))).await;
+            }
+            return;
+        }
+        Ok(Ok(false)) => return,
+        Ok(Ok(true)) => {}
+    }
+    let frame = match tokio::time::timeout(limit, link.read_frame(config.max_body.min(MAX_BODY_LEN))).await {
+        Err(_) => {
+            CtlMetrics::inc(&metrics.timeouts);
+            tracing::warn!(%peer, "ctl gateway: no request within {limit:?}; closing");
+            return;
+        }
+        Ok(Err(e)) => {
+            bad("request", &e);
+            if matches!(e, LinkError::Frame(_)) {
+                let code = if matches!(e, LinkError::Frame(FrameError::BodyTooLarge { .. })) {
+                    ErrCode::EntityTooLarge
+                } else {
+                    ErrCode::BadPayload
+                };
+                link.refuse(Some(Txn::request(1)), NetErr::new(code, e.to_string())).await;
+            }
+            return;
+        }
+        Ok(Ok(f)) => f,
+    };
+    let txn = frame.txn.unwrap_or(Txn::request(0));
+    let req = match CtlRequest::decode(&frame) {
+        Ok(r) => r,
+        Err(e) => {
+            CtlMetrics::inc(&metrics.request_errors);
+            tracing::warn!(%peer, error = %e, "ctl gateway: refused request");
+            link.refuse(Some(txn), e).await;
+            return;
+        }
+    };
+    CtlMetrics::inc(&metrics.requests);
+    tracing::debug!(%peer, request = req.name(), "ctl request");
+    run_handler(link, req, txn, handler, metrics).await;
+}
+
+/// Runs the handler while writing its replies as they come; the last one is `complete`.
+async fn run_handler<H: CtlHandler>(
+    mut link: Link,
+    req: CtlRequest,
+    txn: Txn,
+    handler: Arc<H>,
+    metrics: &CtlMetrics,
+) {
+    let (tx, rx) = mpsc::channel::<Frame>(32);
+    let sink = ReplySink { tx: tx.clone(), txn };
+    let run = async move {
+        let last = match handler.handle(req, sink).await {
+            Ok(r) if r.body.len() <= MAX_BODY_LEN => Frame { name: r.name.into(), txn: None, body: r.body },
+            Ok(r) => {
+                CtlMetrics::inc(&metrics.request_errors);
+                let msg = format!("the {} reply is too large to send", r.name);
+                Frame::new(&NetErr::new(ErrCode::EntityTooLarge, msg), None)
+            }
+            Err(e) => {
+                CtlMetrics::inc(&metrics.request_errors);
+                Frame::new(&e, None)
+            }
+        };
+        let _ = tx.send(Frame { txn: Some(txn.reply(true)), ..last }).await;
+    };
+    let link_ref = &mut link;
+    let write = async move {
+        let mut rx = rx;
+        while let Some(f) = rx.recv().await {
+            let done = f.is_complete();
+            if let Err(e) = link_ref.write_frame(&f).await {
+                tracing::debug!(error = %e, "ctl gateway: reply not delivered");
+                break;
+            }
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::join!(run, write);
+    let _ = link.stream.shutdown().await;
+}

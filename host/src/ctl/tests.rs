@@ -1,0 +1,112 @@
+//! The server and client together, in one process, over loopback TCP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::proto::{self, ErrCode, NetErr};
+use super::*;
+
+#[derive(Default)]
+struct Echo {
+    calls: AtomicUsize,
+}
+
+impl CtlHandler for Echo {
+    async fn handle(&self, req: CtlRequest, out: ReplySink) -> Result<Reply, NetErr> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match req {
+            CtlRequest::Ping(p) => {
+                out.line("pinging").await.map_err(|e| NetErr::new(ErrCode::Io, e.to_string()))?;
+                out.progress(2, 1).await.map_err(|e| NetErr::new(ErrCode::Io, e.to_string()))?;
+                Ok(Reply::new(&proto::CtlPong { payload: p.payload }))
+            }
+            _ => Err(NetErr::new(ErrCode::NotSupported, "not here")),
+        }
+    }
+}
+
+struct Server {
+    addr: String,
+    handler: Arc<Echo>,
+    metrics: Arc<CtlMetrics>,
+    secret_tx: watch::Sender<Option<CtlSecret>>,
+    _rt: std::thread::JoinHandle<()>,
+}
+
+fn start(plaintext: PlaintextPolicy) -> Server {
+    let (secret_tx, secret_rx) = watch::channel(CtlSecret::new("right"));
+    let handler = Arc::new(Echo::default());
+    let metrics = Arc::new(CtlMetrics::default());
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (h, m) = (handler.clone(), metrics.clone());
+    let rt = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(l.local_addr().unwrap().to_string()).unwrap();
+            let mut config = ServerConfig::new(secret_rx);
+            config.plaintext = plaintext;
+            config.handshake_timeout = Duration::from_secs(2);
+            serve(l, config, h, m, std::future::pending()).await;
+        });
+    });
+    Server { addr: addr_rx.recv().unwrap(), handler, metrics, secret_tx, _rt: rt }
+}
+
+fn ping(payload: &[u8]) -> CtlRequest {
+    CtlRequest::Ping(proto::CtlPing { payload: Some(payload.to_vec()) })
+}
+
+#[test]
+fn noise_and_plaintext_pings_stream_their_replies() {
+    let s = start(PlaintextPolicy::Loopback);
+    for kind in [HandshakeKind::Noise, HandshakeKind::Plaintext] {
+        let client = CtlClient::new(&s.addr, CtlSecret::new("right").unwrap()).with_handshake(kind);
+        let mut partial = Vec::new();
+        let pong: proto::CtlPong = client.call_for(&ping(b"hi"), |f| partial.push(f.name.clone())).unwrap();
+        assert_eq!(pong.payload.as_deref(), Some(&b"hi"[..]));
+        assert_eq!(partial, ["ConsoleLine", "NetProgress"], "{kind:?}");
+    }
+    let big = vec![7u8; 300_000];
+    let client = CtlClient::new(&s.addr, CtlSecret::new("right").unwrap());
+    let pong: proto::CtlPong = client.call_for(&ping(&big), |_| {}).unwrap();
+    assert_eq!(pong.payload.unwrap(), big, "a frame larger than one Noise record");
+    assert_eq!(CtlMetrics::get(&s.metrics.noise_handshakes), 2);
+    assert_eq!(CtlMetrics::get(&s.metrics.plaintext_handshakes), 1);
+    let e = client.call(&CtlRequest::SupRestart(proto::SupRestart {}), |_| {}).unwrap_err();
+    assert_eq!(e.net_err().unwrap().err_code(), ErrCode::NotSupported);
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_nothing_runs() {
+    let s = start(PlaintextPolicy::Allow);
+    for kind in [HandshakeKind::Noise, HandshakeKind::Plaintext] {
+        let client = CtlClient::new(&s.addr, CtlSecret::new("wrong").unwrap()).with_handshake(kind);
+        let e = client.call(&ping(b"x"), |_| {}).unwrap_err();
+        assert!(matches!(e, ClientError::Refused { .. }), "{kind:?}: {e}");
+        assert_eq!(e.net_err().unwrap().err_code(), ErrCode::Unauthorized);
+    }
+    assert_eq!(s.handler.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(CtlMetrics::get(&s.metrics.auth_failures), 2);
+    // Rotation: the next connection uses the new secret.
+    s.secret_tx.send(CtlSecret::new("wrong")).unwrap();
+    let client = CtlClient::new(&s.addr, CtlSecret::new("wrong").unwrap());
+    client.call(&ping(b"x"), |_| {}).unwrap();
+    let old = CtlClient::new(&s.addr, CtlSecret::new("right").unwrap());
+    assert!(old.call(&ping(b"x"), |_| {}).is_err());
+}
+
+#[test]
+fn deny_refuses_plaintext_even_with_the_right_secret() {
+    let s = start(PlaintextPolicy::Deny);
+    let client =
+        CtlClient::new(&s.addr, CtlSecret::new("right").unwrap()).with_handshake(HandshakeKind::Plaintext);
+    let e = client.call(&ping(b"x"), |_| {}).unwrap_err();
+    assert_eq!(e.net_err().unwrap().err_code(), ErrCode::Unauthorized);
+    assert_eq!(CtlMetrics::get(&s.metrics.plaintext_refused), 1);
+    assert_eq!(s.handler.calls.load(Ordering::SeqCst), 0);
+    assert!(s.metrics.render().contains("warren_ctl_plaintext_refused_total 1\n"));
+}

@@ -1,0 +1,401 @@
+//! The ctl gateway against real `warren sup run` processes: authentication, the plaintext
+//! policy, slow and hostile clients, what crosses the wire, and Habitat's own .proto files.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::cli::{self, Run};
+use support::fixtures::interop_dir;
+use support::ring::{args, fast_timings, start_ring};
+use support::rng::Rng;
+use support::sup::Sup;
+use support::wait::wait_until;
+use warren::ctl::proto::{self, ErrCode};
+use warren::ctl::{CtlClient, CtlRequest, CtlSecret, Frame, HandshakeKind, Txn};
+
+/// `warren ARGS --remote-sup ADDR` with only the given environment (no data path secret, no
+/// cli.toml unless `env` sets them).
+fn ctl_cli(dir: &std::path::Path, a: &[&str], remote: &str, env: &[(&str, &str)]) -> Run {
+    let mut cmd = cli::command();
+    cmd.args(a)
+        .args(["--remote-sup", remote])
+        .env("WARREN_DATA_PATH", dir.join("client-data"))
+        .env("WARREN_CLI_CONFIG", dir.join("client-cli.toml"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cli::run(&mut cmd, None)
+}
+
+fn ping() -> CtlRequest {
+    CtlRequest::Ping(proto::CtlPing { payload: Some(b"ping".to_vec()) })
+}
+
+fn client(sup: &Sup, kind: HandshakeKind) -> CtlClient {
+    CtlClient::new(&sup.ctl, CtlSecret::new(&sup.ctl_secret()).unwrap()).with_handshake(kind)
+}
+
+#[test]
+fn the_right_secret_is_served_and_a_wrong_missing_or_empty_one_executes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sups = start_ring(dir.path(), 91, 2, &fast_timings(), &[]);
+    let target = sups[1].member_id();
+    wait_until(Duration::from_secs(30), "both alive", || {
+        sups[0].health().get(&target).map(String::as_str) == Some("Alive")
+    });
+    let secret = sups[0].ctl_secret();
+    assert_eq!(secret.len(), 88, "64 random bytes, base64");
+    let remote = sups[0].ctl.clone();
+    let remote = remote.as_str();
+
+    let out = ctl_cli(dir.path(), &["ctl", "ping"], remote, &[("WARREN_CTL_SECRET", &secret)]);
+    assert!(out.ok().starts_with("pong from "), "{}", out.stdout);
+    let out =
+        ctl_cli(dir.path(), &["ring", "key", "list", "--json"], remote, &[("WARREN_CTL_SECRET", &secret)]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(out.ok()).unwrap(), serde_json::json!([]));
+
+    // Wrong: refused at the handshake.
+    let depart = ["sup", "depart", target.as_str()];
+    let err = ctl_cli(dir.path(), &depart, remote, &[("WARREN_CTL_SECRET", "guess-QX7")]).fails().to_string();
+    assert!(err.contains("secret key mismatch"), "{err}");
+    // Missing, and empty (env and cli.toml): a clear error naming where the client looked.
+    std::fs::write(dir.path().join("client-cli.toml"), "ctl_secret = \"\"\n").unwrap();
+    for env in [&[][..], &[("WARREN_CTL_SECRET", "")][..]] {
+        let err = ctl_cli(dir.path(), &depart, remote, env).fails().to_string();
+        assert!(err.contains("no ctl secret for"), "{err}");
+        assert!(
+            err.contains("WARREN_CTL_SECRET")
+                && err.contains("client-cli.toml")
+                && err.contains("CTL_SECRET"),
+            "{err}"
+        );
+    }
+    // Nothing was departed: a later request is served and the member is still alive and running.
+    ctl_cli(dir.path(), &["ctl", "ping"], remote, &[("WARREN_CTL_SECRET", &secret)]).ok();
+    assert_eq!(sups[0].health().get(&target).map(String::as_str), Some("Alive"));
+    assert!(!sups[1].exited());
+    let log = std::fs::read_to_string(&sups[0].log).unwrap();
+    assert!(
+        log.contains("handshake refused") && !log.contains("guess-QX7"),
+        "refusals logged, never what was sent"
+    );
+    assert!(!log.contains(&secret), "the secret is never logged");
+
+    // The right secret from a per-supervisor cli.toml table: the depart is done.
+    std::fs::write(
+        dir.path().join("client-cli.toml"),
+        format!("ctl_secret = \"wrong\"\n[remote.\"{remote}\"]\nctl_secret = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let out = ctl_cli(dir.path(), &depart, remote, &[]);
+    assert!(out.ok().contains("announced to the ring"), "{}", out.stdout);
+    wait_until(Duration::from_secs(30), "the departed member exits", || sups[1].exited());
+}
+
+#[test]
+fn plaintext_handshakes_follow_ctl_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 93, vec![], vec![]);
+    // Default (loopback): an unmodified Habitat client on this host is served.
+    let pong: proto::CtlPong = client(&sup, HandshakeKind::Plaintext).call_for(&ping(), |_| {}).unwrap();
+    assert_eq!(pong.payload.as_deref(), Some(&b"ping"[..]));
+    let wrong =
+        CtlClient::new(&sup.ctl, CtlSecret::new("nope").unwrap()).with_handshake(HandshakeKind::Plaintext);
+    let e = wrong.call(&ping(), |_| {}).unwrap_err();
+    assert_eq!(e.net_err().map(|n| n.err_code()), Some(ErrCode::Unauthorized), "{e}");
+    drop(sup);
+
+    let config = dir.path().join("sup.toml");
+    std::fs::write(&config, "ctl_plaintext = \"deny\"\n").unwrap();
+    let sup = Sup::start(dir.path(), 94, args(&["--config", config.to_str().unwrap()]), vec![]);
+    let e = client(&sup, HandshakeKind::Plaintext).call(&ping(), |_| {}).unwrap_err();
+    assert_eq!(e.net_err().map(|n| n.err_code()), Some(ErrCode::Unauthorized), "{e}");
+    assert!(e.to_string().contains("ctl_plaintext"), "{e}");
+    // warren's own handshake is unaffected.
+    client(&sup, HandshakeKind::Noise).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
+}
+
+#[test]
+fn a_ctl_secret_in_sup_toml_overrides_the_file_and_rotates_through_a_file_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugins, secrets) = (dir.path().join("plugins"), dir.path().join("secrets"));
+    std::fs::create_dir_all(&secrets).unwrap();
+    support::plugins::install(&plugins, &["file"]);
+    let secret_file = secrets.join("ctl");
+    support::files::write_atomic(&secret_file, "first-secret\n");
+    let config = dir.path().join("sup.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "ctl_secret = \"FILE:{}\"\nplugin_trust = \"off\"\n[plugins.file]\nread_paths = [\"{}\"]\n",
+            secret_file.display(),
+            secrets.display()
+        ),
+    )
+    .unwrap();
+    let a = args(&["--config", config.to_str().unwrap(), "--plugin-path", plugins.to_str().unwrap()]);
+    let sup = Sup::start(dir.path(), 95, a, vec![]);
+    let with = |s: &str| CtlClient::new(&sup.ctl, CtlSecret::new(s).unwrap());
+    wait_until(Duration::from_secs(20), "the first secret works", || {
+        with("first-secret").call(&ping(), |_| {}).is_ok()
+    });
+    assert!(!sup.data.join("CTL_SECRET").exists(), "no file secret when sup.toml names one");
+    support::files::write_atomic(&secret_file, "second-secret\n");
+    wait_until(Duration::from_secs(30), "the rotated secret works", || {
+        with("second-secret").call(&ping(), |_| {}).is_ok()
+    });
+    assert!(with("first-secret").call(&ping(), |_| {}).is_err(), "the old secret is refused");
+}
+
+#[test]
+fn a_slow_client_is_cut_off_at_the_handshake_timeout_while_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 96, args(&["--ctl-handshake-timeout", "1s"]), vec![]);
+    let mut slow = TcpStream::connect(&sup.ctl).unwrap();
+    slow.write_all(&[0x80, 0x90]).unwrap(); // half a header, then nothing
+    // Meanwhile another client is served.
+    client(&sup, HandshakeKind::Noise).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
+    // The slow one is closed by the server (EOF), not left hanging until our own timeout.
+    slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(slow.read(&mut buf).unwrap(), 0, "the server closed the slow connection");
+    let log = std::fs::read_to_string(&sup.log).unwrap();
+    assert!(log.contains("no handshake within"), "{log}");
+}
+
+/// Valid frames of every kind, for the fuzzer to mutate.
+fn seeds(secret: &str) -> Vec<Vec<u8>> {
+    let t0 = Some(Txn::request(0));
+    let frames = [
+        Frame::new(&proto::Handshake { secret_key: Some(secret.into()) }, t0),
+        Frame::new(&proto::NoiseHandshake { message: Some(vec![7; 48]) }, t0),
+        ping().to_frame(Txn::request(1)),
+        CtlRequest::SupDepart(proto::SupDepart { member_id: Some("0".repeat(32)) }).to_frame(Txn::request(1)),
+        CtlRequest::RingKeyInstall(proto::RingKeyInstall {
+            key_file: Some(b"SYM-SEC-1\nx-1\n\nAAAA".to_vec()),
+        })
+        .to_frame(Txn::request(1)),
+    ];
+    frames.iter().map(|f| f.encode().unwrap()).collect()
+}
+
+/// Sends `bytes`, closes the write side and reads whatever comes back until EOF.
+fn exchange(addr: &str, prefix: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let Ok(mut s) = TcpStream::connect(addr) else { return vec![] };
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(prefix);
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn fuzzed_frames_never_panic_and_the_supervisor_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 97, vec![], vec![]);
+    let secret = sup.ctl_secret();
+    let seeds = seeds(&secret);
+    let handshake = seeds[0].clone();
+    let mut rng = Rng::new(0xC7_1_5EED);
+    let mut replies = 0;
+    for i in 0..3000 {
+        let seed = &seeds[rng.below(seeds.len())];
+        let input = if rng.chance(0.1) {
+            let n = rng.below(64);
+            rng.bytes(n)
+        } else {
+            rng.mutate(seed, 4)
+        };
+        // Half the cases pass the (plaintext, loopback) handshake first, to reach the request decoder.
+        let prefix: &[u8] = if i % 2 == 0 { &handshake } else { &[] };
+        if !exchange(&sup.ctl, prefix, &input).is_empty() {
+            replies += 1;
+        }
+    }
+    assert!(replies > 0, "some fuzzed frames got an answer");
+    client(&sup, HandshakeKind::Noise).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
+    let mut sup = sup;
+    assert!(!sup.exited());
+    let log = std::fs::read_to_string(&sup.log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A TCP proxy that records both directions of every connection.
+fn recording_proxy(upstream: String) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(down) = conn else { return };
+            let up = TcpStream::connect(&upstream).unwrap();
+            for (mut from, mut to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        record.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_secret_never_crosses_the_wire_in_a_noise_session() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 98, vec![], vec![]);
+    let secret = sup.ctl_secret();
+    let (proxy, seen) = recording_proxy(sup.ctl.clone());
+    let env = [("WARREN_CTL_SECRET", secret.as_str())];
+    ctl_cli(dir.path(), &["ctl", "ping"], &proxy, &env).ok();
+    ctl_cli(dir.path(), &["ring", "key", "list"], &proxy, &env).ok();
+    let raw = base64::engine::general_purpose::STANDARD.decode(&secret).unwrap();
+    let psk = warren::crypto::sodium::blake2b_256(secret.as_bytes());
+    let wire = seen.lock().unwrap().clone();
+    assert!(contains(&wire, b"NoiseHandshake"), "the proxy saw the sessions");
+    for needle in [secret.as_bytes(), &raw[..16], &psk[..16], b"CtlPing", b"RingKeyList", b"RingKeys"] {
+        assert!(!contains(&wire, needle), "{:?} crossed the wire", String::from_utf8_lossy(needle));
+    }
+    // The check can fail: Habitat's plaintext handshake does send the secret.
+    seen.lock().unwrap().clear();
+    let plain =
+        CtlClient::new(&proxy, CtlSecret::new(&secret).unwrap()).with_handshake(HandshakeKind::Plaintext);
+    plain.call(&ping(), |_| {}).unwrap();
+    assert!(contains(&seen.lock().unwrap(), secret.as_bytes()));
+}
+
+// ---- Habitat's .proto files ----
+
+fn pools() -> (prost_reflect::DescriptorPool, prost_reflect::DescriptorPool) {
+    let hab_dir = interop_dir().join("components/sup-protocol/protocols");
+    let hab = protox::compile(["ctl.proto", "net.proto", "types.proto"], [&hab_dir]).unwrap();
+    let ours_dir = support::fixtures::repo_root().join("host/proto");
+    let ours = protox::compile(["ctl.proto"], [&ours_dir]).unwrap();
+    (
+        prost_reflect::DescriptorPool::from_file_descriptor_set(hab).unwrap(),
+        prost_reflect::DescriptorPool::from_file_descriptor_set(ours).unwrap(),
+    )
+}
+
+fn kind_name(k: &prost_reflect::Kind) -> String {
+    match k {
+        prost_reflect::Kind::Message(m) => format!("message {}", m.name()),
+        prost_reflect::Kind::Enum(e) => format!("enum {}", e.name()),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn shared_messages_have_habitats_names_numbers_types_and_labels() {
+    let (hab, ours) = pools();
+    let shared = [
+        "Handshake",
+        "NetOk",
+        "NetErr",
+        "NetProgress",
+        "ConsoleLine",
+        "SupDepart",
+        "SupRestart",
+        "SvcStatus",
+        "SvcStart",
+        "SvcStop",
+        "SvcUnload",
+        "SvcSetCfg",
+        "SvcValidateCfg",
+        "SvcFilePut",
+        "ServiceStatus",
+        "ServiceCfg",
+        "PackageIdent",
+        "ServiceGroup",
+        "ProcessStatus",
+    ];
+    let by_name = |pool: &prost_reflect::DescriptorPool, name: &str| {
+        pool.all_messages().find(|m| m.name() == name).unwrap_or_else(|| panic!("no message {name}"))
+    };
+    for name in shared {
+        let (h, o) = (by_name(&hab, name), by_name(&ours, name));
+        let describe = |m: &prost_reflect::MessageDescriptor| -> Vec<String> {
+            m.fields()
+                .map(|f| {
+                    format!("{} {} {:?} {}", f.number(), f.name(), f.cardinality(), kind_name(&f.kind()))
+                })
+                .collect()
+        };
+        assert_eq!(describe(&o), describe(&h), "{name}");
+    }
+    let codes = |pool: &prost_reflect::DescriptorPool| -> Vec<(String, i32)> {
+        let e = pool.all_enums().find(|e| e.name() == "ErrCode").unwrap();
+        e.values().map(|v| (v.name().to_string(), v.number())).collect()
+    };
+    assert_eq!(codes(&ours), codes(&hab));
+}
+
+#[test]
+fn habitats_definitions_decode_a_real_supervisors_frames_and_the_reverse() {
+    use prost::Message as _;
+    use prost_reflect::{DynamicMessage, Value};
+    let (hab, _) = pools();
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 99, vec![], vec![]);
+    // Habitat's handshake, encoded with Habitat's definitions, with a wrong secret.
+    let mut hs = DynamicMessage::new(hab.get_message_by_name("sup.ctl.Handshake").unwrap());
+    hs.set_field_by_name("secret_key", Value::String("not-it".into()));
+    let frame = Frame { name: "Handshake".into(), txn: Some(Txn::request(0)), body: hs.encode_to_vec() };
+    let reply = exchange(&sup.ctl, &frame.encode().unwrap(), &[]);
+    let warren::ctl::protocol::Parsed::Frame(f, _) =
+        warren::ctl::protocol::parse_frame(&reply, warren::ctl::protocol::MAX_BODY_LEN).unwrap()
+    else {
+        panic!("no whole frame in {reply:?}")
+    };
+    assert_eq!(f.name, "NetErr");
+    assert_eq!(f.txn, Some(Txn { id: 0, response: true, complete: true }));
+    let err = DynamicMessage::decode(hab.get_message_by_name("sup.net.NetErr").unwrap(), f.body.as_slice())
+        .unwrap();
+    assert_eq!(err.get_field_by_name("code").unwrap().as_enum_number(), Some(4));
+    assert_eq!(err.get_field_by_name("msg").unwrap().as_str(), Some("secret key mismatch"));
+
+    // Streamed replies: warren's encoding through Habitat's definitions, field by field.
+    let line = proto::ConsoleLine { line: "hello\n".into(), color: Some("Red".into()), bold: true };
+    let d = DynamicMessage::decode(
+        hab.get_message_by_name("sup.ctl.ConsoleLine").unwrap(),
+        &line.encode_to_vec()[..],
+    )
+    .unwrap();
+    assert_eq!(d.get_field_by_name("line").unwrap().as_str(), Some("hello\n"));
+    assert_eq!(d.get_field_by_name("color").unwrap().as_str(), Some("Red"));
+    assert_eq!(d.get_field_by_name("bold").unwrap().as_bool(), Some(true));
+    // And Habitat's encoding of a status through warren's types.
+    let mut st = DynamicMessage::new(hab.get_message_by_name("sup.types.ServiceStatus").unwrap());
+    let mut ident = DynamicMessage::new(hab.get_message_by_name("sup.types.PackageIdent").unwrap());
+    ident.set_field_by_name("origin", Value::String("core".into()));
+    ident.set_field_by_name("name", Value::String("redis".into()));
+    let mut group = DynamicMessage::new(hab.get_message_by_name("sup.types.ServiceGroup").unwrap());
+    group.set_field_by_name("service", Value::String("redis".into()));
+    group.set_field_by_name("group", Value::String("default".into()));
+    st.set_field_by_name("ident", Value::Message(ident));
+    st.set_field_by_name("service_group", Value::Message(group));
+    st.set_field_by_name("desired_state", Value::EnumNumber(1));
+    let ours = proto::ServiceStatus::decode(&st.encode_to_vec()[..]).unwrap();
+    assert_eq!((ours.ident.origin.as_str(), ours.ident.name.as_str()), ("core", "redis"));
+    assert_eq!(ours.service_group.group, "default");
+    assert_eq!(ours.desired_state, Some(proto::DesiredState::DesiredUp as i32));
+}
