@@ -38,7 +38,7 @@ impl RemoteSup {
         if let Some(e) = failed {
             return Err(e.into());
         }
-        Ok(reply.with_context(|| format!("{} on {}", req.name(), client.remote()))?)
+        reply.with_context(|| format!("{} on {}", req.name(), client.remote()))
     }
 
     /// [`RemoteSup::call`] whose final reply is an `M`.
