@@ -204,6 +204,11 @@ fn a_rumor_reaches_all_of_1000_members_under_10_percent_loss() {
     }
     let took = reached_at.unwrap_or_else(|| panic!("only {have}/{n} members got the rumor"));
     let rounds = took.as_millis().div_ceil(cfg.gossip_interval.as_millis());
+    // Simulated time, deterministic for the seed: an epidemic with fanout 3 covers N members
+    // in about log3(N) rounds; twice that allows for 10% loss and the tail, while a spread
+    // that degraded towards linear (or lost the eager push) fails here.
+    let bound = 2 * u128::from(log3_ceil(n));
+    assert!(rounds <= bound, "{rounds} gossip rounds to reach {n} members, over 2 x ceil(log3 N) = {bound}");
     println!(
         "sim: rumor reached {n}/{n} members (10% loss) in {took:?} = {rounds} gossip intervals (eager push, then gossip every {:?}); ceil(log3 N) = {}",
         cfg.gossip_interval,
