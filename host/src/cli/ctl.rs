@@ -45,7 +45,8 @@ impl RemoteSup {
     /// [`RemoteSup::call`] whose final reply is an `M`.
     pub fn call_for<M: CtlMessage>(&self, req: &CtlRequest, json: bool) -> anyhow::Result<M> {
         let f = self.call(req, json)?;
-        f.decode::<M>().with_context(|| format!("{} on {}", req.name(), client::remote_addr(&self.remote_sup)))
+        f.decode::<M>()
+            .with_context(|| format!("{} on {}", req.name(), client::remote_addr(&self.remote_sup)))
     }
 }
 
