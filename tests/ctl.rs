@@ -84,6 +84,11 @@ fn the_right_secret_is_served_and_a_wrong_missing_or_empty_one_executes_nothing(
         "refusals logged, never what was sent"
     );
     assert!(!log.contains(&secret), "the secret is never logged");
+    assert_eq!(
+        sups[0].metric("warren_ctl_auth_failures_total"),
+        1,
+        "only the wrong secret reached the server"
+    );
 
     // The right secret from a per-supervisor cli.toml table: the depart is done.
     std::fs::write(
@@ -165,6 +170,7 @@ fn a_slow_client_is_cut_off_at_the_handshake_timeout_while_others_are_served() {
     assert_eq!(slow.read(&mut buf).unwrap(), 0, "the server closed the slow connection");
     let log = std::fs::read_to_string(&sup.log).unwrap();
     assert!(log.contains("no handshake within"), "{log}");
+    assert_eq!(sup.metric("warren_ctl_timeouts_total"), 1);
 }
 
 /// Valid frames of every kind, for the fuzzer to mutate.
@@ -224,6 +230,7 @@ fn fuzzed_frames_never_panic_and_the_supervisor_serves_on() {
     assert!(!sup.exited());
     let log = std::fs::read_to_string(&sup.log).unwrap();
     assert!(!log.contains("panicked"), "{log}");
+    assert!(sup.metric("warren_ctl_bad_frames_total") > 0);
 }
 
 /// A TCP proxy that records both directions of every connection.

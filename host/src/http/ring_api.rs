@@ -18,6 +18,8 @@ pub struct RingApi {
     pub ring: RingHandle,
     /// Where `ring key install|remove` write, when the ring was started from the key cache.
     pub cache: Option<KeyCache>,
+    /// The ctl gateway's counters, appended to `/metrics`.
+    pub ctl_metrics: Option<std::sync::Arc<crate::ctl::CtlMetrics>>,
 }
 
 pub fn routes(api: RingApi) -> Router {
@@ -46,7 +48,10 @@ async fn census(State(api): State<RingApi>) -> Response {
 }
 
 async fn metrics(State(api): State<RingApi>) -> Response {
-    let body = api.ring.with_core(|c| super::views::metrics(c));
+    let mut body = api.ring.with_core(|c| super::views::metrics(c));
+    if let Some(ctl) = &api.ctl_metrics {
+        body.push_str(&ctl.render());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

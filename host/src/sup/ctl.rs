@@ -90,6 +90,7 @@ pub async fn start(
     options: CtlOptions,
     data_path: &Path,
     handler: SupCtl,
+    metrics: Arc<CtlMetrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<CtlGateway, SupError> {
     let secret = secret_channel(options.secret, data_path)?;
@@ -102,7 +103,6 @@ pub async fn start(
     let mut config = ServerConfig::new(secret);
     config.plaintext = options.plaintext;
     config.handshake_timeout = options.handshake_timeout;
-    let metrics = Arc::new(CtlMetrics::default());
     let task = tokio::spawn(ctl::serve(listener, config, Arc::new(handler), metrics.clone(), async move {
         let _ = stop.wait_for(|s| *s).await;
     }));

@@ -299,9 +299,11 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
         }
         _ => None,
     };
+    let ctl_metrics = Arc::new(crate::ctl::CtlMetrics::default());
     let api = ring_api::RingApi {
         ring: handle.clone(),
         cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
+        ctl_metrics: Some(ctl_metrics.clone()),
     };
     let mut parts = vec![ring_api::routes(api)];
     if let Some(plugins) = &opts.plugins {
@@ -318,7 +320,9 @@ async fn run_async(opts: SupOptions) -> Result<(), SupError> {
         ring: handle.clone(),
         cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
     };
-    let ctl = ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, stop_rx.clone()).await?;
+    let ctl =
+        ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, ctl_metrics, stop_rx.clone())
+            .await?;
 
     write_listen_file(&opts.data_path, gossip_addr, http_addr, ctl.addr);
     tracing::info!(
