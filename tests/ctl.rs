@@ -124,6 +124,40 @@ fn plaintext_handshakes_follow_ctl_plaintext() {
     client(&sup, HandshakeKind::Noise).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
 }
 
+/// This host's address on its default route: a peer address that is not loopback.
+fn non_loopback_ip() -> String {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    // connect() on UDP only picks the route; nothing is sent.
+    s.connect("203.0.113.1:9").expect("this test needs a non-loopback address with a route");
+    let ip = s.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback() && !ip.is_unspecified(), "no non-loopback address: {ip}");
+    ip.to_string()
+}
+
+#[test]
+fn plaintext_is_refused_from_a_non_loopback_peer_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = non_loopback_ip();
+    let at = |sup: &Sup, host: &str| format!("{host}:{}", sup.ctl.rsplit_once(':').unwrap().1);
+    let with = |sup: &Sup, host: &str, kind| {
+        CtlClient::new(&at(sup, host), CtlSecret::new(&sup.ctl_secret()).unwrap()).with_handshake(kind)
+    };
+    // Listening on every address, default policy (loopback).
+    let sup = Sup::start_on(dir.path(), "any", "0.0.0.0:0", "127.0.0.1:0", vec![], vec![]);
+    let e = with(&sup, &outside, HandshakeKind::Plaintext).call(&ping(), |_| {}).unwrap_err();
+    assert_eq!(e.net_err().map(|n| n.err_code()), Some(ErrCode::Unauthorized), "{e}");
+    assert_eq!(sup.metric("warren_ctl_plaintext_refused_total"), 1);
+    with(&sup, "127.0.0.1", HandshakeKind::Plaintext).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
+    with(&sup, &outside, HandshakeKind::Noise).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
+    drop(sup);
+    // "allow": served from anywhere.
+    let config = dir.path().join("allow.toml");
+    std::fs::write(&config, "ctl_plaintext = \"allow\"\n").unwrap();
+    let a = args(&["--config", config.to_str().unwrap()]);
+    let sup = Sup::start_on(dir.path(), "allow", "0.0.0.0:0", "127.0.0.1:0", a, vec![]);
+    with(&sup, &outside, HandshakeKind::Plaintext).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
+}
+
 #[test]
 fn a_ctl_secret_in_sup_toml_overrides_the_file_and_rotates_through_a_file_reference() {
     let dir = tempfile::tempdir().unwrap();
