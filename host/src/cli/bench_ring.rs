@@ -133,7 +133,8 @@ fn bench_config(
         let data = dir.join(format!("{name}-data-{i}"));
         // Port 0: each supervisor binds free ports and records them in listen.json.
         let mut cmd = Command::new(&exe);
-        cmd.args(["sup", "run", "--listen-gossip", &format!("{ip}:0"), "--listen-http", &format!("{ip}:0")]);
+        cmd.args(["sup", "run", "--listen-gossip", &format!("{ip}:0"), "--listen-http", &format!("{ip}:0")])
+            .args(["--listen-ctl", &format!("{ip}:0")]);
         if !seed.is_empty() {
             cmd.args(["--peer", &seed]);
         }
