@@ -84,6 +84,11 @@ fn the_right_secret_is_served_and_a_wrong_missing_or_empty_one_executes_nothing(
         "refusals logged, never what was sent"
     );
     assert!(!log.contains(&secret), "the secret is never logged");
+    assert_eq!(
+        sups[0].metric("warren_ctl_auth_failures_total"),
+        1,
+        "only the wrong secret reached the server"
+    );
 
     // The right secret from a per-supervisor cli.toml table: the depart is done.
     std::fs::write(
@@ -117,6 +122,40 @@ fn plaintext_handshakes_follow_ctl_plaintext() {
     assert!(e.to_string().contains("ctl_plaintext"), "{e}");
     // warren's own handshake is unaffected.
     client(&sup, HandshakeKind::Noise).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
+}
+
+/// This host's address on its default route: a peer address that is not loopback.
+fn non_loopback_ip() -> String {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    // connect() on UDP only picks the route; nothing is sent.
+    s.connect("203.0.113.1:9").expect("this test needs a non-loopback address with a route");
+    let ip = s.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback() && !ip.is_unspecified(), "no non-loopback address: {ip}");
+    ip.to_string()
+}
+
+#[test]
+fn plaintext_is_refused_from_a_non_loopback_peer_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = non_loopback_ip();
+    let at = |sup: &Sup, host: &str| format!("{host}:{}", sup.ctl.rsplit_once(':').unwrap().1);
+    let with = |sup: &Sup, host: &str, kind| {
+        CtlClient::new(&at(sup, host), CtlSecret::new(&sup.ctl_secret()).unwrap()).with_handshake(kind)
+    };
+    // Listening on every address, default policy (loopback).
+    let sup = Sup::start_on(dir.path(), "any", "0.0.0.0:0", "127.0.0.1:0", vec![], vec![]);
+    let e = with(&sup, &outside, HandshakeKind::Plaintext).call(&ping(), |_| {}).unwrap_err();
+    assert_eq!(e.net_err().map(|n| n.err_code()), Some(ErrCode::Unauthorized), "{e}");
+    assert_eq!(sup.metric("warren_ctl_plaintext_refused_total"), 1);
+    with(&sup, "127.0.0.1", HandshakeKind::Plaintext).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
+    with(&sup, &outside, HandshakeKind::Noise).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
+    drop(sup);
+    // "allow": served from anywhere.
+    let config = dir.path().join("allow.toml");
+    std::fs::write(&config, "ctl_plaintext = \"allow\"\n").unwrap();
+    let a = args(&["--config", config.to_str().unwrap()]);
+    let sup = Sup::start_on(dir.path(), "allow", "0.0.0.0:0", "127.0.0.1:0", a, vec![]);
+    with(&sup, &outside, HandshakeKind::Plaintext).call_for::<proto::CtlPong>(&ping(), |_| {}).unwrap();
 }
 
 #[test]
@@ -165,6 +204,7 @@ fn a_slow_client_is_cut_off_at_the_handshake_timeout_while_others_are_served() {
     assert_eq!(slow.read(&mut buf).unwrap(), 0, "the server closed the slow connection");
     let log = std::fs::read_to_string(&sup.log).unwrap();
     assert!(log.contains("no handshake within"), "{log}");
+    assert_eq!(sup.metric("warren_ctl_timeouts_total"), 1);
 }
 
 /// Valid frames of every kind, for the fuzzer to mutate.
@@ -224,6 +264,7 @@ fn fuzzed_frames_never_panic_and_the_supervisor_serves_on() {
     assert!(!sup.exited());
     let log = std::fs::read_to_string(&sup.log).unwrap();
     assert!(!log.contains("panicked"), "{log}");
+    assert!(sup.metric("warren_ctl_bad_frames_total") > 0);
 }
 
 /// A TCP proxy that records both directions of every connection.

@@ -30,20 +30,14 @@ fn injected_rumors_reach_everyone_including_late_joiners_and_survive_restarts() 
 
     // A small rumor (piggybacked) and a large one (push-pull only). The client's incarnation
     // is ignored: the ring numbers this member's rumors, so u64::MAX cannot freeze the key.
-    let r = sups[1].post_json(
-        "/rumors",
-        &serde_json::json!({"type": "service_config", "service_group": "redis.default",
-                            "incarnation": u64::MAX, "config": "port = 6379\n"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json().unwrap()["news"], true);
+    let news = sups[1]
+        .inject(&serde_json::json!({"type": "service_config", "service_group": "redis.default",
+                            "incarnation": u64::MAX, "config": "port = 6379\n"}));
+    assert_eq!(news, Ok(true));
     let big = "x".repeat(20_000);
-    let r = sups[2].post_json(
-        "/rumors",
-        &serde_json::json!({"type": "service_file", "service_group": "redis.default", "filename": "big.txt",
-                            "incarnation": 1, "body": big}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
+    let news = sups[2].inject(&serde_json::json!({"type": "service_file", "service_group": "redis.default",
+                            "filename": "big.txt", "incarnation": 1, "body": big}));
+    assert_eq!(news, Ok(true));
     let has = |s: &Sup, incarnation: u64| {
         let Some(b) = s.butterfly() else { return false };
         b["service_config"]["list"]["redis.default"]["service_config"]["incarnation"] == incarnation
@@ -52,24 +46,39 @@ fn injected_rumors_reach_everyone_including_late_joiners_and_survive_restarts() 
     };
     wait_until(Duration::from_secs(20), "both rumors on all 4", || sups.iter().all(|s| has(s, 1)));
     // A later change from another member is numbered above what the ring holds, and wins.
-    let r = sups[3].post_json(
-        "/rumors",
-        &serde_json::json!({"type": "service_config", "service_group": "redis.default", "incarnation": 0,
-                            "config": "port = 1\n"}),
-    );
-    assert_eq!(r.status, 200);
+    let news = sups[3]
+        .inject(&serde_json::json!({"type": "service_config", "service_group": "redis.default",
+                            "incarnation": 0, "config": "port = 1\n"}));
+    assert_eq!(news, Ok(true));
     wait_until(Duration::from_secs(20), "the change on all 4", || sups.iter().all(|s| has(s, 2)));
     let has_both = |s: &Sup| has(s, 2);
     for s in &sups {
         let cfg = service_config(s, "redis.default").unwrap();
         assert_eq!(cfg["from_id"].as_str().unwrap(), sups[3].member_id());
     }
-    // Malformed injections are refused.
-    assert_eq!(sups[0].post_json("/rumors", &serde_json::json!({"type": "nope"})).status, 400);
-    assert_eq!(
-        sups[0].post_json("/rumors", &serde_json::json!({"type": "departure", "member_id": "zz"})).status,
-        400
-    );
+    // Malformed injections are refused with a reason; a member rumor is never a client's.
+    let refused = |v: serde_json::Value| sups[0].inject(&v).unwrap_err();
+    assert!(refused(serde_json::json!({"type": "nope"})).contains("unknown variant"));
+    assert!(refused(serde_json::json!({"type": "departure", "member_id": "zz"})).contains("not hex"));
+    // The HTTP gateway is read-only: its old write routes are gone, token or not.
+    for (method, path) in [
+        ("POST", "/rumors"),
+        ("POST", "/departures"),
+        ("POST", "/ring/keys"),
+        ("POST", "/ring/keys/primary"),
+        ("DELETE", "/ring/keys/x"),
+    ] {
+        let r = warren::http::client::request(
+            &sups[0].http,
+            method,
+            path,
+            None,
+            Some(("application/json", b"{}")),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(r.status == 404 || r.status == 405, "{method} {path}: {}", r.status);
+    }
 
     // A late joiner gets everything.
     let mut late_args = fast_timings();

@@ -213,6 +213,16 @@ impl Sup {
         cmd.env("WARREN_DATA_PATH", &self.data).env("WARREN_CLI_CONFIG", self.data.join("no-cli.toml"));
     }
 
+    /// Spreads a rumor (JSON) from this supervisor over its ctl gateway; Some(news) on success.
+    pub fn inject(&self, rumor: &serde_json::Value) -> Result<bool, String> {
+        let run = self.cli(&["ring", "rumor", "inject", &rumor.to_string(), "--json-output"]);
+        if run.code != 0 {
+            return Err(run.stderr.clone());
+        }
+        let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).map_err(|e| e.to_string())?;
+        v["news"].as_bool().ok_or_else(|| run.stdout.clone())
+    }
+
     /// This supervisor's ctl secret (created at its first start).
     pub fn ctl_secret(&self) -> String {
         std::fs::read_to_string(self.data.join("CTL_SECRET")).unwrap()
@@ -232,7 +242,10 @@ pub const LISTEN_FILE: &str = "listen.json";
 pub fn is_ctl_command(a: &[&str]) -> bool {
     matches!(
         a,
-        ["ctl", ..] | ["sup", "depart", ..] | ["ring", "key", "install" | "use" | "remove" | "list", ..]
+        ["ctl", ..]
+            | ["sup", "depart", ..]
+            | ["ring", "key", "install" | "use" | "remove" | "list", ..]
+            | ["ring", "rumor", ..]
     )
 }
 

@@ -32,6 +32,8 @@ pub struct RingBenchArgs {
 struct Agent {
     child: Child,
     http: String,
+    ctl: String,
+    data: std::path::PathBuf,
     id: String,
 }
 
@@ -44,15 +46,15 @@ impl Drop for Agent {
 
 /// Ports the operating system picked for a supervisor started on port 0, once it listens
 /// (`{data_path}/listen.json` carrying that child's pid).
-fn listening(data: &std::path::Path, pid: u32, limit: Duration) -> Option<(String, String)> {
+fn listening(data: &std::path::Path, pid: u32, limit: Duration) -> Option<(String, String, String)> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(text) = std::fs::read_to_string(data.join(crate::sup::LISTEN_FILE))
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
             && v["pid"].as_u64() == Some(u64::from(pid))
-            && let (Some(g), Some(h)) = (v["gossip"].as_str(), v["http"].as_str())
+            && let (Some(g), Some(h), Some(c)) = (v["gossip"].as_str(), v["http"].as_str(), v["ctl"].as_str())
         {
-            return Some((g.to_string(), h.to_string()));
+            return Some((g.to_string(), h.to_string(), c.to_string()));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -128,7 +130,8 @@ fn bench_config(
         let data = dir.join(format!("{name}-data-{i}"));
         // Port 0: each supervisor binds free ports and records them in listen.json.
         let mut cmd = Command::new(&exe);
-        cmd.args(["sup", "run", "--listen-gossip", &format!("{ip}:0"), "--listen-http", &format!("{ip}:0")]);
+        cmd.args(["sup", "run", "--listen-gossip", &format!("{ip}:0"), "--listen-http", &format!("{ip}:0")])
+            .args(["--listen-ctl", &format!("{ip}:0")]);
         if !seed.is_empty() {
             cmd.args(["--peer", &seed]);
         }
@@ -146,13 +149,15 @@ fn bench_config(
             .spawn()
             .context("starting a supervisor")?;
         let pid = child.id();
-        let mut agent = Agent { child, http: String::new(), id: String::new() };
-        let (gossip, http_addr) = listening(&data, pid, Duration::from_secs(20))
+        let mut agent =
+            Agent { child, http: String::new(), ctl: String::new(), data: data.clone(), id: String::new() };
+        let (gossip, http_addr, ctl_addr) = listening(&data, pid, Duration::from_secs(20))
             .with_context(|| format!("supervisor {i} did not start"))?;
         if seed.is_empty() {
             seed = gossip;
         }
         agent.http = http_addr.clone();
+        agent.ctl = ctl_addr;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline && agent.id.is_empty() {
             if let Ok(id) = std::fs::read_to_string(data.join("MEMBER_ID"))
@@ -178,20 +183,17 @@ fn bench_config(
 
     let mut events = Vec::new();
     for round in 0..args.rounds {
-        let inc = 1000 + u64::from(round);
+        // The ring numbers the rumor: one above what it holds, so round N is incarnation N + 1.
+        let inc = 1 + u64::from(round);
         let body = serde_json::json!({"type": "service_config", "service_group": "bench.default",
-                                      "incarnation": inc, "config": "x = 1"})
+                                      "config": format!("x = {round}")})
         .to_string();
         let origin = &agents[(round as usize) % agents.len()];
+        let secret = crate::ctl::secret::read_or_create(&origin.data)?;
+        let ctl = crate::ctl::CtlClient::new(&origin.ctl, secret);
+        let req = crate::ctl::CtlRequest::RumorInject(crate::ctl::proto::RumorInject { json: Some(body) });
         let start = Instant::now();
-        client::request(
-            &origin.http,
-            "POST",
-            "/rumors",
-            None,
-            Some(("application/json", body.as_bytes())),
-            Duration::from_secs(5),
-        )?;
+        ctl.call(&req, |_| {}).context("injecting the rumor over the ctl gateway")?;
         let reached = time_all(&refs, start, Duration::from_secs(30), |b| {
             b["service_config"]["list"]["bench.default"]["service_config"]["incarnation"].as_u64()
                 >= Some(inc)

@@ -38,13 +38,15 @@ impl RemoteSup {
         if let Some(e) = failed {
             return Err(e.into());
         }
-        reply.with_context(|| format!("{} on {}", req.name(), client.remote()))
+        // The client's error names the supervisor already.
+        reply.with_context(|| req.name().to_string())
     }
 
     /// [`RemoteSup::call`] whose final reply is an `M`.
     pub fn call_for<M: CtlMessage>(&self, req: &CtlRequest, json: bool) -> anyhow::Result<M> {
         let f = self.call(req, json)?;
-        f.decode::<M>().with_context(|| format!("{} on {}", req.name(), self.remote_sup))
+        f.decode::<M>()
+            .with_context(|| format!("{} on {}", req.name(), client::remote_addr(&self.remote_sup)))
     }
 }
 

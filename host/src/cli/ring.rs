@@ -19,6 +19,25 @@ pub enum RingCommand {
     /// Manage ring keys (they encrypt all gossip between supervisors).
     #[command(subcommand)]
     Key(RingKeyCommand),
+    /// Spread rumors through a running supervisor (its ctl gateway).
+    #[command(subcommand)]
+    Rumor(RingRumorCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RingRumorCommand {
+    /// Spread one rumor, given as JSON, from a running supervisor. The supervisor numbers its
+    /// own rumors (an incarnation in the JSON is ignored). Example:
+    /// '{"type": "service_config", "service_group": "redis.default", "config": "port = 6379"}'
+    Inject {
+        /// The rumor as JSON, or `-` for standard input.
+        json: String,
+        #[command(flatten)]
+        remote: RemoteSup,
+        /// Print {"news": BOOL} as JSON.
+        #[arg(long)]
+        json_output: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +96,9 @@ impl RingCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             RingCommand::Key(cmd) => cmd.run(),
+            RingCommand::Rumor(RingRumorCommand::Inject { json, remote, json_output }) => {
+                inject(&json, &remote, json_output)
+            }
         }
     }
 }
@@ -109,6 +131,22 @@ impl RingKeyCommand {
             RingKeyCommand::List { remote, json } => list(&remote, json),
         }
     }
+}
+
+fn inject(json: &str, remote: &RemoteSup, json_output: bool) -> anyhow::Result<()> {
+    let mut text = json.to_string();
+    if json == "-" {
+        text.clear();
+        std::io::stdin().take(8 * 1024 * 1024).read_to_string(&mut text)?;
+    }
+    let req = CtlRequest::RumorInject(proto::RumorInject { json: Some(text) });
+    let r: proto::RumorInjected = remote.call_for(&req, json_output)?;
+    if json_output {
+        outln!("{}", serde_json::json!({ "news": r.news }))?;
+    } else {
+        outln!("{}", if r.news { "rumor spread" } else { "not news: the ring already knows it" })?;
+    }
+    Ok(())
 }
 
 fn install(file: &std::path::Path, remote: &RemoteSup) -> anyhow::Result<()> {

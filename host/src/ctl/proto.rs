@@ -43,6 +43,8 @@ names!(
     RingKeyInstalled,
     RingKeyUse,
     RingKeyRemove,
+    RumorInject,
+    RumorInjected,
 );
 
 impl NetErr {

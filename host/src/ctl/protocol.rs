@@ -216,6 +216,7 @@ requests!(
     RingKeyInstall(RingKeyInstall),
     RingKeyUse(RingKeyUse),
     RingKeyRemove(RingKeyRemove),
+    RumorInject(RumorInject),
     SvcStatus(SvcStatus),
     SvcStart(SvcStart),
     SvcStop(SvcStop),

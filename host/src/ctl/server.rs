@@ -409,3 +409,20 @@ async fn run_handler<H: CtlHandler>(
     tokio::join!(run, write);
     let _ = link.stream.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_means_loopback_in_both_families() {
+        for ok in ["127.0.0.1:1", "127.9.9.9:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+            assert!(is_loopback(&ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["10.0.0.1:1", "[::ffff:10.0.0.1]:1", "[fe80::1]:1", "0.0.0.0:1"] {
+            assert!(!is_loopback(&no.parse().unwrap()), "{no}");
+        }
+        assert_eq!("deny".parse::<PlaintextPolicy>(), Ok(PlaintextPolicy::Deny));
+        assert!("Deny".parse::<PlaintextPolicy>().is_err());
+    }
+}

@@ -37,6 +37,12 @@ struct Server {
 }
 
 fn start(plaintext: PlaintextPolicy) -> Server {
+    start_with(plaintext, MAX_CONNECTIONS_FOR_TESTS)
+}
+
+const MAX_CONNECTIONS_FOR_TESTS: usize = 64;
+
+fn start_with(plaintext: PlaintextPolicy, max_connections: usize) -> Server {
     let (secret_tx, secret_rx) = watch::channel(CtlSecret::new("right"));
     let handler = Arc::new(Echo::default());
     let metrics = Arc::new(CtlMetrics::default());
@@ -50,6 +56,7 @@ fn start(plaintext: PlaintextPolicy) -> Server {
             let mut config = ServerConfig::new(secret_rx);
             config.plaintext = plaintext;
             config.handshake_timeout = Duration::from_secs(2);
+            config.max_connections = max_connections;
             serve(l, config, h, m, std::future::pending()).await;
         });
     });
@@ -109,4 +116,77 @@ fn deny_refuses_plaintext_even_with_the_right_secret() {
     assert_eq!(CtlMetrics::get(&s.metrics.plaintext_refused), 1);
     assert_eq!(s.handler.calls.load(Ordering::SeqCst), 0);
     assert!(s.metrics.render().contains("warren_ctl_plaintext_refused_total 1\n"));
+}
+
+fn read_all(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read as _;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_at_once() {
+    let s = start_with(PlaintextPolicy::Loopback, 1);
+    let _idle = std::net::TcpStream::connect(&s.addr).unwrap();
+    // Wait until the idle connection holds the only slot (accept is asynchronous).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while CtlMetrics::get(&s.metrics.connections) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut second = std::net::TcpStream::connect(&s.addr).unwrap();
+    assert!(read_all(&mut second).is_empty(), "closed without a reply");
+    assert_eq!(CtlMetrics::get(&s.metrics.over_capacity), 1);
+}
+
+/// A Noise handshake done by hand: the connection, the open channel and the client's bytes.
+fn session(addr: &str, secret: &CtlSecret) -> (std::net::TcpStream, noise::Channel, Vec<u8>) {
+    use std::io::{Read as _, Write as _};
+    let (init, m1) = noise::Initiator::start(secret).unwrap();
+    let hello =
+        Frame::new(&proto::NoiseHandshake { message: Some(m1) }, Some(Txn::request(0))).encode().unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.write_all(&hello).unwrap();
+    let mut buf = Vec::new();
+    let reply = loop {
+        let mut chunk = [0u8; 256];
+        let n = conn.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed during the handshake");
+        buf.extend_from_slice(&chunk[..n]);
+        if let protocol::Parsed::Frame(f, _) = protocol::parse_frame(&buf, 4096).unwrap() {
+            break f;
+        }
+    };
+    let channel = init.finish(&reply.decode::<proto::NoiseHandshake>().unwrap().message.unwrap()).unwrap();
+    (conn, channel, hello)
+}
+
+#[test]
+fn replayed_and_altered_noise_records_execute_nothing() {
+    use std::io::Write as _;
+    let s = start(PlaintextPolicy::Deny);
+    let secret = CtlSecret::new("right").unwrap();
+    let (mut conn, mut channel, hello) = session(&s.addr, &secret);
+    let request = channel.seal(&ping(b"once").to_frame(Txn::request(1)).encode().unwrap()).unwrap();
+    conn.write_all(&request).unwrap();
+    assert!(!read_all(&mut conn).is_empty());
+    assert_eq!(s.handler.calls.load(Ordering::SeqCst), 1);
+    // The same bytes again: the handshake is answered with fresh keys, the request no longer
+    // decrypts, and the connection ends with the handler not run.
+    let mut replay = std::net::TcpStream::connect(&s.addr).unwrap();
+    replay.write_all(&[hello, request].concat()).unwrap();
+    let got = read_all(&mut replay);
+    let only_handshake = matches!(protocol::parse_frame(&got, 4096).unwrap(),
+        protocol::Parsed::Frame(f, n) if f.name == "NoiseHandshake" && n == got.len());
+    assert!(only_handshake, "the replay got nothing but a handshake reply");
+    // One bit flipped in a genuine session's request record.
+    let (mut conn, mut channel, _) = session(&s.addr, &secret);
+    let mut flipped = channel.seal(&ping(b"twice").to_frame(Txn::request(1)).encode().unwrap()).unwrap();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    conn.write_all(&flipped).unwrap();
+    assert!(read_all(&mut conn).is_empty(), "closed without a reply");
+    assert_eq!(s.handler.calls.load(Ordering::SeqCst), 1, "neither the replay nor the altered record ran");
+    assert_eq!(CtlMetrics::get(&s.metrics.bad_frames), 2);
 }

@@ -1,23 +1,21 @@
-//! The ring's routes: /butterfly, /census, /metrics, POST /rumors, POST /departures and the
-//! /ring/keys API behind `warren ring key install|use|remove|list`.
+//! The ring's routes, all read-only (as Habitat's gateway is): /butterfly, /census, /metrics
+//! and GET /ring/keys. Every change (rumors, departures, ring keys) goes through the ctl
+//! gateway, which authenticates with CTL_SECRET over an encrypted channel.
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use serde::{Deserialize, Serialize};
+use axum::routing::get;
 
-use crate::crypto::{KeyCache, KeyFile, KeyId, KeyKind, RingKey};
-use crate::ring::proto;
-use crate::ring::{MemberId, RingHandle, Rumor};
+use crate::ring::RingHandle;
 
 /// What the ring routes need.
 #[derive(Clone)]
 pub struct RingApi {
     pub ring: RingHandle,
-    /// Where `ring key install|remove` write, when the ring was started from the key cache.
-    pub cache: Option<KeyCache>,
+    /// The ctl gateway's counters, appended to `/metrics`.
+    pub ctl_metrics: Option<std::sync::Arc<crate::ctl::CtlMetrics>>,
 }
 
 pub fn routes(api: RingApi) -> Router {
@@ -25,16 +23,8 @@ pub fn routes(api: RingApi) -> Router {
         .route("/butterfly", get(butterfly))
         .route("/census", get(census))
         .route("/metrics", get(metrics))
-        .route("/rumors", post(inject))
-        .route("/departures", post(depart))
-        .route("/ring/keys", get(list_keys).post(install_key))
-        .route("/ring/keys/primary", post(use_key))
-        .route("/ring/keys/{id}", delete(remove_key))
+        .route("/ring/keys", get(list_keys))
         .with_state(api)
-}
-
-fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": msg.to_string() }))).into_response()
 }
 
 // Views are built from the ring's published status and the mirror of its rumors, on the
@@ -54,248 +44,13 @@ async fn census(State(api): State<RingApi>) -> Response {
 async fn metrics(State(api): State<RingApi>) -> Response {
     let status = api.ring.status();
     let m = api.ring.metrics();
-    let body = api.ring.with_rumors(|s| super::views::metrics(&status, s, &m));
+    let mut body = api.ring.with_rumors(|s| super::views::metrics(&status, s, &m));
+    if let Some(ctl) = &api.ctl_metrics {
+        body.push_str(&ctl.render());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
-}
-
-fn gone() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "the ring has stopped")
-}
-
-/// The JSON accepted by `POST /rumors`: `{"type": "service_config", ...}`. Text fields
-/// (`cfg`, `config`, `body`) are UTF-8; `from_id` is set to the receiving member.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RumorRequest {
-    Service {
-        service_group: String,
-        #[serde(default)]
-        member_id: Option<String>,
-        incarnation: u64,
-        #[serde(default)]
-        package: String,
-        #[serde(default)]
-        cfg: String,
-        #[serde(default)]
-        initialized: bool,
-    },
-    ServiceConfig {
-        service_group: String,
-        incarnation: u64,
-        config: String,
-        #[serde(default)]
-        encrypted: bool,
-    },
-    ServiceFile {
-        service_group: String,
-        filename: String,
-        incarnation: u64,
-        body: String,
-        #[serde(default)]
-        encrypted: bool,
-    },
-    Election(ElectionRequest),
-    ElectionUpdate(ElectionRequest),
-    Departure {
-        member_id: String,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ElectionRequest {
-    pub service_group: String,
-    pub member_id: String,
-    pub term: u64,
-    #[serde(default)]
-    pub suitability: u64,
-    /// "running", "no_quorum" or "finished".
-    #[serde(default)]
-    pub status: Option<String>,
-    #[serde(default)]
-    pub votes: Vec<String>,
-}
-
-impl ElectionRequest {
-    fn to_proto(&self, from: &str) -> Result<proto::ElectionRumor, String> {
-        let status = match self.status.as_deref().unwrap_or("running") {
-            "running" => proto::ElectionStatus::ElectionRunning,
-            "no_quorum" => proto::ElectionStatus::ElectionNoQuorum,
-            "finished" => proto::ElectionStatus::ElectionFinished,
-            other => return Err(format!("unknown election status {other:?}")),
-        };
-        Ok(proto::ElectionRumor {
-            from_id: from.to_string(),
-            member_id: self.member_id.clone(),
-            service_group: self.service_group.clone(),
-            term: self.term,
-            suitability: self.suitability,
-            status: status as i32,
-            votes: self.votes.clone(),
-        })
-    }
-}
-
-impl RumorRequest {
-    /// Builds the rumor as member `from` says it.
-    pub fn into_rumor(self, from: &str) -> Result<Rumor, String> {
-        Ok(match self {
-            RumorRequest::Service { service_group, member_id, incarnation, package, cfg, initialized } => {
-                Rumor::Service(proto::ServiceRumor {
-                    member_id: member_id.unwrap_or_else(|| from.to_string()),
-                    service_group,
-                    incarnation,
-                    initialized,
-                    package,
-                    cfg: cfg.into_bytes(),
-                    sys: None,
-                })
-            }
-            RumorRequest::ServiceConfig { service_group, incarnation, config, encrypted } => {
-                Rumor::ServiceConfig(proto::ServiceConfigRumor {
-                    from_id: from.to_string(),
-                    service_group,
-                    incarnation,
-                    encrypted,
-                    config: config.into_bytes(),
-                })
-            }
-            RumorRequest::ServiceFile { service_group, filename, incarnation, body, encrypted } => {
-                Rumor::ServiceFile(proto::ServiceFileRumor {
-                    from_id: from.to_string(),
-                    service_group,
-                    incarnation,
-                    encrypted,
-                    filename,
-                    body: body.into_bytes(),
-                })
-            }
-            RumorRequest::Election(e) => Rumor::Election(e.to_proto(from)?),
-            RumorRequest::ElectionUpdate(e) => Rumor::ElectionUpdate(e.to_proto(from)?),
-            RumorRequest::Departure { member_id } => {
-                member_id.parse::<MemberId>()?;
-                Rumor::Departure(proto::DepartureRumor { member_id, departed_at: 0 })
-            }
-        })
-    }
-}
-
-async fn inject(State(api): State<RingApi>, body: axum::body::Bytes) -> Response {
-    let req: RumorRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let me = api.ring.status().id.to_string();
-    let rumor = match req.into_rumor(&me) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    match api.ring.inject(rumor).await {
-        Ok(Ok(news)) => axum::Json(serde_json::json!({ "news": news })).into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
-        Err(_) => gone(),
-    }
-}
-
-#[derive(Deserialize)]
-struct DepartRequest {
-    member_id: String,
-}
-
-async fn depart(State(api): State<RingApi>, axum::Json(req): axum::Json<DepartRequest>) -> Response {
-    let id: MemberId = match req.member_id.parse() {
-        Ok(id) => id,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    match api.ring.depart(id).await {
-        Ok(Ok(news)) => axum::Json(serde_json::json!({ "news": news })).into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
-        Err(_) => gone(),
-    }
 }
 
 async fn list_keys(State(api): State<RingApi>) -> Response {
     axum::Json(api.ring.status().keys.clone()).into_response()
-}
-
-/// Body: the text of a SYM-SEC-1 key file.
-async fn install_key(State(api): State<RingApi>, body: axum::body::Bytes) -> Response {
-    let file = match KeyFile::parse(&body) {
-        Ok(f) => f,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let key = match RingKey::try_from(&file) {
-        Ok(k) => k,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let primary_name = api.ring.status().ring_name.clone();
-    match primary_name {
-        None => return error(StatusCode::CONFLICT, crate::ring::wire::KeyringError::Unencrypted),
-        Some(name) if name != key.id.name => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("this ring's keys are named {name:?}; refusing a key named {:?}", key.id.name),
-            );
-        }
-        Some(_) => {}
-    }
-    if let Some(cache) = &api.cache
-        && let Err(e) = cache.write(&file)
-    {
-        return error(StatusCode::CONFLICT, e);
-    }
-    let id = key.id.to_string();
-    match api.ring.install_key(key).await {
-        Ok(Ok(added)) => {
-            tracing::info!(key = %id, "ring key installed");
-            axum::Json(serde_json::json!({ "id": id, "added": added })).into_response()
-        }
-        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
-        Err(_) => gone(),
-    }
-}
-
-#[derive(Deserialize, Serialize)]
-pub struct UseKey {
-    pub id: String,
-}
-
-async fn use_key(State(api): State<RingApi>, axum::Json(req): axum::Json<UseKey>) -> Response {
-    let id: KeyId = match req.id.parse() {
-        Ok(id) => id,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    match api.ring.use_key(id.clone()).await {
-        Ok(Ok(())) => {
-            tracing::info!(key = %id, "ring key is now primary");
-            axum::Json(serde_json::json!({ "primary": id.to_string() })).into_response()
-        }
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
-        Err(_) => gone(),
-    }
-}
-
-async fn remove_key(State(api): State<RingApi>, Path(id): Path<String>) -> Response {
-    let id: KeyId = match id.parse() {
-        Ok(id) => id,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    match api.ring.remove_key(id.clone()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e @ crate::ring::wire::KeyringError::NotInstalled(_))) => {
-            return error(StatusCode::NOT_FOUND, e);
-        }
-        Ok(Err(e)) => return error(StatusCode::CONFLICT, e),
-        Err(_) => return gone(),
-    }
-    if let Some(cache) = &api.cache {
-        let path = cache.dir().join(format!("{id}.{}", KeyKind::SymSecret.extension()));
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {e}", path.display()));
-        }
-    }
-    tracing::info!(key = %id, "ring key removed");
-    axum::Json(serde_json::json!({ "removed": id.to_string() })).into_response()
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 pub mod handler;
 pub mod identity;
+pub mod inject;
 pub mod metrics;
 pub mod mirror;
 pub mod persist;

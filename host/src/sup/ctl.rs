@@ -90,6 +90,7 @@ pub async fn start(
     options: CtlOptions,
     data_path: &Path,
     handler: SupCtl,
+    metrics: Arc<CtlMetrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<CtlGateway, SupError> {
     let secret = secret_channel(options.secret, data_path)?;
@@ -102,7 +103,6 @@ pub async fn start(
     let mut config = ServerConfig::new(secret);
     config.plaintext = options.plaintext;
     config.handshake_timeout = options.handshake_timeout;
-    let metrics = Arc::new(CtlMetrics::default());
     let task = tokio::spawn(ctl::serve(listener, config, Arc::new(handler), metrics.clone(), async move {
         let _ = stop.wait_for(|s| *s).await;
     }));
@@ -160,6 +160,20 @@ impl CtlHandler for SupCtl {
                 Ok(Reply::ok())
             }
             CtlRequest::RingKeyRemove(k) => self.remove(&required(k.id, "id")?).await,
+            CtlRequest::RumorInject(r) => {
+                let json = required(r.json, "json")?;
+                let req: crate::ring::inject::RumorRequest =
+                    serde_json::from_str(&json).map_err(|e| err(ErrCode::BadPayload, e))?;
+                let me = self.ring.status().id.to_string();
+                let rumor = req.into_rumor(&me).map_err(|e| err(ErrCode::InvalidPayload, e))?;
+                let news = self
+                    .ring
+                    .inject(rumor)
+                    .await
+                    .map_err(gone)?
+                    .map_err(|e| err(ErrCode::InvalidPayload, e))?;
+                Ok(Reply::new(&proto::RumorInjected { news }))
+            }
             other => Err(err(
                 ErrCode::NotSupported,
                 format!("{} is not supported by this supervisor yet", other.name()),

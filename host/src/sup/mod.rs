@@ -343,10 +343,8 @@ impl Supervisor {
             }
             _ => None,
         };
-        let api = ring_api::RingApi {
-            ring: ring.clone(),
-            cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
-        };
+        let ctl_metrics = Arc::new(crate::ctl::CtlMetrics::default());
+        let api = ring_api::RingApi { ring: ring.clone(), ctl_metrics: Some(ctl_metrics.clone()) };
         let mut parts = vec![ring_api::routes(api)];
         if let Some(plugins) = &opts.plugins {
             parts.push(plugins_api::routes(plugins.clone()));
@@ -364,7 +362,8 @@ impl Supervisor {
             cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
         };
         let ctl =
-            ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, stop_rx.clone()).await?;
+            ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, ctl_metrics, stop_rx.clone())
+                .await?;
 
         write_listen_file(&opts.data_path, gossip_addr, http_addr, ctl.addr);
         tracing::info!(
