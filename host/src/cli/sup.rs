@@ -109,6 +109,14 @@ pub struct RunArgs {
     /// How often a full-state TCP push-pull exchange runs with a random member.
     #[arg(long, value_parser = parse_millis, default_value = "5s")]
     pub pushpull_interval: Duration,
+    /// Byte budget of the rumor store (encoded rumors, MiB): beyond it new rumors are refused,
+    /// so push-pull and the snapshot on disk stay bounded.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub rumor_budget_mb: u32,
+    /// How long a departed member's tombstone and rumors are kept (hours); after that they are
+    /// dropped ring-wide and the member id may rejoin.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=87_600))]
+    pub departed_retention_hours: u32,
     /// How many times each update is piggybacked (at least 12).
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u8).range(12..))]
     pub max_transmissions: u8,
@@ -125,6 +133,11 @@ impl RunArgs {
             gossip_fanout: usize::from(self.gossip_fanout),
             max_transmissions: self.max_transmissions,
             pushpull_interval: self.pushpull_interval,
+            rumor_limits: crate::ring::RumorLimits {
+                max_bytes: self.rumor_budget_mb as usize * 1024 * 1024,
+                ..crate::ring::RumorLimits::default()
+            },
+            departed_retention: Duration::from_secs(u64::from(self.departed_retention_hours) * 3600),
             ..RingConfig::default()
         }
     }
