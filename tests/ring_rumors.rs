@@ -35,8 +35,9 @@ fn injected_rumors_reach_everyone_including_late_joiners_and_survive_restarts() 
                             "incarnation": u64::MAX, "config": "port = 6379\n"}));
     assert_eq!(news, Ok(true));
     let big = "x".repeat(20_000);
+    // No incarnation at all: the ring numbers it.
     let news = sups[2].inject(&serde_json::json!({"type": "service_file", "service_group": "redis.default",
-                            "filename": "big.txt", "incarnation": 1, "body": big}));
+                            "filename": "big.txt", "body": big}));
     assert_eq!(news, Ok(true));
     let has = |s: &Sup, incarnation: u64| {
         let Some(b) = s.butterfly() else { return false };

@@ -15,6 +15,8 @@ pub enum RumorRequest {
         service_group: String,
         #[serde(default)]
         member_id: Option<String>,
+        /// Ignored: the supervisor numbers its own rumors.
+        #[serde(default)]
         incarnation: u64,
         #[serde(default)]
         package: String,
@@ -25,6 +27,8 @@ pub enum RumorRequest {
     },
     ServiceConfig {
         service_group: String,
+        /// Ignored: the supervisor numbers its own rumors.
+        #[serde(default)]
         incarnation: u64,
         config: String,
         #[serde(default)]
@@ -33,6 +37,8 @@ pub enum RumorRequest {
     ServiceFile {
         service_group: String,
         filename: String,
+        /// Ignored: the supervisor numbers its own rumors.
+        #[serde(default)]
         incarnation: u64,
         body: String,
         #[serde(default)]

@@ -67,17 +67,14 @@ fn secret_channel(
             watch::channel(Some(s)).1
         }
         CtlSecretSource::Fixed(s) => watch::channel(Some(s)).1,
-        CtlSecretSource::Credential(mut rx) => {
-            let current = |v: &Option<CredentialValue>| v.as_ref().and_then(|c| CtlSecret::new(c.expose()));
-            let (tx, secret) = watch::channel(current(&rx.borrow_and_update()));
-            tokio::spawn(async move {
-                while rx.changed().await.is_ok() {
-                    let next = current(&rx.borrow_and_update());
-                    tracing::info!(available = next.is_some(), "ctl secret rotated");
-                    if tx.send(next).is_err() {
-                        break;
-                    }
-                }
+        CtlSecretSource::Credential(rx) => {
+            let first = rx.borrow().as_ref().and_then(|c| CtlSecret::new(c.expose()));
+            let (tx, secret) = watch::channel(first);
+            super::follow_secret(rx, "ctl_secret", move |value| {
+                let next = CtlSecret::new(value.expose());
+                tracing::info!(available = next.is_some(), "ctl secret rotated");
+                let _ = tx.send(next);
+                std::future::ready(())
             });
             secret
         }
