@@ -68,11 +68,14 @@ fn get_json(http: &str, path: &str) -> Option<serde_json::Value> {
         .and_then(|r| r.json().ok())
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
+/// A process's proportional set size (KiB): its private pages plus its share of pages it
+/// shares (the binary's text, mapped by every agent of a run). RSS would count a 16-agent
+/// run's shared binary 16 times, and a debug build's text is most of a supervisor's RSS.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("Pss:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
@@ -110,7 +113,7 @@ fn time_all(
 struct Figures {
     event: f64,
     detect: f64,
-    rss_mib: f64,
+    pss_mib: f64,
 }
 
 fn bench_config(
@@ -205,8 +208,8 @@ fn bench_config(
     events.sort_by(f64::total_cmp);
     let event = events[events.len() / 2];
 
-    let rss: Vec<u64> = agents.iter().filter_map(|a| rss_kib(a.child.id())).collect();
-    let rss_mib = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64 / 1024.0;
+    let rss: Vec<u64> = agents.iter().filter_map(|a| pss_kib(a.child.id())).collect();
+    let pss_mib = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64 / 1024.0;
 
     let mut detects = Vec::new();
     for k in 0..args.kills.min(n - 2) {
@@ -225,11 +228,11 @@ fn bench_config(
     detects.sort_by(f64::total_cmp);
     let detect = detects[detects.len() / 2];
     outln!(
-        "  {name:<8} rumor→all median {event:.3}s (runs: {}), kill -9→confirmed-by-all {detect:.2}s (runs: {}), RSS {rss_mib:.1} MiB/agent",
+        "  {name:<8} rumor→all median {event:.3}s (runs: {}), kill -9→confirmed-by-all {detect:.2}s (runs: {}), PSS {pss_mib:.1} MiB/agent",
         events.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>().join(" "),
         detects.iter().map(|e| format!("{e:.2}")).collect::<Vec<_>>().join(" "),
     )?;
-    Ok(Figures { event, detect, rss_mib })
+    Ok(Figures { event, detect, pss_mib })
 }
 
 /// Seconds since the epoch, as `date +%s.%N` writes them.
@@ -339,8 +342,8 @@ fn bench_serf(args: &RingBenchArgs, dir: &std::path::Path) -> anyhow::Result<Fig
         std::thread::sleep(Duration::from_millis(500));
     }
     events.sort_by(f64::total_cmp);
-    let rss: Vec<u64> = agents.0.iter().filter_map(|c| rss_kib(c.id())).collect();
-    let rss_mib = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64 / 1024.0;
+    let rss: Vec<u64> = agents.0.iter().filter_map(|c| pss_kib(c.id())).collect();
+    let pss_mib = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64 / 1024.0;
     let mut detects = Vec::new();
     for k in 0..usize::from(args.kills).min(n - 2) {
         let victim = n - 1 - k;
@@ -357,15 +360,15 @@ fn bench_serf(args: &RingBenchArgs, dir: &std::path::Path) -> anyhow::Result<Fig
         std::thread::sleep(Duration::from_secs(1));
     }
     detects.sort_by(f64::total_cmp);
-    let f = Figures { event: events[events.len() / 2], detect: detects[detects.len() / 2], rss_mib };
+    let f = Figures { event: events[events.len() / 2], detect: detects[detects.len() / 2], pss_mib };
     outln!(
-        "  {:<8} event→all median {:.3}s (runs: {}), kill -9→failed-by-all {:.2}s (runs: {}), RSS {:.1} MiB/agent",
+        "  {:<8} event→all median {:.3}s (runs: {}), kill -9→failed-by-all {:.2}s (runs: {}), PSS {:.1} MiB/agent",
         "serf-agt",
         f.event,
         events.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>().join(" "),
         f.detect,
         detects.iter().map(|e| format!("{e:.2}")).collect::<Vec<_>>().join(" "),
-        f.rss_mib
+        f.pss_mib
     )?;
     Ok(f)
 }
@@ -413,7 +416,7 @@ pub fn bench_ring(args: RingBenchArgs) -> anyhow::Result<()> {
                 "  {name:<8} event {:.2}x (target ≤ 0.5x), detection {:.2}x (target ≤ 0.7x), memory {:.2}x (target ≤ 1x)",
                 f.event / base.event,
                 f.detect / base.detect,
-                f.rss_mib / base.rss_mib
+                f.pss_mib / base.pss_mib
             )?;
         }
         Ok(())
