@@ -4,6 +4,8 @@ pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod plugins;
 pub mod ring;
