@@ -4,6 +4,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::rng::Rng;
@@ -119,12 +120,21 @@ fn fuzz_ring(keyring: Keyring, rounds: usize, seed: u64, sealed: bool) {
     let rejected = a.metrics().rejected_total();
     assert!(rejected > (rounds / 4) as u64, "garbage was counted as rejected ({rejected})");
     if sealed {
-        // Every sealed mutation opened (only the random garbage failed at the wire layer),
-        // and the hostile but authenticated content was taken in without a panic. It may
-        // legitimately have broken the ring (a forged departure is authentic here).
-        assert_eq!(a.metrics().rejected(Reject::Decrypt), 0);
-        let received = a.metrics().packets_received.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(received > (rounds / 2) as u64, "sealed mutations reached foca ({received})");
+        // Only the random garbage (a quarter of the rounds, seen by both handlers) stopped at
+        // the wire layer; every sealed mutation opened and reached the decoders behind the MAC,
+        // which took the hostile but authenticated content without a panic. It may have broken
+        // the ring legitimately (a mutated rumor can be an authentic departure).
+        let m = a.metrics();
+        let wire: u64 = Reject::ALL
+            .iter()
+            .filter(|r| !matches!(r, Reject::Decode | Reject::Departed))
+            .map(|r| m.rejected(*r))
+            .sum();
+        assert!(wire <= 2 * rounds.div_ceil(4) as u64, "sealed mutations failed at the wire ({wire})");
+        assert_eq!(m.rejected(Reject::Decrypt), 0);
+        let accepted = m.packets_received.load(Ordering::Relaxed) + m.pushpull_ok.load(Ordering::Relaxed);
+        assert!(accepted > (rounds / 10) as u64, "sealed mutations got past the wire ({accepted})");
+        assert!(m.rejected(Reject::Decode) > 0, "some mutations were refused by the decoders");
         return;
     }
     if !encrypted {
