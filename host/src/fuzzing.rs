@@ -25,8 +25,11 @@ use crate::ring::{
     CoreParams, Ident, Keyring, MemberId, Output, RingConfig, RingCore, Rumor, RumorStore, proto,
 };
 
+/// One fuzz target: arbitrary bytes in, a panic only when an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the name of its `fuzz/fuzz_targets/NAME.rs` and `fuzz/corpus/NAME/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("ring_wire", ring_wire),
     ("ring_datagram", ring_datagram),
     ("ring_pushpull", ring_pushpull),
