@@ -125,6 +125,16 @@ echo
 status "$second" | sed -n '/^credentials:/,$p'
 echo "(same supervisors, same pids: ${pids[*]}; the fingerprint and version changed, the value is never shown)"
 
+say "6. Remote control: the ctl gateway (CTL_SECRET, Noise channel); the HTTP gateway only reads"
+export WARREN_CTL_SECRET="$(cat "$work/data-2/CTL_SECRET")"
+run warren ctl ping --remote-sup 127.0.0.2
+run warren ring key list --remote-sup 127.0.0.2
+run warren ring rumor inject --remote-sup 127.0.0.2 \
+    '{"type": "service_config", "service_group": "demo.default", "config": "greeting = \"hello\""}'
+unset WARREN_CTL_SECRET
+echo "(each supervisor made its own CTL_SECRET at first start, 0600 in its data path; the secret"
+echo " never crosses the wire: the client and the supervisor prove they share it in the handshake)"
+
 if [ -n "$FOR" ]; then
     sleep "$FOR"
 else

@@ -5,6 +5,8 @@ pub mod credentials;
 pub mod crypto;
 pub mod ctl;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod plugins;
 pub mod ring;
