@@ -163,3 +163,71 @@ fn departed_members_rumors_expire_and_old_tombstones_do_not_come_back() {
     let old = Rumor::Departure(proto::DepartureRumor { member_id: gone.to_string(), departed_at: 1_000_000 });
     assert_eq!(a.merge_rumor(old, Origin::PushPull), Ok(None));
 }
+
+/// Lifeguard: a member that stops answering is suspected by both others; each tells the other,
+/// and the independent confirmation brings the suspicion down from its longest to its shortest
+/// timeout (in simulated time, deterministic for these seeds).
+#[test]
+fn a_confirmed_suspicion_ends_at_the_short_timeout() {
+    let peer = SocketAddr::from(([127, 0, 0, 1], 9638));
+    let mut cores = vec![core(1, vec![]), core(2, vec![peer]), core(3, vec![peer])];
+    let key = cores[0].keyring().clone();
+    for c in &mut cores[1..] {
+        *c.keyring_mut() = key.clone();
+    }
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, i as u8 + 1], 9638));
+    for c in &mut cores {
+        c.start(Duration::ZERO);
+    }
+    let step = Duration::from_millis(20);
+    let mut now = Duration::ZERO;
+    let mut dead = false;
+    let (mut suspected_at, mut down_at) = (None, None);
+    let mut suspecters = std::collections::BTreeSet::new();
+    let victim = MemberId([3; 16]);
+    for _ in 0..3000 {
+        now += step;
+        if now >= Duration::from_secs(10) && !dead {
+            dead = true;
+        }
+        for i in 0..3 {
+            if dead && i == 2 {
+                cores[i].take_outputs();
+                continue;
+            }
+            cores[i].tick(now);
+            for o in cores[i].take_outputs() {
+                match o {
+                    Output::Datagram { to, bytes } => {
+                        if let Some(j) = (0..3).find(|j| addr(*j) == to)
+                            && !(dead && j == 2)
+                        {
+                            cores[j].handle_datagram(now, &bytes);
+                        }
+                    }
+                    Output::Event(Event::MemberSuspect(m)) if m == victim && dead => {
+                        suspected_at.get_or_insert(now);
+                        suspecters.insert(i);
+                    }
+                    Output::Event(Event::MemberDown(m)) if m == victim => {
+                        down_at.get_or_insert(now);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if down_at.is_some() {
+            break;
+        }
+    }
+    let cfg = RingConfig::default();
+    let min = crate::ring::suspicion::min_timeout(cfg.suspicion_mult, 3, cfg.probe_interval);
+    let max = min * cfg.suspicion_max_mult;
+    let (s, d) = (suspected_at.expect("the victim was suspected"), down_at.expect("and confirmed dead"));
+    assert_eq!(suspecters.len(), 2, "both survivors suspected it independently");
+    // Without the other's confirmation each suspicion would run to `max`; with it, the first
+    // verdict comes at about `min` after the first suspicion.
+    let took = d - s;
+    assert!(took < max, "suspicion lasted {took:?}: the confirmation did not shorten it (max {max:?})");
+    assert!(took <= min + cfg.probe_interval * 2, "{took:?}, expected about {min:?}");
+}
