@@ -69,7 +69,7 @@ pub fn ring_core(keyring: &Keyring) -> RingCore {
     });
     core.start(Duration::ZERO);
     let peer = Ident { id: MemberId([2; 16]), addr: member_addr(2), generation: 1, persistent: false };
-    let hello = proto::PushPull { from: Some(peer.to_proto()), members: Vec::new(), rumors: Vec::new() };
+    let hello = proto::PushPull { from: Some(peer.to_proto()), ..Default::default() };
     let _ = core.handle_pushpull(Duration::from_millis(1), &keyring.seal(&hello.encode_to_vec()));
     check_outputs(&mut core, keyring);
     core
@@ -156,7 +156,7 @@ pub fn rumor(data: &[u8]) {
         assert!(!store.is_news(&r), "the same rumor twice is not news");
     }
     let peer = Ident { id: MemberId([2; 16]), addr: member_addr(2), generation: 1, persistent: false };
-    let frame = proto::PushPull { from: Some(peer.to_proto()), members: Vec::new(), rumors: vec![p] };
+    let frame = proto::PushPull { from: Some(peer.to_proto()), rumors: vec![p], ..Default::default() };
     ring_pushpull(&frame.encode_to_vec());
 }
 
