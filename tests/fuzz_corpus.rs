@@ -118,9 +118,17 @@ fn the_seeds_are_accepted_inputs() {
     }
 }
 
-/// Two cores with the fuzz key talk for a while, with rumors of every kind injected; returns
-/// (sealed datagrams, sealed push-pull frames, encoded rumors held at the end).
-fn ring_traffic() -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// What two cores sealed with the fuzz key sent each other, and the rumors held at the end.
+struct Traffic {
+    datagrams: Vec<Vec<u8>>,
+    frames: Vec<Vec<u8>>,
+    rumors: Vec<Vec<u8>>,
+}
+
+/// Two cores with the fuzz key talk for a while, with rumors of every kind injected.
+// The `..Default::default()` updates keep this building while the ring's messages grow fields.
+#[allow(clippy::needless_update)]
+fn ring_traffic() -> Traffic {
     let keyring = Keyring::with_primary(fuzzing::ring_key());
     let mut a = fuzzing::ring_core(&keyring);
     let mut b = RingCore::new(warren::ring::CoreParams {
@@ -204,8 +212,8 @@ fn ring_traffic() -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
             }
         }
     }
-    let held = a.with_store(|s| s.iter().map(Rumor::encode).collect());
-    (datagrams, frames, held)
+    let rumors = a.with_store(|s| s.iter().map(Rumor::encode).collect());
+    Traffic { datagrams, frames, rumors }
 }
 
 fn write(name: &str, file: &str, data: &[u8]) {
@@ -218,7 +226,7 @@ fn write(name: &str, file: &str, data: &[u8]) {
 #[ignore = "rewrites fuzz/corpus/*/seed-*; run by hand"]
 fn write_seed_corpus() {
     let keyring = Keyring::with_primary(fuzzing::ring_key());
-    let (datagrams, frames, held) = ring_traffic();
+    let Traffic { datagrams, frames, rumors: held } = ring_traffic();
     // One sample of each SWIM message kind is enough for the fuzzer to start from.
     let mut kinds = std::collections::BTreeMap::new();
     for d in &datagrams {
