@@ -147,6 +147,28 @@ impl Rumor {
         self.to_proto().encode_to_vec()
     }
 
+    /// The incarnation of the kinds a newer incarnation replaces (elections go by term,
+    /// departures are final).
+    pub fn incarnation(&self) -> Option<u64> {
+        match self {
+            Rumor::Member(m) => Some(m.incarnation),
+            Rumor::Service(s) => Some(s.incarnation),
+            Rumor::ServiceConfig(c) => Some(c.incarnation),
+            Rumor::ServiceFile(f) => Some(f.incarnation),
+            Rumor::Election(_) | Rumor::ElectionUpdate(_) | Rumor::Departure(_) => None,
+        }
+    }
+
+    pub fn incarnation_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Rumor::Member(m) => Some(&mut m.incarnation),
+            Rumor::Service(s) => Some(&mut s.incarnation),
+            Rumor::ServiceConfig(c) => Some(&mut c.incarnation),
+            Rumor::ServiceFile(f) => Some(&mut f.incarnation),
+            Rumor::Election(_) | Rumor::ElectionUpdate(_) | Rumor::Departure(_) => None,
+        }
+    }
+
     pub fn encoded_len(&self) -> usize {
         self.to_proto().encoded_len()
     }
@@ -182,13 +204,11 @@ impl Rumor {
     /// Merges `self` (incoming) into `old`: `Some(merged)` when it adds information.
     pub fn merge_into(&self, old: &Rumor) -> Option<Rumor> {
         match (self, old) {
-            (Rumor::Member(n), Rumor::Member(o)) => (n.incarnation > o.incarnation).then(|| self.clone()),
-            (Rumor::Service(n), Rumor::Service(o)) => (n.incarnation > o.incarnation).then(|| self.clone()),
-            (Rumor::ServiceConfig(n), Rumor::ServiceConfig(o)) => {
-                (n.incarnation > o.incarnation).then(|| self.clone())
-            }
-            (Rumor::ServiceFile(n), Rumor::ServiceFile(o)) => {
-                (n.incarnation > o.incarnation).then(|| self.clone())
+            (Rumor::Member(_), Rumor::Member(_))
+            | (Rumor::Service(_), Rumor::Service(_))
+            | (Rumor::ServiceConfig(_), Rumor::ServiceConfig(_))
+            | (Rumor::ServiceFile(_), Rumor::ServiceFile(_)) => {
+                (self.incarnation() > old.incarnation()).then(|| self.clone())
             }
             (Rumor::Election(n), Rumor::Election(o)) => merge_election(n, o).map(Rumor::Election),
             (Rumor::ElectionUpdate(n), Rumor::ElectionUpdate(o)) => {

@@ -200,6 +200,7 @@ pub fn start(
         let tcp = TcpListener::from_std(sockets.tcp)?;
         worker.spawn(accept_pushpull(tcp, cmd_tx.clone(), handle.metrics(), shutdown.clone()));
     }
+    let mirror_worker = worker.clone();
     let thread = std::thread::Builder::new().name("warren-ring".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -232,16 +233,10 @@ pub fn start(
             ring.run(shutdown).await
         });
         // The mirror writes its last snapshot once every event sender is gone.
-        let _ = futures_block(mirror_task);
+        let _ = mirror_worker.block_on(mirror_task);
         stopped
     })?;
     Ok(Running { handle, thread })
-}
-
-/// Waits for a task of another runtime from a plain thread.
-fn futures_block<T>(task: tokio::task::JoinHandle<T>) -> Option<T> {
-    let rt = tokio::runtime::Builder::new_current_thread().build().ok()?;
-    rt.block_on(task).ok()
 }
 
 fn unix_now() -> u64 {

@@ -68,42 +68,22 @@ impl RingCore {
 
     /// Makes a client's rumor this member's own: its member id as author, and the next
     /// incarnation for the key. Member rumors and departures have their own paths.
-    pub(super) fn own_rumor(&self, rumor: Rumor) -> Result<Rumor, RumorError> {
+    pub(super) fn own_rumor(&self, mut rumor: Rumor) -> Result<Rumor, RumorError> {
         let me = self.me.id.to_string();
-        let next = |r: &Rumor| {
-            self.with_store(|s| match s.get(&r.key()) {
-                Some(Rumor::Service(o)) => o.incarnation + 1,
-                Some(Rumor::ServiceConfig(o)) => o.incarnation + 1,
-                Some(Rumor::ServiceFile(o)) => o.incarnation + 1,
-                _ => 1,
-            })
-        };
-        Ok(match rumor {
-            Rumor::Service(mut s) => {
-                s.member_id = me;
-                s.incarnation = next(&Rumor::Service(s.clone()));
-                Rumor::Service(s)
-            }
-            Rumor::ServiceConfig(mut c) => {
-                c.from_id = me;
-                c.incarnation = next(&Rumor::ServiceConfig(c.clone()));
-                Rumor::ServiceConfig(c)
-            }
-            Rumor::ServiceFile(mut f) => {
-                f.from_id = me;
-                f.incarnation = next(&Rumor::ServiceFile(f.clone()));
-                Rumor::ServiceFile(f)
-            }
-            Rumor::Election(mut e) => {
-                e.from_id = me;
-                Rumor::Election(e)
-            }
-            Rumor::ElectionUpdate(mut e) => {
-                e.from_id = me;
-                Rumor::ElectionUpdate(e)
-            }
+        match &mut rumor {
+            Rumor::Service(s) => s.member_id = me,
+            Rumor::ServiceConfig(c) => c.from_id = me,
+            Rumor::ServiceFile(f) => f.from_id = me,
+            Rumor::Election(e) | Rumor::ElectionUpdate(e) => e.from_id = me,
             Rumor::Member(_) | Rumor::Departure(_) => return Err(RumorError::NotInjectable),
-        })
+        }
+        // The key depends on the author (a service rumor is keyed by its member), so look up
+        // the stored incarnation only now.
+        let held = self.with_store(|s| s.get(&rumor.key()).and_then(Rumor::incarnation));
+        if let Some(inc) = rumor.incarnation_mut() {
+            *inc = held.map_or(1, |h| h.saturating_add(1));
+        }
+        Ok(rumor)
     }
 
     /// Drops departed members' tombstones and rumors once `departed_retention` has passed.
