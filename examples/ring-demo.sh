@@ -68,6 +68,9 @@ printf '%s\n' "$first" > "$work/secrets/gateway-token"
 cat > "$work/sup.toml" <<TOML
 auth_token = "FILE:$work/secrets/gateway-token"
 
+[plugins.env]
+signer = "demo-origin"
+
 [plugins.file]
 signer = "demo-origin"
 read_paths = ["$work/secrets"]
@@ -126,14 +129,29 @@ status "$second" | sed -n '/^credentials:/,$p'
 echo "(same supervisors, same pids: ${pids[*]}; the fingerprint and version changed, the value is never shown)"
 
 say "6. Remote control: the ctl gateway (CTL_SECRET, Noise channel); the HTTP gateway only reads"
-export WARREN_CTL_SECRET="$(cat "$work/data-2/CTL_SECRET")"
-run warren ctl ping --remote-sup 127.0.0.2
+# The demo's own cli.toml (yours is left alone): supervisor 1 by default, a secret for each
+# (every supervisor made its own CTL_SECRET at first start, 0600 in its data path).
+export WARREN_CLI_CONFIG="$work/cli.toml"
+run warren cli setup --remote-sup 127.0.0.1 --ctl-secret "FILE:$work/data-1/CTL_SECRET"
+for i in 2 3; do
+    warren cli setup --for "127.0.0.$i" --ctl-secret "FILE:$work/data-$i/CTL_SECRET" >/dev/null
+done
+echo "(and --for 127.0.0.2 / 127.0.0.3 with their own secrets: [remote.\"HOST:PORT\"] tables)"
+run warren ctl ping
+run warren sup status --remote-sup 127.0.0.2
 run warren ring key list --remote-sup 127.0.0.2
 run warren ring rumor inject --remote-sup 127.0.0.2 \
     '{"type": "service_config", "service_group": "demo.default", "config": "greeting = \"hello\""}'
-unset WARREN_CTL_SECRET
-echo "(each supervisor made its own CTL_SECRET at first start, 0600 in its data path; the secret"
-echo " never crosses the wire: the client and the supervisor prove they share it in the handshake)"
+echo "(the secret never crosses the wire: client and supervisor prove they share it in the handshake)"
+gen() { warren sup status --remote-sup 127.0.0.3 --json 2>/dev/null | sed -n 's/.*"generation": \([0-9]*\).*/\1/p'; }
+before="$(gen)"
+run warren sup restart --remote-sup 127.0.0.3
+start=$SECONDS
+until [ -n "$(gen)" ] && [ "$(gen)" != "$before" ]; do
+    if [ $((SECONDS - start)) -gt 30 ]; then echo "supervisor 3 did not come back in 30 s" >&2; cat "$work/sup-3.log" >&2; exit 1; fi
+    sleep 0.2
+done
+echo "supervisor 3 is back (generation $before -> $(gen)), the same process (still pid ${pids[2]}, $(kill -0 "${pids[2]}" && echo alive))"
 
 if [ -n "$FOR" ]; then
     sleep "$FOR"

@@ -363,8 +363,12 @@ fn shared_messages_have_habitats_names_numbers_types_and_labels() {
         "SvcSetCfg",
         "SvcValidateCfg",
         "SvcFilePut",
+        "SvcLoad",
         "ServiceStatus",
         "ServiceCfg",
+        "ServiceBind",
+        "ServiceBindList",
+        "HealthCheckInterval",
         "PackageIdent",
         "ServiceGroup",
         "ProcessStatus",
@@ -374,8 +378,13 @@ fn shared_messages_have_habitats_names_numbers_types_and_labels() {
     };
     for name in shared {
         let (h, o) = (by_name(&hab, name), by_name(&ours, name));
+        // Fields from 1000 up are warren's extensions (optional, skipped by Habitat's decoder).
+        for f in o.fields().filter(|f| f.number() >= 1000) {
+            assert_eq!(f.cardinality(), prost_reflect::Cardinality::Optional, "{name}.{}", f.name());
+        }
         let describe = |m: &prost_reflect::MessageDescriptor| -> Vec<String> {
             m.fields()
+                .filter(|f| f.number() < 1000)
                 .map(|f| {
                     format!("{} {} {:?} {}", f.number(), f.name(), f.cardinality(), kind_name(&f.kind()))
                 })
@@ -388,6 +397,14 @@ fn shared_messages_have_habitats_names_numbers_types_and_labels() {
         e.values().map(|v| (v.name().to_string(), v.number())).collect()
     };
     assert_eq!(codes(&ours), codes(&hab));
+    let values = |pool: &prost_reflect::DescriptorPool, name: &str| -> Vec<(String, i32)> {
+        let e = pool.all_enums().find(|e| e.name() == name).unwrap_or_else(|| panic!("no enum {name}"));
+        e.values().map(|v| (v.name().to_string(), v.number())).collect()
+    };
+    for e in ["Topology", "UpdateStrategy", "UpdateCondition", "BindingMode", "ProcessState", "DesiredState"]
+    {
+        assert_eq!(values(&ours, e), values(&hab, e), "{e}");
+    }
 }
 
 #[test]
@@ -439,4 +456,213 @@ fn habitats_definitions_decode_a_real_supervisors_frames_and_the_reverse() {
     assert_eq!((ours.ident.origin.as_str(), ours.ident.name.as_str()), ("core", "redis"));
     assert_eq!(ours.service_group.group, "default");
     assert_eq!(ours.desired_state, Some(proto::DesiredState::DesiredUp as i32));
+}
+
+/// `sup status --json` over the ctl gateway (None while the supervisor does not answer).
+fn status_json(sup: &Sup) -> Option<serde_json::Value> {
+    let run = sup.cli(&["sup", "status", "--json"]);
+    (run.code == 0).then(|| serde_json::from_str(&run.stdout).expect("sup status --json prints JSON"))
+}
+
+#[test]
+fn sup_status_over_the_ctl_gateway_shows_members_plugins_and_this_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let sups = start_ring(dir.path(), 203, 2, &fast_timings(), &[]);
+    let (a, b) = (&sups[0], &sups[1]);
+    wait_until(Duration::from_secs(20), "both members alive", || {
+        status_json(a).is_some_and(|s| {
+            s["members"].as_array().is_some_and(|m| {
+                m.iter().filter(|m| m["health"] == "alive").count() == 2
+                    && m.iter().any(|m| m["member_id"] == b.member_id())
+            })
+        })
+    });
+    let s = status_json(a).unwrap();
+    assert_eq!(s["member_id"], a.member_id());
+    assert!(s["version"].as_str().is_some_and(|v| !v.is_empty()), "{s}");
+    assert!(s["generation"].as_u64().is_some_and(|g| g > 0), "{s}");
+    assert_eq!(s["encrypted"], false);
+    assert!(s["plugins"]["plugins"].is_array(), "the plugin runtime's document: {s}");
+    assert!(s["credentials"]["credentials"].is_array(), "{s}");
+    // The table form names the gateway it asked and both members.
+    let run = a.cli(&["sup", "status"]);
+    let text = run.ok();
+    assert!(
+        text.contains(&a.ctl) && text.contains(&a.member_id()) && text.contains(&b.member_id()),
+        "{text}"
+    );
+    assert!(text.contains("NOT encrypted"), "{text}");
+    // A wrong secret shows nothing.
+    let refused = ctl_cli(dir.path(), &["sup", "status"], &a.ctl, &[("WARREN_CTL_SECRET", "wrong")]);
+    assert_ne!(refused.code, 0);
+    assert!(!refused.stdout.contains(&b.member_id()), "{}", refused.stdout);
+}
+
+#[test]
+fn sup_restart_re_executes_in_place_and_rejoins_with_a_higher_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    // Fixed ports (on an address of this test's own): a restart binds the same ones again.
+    let mut a =
+        Sup::start_on(dir.path(), "201", "127.0.0.201:9638", "127.0.0.201:9631", fast_timings(), vec![]);
+    let mut b_args = fast_timings();
+    b_args.extend(args(&["--peer", &a.gossip]));
+    let b = Sup::start(dir.path(), 202, b_args, vec![]);
+    let (a_id, pid) = (a.member_id(), a.pid());
+    wait_until(Duration::from_secs(20), "b sees a alive", || {
+        b.health().get(&a_id).is_some_and(|h| h == "Alive")
+    });
+    let before = status_json(&a).unwrap();
+    let incarnation_before = b.incarnation_of(&a_id).unwrap();
+
+    let run = a.cli(&["sup", "restart"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Restarting the supervisor"), "{run:?}");
+    wait_until(Duration::from_secs(30), "a answers again with a new generation", || {
+        status_json(&a).is_some_and(|s| s["generation"].as_u64() > before["generation"].as_u64())
+    });
+    assert!(!a.exited(), "the supervisor exited instead of restarting:\n{}", a.log_tail());
+    assert_eq!(a.pid(), pid, "the same process (exec in place, not a new child)");
+    assert_eq!(a.member_id(), a_id);
+    wait_until(Duration::from_secs(20), "b sees a alive at a higher incarnation", || {
+        b.health().get(&a_id).is_some_and(|h| h == "Alive")
+            && b.incarnation_of(&a_id).is_some_and(|i| i > incarnation_before)
+    });
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(log.contains("restarting: stopping without leaving the ring"), "{}", a.log_tail());
+    assert_eq!(log.matches("supervisor started").count(), 2, "{}", a.log_tail());
+    // The data-path lock was released by the old image and taken by the new one.
+    let second = cli::run(
+        cli::command()
+            .args(["sup", "run", "--listen-gossip", "127.0.0.201:0", "--listen-http", "127.0.0.201:0"])
+            .args(["--listen-ctl", "127.0.0.201:0", "--data-path"])
+            .arg(&a.data),
+        None,
+    );
+    assert_ne!(second.code, 0);
+    assert!(second.stderr.contains(&pid.to_string()), "the lock names the running pid: {}", second.stderr);
+    assert!(a.term(), "a stops cleanly after its restart");
+}
+
+/// A client's environment with nothing but the given cli.toml: no local CTL_SECRET, no
+/// WARREN_CTL_SECRET, no WARREN_REMOTE_SUP.
+fn bare_client(dir: &std::path::Path, cli_toml: &std::path::Path) -> std::process::Command {
+    let mut cmd = cli::command();
+    cmd.env("WARREN_DATA_PATH", dir.join("empty-data")).env("WARREN_CLI_CONFIG", cli_toml);
+    cmd
+}
+
+#[test]
+fn cli_setup_writes_a_private_cli_toml_that_later_commands_use() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let sups = start_ring(dir.path(), 205, 2, &fast_timings(), &[]);
+    let (a, b) = (&sups[0], &sups[1]);
+    let cli_toml = dir.path().join("conf/cli.toml");
+    let secret_file = a.data.join("CTL_SECRET");
+
+    // Nothing to ask on a pipe and nothing given: a clear refusal, no file.
+    let nothing = cli::run(bare_client(dir.path(), &cli_toml).args(["cli", "setup"]), None);
+    assert_ne!(nothing.code, 0);
+    assert!(nothing.stderr.contains("--remote-sup"), "{}", nothing.stderr);
+    assert!(!cli_toml.exists());
+
+    let set = cli::run(
+        bare_client(dir.path(), &cli_toml)
+            .args(["cli", "setup", "--remote-sup", &a.ctl])
+            .arg(format!("--ctl-secret=FILE:{}", secret_file.display())),
+        None,
+    );
+    assert_eq!(set.code, 0, "{set:?}");
+    assert_eq!(std::fs::metadata(&cli_toml).unwrap().permissions().mode() & 0o777, 0o600);
+    let ping = cli::run(bare_client(dir.path(), &cli_toml).args(["ctl", "ping", "--json"]), None);
+    assert_eq!(ping.code, 0, "no flag, no env: cli.toml's remote_sup and secret: {ping:?}");
+    assert!(ping.stdout.contains(&a.ctl), "{}", ping.stdout);
+
+    // Another supervisor with its own secret, in a [remote."HOST:PORT"] table.
+    let b_secret = b.ctl_secret();
+    let per = cli::run(
+        bare_client(dir.path(), &cli_toml)
+            .args(["cli", "setup", "--for", &b.ctl])
+            .arg(format!("--ctl-secret={b_secret}")),
+        None,
+    );
+    assert_eq!(per.code, 0, "{per:?}");
+    assert!(!per.stdout.contains(&b_secret) && !per.stderr.contains(&b_secret));
+    for remote in [&a.ctl, &b.ctl] {
+        let ping =
+            cli::run(bare_client(dir.path(), &cli_toml).args(["ctl", "ping", "--remote-sup", remote]), None);
+        assert_eq!(ping.code, 0, "{remote}: {ping:?}");
+    }
+    let text = std::fs::read_to_string(&cli_toml).unwrap();
+    assert!(text.contains(&format!("remote_sup = \"{}\"", a.ctl)), "{text}");
+
+    // A FILE: that does not exist is refused and the file stays as it was.
+    let bad = cli::run(
+        bare_client(dir.path(), &cli_toml).args(["cli", "setup", "--ctl-secret", "FILE:/nonexistent/secret"]),
+        None,
+    );
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("/nonexistent/secret"), "{}", bad.stderr);
+    assert_eq!(std::fs::read_to_string(&cli_toml).unwrap(), text);
+}
+
+/// A pseudo-terminal: (master, slave) file descriptors.
+fn openpty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd as _;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors we then own.
+    let rc = unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) }
+}
+
+/// Reads the terminal until `want` shows (or the deadline passes); returns what was read.
+fn read_until(master: &mut std::fs::File, seen: &mut String, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 512];
+    while !seen.contains(want) {
+        assert!(std::time::Instant::now() < deadline, "no {want:?} on the terminal; saw {seen:?}");
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+}
+
+#[test]
+fn cli_setup_asks_on_a_terminal_without_echoing_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 207, fast_timings(), vec![]);
+    let cli_toml = dir.path().join("cli.toml");
+    let secret = sup.ctl_secret();
+    let (mut master, slave) = openpty();
+    let child = bare_client(dir.path(), &cli_toml)
+        .args(["cli", "setup"])
+        .stdin(slave.try_clone().unwrap())
+        .stderr(slave)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    read_until(&mut master, &mut seen, "HOST[:PORT] [127.0.0.1:9632]: ");
+    master.write_all(format!("{}\n", sup.ctl).as_bytes()).unwrap();
+    read_until(&mut master, &mut seen, "FILE:/path [");
+    read_until(&mut master, &mut seen, "]: ");
+    master.write_all(format!("{secret}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Whatever the terminal showed after the question (echo off), never the secret.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut rest = [0u8; 4096];
+    // SAFETY: a non-blocking read of what is left on the master side.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
+    if let Ok(n) = master.read(&mut rest) {
+        seen.push_str(&String::from_utf8_lossy(&rest[..n]));
+    }
+    assert!(!seen.contains(&secret[..16]), "the secret was echoed: {seen:?}");
+    assert!(seen.contains(&sup.ctl), "the address was echoed as typed: {seen:?}");
+    let ping = cli::run(bare_client(dir.path(), &cli_toml).args(["ctl", "ping"]), None);
+    assert_eq!(ping.code, 0, "{ping:?}");
 }

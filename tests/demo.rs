@@ -30,6 +30,9 @@ fn the_demo_rotates_a_file_token_and_leaves_nothing_running() {
     assert!(out.status.success(), "the demo failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("all 3 alive"), "{stdout}");
     assert!(stdout.contains("the new token is accepted"), "{stdout}");
+    assert!(stdout.contains("pong from 127.0.0.1:9632"), "ctl ping through cli.toml: {stdout}");
+    assert!(stdout.contains("supervisor 3 is back") && stdout.contains(", alive)"), "sup restart: {stdout}");
+    assert!(!stdout.contains(" failed "), "every plugin loads: {stdout}");
     // Every process started for the demo names its temp folder on its command line; none may
     // be left once the demo has returned.
     let work = stdout

@@ -285,3 +285,59 @@ fn the_http_gateway_cuts_off_a_client_that_never_sends_its_request() {
     assert!(n == 0 || reply.starts_with("HTTP/1.1 408"), "{reply:?}");
     assert!(started.elapsed() < Duration::from_secs(55), "the server closed it, not our read timeout");
 }
+
+/// Sets a running process's soft descriptor limit (the hard one stays, so it can be raised
+/// back without privileges); returns the soft limit it had.
+fn limit_descriptors(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit on a child of ours, reading into and from rlimits we own.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft.min(old.rlim_max), rlim_max: old.rlim_max };
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+fn open_descriptors(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64
+}
+
+#[test]
+fn out_of_descriptors_the_ring_keeps_gossiping_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let patient = timing_args(&patient());
+    let a = Sup::start(dir.path(), 44, patient.clone(), vec![]);
+    let mut b_args = patient;
+    b_args.extend(args(&["--peer", &a.gossip]));
+    let b = Sup::start(dir.path(), 45, b_args, vec![]);
+    let a_id = a.member_id();
+    wait_until(Duration::from_secs(20), "b sees a alive", || {
+        b.health().get(&a_id).is_some_and(|h| h == "Alive")
+    });
+
+    // A few descriptors to spare, then many push-pull connections: accepts fail with EMFILE.
+    let soft = limit_descriptors(a.pid(), open_descriptors(a.pid()) + 4);
+    let held: Vec<std::net::TcpStream> =
+        (0..64).filter_map(|_| std::net::TcpStream::connect(&a.gossip).ok()).collect();
+    assert!(held.len() > 8, "connections queue in the backlog even when accept fails");
+    // For longer than b's suspicion timeout (at least 3 s), a must keep answering probes: a
+    // failing accept loop may not starve the ring's own thread.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        let h = b.health().get(&a_id).cloned().unwrap_or_default();
+        assert_ne!(h, "Confirmed", "a was confirmed dead while out of descriptors:\n{}", a.log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
+    limit_descriptors(a.pid(), soft);
+    // Recovered: the gateway answers and counted what failed; push-pull works again.
+    wait_until(Duration::from_secs(20), "a's gateway answers again", || a.get("/metrics").is_some());
+    assert!(a.metric("warren_ring_pushpull_accept_errors_total") > 0, "{}", a.log_tail());
+    assert!(std::fs::read_to_string(&a.log).unwrap().contains("push-pull accept failed; backing off"));
+    let before = a.metric("warren_ring_pushpull_total");
+    wait_until(Duration::from_secs(20), "a push-pull completes after the recovery", || {
+        a.metric("warren_ring_pushpull_total") > before
+    });
+    assert!(b.health().get(&a_id).is_none_or(|h| h != "Confirmed"));
+}

@@ -58,7 +58,11 @@ impl Sup {
             ip: gossip.rsplit_once(':').unwrap().0.to_string(),
             gossip: gossip.to_string(),
             http: http.to_string(),
-            ctl: format!("{}:0", gossip.rsplit_once(':').unwrap().0),
+            // A fixed gossip port means fixed ports throughout (`sup restart` rebinds them).
+            ctl: match gossip.rsplit_once(':').unwrap() {
+                (host, "0") => format!("{host}:0"),
+                (host, _) => format!("{host}:9632"),
+            },
             data: dir.join(format!("data-{name}")),
             log: dir.join(format!("sup-{name}.log")),
             args: extra,
@@ -240,12 +244,17 @@ pub const LISTEN_FILE: &str = "listen.json";
 
 /// Whether the CLI command `a` goes through the ctl gateway.
 pub fn is_ctl_command(a: &[&str]) -> bool {
+    // `sup status` reads the ctl gateway unless it is given the HTTP gateway's token.
+    if let ["sup", "status", rest @ ..] = a {
+        return !rest.contains(&"--auth-token");
+    }
     matches!(
         a,
         ["ctl", ..]
-            | ["sup", "depart", ..]
+            | ["sup", "depart" | "restart", ..]
             | ["ring", "key", "install" | "use" | "remove" | "list", ..]
             | ["ring", "rumor", ..]
+            | ["svc", "load" | "unload" | "start" | "stop" | "status", ..]
     )
 }
 

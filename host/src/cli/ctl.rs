@@ -5,22 +5,36 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
+use crate::ctl::cli_toml;
 use crate::ctl::client::{self, REMOTE_SUP_ENV};
 use crate::ctl::proto::{self, ConsoleLine, CtlMessage, NetProgress};
 use crate::ctl::{CtlClient, CtlRequest, Frame};
 
+/// Where commands go when neither --remote-sup nor cli.toml names a supervisor.
+pub const DEFAULT_REMOTE: &str = "127.0.0.1:9632";
+
 #[derive(Args, Debug, Clone)]
 pub struct RemoteSup {
-    /// The supervisor's ctl gateway, HOST[:PORT] (port 9632 by default). The secret comes from
-    /// WARREN_CTL_SECRET, else cli.toml (ctl_secret, [remote."HOST:PORT"] ctl_secret), else the
-    /// local {data_path}/CTL_SECRET.
-    #[arg(long, env = REMOTE_SUP_ENV, default_value = "127.0.0.1:9632", value_name = "HOST[:PORT]")]
-    pub remote_sup: String,
+    /// The supervisor's ctl gateway, HOST[:PORT] (port 9632 by default) [default: remote_sup
+    /// in cli.toml, else 127.0.0.1:9632]. The secret comes from WARREN_CTL_SECRET, else
+    /// cli.toml (ctl_secret, [remote."HOST:PORT"] ctl_secret), else the local
+    /// {data_path}/CTL_SECRET.
+    #[arg(long, env = REMOTE_SUP_ENV, value_name = "HOST[:PORT]")]
+    pub remote_sup: Option<String>,
 }
 
 impl RemoteSup {
+    /// HOST:PORT of the supervisor: the flag (or its variable), else cli.toml's `remote_sup`.
+    pub fn target(&self) -> anyhow::Result<String> {
+        let given = match &self.remote_sup {
+            Some(r) => r.clone(),
+            None => cli_toml::remote_sup(&cli_toml::path())?.unwrap_or_else(|| DEFAULT_REMOTE.to_string()),
+        };
+        Ok(client::remote_addr(&given))
+    }
+
     pub fn client(&self) -> anyhow::Result<CtlClient> {
-        let remote = client::remote_addr(&self.remote_sup);
+        let remote = self.target()?;
         let secret = crate::ctl::secret::client_secret(&remote, &crate::config::default_data_path())?;
         Ok(CtlClient::new(&remote, secret))
     }
@@ -45,8 +59,7 @@ impl RemoteSup {
     /// [`RemoteSup::call`] whose final reply is an `M`.
     pub fn call_for<M: CtlMessage>(&self, req: &CtlRequest, json: bool) -> anyhow::Result<M> {
         let f = self.call(req, json)?;
-        f.decode::<M>()
-            .with_context(|| format!("{} on {}", req.name(), client::remote_addr(&self.remote_sup)))
+        f.decode::<M>().with_context(|| format!("{} on {}", req.name(), self.target().unwrap_or_default()))
     }
 }
 
@@ -85,7 +98,7 @@ pub fn run(cmd: CtlCommand) -> anyhow::Result<()> {
                 .call_for(&CtlRequest::Ping(proto::CtlPing { payload: Some(payload.clone()) }), json)?;
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             anyhow::ensure!(pong.payload.as_deref() == Some(&payload[..]), "the reply did not echo the ping");
-            let addr = client::remote_addr(&remote.remote_sup);
+            let addr = remote.target()?;
             if json {
                 outln!("{}", serde_json::json!({ "remote": addr, "ms": ms }))?;
             } else {

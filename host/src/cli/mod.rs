@@ -15,6 +15,7 @@ pub mod bench_ctl;
 pub mod bench_plugins;
 pub mod bench_ring;
 pub mod boxcmd;
+pub mod clisetup;
 pub mod credential;
 pub mod ctl;
 pub mod keys;
@@ -50,9 +51,12 @@ pub enum Command {
     /// Service groups (their encryption keys).
     #[command(subcommand)]
     Svc(svc::SvcCommand),
-    /// Run and manage supervisors (run, depart, ctl secret).
+    /// Run and manage supervisors (run, status, depart, restart, ctl secret).
     #[command(subcommand)]
     Sup(sup::SupCommand),
+    /// The client's own settings (cli.toml): default supervisor and ctl secrets.
+    #[command(subcommand)]
+    Cli(clisetup::CliCommand),
     /// The supervisor's control gateway (--remote-sup).
     #[command(subcommand)]
     Ctl(ctl::CtlCommand),
@@ -101,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Svc(cmd) => cmd.run(),
         Command::Sup(cmd) => sup::run(cmd),
         Command::Ctl(cmd) => ctl::run(cmd),
+        Command::Cli(cmd) => clisetup::run(cmd),
         Command::Pkg(cmd) => cmd.run(),
         Command::Box(cmd) => cmd.run(),
         Command::Bench(cmd) => cmd.run(),

@@ -1,4 +1,4 @@
-//! `warren sup run`, `warren sup depart` and `warren sup secret generate`.
+//! `warren sup run`, `warren sup depart`, `warren sup restart` and `warren sup secret generate`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +27,10 @@ pub enum SupCommand {
     Depart(DepartArgs),
     /// Show a running supervisor's ring members, plugins and credentials (never their values).
     Status(super::status::StatusArgs),
+    /// Restart a running supervisor in place (through its ctl gateway): it stops without
+    /// leaving the ring and starts again from its own binary with the same arguments, the same
+    /// process id and member id, and a higher incarnation. Use it after replacing the binary.
+    Restart(RestartArgs),
     /// Manage the secret that authenticates clients of the supervisor's ctl gateway.
     #[command(subcommand)]
     Secret(SupSecretCommand),
@@ -120,6 +124,30 @@ pub struct RunArgs {
     /// How many times each update is piggybacked (at least 12).
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u8).range(12..))]
     pub max_transmissions: u8,
+    /// Shortest wait before restarting a service that keeps failing (seconds, as Habitat's
+    /// flag, or e.g. 250ms). The first failure after a good run restarts at once.
+    #[arg(long, value_parser = parse_period, default_value = "100ms")]
+    pub service_min_backoff_period: Duration,
+    /// Longest wait between restarts of a failing service (decorrelated jitter up to this).
+    #[arg(long, value_parser = parse_period, default_value = "30")]
+    pub service_max_backoff_period: Duration,
+    /// A service that stays up this long has its failure history forgotten.
+    #[arg(long, value_parser = parse_period, default_value = "300")]
+    pub service_restart_cooldown_period: Duration,
+}
+
+/// Seconds (Habitat's unit) or a number with `ms` / `s`; zero allowed.
+fn parse_period(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = match t.strip_suffix("ms") {
+        Some(n) => (n, 0.001),
+        None => (t.strip_suffix('s').unwrap_or(t), 1.0),
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a period (e.g. 5, 250ms, 1.5s)"))?;
+    if !(0.0..=86_400.0).contains(&(v * scale)) {
+        return Err(format!("{s:?} is out of range (0 to 86400 s)"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
 }
 
 impl RunArgs {
@@ -151,10 +179,21 @@ pub struct DepartArgs {
     pub remote: RemoteSup,
 }
 
+#[derive(Args, Debug)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub remote: RemoteSup,
+}
+
 pub fn run(cmd: SupCommand) -> anyhow::Result<()> {
     match cmd {
         SupCommand::Run(args) => run_sup(*args),
         SupCommand::Depart(args) => depart(args),
+        SupCommand::Restart(args) => {
+            // The supervisor streams "Restarting the supervisor ...".
+            args.remote.call(&CtlRequest::SupRestart(crate::ctl::proto::SupRestart {}), false)?;
+            Ok(())
+        }
         SupCommand::Status(args) => super::status::run(args),
         SupCommand::Secret(SupSecretCommand::Generate) => {
             outln!("{}", &*crate::ctl::secret::generate())?;
@@ -167,6 +206,8 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
     if args.ping_timeout >= args.probe_interval {
         bail!("--ping-timeout must be shorter than --probe-interval");
     }
+    // Found now: once the binary is replaced on disk, /proc/self/exe names the old one.
+    let exe = std::env::current_exe().context("cannot find this program's path (needed by sup restart)")?;
     let config = args.plugins.config()?;
     let cache_key_path = args.plugins.cache.cache_key_path.clone();
     // One file-watch service (one inotify instance) for the plugin folder, the credentials
@@ -231,8 +272,22 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         extra_routes: Vec::new(),
         files,
         ctl,
+        service_backoff: crate::services::backoff::BackoffPolicy {
+            min: args.service_min_backoff_period,
+            max: args.service_max_backoff_period,
+            cooldown: args.service_restart_cooldown_period,
+        },
     };
-    sup::run(opts).context("supervisor failed")
+    match sup::run(opts).context("supervisor failed")? {
+        sup::Exit::Stopped | sup::Exit::Departed => Ok(()),
+        sup::Exit::Restart => {
+            use std::os::unix::process::CommandExt as _;
+            // Same arguments and environment; every descriptor of ours is close-on-exec, so
+            // the data-path lock and the sockets are released for the new image.
+            let err = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
+            Err(anyhow::anyhow!("restart: cannot execute {}: {err}", exe.display()))
+        }
+    }
 }
 
 /// `WARREN_GATEWAY_AUTH_TOKEN`: unset is "no token from the environment"; set but blank is an

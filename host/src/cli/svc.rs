@@ -1,16 +1,233 @@
-//! `warren svc key generate`: encryption (BOX) key pairs for service groups, the receivers of
-//! encrypted configuration. Service commands (load, status, ...) join here later.
+//! `warren svc load|unload|start|stop|status` (Habitat's requests over the ctl gateway), and
+//! `warren svc key generate`: encryption (BOX) key pairs for service groups.
 
 use anyhow::bail;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
+use super::ctl::RemoteSup;
 use super::keys::{CacheArgs, generate_box_pair};
+use crate::ctl::CtlRequest;
+use crate::ctl::proto;
+use crate::sup::ctl_svc::ident_to_proto;
 
 #[derive(Subcommand, Debug)]
 pub enum SvcCommand {
+    /// Load a service from an installed package and start it; waits until it is up (or says
+    /// why not), unlike Habitat. The spec persists: a restarted supervisor brings it back.
+    Load(LoadArgs),
+    /// Stop a service and forget it (its spec is removed); waits until it is down.
+    Unload(IdentArgs),
+    /// Start a loaded service that was stopped; waits until it is up.
+    Start(IdentArgs),
+    /// Stop a loaded service (shutdown signal, then SIGKILL after its timeout); waits.
+    Stop(IdentArgs),
+    /// Show loaded services: package, type, desired, state, elapsed (s), pid, group.
+    Status(StatusArgs),
     /// Manage service group encryption keys.
     #[command(subcommand)]
     Key(SvcKeyCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// ORIGIN/NAME[/VERSION[/RELEASE]] of an installed package (the newest match is used).
+    pub ident: String,
+    /// The service group.
+    #[arg(long, default_value = "default")]
+    pub group: String,
+    /// standalone, or leader (a leader-follower group).
+    #[arg(long, default_value = "standalone", value_parser = ["standalone", "leader"])]
+    pub topology: String,
+    /// NAME:SERVICE.GROUP[@ORG] (repeatable).
+    #[arg(long = "bind", value_name = "NAME:SERVICE.GROUP[@ORG]")]
+    pub binds: Vec<String>,
+    /// strict: wait for binds before starting; relaxed: start anyway.
+    #[arg(long, default_value = "strict", value_parser = ["strict", "relaxed"])]
+    pub binding_mode: String,
+    /// Seconds between health checks.
+    #[arg(long, default_value_t = 30)]
+    pub health_check_interval: u64,
+    /// Seconds between the shutdown signal and SIGKILL [default: the package's, else 8].
+    #[arg(long)]
+    pub shutdown_timeout: Option<u32>,
+    /// A lifecycle-hook plugin for the service's hooks.
+    #[arg(long, value_name = "NAME")]
+    pub hooks_plugin: Option<String>,
+    /// Replace the service if it is already loaded.
+    #[arg(long)]
+    pub force: bool,
+    /// Reply once the spec is written, without waiting for the service to be up.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub remote: RemoteSup,
+}
+
+#[derive(Args, Debug)]
+pub struct IdentArgs {
+    /// ORIGIN/NAME[/VERSION[/RELEASE]] of a loaded service.
+    pub ident: String,
+    /// Do not wait for the state to be reached.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub remote: RemoteSup,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this service (ORIGIN/NAME[/VERSION[/RELEASE]]).
+    pub ident: Option<String>,
+    /// One JSON object per service (with warren's phase, failures and last failure).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteSup,
+}
+
+fn ident(text: &str) -> anyhow::Result<proto::PackageIdent> {
+    let parsed: crate::services::package::PackageIdent = text.parse()?;
+    Ok(ident_to_proto(&parsed.to_string()))
+}
+
+fn bind(text: &str) -> anyhow::Result<proto::ServiceBind> {
+    let bad = || anyhow::anyhow!("--bind {text:?}: expected NAME:SERVICE.GROUP[@ORG]");
+    let (name, rest) = text.split_once(':').ok_or_else(bad)?;
+    let (sg, org) = match rest.split_once('@') {
+        Some((sg, org)) => (sg, Some(org.to_string())),
+        None => (rest, None),
+    };
+    let (service, group) = sg.split_once('.').ok_or_else(bad)?;
+    if name.is_empty() || service.is_empty() || group.is_empty() {
+        return Err(bad());
+    }
+    Ok(proto::ServiceBind {
+        name: name.into(),
+        service_group: proto::ServiceGroup {
+            service: service.into(),
+            group: group.into(),
+            organization: org,
+        },
+    })
+}
+
+fn load(a: LoadArgs) -> anyhow::Result<()> {
+    let req = proto::SvcLoad {
+        ident: Some(ident(&a.ident)?),
+        binds: Some(proto::ServiceBindList {
+            binds: a.binds.iter().map(|b| bind(b)).collect::<Result<_, _>>()?,
+        }),
+        binding_mode: Some(if a.binding_mode == "relaxed" {
+            proto::BindingMode::Relaxed
+        } else {
+            proto::BindingMode::Strict
+        } as i32),
+        force: Some(a.force),
+        group: Some(a.group),
+        topology: Some(if a.topology == "leader" {
+            proto::Topology::Leader
+        } else {
+            proto::Topology::Standalone
+        } as i32),
+        health_check_interval: Some(proto::HealthCheckInterval { seconds: a.health_check_interval }),
+        shutdown_timeout: a.shutdown_timeout,
+        hooks_plugin: a.hooks_plugin,
+        no_wait: Some(a.no_wait),
+        ..Default::default()
+    };
+    a.remote.call(&CtlRequest::SvcLoad(req), false)?;
+    Ok(())
+}
+
+fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let req = CtlRequest::SvcStatus(proto::SvcStatus { ident: a.ident.as_deref().map(ident).transpose()? });
+    let client = a.remote.client()?;
+    let mut rows: Vec<proto::ServiceStatus> = Vec::new();
+    let last = client.call(&req, |f| {
+        if let Ok(s) = f.decode::<proto::ServiceStatus>() {
+            rows.push(s);
+        }
+    })?;
+    if let Ok(s) = last.decode::<proto::ServiceStatus>() {
+        rows.push(s);
+    }
+    if a.json {
+        for r in &rows {
+            outln!("{}", status_json(r))?;
+        }
+        return Ok(());
+    }
+    if rows.is_empty() {
+        outln!("No services loaded.")?;
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows.iter().map(row).collect();
+    super::status::table(&["package", "type", "desired", "state", "elapsed (s)", "pid", "group"], table)?;
+    for r in rows.iter().filter(|r| r.failures.unwrap_or(0) > 0) {
+        eprintln!(
+            "{}.{}: {} failure(s) in a row; last: {}",
+            r.service_group.service,
+            r.service_group.group,
+            r.failures.unwrap_or(0),
+            r.last_failure.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn ident_text(i: &proto::PackageIdent) -> String {
+    let mut t = format!("{}/{}", i.origin, i.name);
+    for p in [&i.version, &i.release].into_iter().flatten() {
+        t.push('/');
+        t.push_str(p);
+    }
+    t
+}
+
+fn desired_text(d: Option<i32>) -> &'static str {
+    match d.map(proto::DesiredState::try_from) {
+        Some(Ok(proto::DesiredState::DesiredUp)) => "up",
+        Some(Ok(proto::DesiredState::DesiredDown)) => "down",
+        _ => "<none>",
+    }
+}
+
+/// Habitat's row: package, type (always "standalone"), desired, state, elapsed, pid, group.
+fn row(s: &proto::ServiceStatus) -> Vec<String> {
+    let group = format!("{}.{}", s.service_group.service, s.service_group.group);
+    let (state, elapsed, pid) = match &s.process {
+        Some(p) => (
+            if p.state == proto::ProcessState::Up as i32 { "up" } else { "down" },
+            p.elapsed.map_or("<none>".into(), |e| e.to_string()),
+            p.pid.map_or("<none>".into(), |p| p.to_string()),
+        ),
+        None => ("down", "<none>".into(), "<none>".into()),
+    };
+    vec![
+        ident_text(&s.ident),
+        "standalone".into(),
+        desired_text(s.desired_state).into(),
+        state.into(),
+        elapsed,
+        pid,
+        group,
+    ]
+}
+
+fn status_json(s: &proto::ServiceStatus) -> serde_json::Value {
+    let p = s.process.as_ref();
+    serde_json::json!({
+        "package": ident_text(&s.ident),
+        "service_group": format!("{}.{}", s.service_group.service, s.service_group.group),
+        "desired": desired_text(s.desired_state),
+        "state": if p.is_some_and(|p| p.state == proto::ProcessState::Up as i32) { "up" } else { "down" },
+        "elapsed": p.and_then(|p| p.elapsed),
+        "pid": p.and_then(|p| p.pid),
+        "phase": s.phase,
+        "failures": s.failures,
+        "restarts": s.restarts,
+        "last_failure": s.last_failure,
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -30,6 +247,28 @@ pub enum SvcKeyCommand {
 impl SvcCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
+            SvcCommand::Load(a) => load(a),
+            SvcCommand::Unload(a) => {
+                let req = proto::SvcUnload {
+                    ident: Some(ident(&a.ident)?),
+                    no_wait: Some(a.no_wait),
+                    ..Default::default()
+                };
+                a.remote.call(&CtlRequest::SvcUnload(req), false).map(drop)
+            }
+            SvcCommand::Start(a) => {
+                let req = proto::SvcStart { ident: Some(ident(&a.ident)?), no_wait: Some(a.no_wait) };
+                a.remote.call(&CtlRequest::SvcStart(req), false).map(drop)
+            }
+            SvcCommand::Stop(a) => {
+                let req = proto::SvcStop {
+                    ident: Some(ident(&a.ident)?),
+                    no_wait: Some(a.no_wait),
+                    ..Default::default()
+                };
+                a.remote.call(&CtlRequest::SvcStop(req), false).map(drop)
+            }
+            SvcCommand::Status(a) => status(a),
             SvcCommand::Key(SvcKeyCommand::Generate { service_group, org, cache }) => {
                 if service_group.matches('.').count() != 1 || service_group.contains('@') {
                     bail!(

@@ -28,6 +28,7 @@ macro_rules! counters {
 
 counters!(
     connections: "Connections accepted.",
+    accept_errors: "Connections that could not be accepted (e.g. out of descriptors); each backs off.",
     over_capacity: "Connections refused because the concurrent connection cap was reached.",
     noise_handshakes: "Noise handshakes completed.",
     plaintext_handshakes: "Plaintext (Habitat) handshakes accepted.",

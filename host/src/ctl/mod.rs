@@ -5,9 +5,11 @@
 //! - [`proto`]: the messages (host/proto/ctl.proto; Habitat's names and field numbers).
 //! - [`noise`]: warren's handshake and encrypted records (the secret never crosses the wire).
 //! - [`server`]: [`serve`] with a [`CtlHandler`]; [`client`]: [`CtlClient`].
-//! - [`secret`]: `CTL_SECRET`, and where the client finds one.
+//! - [`secret`]: `CTL_SECRET`, and where the client finds one; [`cli_toml`]: the client's
+//!   settings file (`warren cli setup`).
 //! - [`metrics`]: counters for `/metrics`.
 
+pub mod cli_toml;
 pub mod client;
 pub mod metrics;
 pub mod noise;

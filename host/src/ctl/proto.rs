@@ -25,6 +25,7 @@ names!(
     SvcFilePut,
     SvcValidateCfg,
     SvcSetCfg,
+    SvcLoad,
     SvcUnload,
     SvcStart,
     SvcStop,

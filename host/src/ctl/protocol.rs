@@ -217,6 +217,7 @@ requests!(
     RingKeyUse(RingKeyUse),
     RingKeyRemove(RingKeyRemove),
     RumorInject(RumorInject),
+    SvcLoad(SvcLoad),
     SvcStatus(SvcStatus),
     SvcStart(SvcStart),
     SvcStop(SvcStop),

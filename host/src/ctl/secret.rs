@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
 
+use super::cli_toml;
 use crate::crypto::sodium;
 use crate::fsutil::{self, Existing};
 
@@ -16,8 +17,6 @@ pub const CTL_SECRET_FILE: &str = "CTL_SECRET";
 /// Bytes of randomness in a generated secret (Habitat: 64, base64 → 88 characters).
 pub const CTL_SECRET_LEN: usize = 64;
 pub const CTL_SECRET_ENV: &str = "WARREN_CTL_SECRET";
-/// Points the client at another cli.toml (tests, or a fleet's shared file).
-pub const CLI_CONFIG_ENV: &str = "WARREN_CLI_CONFIG";
 
 /// A non-empty ctl secret. `Debug` never shows it.
 #[derive(Clone)]
@@ -109,63 +108,6 @@ pub fn read_or_create(data_path: &Path) -> Result<CtlSecret, SecretError> {
     }
 }
 
-/// `~/.warren/cli.toml`, or `/etc/warren/cli.toml` for root; `WARREN_CLI_CONFIG` overrides.
-pub fn cli_toml_path() -> PathBuf {
-    if let Some(p) = std::env::var_os(CLI_CONFIG_ENV) {
-        return PathBuf::from(p);
-    }
-    // The key cache's default already encodes the root / non-root choice.
-    let keys = crate::crypto::cache::default_cache_path();
-    if keys.starts_with("/var/lib/warren") {
-        PathBuf::from("/etc/warren/cli.toml")
-    } else {
-        keys.parent().map(|p| p.join("cli.toml")).unwrap_or_else(|| PathBuf::from("/etc/warren/cli.toml"))
-    }
-}
-
-/// A cli.toml value: a literal, `literal:...`, or `FILE:/path` (read here, trimmed).
-fn cli_value(value: &str, path: &Path) -> Result<Option<CtlSecret>, SecretError> {
-    use crate::credentials::Reference;
-    match Reference::parse(value) {
-        Reference::Literal(v) => Ok(CtlSecret::new(&v)),
-        Reference::Routed { scheme, full } if scheme == "FILE" => {
-            let file = &full["FILE:".len()..];
-            read_file(Path::new(file))?.map(Some).ok_or_else(|| SecretError::Empty(PathBuf::from(file)))
-        }
-        Reference::Routed { scheme, .. } => Err(SecretError::CliToml {
-            path: path.to_path_buf(),
-            message: format!(
-                "ctl_secret: {scheme}: references are not supported here (a literal or FILE:/path)"
-            ),
-        }),
-    }
-}
-
-/// From cli.toml: `[remote."HOST:PORT"] ctl_secret` for this supervisor, else `ctl_secret`.
-fn from_cli_toml(path: &Path, remote: &str) -> Result<Option<CtlSecret>, SecretError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => Zeroizing::new(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(SecretError::Io { path: path.to_path_buf(), source }),
-    };
-    // toml's message may quote a line holding a secret: keep the reason only.
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| SecretError::CliToml { path: path.to_path_buf(), message: e.message().to_string() })?;
-    let per_remote = table.get("remote").and_then(|r| r.get(remote)).and_then(|r| r.get("ctl_secret"));
-    for v in [per_remote, table.get("ctl_secret")].into_iter().flatten() {
-        let Some(s) = v.as_str() else {
-            return Err(SecretError::CliToml {
-                path: path.to_path_buf(),
-                message: "ctl_secret must be a string".into(),
-            });
-        };
-        if let Some(secret) = cli_value(s, path)? {
-            return Ok(Some(secret));
-        }
-    }
-    Ok(None)
-}
-
 /// The client's secret for `remote` (HOST:PORT): `WARREN_CTL_SECRET`, then cli.toml, then
 /// `{local_data_path}/CTL_SECRET`. None of them → an error naming all three.
 pub fn client_secret(remote: &str, local_data_path: &Path) -> Result<CtlSecret, SecretError> {
@@ -174,8 +116,8 @@ pub fn client_secret(remote: &str, local_data_path: &Path) -> Result<CtlSecret, 
     {
         return Ok(s);
     }
-    let cli_toml = cli_toml_path();
-    if let Some(s) = from_cli_toml(&cli_toml, remote)? {
+    let cli_toml = cli_toml::path();
+    if let Some(s) = cli_toml::ctl_secret(&cli_toml, remote)? {
         return Ok(s);
     }
     let local = local_data_path.join(CTL_SECRET_FILE);
@@ -218,26 +160,5 @@ mod tests {
         assert!(s.matches("abc") && s.matches("abc\r\n") && !s.matches("abd") && !s.matches(""));
         assert!(CtlSecret::new(" \n").is_none());
         assert_ne!(*s.psk(), *CtlSecret::new("abd").unwrap().psk());
-    }
-
-    #[test]
-    fn cli_toml_prefers_the_remote_table_and_reads_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("s");
-        std::fs::write(&file, "from-file\n").unwrap();
-        let toml_path = dir.path().join("cli.toml");
-        std::fs::write(
-            &toml_path,
-            format!(
-                "ctl_secret = \"general\"\n[remote.\"10.0.0.1:9632\"]\nctl_secret = \"FILE:{}\"\n",
-                file.display()
-            ),
-        )
-        .unwrap();
-        assert_eq!(from_cli_toml(&toml_path, "10.0.0.1:9632").unwrap().unwrap().expose(), "from-file");
-        assert_eq!(from_cli_toml(&toml_path, "10.0.0.2:9632").unwrap().unwrap().expose(), "general");
-        assert!(from_cli_toml(&dir.path().join("none"), "x").unwrap().is_none());
-        std::fs::write(&toml_path, "ctl_secret = \"VAULT:x\"\n").unwrap();
-        assert!(from_cli_toml(&toml_path, "x").is_err());
     }
 }

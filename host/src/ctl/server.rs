@@ -112,7 +112,11 @@ pub trait CtlHandler: Send + Sync + 'static {
     fn handle(&self, req: CtlRequest, out: ReplySink) -> impl Future<Output = Result<Reply, NetErr>> + Send;
 }
 
-/// Serves `listener` until `shutdown` resolves. Connections over the cap are closed at once.
+/// How long a stopping gateway waits for the connections it is serving.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// Serves `listener` until `shutdown` resolves, then lets open connections finish (up to
+/// [`DRAIN`]). Connections over the cap are closed at once.
 pub async fn serve<H: CtlHandler>(
     listener: TcpListener,
     config: ServerConfig,
@@ -130,7 +134,8 @@ pub async fn serve<H: CtlHandler>(
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "ctl gateway: accept failed");
+                    CtlMetrics::inc(&metrics.accept_errors);
+                    tracing::warn!(error = %e, "ctl gateway: accept failed; backing off");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -148,6 +153,12 @@ pub async fn serve<H: CtlHandler>(
             connection(stream, peer, &config, handler, &metrics).await;
             drop(slot);
         });
+    }
+    // Replies in flight (a `sup restart`'s own among them) are finished before the caller
+    // goes on; a client that sends nothing is not waited for past the drain limit.
+    let all = u32::try_from(config.max_connections.max(1)).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN, slots.acquire_many(all)).await.is_err() {
+        tracing::debug!("ctl gateway: connections still open after {DRAIN:?}; not waiting for them");
     }
 }
 

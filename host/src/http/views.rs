@@ -317,6 +317,11 @@ pub fn metrics(status: &RingStatus, store: &RumorStore, m: &Metrics) -> String {
             "Failed push-pull exchanges.",
             Metrics::get(&m.pushpull_failed),
         ),
+        (
+            "warren_ring_pushpull_accept_errors_total",
+            "Push-pull connections that could not be accepted (e.g. out of descriptors); each backs off.",
+            Metrics::get(&m.accept_errors),
+        ),
     ];
     for (name, help, v) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

@@ -13,6 +13,8 @@ pub struct Metrics {
     rejected: [AtomicU64; Reject::ALL.len()],
     pub pushpull_ok: AtomicU64,
     pub pushpull_failed: AtomicU64,
+    /// Push-pull accepts that failed (out of descriptors, mostly); each backs off.
+    pub accept_errors: AtomicU64,
     pub foca_errors: AtomicU64,
 }
 

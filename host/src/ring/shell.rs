@@ -70,6 +70,9 @@ pub enum Command {
     },
     /// One decoded frame of a peer's push-pull.
     PushPullFrame(proto::PushPull),
+    /// Stops the loop without leaving the ring (`sup restart`: the same member is back within
+    /// a probe or two, with a higher incarnation, so peers need not hear it left).
+    StopForRestart,
 }
 
 /// This member and the ring as it sees them, republished by the loop after every change.
@@ -89,6 +92,7 @@ pub struct RingStatus {
 pub enum Stopped {
     Shutdown,
     Departed,
+    Restart,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +140,11 @@ impl RingHandle {
 
     pub async fn replace_keys(&self, keys: Vec<RingKey>) -> Result<bool, RingGone> {
         self.ask(|reply| Command::ReplaceKeys { keys, reply }).await
+    }
+
+    /// Ends the loop without a leave; the ring's thread then ends with [`Stopped::Restart`].
+    pub async fn stop_for_restart(&self) -> Result<(), RingGone> {
+        self.commands.send(Command::StopForRestart).await.map_err(|_| RingGone::Stopped)
     }
 
     pub async fn subscribe(&self) -> Result<mpsc::UnboundedReceiver<Event>, RingGone> {
@@ -324,6 +333,10 @@ impl Loop {
                         event_subs.push(tx);
                         let _ = reply.send(rx);
                     }
+                    Some(Command::StopForRestart) => {
+                        let _ = self.flush(&mut event_subs).await;
+                        break Stopped::Restart;
+                    }
                     Some(cmd) => self.command(cmd),
                     None => break Stopped::Shutdown,
                 },
@@ -380,7 +393,8 @@ impl Loop {
             Command::PushPullFrame(frame) => {
                 let _ = self.core.apply_pushpull(now, frame);
             }
-            Command::Subscribe { .. } => {}
+            // Handled by the loop itself.
+            Command::Subscribe { .. } | Command::StopForRestart => {}
         }
     }
 
@@ -513,7 +527,8 @@ async fn accept_pushpull(
             Ok((s, _)) => s,
             Err(e) => {
                 // Out of descriptors (or similar): back off instead of spinning on accept.
-                tracing::debug!(error = %e, "push-pull accept failed");
+                Metrics::inc(&metrics.accept_errors, 1);
+                tracing::warn!(error = %e, "push-pull accept failed; backing off");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }

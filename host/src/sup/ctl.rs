@@ -1,5 +1,6 @@
 //! The supervisor's side of the ctl gateway: where its secret comes from, and what each
-//! request does to the ring (`ctl ping`, `sup status`, `sup depart`, `ring key ...`).
+//! request does to the ring (`ctl ping`, `sup status`, `sup depart`, `sup restart`,
+//! `ring key ...`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -7,18 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::SupError;
+use super::{SupError, ctl_svc};
 use crate::credentials::CredentialValue;
 use crate::crypto::{KeyCache, KeyFile, KeyId, KeyKind, RingKey};
 use crate::ctl::proto::{self, ErrCode, NetErr};
 use crate::ctl::{
     self, CtlHandler, CtlMetrics, CtlRequest, CtlSecret, PlaintextPolicy, Reply, ReplySink, ServerConfig,
 };
+use crate::plugins::PluginRuntime;
 use crate::ring::wire::KeyringError;
 use crate::ring::{MemberId, RingHandle};
+use crate::services::Services;
 
 /// Where the ctl secret comes from.
 #[derive(Default)]
@@ -111,6 +114,12 @@ pub struct SupCtl {
     pub ring: RingHandle,
     /// Where `ring key install|remove` write, when the ring was started from the key cache.
     pub cache: Option<KeyCache>,
+    /// `sup status` shows what the plugin runtime loaded and how credentials stand.
+    pub plugins: Option<Arc<PluginRuntime>>,
+    /// `sup restart` asks the supervisor's main loop to restart in place.
+    pub restart: mpsc::Sender<()>,
+    /// `svc load|unload|start|stop|status`.
+    pub services: Services,
 }
 
 /// The ring's loop has stopped (the supervisor is shutting down).
@@ -139,6 +148,19 @@ impl CtlHandler for SupCtl {
                     self.ring.depart(id).await.map_err(gone)?.map_err(|e| err(ErrCode::BadPayload, e))?;
                 tracing::info!(member_id = %id, news, "departure requested through the ctl gateway");
                 let _ = out.line(format!("Departure of {id} announced to the ring")).await;
+                Ok(Reply::ok())
+            }
+            CtlRequest::SupRestart(_) => {
+                self.restart
+                    .try_send(())
+                    .or_else(|e| match e {
+                        // One restart is already on its way.
+                        mpsc::error::TrySendError::Full(()) => Ok(()),
+                        closed => Err(closed),
+                    })
+                    .map_err(|_| err(ErrCode::Internal, "the supervisor is shutting down"))?;
+                tracing::info!("restart requested through the ctl gateway");
+                let _ = out.line("Restarting the supervisor (same process, same member id)").await;
                 Ok(Reply::ok())
             }
             CtlRequest::RingKeyList(_) => {
@@ -171,6 +193,11 @@ impl CtlHandler for SupCtl {
                     .map_err(|e| err(ErrCode::InvalidPayload, e))?;
                 Ok(Reply::new(&proto::RumorInjected { news }))
             }
+            CtlRequest::SvcLoad(r) => ctl_svc::load(&self.services, r, &out).await,
+            CtlRequest::SvcUnload(r) => ctl_svc::unload(&self.services, r, &out).await,
+            CtlRequest::SvcStart(r) => ctl_svc::start(&self.services, r, &out).await,
+            CtlRequest::SvcStop(r) => ctl_svc::stop(&self.services, r, &out).await,
+            CtlRequest::SvcStatus(r) => ctl_svc::status(&self.services, r, &out).await,
             other => Err(err(
                 ErrCode::NotSupported,
                 format!("{} is not supported by this supervisor yet", other.name()),
@@ -182,7 +209,13 @@ impl CtlHandler for SupCtl {
 impl SupCtl {
     fn status(&self) -> proto::SupStatusReply {
         let c = self.ring.status();
+        let json = |v: serde_json::Value| Some(v.to_string());
         proto::SupStatusReply {
+            plugins_json: self.plugins.as_ref().and_then(|p| json(p.plugins_json())),
+            credentials_json: self.plugins.as_ref().and_then(|p| json(p.credentials_json())),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            ring: c.ring_name.clone(),
+            generation: c.members.iter().find(|m| m.ident.id == c.id).map(|m| u64::from(m.ident.generation)),
             member_id: c.id.to_string(),
             members: c
                 .members

@@ -3,6 +3,7 @@
 //! gracefully (others see "left" at once, not after a suspicion timeout).
 
 pub mod ctl;
+pub mod ctl_svc;
 pub mod keywatch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -77,6 +78,8 @@ pub struct SupOptions {
     pub files: crate::watch::FileWatch,
     /// The ctl gateway on `listen_ctl`: its secret and plaintext policy.
     pub ctl: ctl::CtlOptions,
+    /// How services restart (`--service-min-backoff-period` and friends).
+    pub service_backoff: crate::services::backoff::BackoffPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,8 +260,8 @@ fn advertised(listen: SocketAddr, advertise: Option<SocketAddr>, peers: &[Socket
 /// credential followers); the ring's loop has a thread of its own.
 const WORKER_THREADS: usize = 2;
 
-/// Runs a supervisor until Ctrl-C / SIGTERM (or until it is departed).
-pub fn run(opts: SupOptions) -> Result<(), SupError> {
+/// Runs a supervisor until Ctrl-C / SIGTERM, until it is departed, or until a restart.
+pub fn run(opts: SupOptions) -> Result<Exit, SupError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("warren-worker")
@@ -273,7 +276,7 @@ pub fn run(opts: SupOptions) -> Result<(), SupError> {
 pub struct Supervisor;
 
 impl Supervisor {
-    async fn run(opts: SupOptions) -> Result<(), SupError> {
+    async fn run(opts: SupOptions) -> Result<Exit, SupError> {
         let data = DataDir::new(&opts.data_path);
         let _lock = data.lock()?;
         let id = data.member_id()?;
@@ -357,9 +360,17 @@ impl Supervisor {
         let http_task = tokio::spawn(http::serve(http_listener, router, async move {
             let _ = http_stop.wait_for(|s| *s).await;
         }));
+        let services = crate::services::Services::start(crate::services::ServicesOptions {
+            data_path: opts.data_path.clone(),
+            policy: opts.service_backoff,
+        });
+        let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel(1);
         let ctl_handler = ctl::SupCtl {
             ring: ring.clone(),
             cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
+            plugins: opts.plugins.clone(),
+            restart: restart_tx,
+            services: services.clone(),
         };
         let ctl =
             ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, ctl_metrics, stop_rx.clone())
@@ -400,18 +411,49 @@ impl Supervisor {
                 let _ = stop_tx.send(true);
                 ring_done.await
             }
+            Some(()) = restart_rx.recv() => {
+                tracing::info!("restarting: stopping without leaving the ring");
+                match ring.stop_for_restart().await {
+                    Ok(()) => ring_done.await,
+                    Err(_) => Stopped::Shutdown,
+                }
+            }
             r = &mut ring_done => r,
         };
+        // A restart leaves the services running for the next image to reattach; any other end
+        // stops them (as Habitat's does), each within its shutdown timeout.
+        services.exit(stopped != Stopped::Restart).await;
         let _ = stop_tx.send(true);
         let _ = http_task.await;
         let _ = ctl.task.await;
-        if stopped == Stopped::Departed {
-            tracing::warn!(member_id = %id, "departed from the ring; exiting");
-        }
         let _ = std::fs::remove_file(opts.data_path.join(LISTEN_FILE));
-        tracing::info!("stopped");
-        Ok(())
+        Ok(match stopped {
+            Stopped::Departed => {
+                tracing::warn!(member_id = %id, "departed from the ring; exiting");
+                Exit::Departed
+            }
+            Stopped::Restart => {
+                tracing::info!("stopped; starting again");
+                Exit::Restart
+            }
+            Stopped::Shutdown => {
+                tracing::info!("stopped");
+                Exit::Stopped
+            }
+        })
     }
+}
+
+/// How a supervisor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Ctrl-C or SIGTERM: it left the ring.
+    Stopped,
+    /// Departed from the ring by someone.
+    Departed,
+    /// `sup restart`: everything is stopped and released; the caller starts it again (the
+    /// CLI re-executes its own binary, so a replaced binary is picked up).
+    Restart,
 }
 
 /// Binds the gossip port for UDP and TCP. Port 0 takes a free UDP port from the kernel and the

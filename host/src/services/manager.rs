@@ -1,0 +1,407 @@
+//! The services subsystem: one task owns the loaded services (their specs and tasks) and is
+//! reached through [`Services`] commands: load, unload, start, stop, status. Specs persist in
+//! `{data_path}/specs`; at start every spec comes back to its desired state, reattaching to
+//! processes that outlived an earlier supervisor process.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::backoff::BackoffPolicy;
+use super::hooks::{self, Hook, HookContext};
+use super::package::{Installed, PackageError, PackageIdent};
+use super::spec::{BindingMode, DesiredState, ServiceSpec, SpecDir, Topology};
+use super::state::Desired;
+use super::supervisor::{self, Command, ServiceConfig, ServiceTask, ServiceView};
+use super::users;
+
+/// Habitat's default when neither the request, the spec nor the package says.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SvcError {
+    #[error("service {0} is not loaded")]
+    NotLoaded(String),
+    #[error("service {0} is already loaded; unload it first, or load with --force")]
+    AlreadyLoaded(String),
+    #[error("{0}")]
+    Package(#[from] PackageError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("the services subsystem has stopped")]
+    Stopped,
+}
+
+/// `svc load`'s request, after the client's flags are read.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    pub ident: PackageIdent,
+    pub group: String,
+    pub topology: Topology,
+    pub binds: Vec<String>,
+    pub binding_mode: BindingMode,
+    pub shutdown_timeout: Option<u64>,
+    pub health_check_interval: Duration,
+    pub hooks_plugin: Option<String>,
+    pub force: bool,
+}
+
+/// One loaded service as `svc status` shows it.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    pub spec: ServiceSpec,
+    pub view: ServiceView,
+}
+
+enum Request {
+    Load(Box<LoadRequest>, oneshot::Sender<Result<watch::Receiver<ServiceView>, SvcError>>),
+    Unload(String, oneshot::Sender<Result<oneshot::Receiver<()>, SvcError>>),
+    Want(String, Desired, oneshot::Sender<Result<watch::Receiver<ServiceView>, SvcError>>),
+    Status(oneshot::Sender<Vec<ServiceInfo>>),
+    /// `stop`: stop every service (supervisor shutdown); else leave them for a reattach.
+    Exit {
+        stop: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A handle on the services subsystem.
+#[derive(Clone)]
+pub struct Services {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Where services live and how they restart.
+#[derive(Debug, Clone)]
+pub struct ServicesOptions {
+    pub data_path: PathBuf,
+    pub policy: BackoffPolicy,
+}
+
+impl Services {
+    /// Starts the subsystem and brings back every service whose spec is on disk.
+    pub fn start(options: ServicesOptions) -> Services {
+        let (tx, rx) = mpsc::channel(32);
+        let manager = Manager { options, services: BTreeMap::new(), epoch: Instant::now() };
+        tokio::spawn(manager.run(rx));
+        Services { tx }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, SvcError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| SvcError::Stopped)?;
+        rx.await.map_err(|_| SvcError::Stopped)
+    }
+
+    pub async fn load(&self, req: LoadRequest) -> Result<watch::Receiver<ServiceView>, SvcError> {
+        self.ask(|r| Request::Load(Box::new(req), r)).await?
+    }
+
+    /// Stops the service and forgets it; the receiver resolves once it is down.
+    pub async fn unload(&self, name: &str) -> Result<oneshot::Receiver<()>, SvcError> {
+        self.ask(|r| Request::Unload(name.to_string(), r)).await?
+    }
+
+    pub async fn want(&self, name: &str, desired: Desired) -> Result<watch::Receiver<ServiceView>, SvcError> {
+        self.ask(|r| Request::Want(name.to_string(), desired, r)).await?
+    }
+
+    pub async fn status(&self) -> Result<Vec<ServiceInfo>, SvcError> {
+        self.ask(Request::Status).await
+    }
+
+    /// Ends the subsystem: `stop` stops every service first; otherwise they keep running.
+    pub async fn exit(&self, stop: bool) {
+        let _ = self.ask(|done| Request::Exit { stop, done }).await;
+    }
+}
+
+struct Entry {
+    spec: ServiceSpec,
+    task: ServiceTask,
+}
+
+struct Manager {
+    options: ServicesOptions,
+    services: BTreeMap<String, Entry>,
+    epoch: Instant,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SvcError {
+    let what = what.into();
+    move |source| SvcError::Io { what, source }
+}
+
+impl Manager {
+    fn specs(&self) -> SpecDir {
+        SpecDir::new(&self.options.data_path)
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        self.restore();
+        while let Some(req) = rx.recv().await {
+            match req {
+                Request::Load(r, reply) => {
+                    let _ = reply.send(self.load(*r));
+                }
+                Request::Unload(name, reply) => {
+                    let _ = reply.send(self.unload(&name).await);
+                }
+                Request::Want(name, d, reply) => {
+                    let _ = reply.send(self.want(&name, d).await);
+                }
+                Request::Status(reply) => {
+                    let all = self
+                        .services
+                        .values()
+                        .map(|e| ServiceInfo { spec: e.spec.clone(), view: e.task.view.borrow().clone() })
+                        .collect();
+                    let _ = reply.send(all);
+                }
+                Request::Exit { stop, done } => {
+                    let mut waits = Vec::new();
+                    for (_, e) in std::mem::take(&mut self.services) {
+                        let (tx, rx) = oneshot::channel();
+                        if e.task.commands.send(Command::Exit { stop, done: tx }).await.is_ok() {
+                            waits.push(rx);
+                        }
+                    }
+                    for w in waits {
+                        let _ = w.await;
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every spec on disk: started (or reattached) towards its desired state. A bad spec is
+    /// logged and skipped; the others run.
+    fn restore(&mut self) {
+        for spec in self.specs().load_all() {
+            match spec {
+                Ok(spec) => {
+                    let name = spec.name().to_string();
+                    if let Err(e) = self.launch(spec) {
+                        tracing::error!(service = %name, error = %e, "cannot start the service from its spec");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "skipping a spec"),
+            }
+        }
+    }
+
+    fn load(&mut self, req: LoadRequest) -> Result<watch::Receiver<ServiceView>, SvcError> {
+        validate_group(&req.group)?;
+        let installed = Installed::find(&self.options.data_path, &req.ident)?;
+        let name = installed.ident.name.clone();
+        if self.services.contains_key(&name) && !req.force {
+            return Err(SvcError::AlreadyLoaded(name));
+        }
+        if let Some(plugin) = &req.hooks_plugin {
+            return Err(SvcError::Invalid(format!(
+                "--hooks-plugin {plugin}: lifecycle-hook plugins are not wired to services yet"
+            )));
+        }
+        let spec = ServiceSpec {
+            ident: installed.ident.to_string(),
+            group: req.group,
+            topology: req.topology,
+            binds: req.binds,
+            binding_mode: req.binding_mode,
+            desired_state: DesiredState::Up,
+            shutdown_timeout: req.shutdown_timeout,
+            hooks_plugin: req.hooks_plugin,
+            bldr_url: None,
+            channel: None,
+            update_strategy: None,
+            update_condition: None,
+            config_from: None,
+            svc_encrypted_password: None,
+            health_check_interval: req.health_check_interval.into(),
+        };
+        // A forced load replaces the running one: stopped by its task as it exits.
+        if let Some(old) = self.services.remove(&name) {
+            let (tx, _rx) = oneshot::channel();
+            let _ = old.task.commands.try_send(Command::Exit { stop: true, done: tx });
+        }
+        self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
+        let view = self.launch(spec)?;
+        tracing::info!(service = %name, "loaded");
+        Ok(view)
+    }
+
+    /// Prepares the service's directories and hooks and starts its task.
+    fn launch(&mut self, spec: ServiceSpec) -> Result<watch::Receiver<ServiceView>, SvcError> {
+        let ident: PackageIdent = spec.ident.parse().map_err(SvcError::Package)?;
+        let installed = Installed::find(&self.options.data_path, &ident)?;
+        let name = installed.ident.name.clone();
+        let config = self.prepare(&installed, &spec)?;
+        let record = config.record.clone();
+        let running = supervisor::find_running(&record);
+        let task = supervisor::start(config, spec.desired_state.into(), running, self.epoch);
+        let view = task.view.clone();
+        self.services.insert(name, Entry { spec, task });
+        Ok(view)
+    }
+
+    fn prepare(&self, pkg: &Installed, spec: &ServiceSpec) -> Result<ServiceConfig, SvcError> {
+        let name = &pkg.ident.name;
+        let svc_dir = self.options.data_path.join("svc").join(name);
+        let (user, ids) = service_user(pkg)?;
+        if ids.is_some() {
+            // The service's user must reach its own directory: the data path and `svc/` become
+            // passable (0711) but not listable; everything of the supervisor's inside stays
+            // 0600 / 0700 and root's.
+            for dir in [self.options.data_path.clone(), self.options.data_path.join("svc")] {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                    .map_err(io(format!("chmod {}", dir.display())))?;
+            }
+        }
+        for sub in ["", "config", "data", "files", "hooks", "logs", "var"] {
+            let dir = if sub.is_empty() { svc_dir.clone() } else { svc_dir.join(sub) };
+            crate::fsutil::create_private_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
+            if let Some((uid, gid)) = ids {
+                std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                    .map_err(io(format!("chown {}", dir.display())))?;
+            }
+        }
+        let run = pkg.hook_source(Hook::Run);
+        if !run.is_file() {
+            return Err(SvcError::Invalid(format!(
+                "package {} has no run hook ({})",
+                pkg.ident,
+                run.display()
+            )));
+        }
+        hooks::install(&pkg.dir.join("hooks"), &svc_dir.join("hooks"))
+            .map_err(io(format!("installing the hooks of {}", pkg.ident)))?;
+        // Habitat's `run` at the package root (pkg_svc_run) when there is no hooks/run.
+        if !svc_dir.join("hooks/run").exists() {
+            std::fs::copy(&run, svc_dir.join("hooks/run")).map_err(io("installing the run file"))?;
+        }
+        let group = format!("{name}.{}", spec.group);
+        let hooks = HookContext {
+            hooks_dir: svc_dir.join("hooks"),
+            logs_dir: svc_dir.join("logs"),
+            cwd: svc_dir.clone(),
+            env: environment(pkg, &svc_dir, &group, user.as_ref()),
+            ids,
+        };
+        let proc_dir = self.options.data_path.join("proc");
+        crate::fsutil::create_private_dir(&proc_dir)
+            .map_err(io(format!("creating {}", proc_dir.display())))?;
+        Ok(ServiceConfig {
+            name: name.clone(),
+            group,
+            ident: pkg.ident.to_string(),
+            hooks,
+            record: proc_dir.join(format!("{name}.json")),
+            fifo_base: proc_dir.join(name),
+            shutdown_signal: pkg.shutdown_signal(),
+            shutdown_timeout: spec
+                .shutdown_timeout
+                .map(Duration::from_secs)
+                .or(pkg.shutdown_timeout())
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            policy: self.options.policy,
+        })
+    }
+
+    async fn unload(&mut self, name: &str) -> Result<oneshot::Receiver<()>, SvcError> {
+        let entry = self.services.remove(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
+        self.specs().remove(name).map_err(|e| SvcError::Invalid(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        let _ = entry.task.commands.send(Command::Exit { stop: true, done: tx }).await;
+        tracing::info!(service = %name, "unloaded");
+        Ok(rx)
+    }
+
+    async fn want(&mut self, name: &str, desired: Desired) -> Result<watch::Receiver<ServiceView>, SvcError> {
+        let specs = self.specs();
+        let entry = self.services.get_mut(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
+        entry.spec.desired_state = match desired {
+            Desired::Up => DesiredState::Up,
+            Desired::Down => DesiredState::Down,
+        };
+        specs.save(&entry.spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
+        let _ = entry.task.commands.send(Command::Want(desired)).await;
+        Ok(entry.task.view.clone())
+    }
+}
+
+/// Habitat's group names: letters, digits, `-` and `_`.
+fn validate_group(group: &str) -> Result<(), SvcError> {
+    let ok = !group.is_empty()
+        && group.len() <= 64
+        && group.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok { Ok(()) } else { Err(SvcError::Invalid(format!("group {group:?}: use letters, digits, - and _"))) }
+}
+
+/// The user the service runs as: the package's `SVC_USER` when the supervisor is root (it
+/// must exist), else the supervisor's own user.
+/// Who a service runs as, and the (uid, gid) to switch to (None: no switch).
+type RunAs = (Option<users::User>, Option<(u32, u32)>);
+
+fn service_user(pkg: &Installed) -> Result<RunAs, SvcError> {
+    if !users::is_root() {
+        return Ok((users::current(), None));
+    }
+    let name = pkg.svc_user();
+    let user = users::lookup(&name).ok_or_else(|| {
+        SvcError::Invalid(format!(
+            "{}: its svc_user {name:?} does not exist on this host (create it, or set svc_user in plan.toml)",
+            pkg.ident
+        ))
+    })?;
+    let gid = match pkg.svc_group() {
+        Some(g) => users::group_id(&g)
+            .ok_or_else(|| SvcError::Invalid(format!("{}: its svc_group {g:?} does not exist", pkg.ident)))?,
+        None => user.gid,
+    };
+    let ids = Some((user.uid, gid));
+    Ok((Some(user), ids))
+}
+
+/// A clean environment: nothing of the supervisor's own (secrets, WARREN_* settings).
+fn environment(
+    pkg: &Installed,
+    svc_dir: &Path,
+    group: &str,
+    user: Option<&users::User>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let mut set = |k: &str, v: OsString| env.push((k.into(), v));
+    let mut path = OsString::new();
+    if pkg.dir.join("bin").is_dir() {
+        path.push(pkg.dir.join("bin"));
+        path.push(":");
+    }
+    path.push("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    set("PATH", path);
+    if let Some(u) = user {
+        set("HOME", u.home.clone().into());
+        set("USER", u.name.clone().into());
+        set("LOGNAME", u.name.clone().into());
+        set("SHELL", u.shell.clone().into());
+    }
+    for k in ["LANG", "LC_ALL", "TZ"] {
+        if let Some(v) = std::env::var_os(k) {
+            set(k, v);
+        }
+    }
+    set("WARREN_SERVICE_GROUP", group.into());
+    set("WARREN_PKG_IDENT", pkg.ident.to_string().into());
+    set("WARREN_PKG_PATH", pkg.dir.clone().into());
+    set("WARREN_SVC_PATH", svc_dir.into());
+    env
+}

@@ -1,0 +1,22 @@
+//! Services: packages run as supervised processes with Habitat's lifecycle hooks.
+//!
+//! - [`manager`]: the subsystem (one task owns the loaded services), reached through
+//!   [`Services`] commands: load, unload, start, stop, status. Specs in [`spec`].
+//! - [`state`]: one service's lifecycle, a pure state machine (inputs in, actions out), with
+//!   [`backoff`] for restart delays; [`supervisor`] is the task that carries it out.
+//! - [`process`]: spawning in a session of its own, pidfds, reattaching after a crash, the
+//!   output FIFOs read by [`output`]; [`hooks`]: package hook scripts; [`users`]: svc_user.
+//! - [`package`]: installed packages as services read them.
+
+pub mod backoff;
+pub mod hooks;
+pub mod manager;
+pub mod output;
+pub mod package;
+pub mod process;
+pub mod spec;
+pub mod state;
+pub mod supervisor;
+pub mod users;
+
+pub use manager::{LoadRequest, ServiceInfo, Services, ServicesOptions, SvcError};

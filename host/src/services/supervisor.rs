@@ -1,0 +1,369 @@
+//! The shell around one service's [`ServiceState`]: one task that owns the state, the process
+//! and its timers; it carries out the state machine's actions and feeds back what happened.
+//! No polling: it wakes on a command, the process's pidfd, the init hook's end or a timer.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::backoff::BackoffPolicy;
+use super::hooks::{Hook, HookContext, HookOutcome};
+use super::output::{self, Stream};
+use super::process::{self, OutputFifo, Process, ProcessRecord};
+use super::state::{Action, Desired, ExitStatus, Input, Phase, ServiceState};
+
+/// Everything a service's task needs, fixed when it is loaded.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// `NAME.GROUP`, the log prefix and Habitat's service group.
+    pub group: String,
+    pub ident: String,
+    pub hooks: HookContext,
+    /// `{data_path}/proc/NAME.json`: the running process, for a reattach after a crash.
+    pub record: PathBuf,
+    /// `{data_path}/proc/NAME.{out,err}`: the output FIFOs (the supervisor's, 0600).
+    pub fifo_base: PathBuf,
+    pub shutdown_signal: i32,
+    pub shutdown_timeout: Duration,
+    pub policy: BackoffPolicy,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Want(Desired),
+    Restart,
+    /// Ends the task. `stop`: stop the service first (supervisor shutdown, unload); otherwise
+    /// leave it running for the next supervisor process to reattach (`sup restart`).
+    Exit {
+        stop: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What `svc status` shows of one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceView {
+    pub name: String,
+    pub group: String,
+    pub ident: String,
+    pub desired: Desired,
+    pub up: bool,
+    /// starting, up, backoff, stopping, down.
+    pub phase: &'static str,
+    pub pid: Option<u32>,
+    /// When the state (up or down) was entered, on the supervisor's clock.
+    pub since: Instant,
+    pub settled: bool,
+    pub failures: u32,
+    pub restarts: u64,
+    pub last_failure: Option<String>,
+}
+
+/// A running service task.
+pub struct ServiceTask {
+    pub commands: mpsc::Sender<Command>,
+    pub view: watch::Receiver<ServiceView>,
+    pub task: JoinHandle<()>,
+}
+
+/// Starts the task: it reattaches `running` if given (a process found alive after a restart),
+/// then moves towards `desired`.
+pub fn start(
+    config: ServiceConfig,
+    desired: Desired,
+    running: Option<Process>,
+    epoch: Instant,
+) -> ServiceTask {
+    let seed = u64::from_le_bytes(crate::crypto::sodium::random_array());
+    let mut state =
+        ServiceState::new(config.policy, config.shutdown_timeout, config.hooks.has(Hook::Init), seed);
+    state.desired = desired;
+    let (tx, rx) = mpsc::channel(16);
+    let (view_tx, view) = watch::channel(view_of(&config, &state, epoch));
+    let shell = Shell { config, state, epoch, process: None, init: None, wake: None, view: view_tx };
+    let task = tokio::spawn(shell.run(rx, running));
+    ServiceTask { commands: tx, view, task }
+}
+
+fn view_of(c: &ServiceConfig, s: &ServiceState, epoch: Instant) -> ServiceView {
+    ServiceView {
+        name: c.name.clone(),
+        group: c.group.clone(),
+        ident: c.ident.clone(),
+        desired: s.desired,
+        up: s.is_up(),
+        phase: match s.phase {
+            Phase::Down => "down",
+            Phase::Initializing | Phase::Starting => "starting",
+            Phase::Up { .. } => "up",
+            Phase::Backoff { .. } => "backoff",
+            Phase::Stopping { .. } => "stopping",
+        },
+        pid: s.pid(),
+        since: epoch + s.since,
+        settled: s.settled(),
+        failures: s.failures(),
+        restarts: s.restarts,
+        last_failure: s.last_failure.as_ref().map(|f| f.what.clone()),
+    }
+}
+
+struct Shell {
+    config: ServiceConfig,
+    state: ServiceState,
+    epoch: Instant,
+    process: Option<Process>,
+    init: Option<JoinHandle<HookOutcome>>,
+    wake: Option<Duration>,
+    view: watch::Sender<ServiceView>,
+}
+
+impl Shell {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, running: Option<Process>) {
+        if let Some(p) = running {
+            tracing::info!(service = %self.config.group, pid = p.pid, "reattached to the running service");
+            let pid = p.pid;
+            self.pump_output();
+            self.process = Some(p);
+            self.feed(Input::Reattached { pid, started: self.now() }).await;
+        }
+        let desired = self.state.desired;
+        self.feed(Input::Want(desired)).await;
+        loop {
+            self.publish();
+            let now = self.now();
+            let wake_in = self.wake.map(|w| w.saturating_sub(now));
+            let input = tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Want(d)) => Input::Want(d),
+                    Some(Command::Restart) => Input::Restart,
+                    Some(Command::Exit { stop, done }) => {
+                        if stop {
+                            self.stop_for_exit(&mut commands).await;
+                        }
+                        self.publish();
+                        let _ = done.send(());
+                        return;
+                    }
+                    // The manager is gone without a word: leave the service running.
+                    None => return,
+                },
+                status = wait(&self.process) => self.exited(status),
+                outcome = wait_init(&mut self.init) => {
+                    self.init = None;
+                    self.log_hook(Hook::Init, &outcome);
+                    Input::InitFinished { ok: outcome.ok() }
+                },
+                _ = sleep(wake_in) => {
+                    self.wake = None;
+                    Input::Timer
+                },
+            };
+            self.feed(input).await;
+        }
+    }
+
+    /// Stops the service and waits until it is down (its shutdown timeout bounds the wait).
+    async fn stop_for_exit(&mut self, commands: &mut mpsc::Receiver<Command>) {
+        self.feed(Input::Want(Desired::Down)).await;
+        while self.state.phase != Phase::Down {
+            self.publish();
+            let wake_in = self.wake.map(|w| w.saturating_sub(self.now()));
+            let input = tokio::select! {
+                status = wait(&self.process) => self.exited(status),
+                outcome = wait_init(&mut self.init) => {
+                    self.init = None;
+                    Input::InitFinished { ok: outcome.ok() }
+                },
+                _ = sleep(wake_in) => { self.wake = None; Input::Timer },
+                // Later commands wait: the supervisor is going away.
+                Some(_) = commands.recv() => continue,
+            };
+            self.feed(input).await;
+        }
+    }
+
+    fn exited(&mut self, (pid, status): (u32, ExitStatus)) -> Input {
+        self.process = None;
+        self.remove_record();
+        Input::Exited { pid, status }
+    }
+
+    fn publish(&self) {
+        let view = view_of(&self.config, &self.state, self.epoch);
+        self.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    /// Hands `input` to the state machine and carries out what it says, including the inputs
+    /// that carrying it out produces (a spawn's result).
+    async fn feed(&mut self, input: Input) {
+        let mut queue = vec![input];
+        while let Some(input) = queue.pop() {
+            let now = self.now();
+            let actions = self.state.handle(now, input);
+            for action in actions {
+                if let Some(next) = self.act(action).await {
+                    queue.push(next);
+                }
+            }
+        }
+    }
+
+    async fn act(&mut self, action: Action) -> Option<Input> {
+        match action {
+            Action::RunInit => {
+                let hooks = self.config.hooks.clone();
+                self.init = Some(tokio::spawn(async move { hooks.run(Hook::Init).await }));
+                None
+            }
+            Action::Spawn => Some(match self.spawn_run() {
+                Ok(pid) => Input::Spawned { pid },
+                Err(e) => {
+                    tracing::warn!(service = %self.config.group, error = %e, "the run hook could not start");
+                    Input::SpawnFailed { error: e.to_string() }
+                }
+            }),
+            Action::Terminate { pid } => {
+                self.signal(pid, self.config.shutdown_signal);
+                self.signal(pid, libc::SIGCONT);
+                None
+            }
+            Action::Kill { pid } => {
+                tracing::warn!(service = %self.config.group, pid, "did not stop in {:?}; killing its process group", self.config.shutdown_timeout);
+                self.signal(pid, libc::SIGKILL);
+                None
+            }
+            Action::RunPostStop => {
+                if self.config.hooks.has(Hook::PostStop) {
+                    let outcome = self.config.hooks.run(Hook::PostStop).await;
+                    self.log_hook(Hook::PostStop, &outcome);
+                }
+                None
+            }
+            Action::WakeAt(t) => {
+                self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
+                None
+            }
+        }
+    }
+
+    fn signal(&self, pid: u32, signal: i32) {
+        if let Some(p) = self.process.as_ref().filter(|p| p.pid == pid)
+            && let Err(e) = p.signal_group(signal)
+        {
+            tracing::debug!(service = %self.config.group, pid, signal, error = %e, "signal not delivered");
+        }
+    }
+
+    fn log_hook(&self, hook: Hook, outcome: &HookOutcome) {
+        if outcome.ok() {
+            tracing::info!(service = %self.config.group, hook = hook.file_name(), "hook succeeded");
+        } else {
+            tracing::warn!(service = %self.config.group, hook = hook.file_name(), "hook failed: {outcome}");
+        }
+    }
+
+    fn fifo(&self, stream: Stream) -> std::io::Result<OutputFifo> {
+        let mut path = self.config.fifo_base.clone().into_os_string();
+        path.push(match stream {
+            Stream::Out => ".out",
+            Stream::Err => ".err",
+        });
+        OutputFifo::create(&PathBuf::from(path))
+    }
+
+    /// Starts the run hook with its output on the FIFOs, records it, and starts reading.
+    fn spawn_run(&mut self) -> std::io::Result<u32> {
+        let (out, err) = (self.fifo(Stream::Out)?, self.fifo(Stream::Err)?);
+        let spec = self.config.hooks.spawn_spec(Hook::Run, out.writer()?, err.writer()?);
+        // Our readers open while our writer copies still exist (a FIFO with no writer reads as
+        // ended), then the copies close with `spec` once the child has its own.
+        let readers = (out.reader()?, err.reader()?);
+        let p = process::spawn(spec)?;
+        let pid = p.pid;
+        if let Err(e) = self.save_record(&p.record()) {
+            tracing::warn!(service = %self.config.group, error = %e, "cannot record the running process");
+        }
+        tracing::info!(service = %self.config.group, pid, "started the run hook");
+        self.start_pumps(readers);
+        self.process = Some(p);
+        Ok(pid)
+    }
+
+    /// A reattached process: read its FIFOs again (it kept writing, or waiting, meanwhile).
+    fn pump_output(&mut self) {
+        let readers = self.fifo(Stream::Out).and_then(|o| o.reader()).and_then(|o| {
+            let e = self.fifo(Stream::Err)?.reader()?;
+            Ok((o, e))
+        });
+        match readers {
+            Ok(r) => self.start_pumps(r),
+            Err(e) => {
+                tracing::warn!(service = %self.config.group, error = %e, "cannot read the service's output")
+            }
+        }
+    }
+
+    fn start_pumps(&self, (out, err): (tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Receiver)) {
+        for (fifo, stream) in [(out, Stream::Out), (err, Stream::Err)] {
+            let (prefix, logs) = (self.config.group.clone(), self.config.hooks.logs_dir.clone());
+            tokio::spawn(async move { output::pump(fifo, prefix, stream, &logs).await });
+        }
+    }
+
+    fn save_record(&self, r: &ProcessRecord) -> std::io::Result<()> {
+        if let Some(dir) = self.config.record.parent() {
+            crate::fsutil::create_private_dir(dir)?;
+        }
+        let json = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&self.config.record, &json, 0o600, crate::fsutil::Existing::Replace)
+    }
+
+    fn remove_record(&self) {
+        let _ = std::fs::remove_file(&self.config.record);
+    }
+}
+
+async fn wait(p: &Option<Process>) -> (u32, ExitStatus) {
+    match p {
+        Some(p) => (p.pid, p.wait().await),
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_init(h: &mut Option<JoinHandle<HookOutcome>>) -> HookOutcome {
+    match h {
+        Some(h) => h.await.unwrap_or_else(|e| HookOutcome::Failed(e.to_string())),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A record left by an earlier supervisor process, and the process it names if that process
+/// is still the one recorded (same boot, pid and start time).
+pub fn find_running(record: &std::path::Path) -> Option<Process> {
+    let text = std::fs::read(record).ok()?;
+    let r: ProcessRecord = serde_json::from_slice(&text).ok()?;
+    let found = process::reattach(&r);
+    if found.is_none() {
+        let _ = std::fs::remove_file(record);
+    }
+    found
+}

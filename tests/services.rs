@@ -1,0 +1,311 @@
+//! Services under real supervisors: `svc load|start|stop|unload|status` over the ctl gateway,
+//! real processes and signals, restarts with backoff, and exactly-once after a `kill -9` of
+//! the supervisor.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::ring::fast_timings;
+use support::sup::Sup;
+use support::wait::{wait_for, wait_until};
+
+const RELEASE: &str = "20261202000000";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Installs a package into the supervisor's store: `hooks` are (name, script) pairs.
+fn install(sup: &Sup, name: &str, hooks: &[(&str, &str)], meta: &[(&str, &str)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = sup.data.join(format!("pkgs/acme/{name}/1.0.0/{RELEASE}"));
+    std::fs::create_dir_all(dir.join("hooks")).unwrap();
+    std::fs::write(dir.join("IDENT"), format!("acme/{name}/1.0.0/{RELEASE}")).unwrap();
+    // As root the service runs as this user (it must exist); otherwise as the supervisor's.
+    std::fs::write(dir.join("SVC_USER"), "nobody").unwrap();
+    for (file, text) in meta {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    for (hook, script) in hooks {
+        let path = dir.join("hooks").join(hook);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// The service's directory under the supervisor (`{data}/svc/NAME`).
+fn svc_dir(sup: &Sup, name: &str) -> PathBuf {
+    sup.data.join("svc").join(name)
+}
+
+fn status(sup: &Sup, name: &str) -> Option<serde_json::Value> {
+    let run = sup.cli(&["svc", "status", &format!("acme/{name}"), "--json"]);
+    (run.code == 0).then(|| serde_json::from_str(run.stdout.lines().next()?).ok()).flatten()
+}
+
+fn pid_of(sup: &Sup, name: &str) -> Option<u32> {
+    status(sup, name).filter(|s| s["state"] == "up").and_then(|s| s["pid"].as_u64()).map(|p| p as u32)
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is not alive; /proc/PID/stat's state field says so.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().next() != Some("Z")))
+        .unwrap_or(false)
+}
+
+/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = s.rsplit_once(')')?;
+    rest.split_whitespace().nth(n - 3).map(str::to_string)
+}
+
+/// Processes whose process group is `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| alive(*p) && stat_field(*p, 5).as_deref() == Some(&pgid.to_string()))
+        .collect()
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+const SLEEPER: &str =
+    "#!/bin/sh\necho \"started $$\"\necho \"$$\" >> \"$WARREN_SVC_PATH/data/starts\"\nexec sleep 1000\n";
+
+#[test]
+fn a_loaded_service_runs_restarts_after_a_crash_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 50, fast_timings(), vec![]);
+    install(
+        &sup,
+        "sleeper",
+        &[
+            ("run", SLEEPER),
+            ("init", "#!/bin/sh\necho init >> \"$WARREN_SVC_PATH/data/init\"\n"),
+            ("post-stop", "#!/bin/sh\necho stopped >> \"$WARREN_SVC_PATH/data/post-stop\"\n"),
+        ],
+        &[],
+    );
+    let load = sup.cli(&["svc", "load", "acme/sleeper"]);
+    assert_eq!(load.code, 0, "{load:?}\n{}", sup.log_tail());
+    assert!(load.stdout.contains("successfully loaded") && load.stdout.contains("up, pid"), "{load:?}");
+    let pid = pid_of(&sup, "sleeper").expect("up once load returned");
+    assert!(alive(pid));
+    // Its own session and process group; its environment is not the supervisor's.
+    assert_eq!(stat_field(pid, 6).as_deref(), Some(pid.to_string().as_str()), "a session leader");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ.contains("WARREN_SERVICE_GROUP=sleeper.default"), "{environ}");
+    assert!(!environ.contains("WARREN_CACHE_KEY_PATH") && !environ.contains("WARREN_LOG="), "{environ}");
+    let sig_blocked = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        sig_blocked.lines().any(|l| l == "SigBlk:\t0000000000000000"),
+        "no signal blocked: {sig_blocked}"
+    );
+    assert_eq!(lines(&svc_dir(&sup, "sleeper").join("data/init")), 1);
+    wait_until(Duration::from_secs(10), "its output in the supervisor's log", || {
+        std::fs::read_to_string(&sup.log).unwrap().contains(&format!("sleeper.default(O): started {pid}"))
+    });
+    assert!(
+        std::fs::read_to_string(svc_dir(&sup, "sleeper").join("logs/run.stdout.log"))
+            .unwrap()
+            .contains("started")
+    );
+    let text = sup.cli(&["svc", "status"]).ok().to_string();
+    assert!(text.starts_with("package") && text.contains(&format!("acme/sleeper/1.0.0/{RELEASE}")), "{text}");
+    assert!(
+        text.contains("standalone") && text.contains(&pid.to_string()) && text.contains("sleeper.default")
+    );
+
+    // A crash: restarted at once (the first failure after a good run waits for nothing).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let second = wait_for(Duration::from_secs(10), || pid_of(&sup, "sleeper").filter(|p| *p != pid))
+        .unwrap_or_else(|| panic!("not restarted:\n{}", sup.log_tail()));
+    let s = status(&sup, "sleeper").unwrap();
+    assert_eq!((s["restarts"].as_u64(), s["failures"].as_u64()), (Some(1), Some(1)), "{s}");
+    assert!(s["last_failure"].as_str().unwrap().contains("signal 9"), "{s}");
+    assert_eq!(lines(&svc_dir(&sup, "sleeper").join("data/post-stop")), 1, "post-stop ran after the crash");
+    assert_eq!(lines(&svc_dir(&sup, "sleeper").join("data/init")), 2, "init runs once per start");
+
+    // Stop: the shutdown signal, then post-stop; the process group is empty.
+    let stop = sup.cli(&["svc", "stop", "acme/sleeper"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    assert!(stop.stdout.contains("sleeper.default: down"), "{stop:?}");
+    assert!(!alive(second) && group_members(second).is_empty());
+    assert_eq!(status(&sup, "sleeper").unwrap()["desired"], "down");
+    assert_eq!(lines(&svc_dir(&sup, "sleeper").join("data/post-stop")), 2);
+    assert!(
+        std::fs::read_to_string(sup.data.join("specs/sleeper.spec"))
+            .unwrap()
+            .contains("desired_state = \"down\"")
+    );
+
+    let start = sup.cli(&["svc", "start", "acme/sleeper"]);
+    assert_eq!(start.code, 0, "{start:?}");
+    let third = pid_of(&sup, "sleeper").unwrap();
+    assert!(alive(third) && third != second);
+
+    let unload = sup.cli(&["svc", "unload", "acme/sleeper"]);
+    assert_eq!(unload.code, 0, "{unload:?}");
+    assert!(!alive(third));
+    assert!(!sup.data.join("specs/sleeper.spec").exists());
+    let none = sup.cli(&["svc", "status"]);
+    assert_eq!(none.ok().trim(), "No services loaded.");
+    let missing = sup.cli(&["svc", "status", "acme/sleeper"]);
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("not loaded"), "{missing:?}");
+}
+
+#[test]
+fn a_crash_loop_backs_off_is_reported_and_the_other_services_run_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 51, fast_timings(), vec![]);
+    install(&sup, "steady", &[("run", SLEEPER)], &[]);
+    install(&sup, "crasher", &[("run", "#!/bin/sh\necho oops >&2\nexit 3\n")], &[]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/steady"]).code, 0);
+    let steady = pid_of(&sup, "steady").unwrap();
+    let load = sup.cli(&["svc", "load", "acme/crasher"]);
+    assert_ne!(load.code, 0, "a service that cannot stay up fails its load: {load:?}");
+    assert!(load.stderr.contains("failing") && load.stderr.contains("exit code 3"), "{load:?}");
+    let s = status(&sup, "crasher").unwrap();
+    assert!(s["failures"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["desired"], "up", "it keeps trying: {s}");
+    // Backed off, not spinning: the restarts stay few while it waits.
+    std::thread::sleep(Duration::from_secs(2));
+    let restarts = status(&sup, "crasher").unwrap()["restarts"].as_u64().unwrap();
+    assert!(restarts < 30, "a crash loop must back off: {restarts} restarts");
+    let text = sup.cli(&["svc", "status"]);
+    assert!(text.stderr.contains("crasher.default") && text.stderr.contains("in a row"), "{text:?}");
+    assert!(std::fs::read_to_string(&sup.log).unwrap().contains("crasher.default(E): oops"));
+    assert_eq!(pid_of(&sup, "steady"), Some(steady), "the other service is untouched");
+    assert_eq!(sup.cli(&["svc", "stop", "acme/crasher"]).code, 0, "a failing service can be stopped");
+    assert_eq!(status(&sup, "crasher").unwrap()["state"], "down");
+}
+
+#[test]
+fn a_service_that_ignores_its_signal_is_killed_with_its_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 52, fast_timings(), vec![]);
+    // TERM is ignored by the shell and (inherited) by its child.
+    let stubborn = "#!/bin/sh\ntrap '' TERM\nsleep 1000 &\nwhile true; do sleep 1; done\n";
+    install(&sup, "stubborn", &[("run", stubborn)], &[("SHUTDOWN_TIMEOUT", "1")]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/stubborn"]).code, 0);
+    let pid = pid_of(&sup, "stubborn").unwrap();
+    wait_until(Duration::from_secs(10), "the background child runs", || group_members(pid).len() >= 2);
+    let stop = sup.cli(&["svc", "stop", "acme/stubborn"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    assert!(group_members(pid).is_empty(), "the whole group is gone: {:?}", group_members(pid));
+    assert!(std::fs::read_to_string(&sup.log).unwrap().contains("killing its process group"));
+}
+
+#[test]
+fn after_kill_9_of_the_supervisor_each_service_runs_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sup = Sup::start(dir.path(), 53, fast_timings(), vec![]);
+    install(&sup, "sleeper", &[("run", SLEEPER)], &[]);
+    install(&sup, "victim", &[("run", SLEEPER)], &[]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/sleeper"]).code, 0);
+    assert_eq!(sup.cli(&["svc", "load", "acme/victim"]).code, 0);
+    let (pid, victim) = (pid_of(&sup, "sleeper").unwrap(), pid_of(&sup, "victim").unwrap());
+    sup.kill9();
+    assert!(alive(pid) && alive(victim), "services outlive a killed supervisor");
+    // One dies while no supervisor watches.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(5), "the victim is gone", || !alive(victim));
+    sup.spawn();
+    wait_until(Duration::from_secs(20), "both services up again", || {
+        pid_of(&sup, "sleeper").is_some() && pid_of(&sup, "victim").is_some()
+    });
+    assert_eq!(pid_of(&sup, "sleeper"), Some(pid), "reattached, not restarted");
+    let new_victim = pid_of(&sup, "victim").unwrap();
+    assert_ne!(new_victim, victim, "restarted");
+    assert_eq!(lines(&svc_dir(&sup, "sleeper").join("data/starts")), 1, "sleeper started exactly once");
+    assert_eq!(lines(&svc_dir(&sup, "victim").join("data/starts")), 2, "victim: once, then once more");
+    assert!(std::fs::read_to_string(&sup.log).unwrap().contains("reattached to the running service"));
+    // The reattached process is watched: its end is seen and it is restarted.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(10), "the reattached service restarted", || {
+        pid_of(&sup, "sleeper").is_some_and(|p| p != pid)
+    });
+    // A graceful stop of the supervisor stops its services.
+    let last = pid_of(&sup, "sleeper").unwrap();
+    assert!(sup.term());
+    assert!(!alive(last) && !alive(new_victim), "SIGTERM stops the services");
+}
+
+#[test]
+fn specs_bring_services_back_in_their_desired_state_and_bad_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sup = Sup::start(dir.path(), 54, fast_timings(), vec![]);
+    install(&sup, "up", &[("run", SLEEPER)], &[]);
+    install(&sup, "down", &[("run", SLEEPER)], &[]);
+    install(&sup, "norun", &[("init", "#!/bin/sh\ntrue\n")], &[]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/up"]).code, 0);
+    assert_eq!(sup.cli(&["svc", "load", "acme/down"]).code, 0);
+    assert_eq!(sup.cli(&["svc", "stop", "acme/down"]).code, 0);
+
+    let unknown = sup.cli(&["svc", "load", "acme/nothing"]);
+    assert_ne!(unknown.code, 0);
+    assert!(unknown.stderr.contains("no installed package matches acme/nothing"), "{unknown:?}");
+    let norun = sup.cli(&["svc", "load", "acme/norun"]);
+    assert_ne!(norun.code, 0);
+    assert!(norun.stderr.contains("has no run hook"), "{norun:?}");
+    let again = sup.cli(&["svc", "load", "acme/up"]);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("already loaded"), "{again:?}");
+    let bad_ident = sup.cli(&["svc", "load", "acme/../etc"]);
+    assert_ne!(bad_ident.code, 0);
+
+    assert!(sup.term());
+    // A corrupt spec on disk is reported and skipped; the others come back as they were.
+    std::fs::write(sup.data.join("specs/broken.spec"), "ident = [\n").unwrap();
+    sup.spawn();
+    wait_until(Duration::from_secs(20), "up is up again", || pid_of(&sup, "up").is_some());
+    assert_eq!(status(&sup, "down").unwrap()["state"], "down", "a stopped service stays stopped");
+    let log = std::fs::read_to_string(&sup.log).unwrap();
+    assert!(log.contains("broken.spec"), "the bad spec is named: {}", sup.log_tail());
+    assert_eq!(lines(&svc_dir(&sup, "up").join("data/starts")), 2);
+}
+
+#[test]
+fn a_service_runs_without_the_supervisors_privileges_or_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 55, fast_timings(), vec![]);
+    let secret = sup.data.join("CTL_SECRET");
+    let probe = format!(
+        "#!/bin/sh\nid -u > \"$WARREN_SVC_PATH/data/uid\"\nif cat {} >/dev/null 2>&1; then echo readable; else echo refused; fi > \"$WARREN_SVC_PATH/data/secret\"\nexec sleep 1000\n",
+        secret.display()
+    );
+    install(&sup, "probe", &[("run", &probe)], &[]);
+    let load = sup.cli(&["svc", "load", "acme/probe"]);
+    assert_eq!(load.code, 0, "{load:?}\n{}", sup.log_tail());
+    let data = svc_dir(&sup, "probe").join("data");
+    wait_until(Duration::from_secs(10), "the probe wrote", || data.join("secret").exists());
+    let uid: u32 = std::fs::read_to_string(data.join("uid")).unwrap().trim().parse().unwrap();
+    let seen = std::fs::read_to_string(data.join("secret")).unwrap();
+    if is_root() {
+        // Root supervisor: the package's svc_user, which cannot read the ctl secret.
+        let nobody = std::fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("nobody:x:").and_then(|r| r.split(':').next()?.parse::<u32>().ok()))
+            .expect("a nobody user");
+        assert_eq!(uid, nobody);
+        assert_eq!(seen.trim(), "refused");
+    } else {
+        // A non-root supervisor runs services as itself: it cannot switch users.
+        assert_eq!(uid, unsafe { libc::geteuid() });
+        assert_eq!(seen.trim(), "readable", "same user: the file mode is the only fence");
+    }
+}
