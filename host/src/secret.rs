@@ -196,8 +196,12 @@ mod tests {
         assert_eq!(run.ring_key.as_ref().map(SecretString::expose), Some(ring_key.as_str()));
         assert_hidden("RunArgs", format!("{run:?}"));
 
-        let cli = Cli::try_parse_from(["warren", "sup", "status", "--auth-token", SECRET]).unwrap();
+        let cli =
+            Cli::try_parse_from(["warren", "sup", "status", "--remote-http", "h:1", "--auth-token", SECRET])
+                .unwrap();
         assert_hidden("Cli(sup status --auth-token)", format!("{cli:?}"));
+        let cli = Cli::try_parse_from(["warren", "cli", "setup", "--ctl-secret", SECRET]).unwrap();
+        assert_hidden("Cli(cli setup --ctl-secret)", format!("{cli:?}"));
         let remote = crate::cli::remote::Remote {
             remote_http: "127.0.0.1:1".into(),
             auth_token: Some(SecretString::new(SECRET)),
