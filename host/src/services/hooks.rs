@@ -2,7 +2,7 @@
 //! session of its own with a deadline (then its group is killed), its output appended to
 //! `logs/{hook}.stdout.log` and `logs/{hook}.stderr.log` as Habitat names them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::process::{self, SpawnSpec};
@@ -150,33 +150,4 @@ impl HookContext {
             }
         }
     }
-}
-
-/// Copies the package's hooks into the service's `hooks/` (executable by the service), and
-/// removes hooks the package no longer has. Returns whether anything changed.
-pub fn install(package_hooks: &Path, service_hooks: &Path) -> std::io::Result<bool> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::create_dir_all(service_hooks)?;
-    let mut changed = false;
-    for hook in Hook::ALL {
-        let from = package_hooks.join(hook.file_name());
-        let to = service_hooks.join(hook.file_name());
-        match std::fs::read(&from) {
-            Ok(bytes) => {
-                if std::fs::read(&to).ok().as_deref() != Some(&bytes[..]) {
-                    crate::fsutil::write_atomic(&to, &bytes, 0o755, crate::fsutil::Existing::Replace)?;
-                    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))?;
-                    changed = true;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if to.exists() {
-                    std::fs::remove_file(&to)?;
-                    changed = true;
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(changed)
 }

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::backoff::BackoffPolicy;
-use super::hooks::{self, Hook, HookContext};
+use super::hooks::{Hook, HookContext};
 use super::package::{Installed, PackageError, PackageIdent};
 use super::spec::{BindingMode, DesiredState, ServiceSpec, SpecDir, Topology};
 use super::state::Desired;
 use super::supervisor::{self, Command, ServiceConfig, ServiceTask, ServiceView};
 use super::users;
+use super::{config, template};
 
 /// Habitat's default when neither the request, the spec nor the package says.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
@@ -78,10 +79,14 @@ pub struct Services {
 }
 
 /// Where services live and how they restart.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServicesOptions {
     pub data_path: PathBuf,
     pub policy: BackoffPolicy,
+    /// Templates' `sys`: this host and supervisor (ip, hostname, member_id, ports).
+    pub sys: serde_json::Value,
+    /// Follows `{data_path}/user/NAME/user.toml`.
+    pub files: Option<crate::watch::FileWatch>,
 }
 
 impl Services {
@@ -127,6 +132,12 @@ struct Entry {
     task: ServiceTask,
 }
 
+/// What a render changed (paths relative to `hooks/` and `config/`).
+struct Rendered {
+    hooks: Vec<PathBuf>,
+    config: Vec<PathBuf>,
+}
+
 struct Manager {
     options: ServicesOptions,
     services: BTreeMap<String, Entry>,
@@ -144,42 +155,93 @@ impl Manager {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let user_dir = self.options.data_path.join("user");
+        let (_subscriber, mut changes) = match &self.options.files {
+            Some(files) => {
+                let (sub, changes) = files.subscribe_tokio(crate::watch::Spec {
+                    name: "services (user.toml)",
+                    debounce: Duration::from_millis(100),
+                    max_delay: Duration::from_secs(1),
+                    ignore_reads: true,
+                });
+                let watched =
+                    crate::fsutil::create_private_dir(&user_dir).map_err(|e| e.to_string()).and_then(|()| {
+                        sub.watch(&user_dir, crate::watch::RecursiveMode::Recursive)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = watched {
+                    tracing::warn!(dir = %user_dir.display(), error = %e, "user.toml files are not followed");
+                }
+                (Some(sub), Some(changes))
+            }
+            None => (None, None),
+        };
         self.restore();
-        while let Some(req) = rx.recv().await {
-            match req {
-                Request::Load(r, reply) => {
-                    let _ = reply.send(self.load(*r));
-                }
-                Request::Unload(name, reply) => {
-                    let _ = reply.send(self.unload(&name).await);
-                }
-                Request::Want(name, d, reply) => {
-                    let _ = reply.send(self.want(&name, d).await);
-                }
-                Request::Status(reply) => {
-                    let all = self
-                        .services
-                        .values()
-                        .map(|e| ServiceInfo { spec: e.spec.clone(), view: e.task.view.borrow().clone() })
-                        .collect();
-                    let _ = reply.send(all);
-                }
-                Request::Exit { stop, done } => {
-                    let mut waits = Vec::new();
-                    for (_, e) in std::mem::take(&mut self.services) {
-                        let (tx, rx) = oneshot::channel();
-                        if e.task.commands.send(Command::Exit { stop, done: tx }).await.is_ok() {
-                            waits.push(rx);
+        loop {
+            tokio::select! {
+                req = rx.recv() => match req {
+                    Some(req) => {
+                        if !self.request(req).await {
+                            return;
                         }
                     }
-                    for w in waits {
-                        let _ = w.await;
+                    None => return,
+                },
+                Some(batch) = next_batch(&mut changes) => {
+                    let names: std::collections::BTreeSet<String> = if batch.rescan {
+                        self.services.keys().cloned().collect()
+                    } else {
+                        batch
+                            .paths
+                            .iter()
+                            .filter_map(|p| p.strip_prefix(&user_dir).ok()?.components().next())
+                            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                            .collect()
+                    };
+                    for name in names {
+                        self.rerender(&name).await;
                     }
-                    let _ = done.send(());
-                    return;
                 }
             }
         }
+    }
+
+    /// One request; false once the subsystem is to end.
+    async fn request(&mut self, req: Request) -> bool {
+        match req {
+            Request::Load(r, reply) => {
+                let _ = reply.send(self.load(*r));
+            }
+            Request::Unload(name, reply) => {
+                let _ = reply.send(self.unload(&name).await);
+            }
+            Request::Want(name, d, reply) => {
+                let _ = reply.send(self.want(&name, d).await);
+            }
+            Request::Status(reply) => {
+                let all = self
+                    .services
+                    .values()
+                    .map(|e| ServiceInfo { spec: e.spec.clone(), view: e.task.view.borrow().clone() })
+                    .collect();
+                let _ = reply.send(all);
+            }
+            Request::Exit { stop, done } => {
+                let mut waits = Vec::new();
+                for (_, e) in std::mem::take(&mut self.services) {
+                    let (tx, rx) = oneshot::channel();
+                    if e.task.commands.send(Command::Exit { stop, done: tx }).await.is_ok() {
+                        waits.push(rx);
+                    }
+                }
+                for w in waits {
+                    let _ = w.await;
+                }
+                let _ = done.send(());
+                return false;
+            }
+        }
+        true
     }
 
     /// Every spec on disk: started (or reattached) towards its desired state. A bad spec is
@@ -283,12 +345,7 @@ impl Manager {
                 run.display()
             )));
         }
-        hooks::install(&pkg.dir.join("hooks"), &svc_dir.join("hooks"))
-            .map_err(io(format!("installing the hooks of {}", pkg.ident)))?;
-        // Habitat's `run` at the package root (pkg_svc_run) when there is no hooks/run.
-        if !svc_dir.join("hooks/run").exists() {
-            std::fs::copy(&run, svc_dir.join("hooks/run")).map_err(io("installing the run file"))?;
-        }
+        self.render(pkg, spec, user.as_ref())?;
         let group = format!("{name}.{}", spec.group);
         let hooks = HookContext {
             hooks_dir: svc_dir.join("hooks"),
@@ -315,6 +372,117 @@ impl Manager {
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             policy: self.options.policy,
         })
+    }
+
+    /// Renders the package's hooks and `config/` into the service's directory from its
+    /// layered configuration; returns what changed.
+    fn render(
+        &self,
+        pkg: &Installed,
+        spec: &ServiceSpec,
+        user: Option<&users::User>,
+    ) -> Result<Rendered, SvcError> {
+        let name = &pkg.ident.name;
+        let svc_dir = self.options.data_path.join("svc").join(name);
+        let var = config::env_var(name);
+        let env = std::env::var(&var).ok();
+        let cfg = config::layered(
+            &pkg.dir,
+            env.as_deref().map(|v| (var.as_str(), v)),
+            &config::user_toml(&self.options.data_path, name),
+        )
+        .map_err(|e| SvcError::Invalid(e.to_string()))?;
+        let data = self.template_data(pkg, spec, &svc_dir, cfg, user);
+        let hb = template::registry();
+        let invalid = |e: template::TemplateError| SvcError::Invalid(e.to_string());
+        let mut extra = Vec::new();
+        if !pkg.dir.join("hooks/run").is_file() {
+            // Habitat's `run` at the package root (pkg_svc_run).
+            extra.push((pkg.dir.join("run"), PathBuf::from("run")));
+        }
+        let hooks =
+            template::render_dir(&hb, &pkg.dir.join("hooks"), &svc_dir.join("hooks"), &data, 0o755, &extra)
+                .map_err(invalid)?;
+        let config =
+            template::render_dir(&hb, &pkg.dir.join("config"), &svc_dir.join("config"), &data, 0o644, &[])
+                .map_err(invalid)?;
+        Ok(Rendered { hooks, config })
+    }
+
+    fn template_data(
+        &self,
+        pkg: &Installed,
+        spec: &ServiceSpec,
+        svc_dir: &Path,
+        cfg: toml::Table,
+        user: Option<&users::User>,
+    ) -> serde_json::Value {
+        let id = &pkg.ident;
+        let path = |sub: &str| svc_dir.join(sub).display().to_string();
+        serde_json::json!({
+            "cfg": serde_json::to_value(&cfg).unwrap_or_default(),
+            "pkg": {
+                "ident": id.to_string(),
+                "origin": id.origin,
+                "name": id.name,
+                "version": id.version,
+                "release": id.release,
+                "path": pkg.dir.display().to_string(),
+                "svc_path": svc_dir.display().to_string(),
+                "svc_config_path": path("config"),
+                "svc_data_path": path("data"),
+                "svc_files_path": path("files"),
+                "svc_var_path": path("var"),
+                "svc_user": user.map(|u| u.name.clone()),
+                "svc_group": pkg.svc_group(),
+            },
+            "svc": {
+                "service": id.name,
+                "group": spec.group,
+                "service_group": format!("{}.{}", id.name, spec.group),
+            },
+            "sys": self.options.sys,
+            "bind": {},
+        })
+    }
+
+    /// `user.toml` of a service changed: render again; a changed run or init hook restarts the
+    /// service, a changed config runs its reconfigure hook (or restarts it when it has none).
+    async fn rerender(&mut self, name: &str) {
+        let Some(entry) = self.services.get(name) else { return };
+        let Ok(pkg) = entry
+            .spec
+            .ident
+            .parse()
+            .map_err(SvcError::Package)
+            .and_then(|i| Ok(Installed::find(&self.options.data_path, &i)?))
+        else {
+            return;
+        };
+        let user = service_user(&pkg).ok().and_then(|(u, _)| u);
+        let rendered = match self.render(&pkg, &entry.spec, user.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(service = %name, error = %e, "the new configuration does not render; keeping the old one");
+                return;
+            }
+        };
+        let restart_hooks = rendered.hooks.iter().any(|h| h == Path::new("run") || h == Path::new("init"));
+        let command = if restart_hooks {
+            Some(Command::Restart)
+        } else if !rendered.config.is_empty() || !rendered.hooks.is_empty() {
+            Some(if pkg.dir.join("hooks/reconfigure").is_file() {
+                Command::Reconfigure
+            } else {
+                Command::Restart
+            })
+        } else {
+            None
+        };
+        if let Some(c) = command {
+            tracing::info!(service = %name, changed = ?rendered.config, hooks = ?rendered.hooks, "configuration changed: {}", if matches!(c, Command::Restart) { "restarting" } else { "running reconfigure" });
+            let _ = entry.task.commands.send(c).await;
+        }
     }
 
     async fn unload(&mut self, name: &str) -> Result<oneshot::Receiver<()>, SvcError> {
@@ -404,4 +572,13 @@ fn environment(
     set("WARREN_PKG_PATH", pkg.dir.clone().into());
     set("WARREN_SVC_PATH", svc_dir.into());
     env
+}
+
+async fn next_batch(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<crate::watch::Batch>>,
+) -> Option<crate::watch::Batch> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -6,9 +6,11 @@
 //!   [`backoff`] for restart delays; [`supervisor`] is the task that carries it out.
 //! - [`process`]: spawning in a session of its own, pidfds, reattaching after a crash, the
 //!   output FIFOs read by [`output`]; [`hooks`]: package hook scripts; [`users`]: svc_user.
-//! - [`package`]: installed packages as services read them.
+//! - [`package`]: installed packages as services read them; [`config`]: the layered config;
+//!   [`template`]: hooks and `config/` rendered with Habitat's handlebars names.
 
 pub mod backoff;
+pub mod config;
 pub mod hooks;
 pub mod manager;
 pub mod output;
@@ -17,6 +19,7 @@ pub mod process;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
+pub mod template;
 pub mod users;
 
 pub use manager::{LoadRequest, ServiceInfo, Services, ServicesOptions, SvcError};

@@ -35,6 +35,8 @@ pub struct ServiceConfig {
 pub enum Command {
     Want(Desired),
     Restart,
+    /// The rendered config changed: run the reconfigure hook (while the service is up).
+    Reconfigure,
     /// Ends the task. `stop`: stop the service first (supervisor shutdown, unload); otherwise
     /// leave it running for the next supervisor process to reattach (`sup restart`).
     Exit {
@@ -144,6 +146,13 @@ impl Shell {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Want(d)) => Input::Want(d),
                     Some(Command::Restart) => Input::Restart,
+                    Some(Command::Reconfigure) => {
+                        if self.state.is_up() {
+                            let outcome = self.config.hooks.run(Hook::Reconfigure).await;
+                            self.log_hook(Hook::Reconfigure, &outcome);
+                        }
+                        continue;
+                    }
                     Some(Command::Exit { stop, done }) => {
                         if stop {
                             self.stop_for_exit(&mut commands).await;

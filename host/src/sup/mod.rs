@@ -360,9 +360,21 @@ impl Supervisor {
         let http_task = tokio::spawn(http::serve(http_listener, router, async move {
             let _ = http_stop.wait_for(|s| *s).await;
         }));
+        let advertised_addr = ring.status().members.iter().find(|m| m.ident.id == id).map(|m| m.ident.addr);
+        let sys_ip = advertised_addr.map(|a| a.ip()).unwrap_or(gossip_addr.ip());
         let services = crate::services::Services::start(crate::services::ServicesOptions {
             data_path: opts.data_path.clone(),
             policy: opts.service_backoff,
+            sys: serde_json::json!({
+                "ip": sys_ip.to_string(),
+                "hostname": hostname(),
+                "member_id": id.to_string(),
+                "gossip_ip": gossip_addr.ip().to_string(),
+                "gossip_port": gossip_addr.port(),
+                "http_gateway_ip": http_addr.ip().to_string(),
+                "http_gateway_port": http_addr.port(),
+            }),
+            files: Some(opts.files.clone()),
         });
         let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel(1);
         let ctl_handler = ctl::SupCtl {
@@ -492,4 +504,9 @@ fn write_listen_file(data_path: &std::path::Path, gossip: SocketAddr, http: Sock
     if let Err(e) = crate::ring::persist::atomic_write(&path, format!("{json}\n").as_bytes()) {
         tracing::warn!(error = %e, "cannot record the listen addresses");
     }
+}
+
+/// This host's name (`sys.hostname` in templates).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }

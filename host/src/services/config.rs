@@ -1,0 +1,134 @@
+//! A service's configuration, in Habitat's layers, later ones winning key by key (tables merge
+//! recursively, anything else is replaced): the package's `default.toml`, then the
+//! `WARREN_<PKGNAME>` environment variable of the supervisor (TOML or JSON; Habitat's
+//! `HAB_<PKGNAME>`), then `{data_path}/user/NAME/user.toml` (watched), then gossip (service
+//! groups, a later issue).
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("${var}: neither TOML nor JSON ({message})")]
+    Env { var: String, message: String },
+}
+
+/// `WARREN_<PKGNAME>`: the name upper-cased, `-` as `_`.
+pub fn env_var(pkg_name: &str) -> String {
+    format!("WARREN_{}", pkg_name.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// `{data_path}/user/NAME/user.toml`.
+pub fn user_toml(data_path: &Path, name: &str) -> PathBuf {
+    data_path.join("user").join(name).join("user.toml")
+}
+
+/// Merges `over` into `base`: tables recursively, other values replaced.
+pub fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn read_toml(path: &Path) -> Result<Option<toml::Table>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::File { path: path.to_path_buf(), message: e.message().to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ConfigError::File { path: path.to_path_buf(), message: e.to_string() }),
+    }
+}
+
+/// JSON values as TOML ones (TOML has no null: a null is left out).
+fn json_to_toml(v: serde_json::Value) -> Option<toml::Value> {
+    Some(match v {
+        serde_json::Value::Null => return None,
+        serde_json::Value::Bool(b) => toml::Value::Boolean(b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64()?),
+        },
+        serde_json::Value::String(s) => toml::Value::String(s),
+        serde_json::Value::Array(a) => toml::Value::Array(a.into_iter().filter_map(json_to_toml).collect()),
+        serde_json::Value::Object(o) => {
+            toml::Value::Table(o.into_iter().filter_map(|(k, v)| Some((k, json_to_toml(v)?))).collect())
+        }
+    })
+}
+
+fn parse_env(var: &str, text: &str) -> Result<toml::Table, ConfigError> {
+    match toml::from_str::<toml::Table>(text) {
+        Ok(t) => Ok(t),
+        Err(toml_err) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v @ serde_json::Value::Object(_)) => match json_to_toml(v) {
+                Some(toml::Value::Table(t)) => Ok(t),
+                _ => Ok(toml::Table::new()),
+            },
+            _ => Err(ConfigError::Env { var: var.to_string(), message: toml_err.message().to_string() }),
+        },
+    }
+}
+
+/// The service's configuration from its layers. `env` is the supervisor's value of
+/// [`env_var`] (read once by the caller).
+pub fn layered(
+    pkg_dir: &Path,
+    env: Option<(&str, &str)>,
+    user_toml: &Path,
+) -> Result<toml::Table, ConfigError> {
+    let mut cfg = read_toml(&pkg_dir.join("default.toml"))?.unwrap_or_default();
+    if let Some((var, text)) = env {
+        merge(&mut cfg, parse_env(var, text)?);
+    }
+    if let Some(user) = read_toml(user_toml)? {
+        merge(&mut cfg, user);
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_merge_in_habitats_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("default.toml"),
+            "message = \"default\"\nkeep = 1\n[http]\nport = 80\nlisten = \"0.0.0.0\"\n",
+        )
+        .unwrap();
+        let user = dir.path().join("user.toml");
+        std::fs::write(&user, "[http]\nport = 8081\n").unwrap();
+        let env =
+            Some(("WARREN_WEB", r#"{"message": "from env", "http": {"listen": "127.0.0.1"}, "gone": null}"#));
+        let cfg = layered(dir.path(), env, &user).unwrap();
+        assert_eq!(cfg["message"].as_str(), Some("from env"));
+        assert_eq!(cfg["keep"].as_integer(), Some(1));
+        assert_eq!(cfg["http"]["port"].as_integer(), Some(8081), "user.toml wins");
+        assert_eq!(cfg["http"]["listen"].as_str(), Some("127.0.0.1"), "tables merge key by key");
+        assert!(!cfg.contains_key("gone"));
+        let toml_env =
+            layered(dir.path(), Some(("WARREN_WEB", "message = \"t\"")), &dir.path().join("none")).unwrap();
+        assert_eq!(toml_env["message"].as_str(), Some("t"));
+        assert_eq!(env_var("hello-http"), "WARREN_HELLO_HTTP");
+    }
+
+    #[test]
+    fn bad_layers_are_errors_that_name_their_source() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("default.toml"), "a = [").unwrap();
+        let e = layered(dir.path(), None, &dir.path().join("u")).unwrap_err().to_string();
+        assert!(e.contains("default.toml"), "{e}");
+        std::fs::write(dir.path().join("default.toml"), "a = 1").unwrap();
+        let e = layered(dir.path(), Some(("WARREN_X", "not = [valid")), &dir.path().join("u")).unwrap_err();
+        assert!(e.to_string().contains("$WARREN_X"), "{e}");
+    }
+}
