@@ -11,5 +11,6 @@ pub mod http;
 pub mod plugins;
 pub mod ring;
 pub mod secret;
+pub mod services;
 pub mod sup;
 pub mod watch;

@@ -45,6 +45,9 @@ names!(
     RingKeyRemove,
     RumorInject,
     RumorInjected,
+    PkgInstall,
+    PkgChunk,
+    PkgInstalled,
 );
 
 impl NetErr {

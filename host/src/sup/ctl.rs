@@ -1,5 +1,6 @@
 //! The supervisor's side of the ctl gateway: where its secret comes from, and what each
-//! request does to the ring (`ctl ping`, `sup status`, `sup depart`, `ring key ...`).
+//! request does to the ring (`ctl ping`, `sup status`, `sup depart`, `ring key ...`), and
+//! `pkg install` (see [`super::pkg_install`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +16,7 @@ use crate::credentials::CredentialValue;
 use crate::crypto::{KeyCache, KeyFile, KeyId, KeyKind, RingKey};
 use crate::ctl::proto::{self, ErrCode, NetErr};
 use crate::ctl::{
-    self, CtlHandler, CtlMetrics, CtlRequest, CtlSecret, PlaintextPolicy, Reply, ReplySink, ServerConfig,
+    self, CtlHandler, CtlMetrics, CtlRequest, CtlSecret, PlaintextPolicy, Reply, ReplySink, ServerConfig, Upload,
 };
 use crate::ring::wire::KeyringError;
 use crate::ring::{MemberId, RingHandle};
@@ -106,11 +107,13 @@ pub async fn start(
     Ok(CtlGateway { addr, metrics, task })
 }
 
-/// The requests, served on the ring through [`RingHandle`].
+/// The requests, served on the ring through [`RingHandle`], and packages into the store.
 pub struct SupCtl {
     pub ring: RingHandle,
     /// Where `ring key install|remove` write, when the ring was started from the key cache.
     pub cache: Option<KeyCache>,
+    /// `pkg install`: the key cache packages are verified against, and the package store.
+    pub installer: super::pkg_install::Installer,
 }
 
 /// The ring's loop has stopped (the supervisor is shutting down).
@@ -175,6 +178,13 @@ impl CtlHandler for SupCtl {
                 ErrCode::NotSupported,
                 format!("{} is not supported by this supervisor yet", other.name()),
             )),
+        }
+    }
+
+    async fn handle_upload(&self, req: CtlRequest, upload: Upload, out: ReplySink) -> Result<Reply, NetErr> {
+        match req {
+            CtlRequest::PkgInstall(p) => self.installer.install(p, upload, out).await,
+            other => Err(err(ErrCode::NotSupported, format!("{} carries no upload", other.name()))),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod ctl;
 pub mod keywatch;
+pub mod pkg_install;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -357,9 +358,21 @@ impl Supervisor {
         let http_task = tokio::spawn(http::serve(http_listener, router, async move {
             let _ = http_stop.wait_for(|s| *s).await;
         }));
+        let store = crate::services::PackageStore::under(&opts.data_path);
+        let spool_dir = opts.data_path.join("tmp");
+        let swept = store.sweep() + pkg_install::sweep_spool(&spool_dir);
+        if swept > 0 {
+            tracing::info!("removed {swept} unfinished package install(s) left by an earlier run");
+        }
         let ctl_handler = ctl::SupCtl {
             ring: ring.clone(),
             cache: matches!(opts.ring_key, RingKeySource::Cache { .. }).then(|| cache.clone()),
+            installer: pkg_install::Installer {
+                keys: cache.clone(),
+                store,
+                spool_dir,
+                slots: Arc::new(tokio::sync::Semaphore::new(pkg_install::MAX_CONCURRENT_INSTALLS)),
+            },
         };
         let ctl =
             ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, ctl_metrics, stop_rx.clone())
