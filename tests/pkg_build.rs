@@ -62,7 +62,10 @@ fn payload(hart: &Path) -> Entries {
         } else {
             e.read_to_end(&mut body).unwrap();
         }
-        let prev = out.insert(path.clone(), (kind, h.mode().unwrap() & 0o7777, h.uid().unwrap(), h.gid().unwrap(), body));
+        let prev = out.insert(
+            path.clone(),
+            (kind, h.mode().unwrap() & 0o7777, h.uid().unwrap(), h.gid().unwrap(), body),
+        );
         assert!(prev.is_none(), "{path} twice in the payload");
     }
     out
@@ -100,10 +103,11 @@ fn the_example_builds_verifies_and_has_habitats_layout_and_metadata() {
 
     let entries = payload(&hart);
     let prefix = format!("hab/pkgs/acme/hello-http/0.1.0/{rel}");
-    let mut expected_paths: Vec<String> = ["hab", "hab/pkgs", "hab/pkgs/acme", "hab/pkgs/acme/hello-http", "hab/pkgs/acme/hello-http/0.1.0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut expected_paths: Vec<String> =
+        ["hab", "hab/pkgs", "hab/pkgs/acme", "hab/pkgs/acme/hello-http", "hab/pkgs/acme/hello-http/0.1.0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     expected_paths.push(prefix.clone());
     for rel_path in [
         "EXPORTS",
@@ -178,7 +182,15 @@ fn the_example_builds_verifies_and_has_habitats_layout_and_metadata() {
 
     // Extracted, the hooks are executable files on disk.
     let dest = tempfile::tempdir().unwrap();
-    warren(&["pkg", "extract", path_str(&hart), path_str(dest.path()), "--cache-key-path", path_str(keys.path())]).ok();
+    warren(&[
+        "pkg",
+        "extract",
+        path_str(&hart),
+        path_str(dest.path()),
+        "--cache-key-path",
+        path_str(keys.path()),
+    ])
+    .ok();
     let run_hook = dest.path().join(&prefix).join("hooks/run");
     assert_eq!(fs::metadata(&run_hook).unwrap().permissions().mode() & 0o777, 0o755);
 }
@@ -214,12 +226,28 @@ fn hostile_plans_are_refused_clearly_and_write_nothing() {
             source("name = \"svc\"\nversion = \"1\"\npkg_deps = [\"core/glibc\"]\n", &[RUN]),
             vec!["unknown field `pkg_deps`", "svc_user", "shutdown_timeout", "binds_optional"],
         ),
-        ("missing run", source(OK_PLAN, &[("default.toml", "a = 1\n", 0o644)]), vec!["no hooks/run", "run ="]),
+        (
+            "missing run",
+            source(OK_PLAN, &[("default.toml", "a = 1\n", 0o644)]),
+            vec!["no hooks/run", "run ="],
+        ),
         ("missing name", source("version = \"1\"\n", &[RUN]), vec!["missing field `name`"]),
         ("missing version", source("name = \"svc\"\n", &[RUN]), vec!["missing field `version`"]),
-        ("bad default.toml", source(OK_PLAN, &[RUN, ("default.toml", "[a\n", 0o644)]), vec!["default.toml is not valid TOML"]),
-        ("unknown hook", source(OK_PLAN, &[RUN, ("hooks/healthcheck", "#!/bin/sh\n", 0o755)]), vec!["hooks/healthcheck is not a hook", "health-check"]),
-        ("two runs", source("name = \"svc\"\nversion = \"1\"\nrun = \"sleep 1\"\n", &[RUN]), vec!["both hooks/run and a run entry"]),
+        (
+            "bad default.toml",
+            source(OK_PLAN, &[RUN, ("default.toml", "[a\n", 0o644)]),
+            vec!["default.toml is not valid TOML"],
+        ),
+        (
+            "unknown hook",
+            source(OK_PLAN, &[RUN, ("hooks/healthcheck", "#!/bin/sh\n", 0o755)]),
+            vec!["hooks/healthcheck is not a hook", "health-check"],
+        ),
+        (
+            "two runs",
+            source("name = \"svc\"\nversion = \"1\"\nrun = \"sleep 1\"\n", &[RUN]),
+            vec!["both hooks/run and a run entry"],
+        ),
         (
             "exposes without a port",
             source(
@@ -228,7 +256,11 @@ fn hostile_plans_are_refused_clearly_and_write_nothing() {
             ),
             vec!["not a TCP or UDP port"],
         ),
-        ("a generated file in the source", source(OK_PLAN, &[RUN, ("IDENT", "evil/x/1/20200101000000\n", 0o644)]), vec!["IDENT is written by warren pkg build"]),
+        (
+            "a generated file in the source",
+            source(OK_PLAN, &[RUN, ("IDENT", "evil/x/1/20200101000000\n", 0o644)]),
+            vec!["IDENT is written by warren pkg build"],
+        ),
         ("bad name", source("name = \"../svc\"\nversion = \"1\"\n", &[RUN]), vec!["the name"]),
     ];
     for (what, src, wants) in &cases {
@@ -237,7 +269,11 @@ fn hostile_plans_are_refused_clearly_and_write_nothing() {
         for want in wants {
             assert!(err.contains(want), "{what}: {want:?} not in {err}");
         }
-        assert!(file_names(out.path()).is_empty(), "{what}: nothing written, got {:?}", file_names(out.path()));
+        assert!(
+            file_names(out.path()).is_empty(),
+            "{what}: nothing written, got {:?}",
+            file_names(out.path())
+        );
     }
     // A symlink leaving the package, and a directory without plan.toml.
     let src = source(OK_PLAN, &[RUN]);
@@ -270,8 +306,16 @@ fn a_run_entry_binds_and_what_is_left_out() {
     let out = tempfile::tempdir().unwrap();
     // The current directory is the default --out.
     let mut cmd = support::cli::command();
-    cmd.args(["pkg", "build", path_str(src.path()), "--origin", "acme", "--cache-key-path", path_str(keys.path())])
-        .current_dir(out.path());
+    cmd.args([
+        "pkg",
+        "build",
+        path_str(src.path()),
+        "--origin",
+        "acme",
+        "--cache-key-path",
+        path_str(keys.path()),
+    ])
+    .current_dir(out.path());
     let run = support::cli::run(&mut cmd, None);
     let hart = out.path().join(run.ok().lines().last().unwrap());
     assert!(hart.is_file(), "{}", hart.display());

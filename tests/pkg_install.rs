@@ -104,7 +104,8 @@ fn a_built_package_installs_over_the_ctl_gateway_once() {
     let author = origin_keys(&keys, "acme");
     let hart = build_example(&keys, "acme", dir.path());
     let name = hart.file_name().unwrap().to_string_lossy().into_owned();
-    let rel = name.trim_start_matches("acme-hello-http-0.1.0-").trim_end_matches("-x86_64-linux.hart").to_string();
+    let rel =
+        name.trim_start_matches("acme-hello-http-0.1.0-").trim_end_matches("-x86_64-linux.hart").to_string();
     let ident = format!("acme/hello-http/0.1.0/{rel}");
 
     // Unknown to the supervisor until its public key is imported there.
@@ -122,7 +123,8 @@ fn a_built_package_installs_over_the_ctl_gateway_once() {
 
     // The store holds exactly the payload's package directory, as `pkg extract` unpacks it.
     let extracted = dir.path().join("extracted");
-    warren(&["pkg", "extract", path_str(&hart), path_str(&extracted), "--cache-key-path", path_str(&keys)]).ok();
+    warren(&["pkg", "extract", path_str(&hart), path_str(&extracted), "--cache-key-path", path_str(&keys)])
+        .ok();
     let in_store = s.data.join("pkgs").join(&ident);
     assert_eq!(tree(&in_store), tree(&extracted.join("hab/pkgs").join(&ident)));
     assert_eq!(fs::metadata(in_store.join("hooks/run")).unwrap().permissions().mode() & 0o777, 0o755);
@@ -154,7 +156,10 @@ fn habitats_own_package_installs_and_bad_ones_are_refused_leaving_nothing() {
     let root = s.data.join("pkgs/happyhumans/possums/8.1.4/20160427165340");
     assert_eq!(file_names(&root), ["IDENT", "MANIFEST", "TARGET", "share"]);
     assert_eq!(fs::read(root.join("share/signme.dat")).unwrap(), b"foo\n");
-    assert_eq!(fs::read(root.join("share/signme.dat")).unwrap(), fs::read(core_fixture("signme.dat")).unwrap());
+    assert_eq!(
+        fs::read(root.join("share/signme.dat")).unwrap(),
+        fs::read(core_fixture("signme.dat")).unwrap()
+    );
     let before = tree(&s.data.join("pkgs"));
     let unchanged = |what: &str| {
         assert_eq!(tree(&s.data.join("pkgs")), before, "{what}: the store changed");
@@ -197,7 +202,17 @@ fn habitats_own_package_installs_and_bad_ones_are_refused_leaving_nothing() {
     let hh_secret = core_fixture("happyhumans-20160424223347.sig.key");
     let hh_cache = dir.path().join("hh-keys");
     KeyCache::new(&hh_cache).write(&KeyFile::parse(&fs::read(hh_secret).unwrap()).unwrap()).unwrap();
-    warren(&["pkg", "sign", "--origin", "happyhumans", path_str(&forged), path_str(&forged_hart), "--cache-key-path", path_str(&hh_cache)]).ok();
+    warren(&[
+        "pkg",
+        "sign",
+        "--origin",
+        "happyhumans",
+        path_str(&forged),
+        path_str(&forged_hart),
+        "--cache-key-path",
+        path_str(&hh_cache),
+    ])
+    .ok();
     let err = s.cli(&["pkg", "install", path_str(&forged_hart)]).fails().to_string();
     assert!(err.contains("its origin is \"acme\""), "{err}");
     unchanged("wrong origin");
@@ -207,7 +222,17 @@ fn habitats_own_package_installs_and_bad_ones_are_refused_leaving_nothing() {
     fs::create_dir_all(plain.join("bin")).unwrap();
     fs::write(plain.join("bin/tool"), "x").unwrap();
     let plain_hart = dir.path().join("plain.hart");
-    warren(&["pkg", "sign", "--origin", "acme", path_str(&plain), path_str(&plain_hart), "--cache-key-path", path_str(&keys)]).ok();
+    warren(&[
+        "pkg",
+        "sign",
+        "--origin",
+        "acme",
+        path_str(&plain),
+        path_str(&plain_hart),
+        "--cache-key-path",
+        path_str(&keys),
+    ])
+    .ok();
     let err = s.cli(&["pkg", "install", path_str(&plain_hart)]).fails().to_string();
     assert!(err.contains("not laid out as Habitat's"), "{err}");
     unchanged("no layout");
@@ -294,7 +319,8 @@ fn an_interrupted_or_oversized_upload_leaves_nothing() {
     let spool = s.data.join("tmp");
     let stalled = std::thread::scope(|scope| {
         let upload = scope.spawn(|| {
-            let mut body = Stalling { data: data.clone(), pos: 0, cut: data.len() / 2, stall: Duration::from_secs(4) };
+            let mut body =
+                Stalling { data: data.clone(), pos: 0, cut: data.len() / 2, stall: Duration::from_secs(4) };
             c.upload(&install_req(len), UploadBody { body: &mut body, len, on_sent: &mut |_| () }, |_| ())
         });
         wait_until(Duration::from_secs(20), "an upload being spooled", || {
@@ -322,7 +348,9 @@ fn an_interrupted_or_oversized_upload_leaves_nothing() {
     // 3. More than 1 GiB announced: refused before a byte is read.
     let mut zeros = std::io::repeat(0);
     let huge = 1024 * 1024 * 1024 + 1;
-    let err = c.upload(&install_req(huge), UploadBody { body: &mut zeros, len: huge, on_sent: &mut |_| () }, |_| ()).unwrap_err();
+    let err = c
+        .upload(&install_req(huge), UploadBody { body: &mut zeros, len: huge, on_sent: &mut |_| () }, |_| ())
+        .unwrap_err();
     let net = err.net_err().unwrap_or_else(|| panic!("{err}"));
     assert_eq!(net.err_code(), ErrCode::EntityTooLarge, "{net}");
     assert!(net.msg.contains("at most 1073741824 bytes"), "{net}");

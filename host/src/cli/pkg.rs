@@ -138,7 +138,7 @@ impl PkgCommand {
                 let built = build::build(&dir, &key, &out)
                     .with_context(|| format!("building the package in {}", dir.display()))?;
                 outln!(
-                    "Built {} ({} files), signed by {}, BLAKE2b {}",
+                    "Built {} ({} entries), signed by {}, BLAKE2b {}",
                     built.ident,
                     built.files,
                     built.verified.signer,

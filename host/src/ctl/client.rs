@@ -155,7 +155,12 @@ impl<'a> Conn<'a> {
     /// A second handle on the same connection for another thread to read from.
     fn reading_half(&mut self) -> Result<Conn<'a>, ClientError> {
         let stream = self.stream.try_clone().map_err(self.io())?;
-        Ok(Conn { remote: self.remote, stream, noise: self.noise.clone(), inbuf: std::mem::take(&mut self.inbuf) })
+        Ok(Conn {
+            remote: self.remote,
+            stream,
+            noise: self.noise.clone(),
+            inbuf: std::mem::take(&mut self.inbuf),
+        })
     }
 }
 

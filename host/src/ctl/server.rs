@@ -320,7 +320,10 @@ struct Link {
 impl Link {
     fn new(stream: TcpStream) -> Link {
         let (rd, wr) = stream.into_split();
-        Link { r: Reader { stream: rd, noise: None, inbuf: Vec::new() }, w: Writer { stream: wr, noise: None } }
+        Link {
+            r: Reader { stream: rd, noise: None, inbuf: Vec::new() },
+            w: Writer { stream: wr, noise: None },
+        }
     }
 
     fn set_channel(&mut self, channel: Channel) {
@@ -560,9 +563,10 @@ async fn pump_upload(
                         got += d.len() as u64;
                         if got > declared { Err(UploadError::TooLong { declared }) } else { Ok(d) }
                     }
-                    Some(d) if !d.is_empty() => {
-                        Err(UploadError::Protocol(format!("a chunk of {} bytes (at most {MAX_UPLOAD_CHUNK})", d.len())))
-                    }
+                    Some(d) if !d.is_empty() => Err(UploadError::Protocol(format!(
+                        "a chunk of {} bytes (at most {MAX_UPLOAD_CHUNK})",
+                        d.len()
+                    ))),
                     _ => Err(UploadError::Protocol("an empty chunk".into())),
                 },
             },

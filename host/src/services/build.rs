@@ -130,8 +130,9 @@ pub fn build(src: &Path, key: &SigSecretKey, out_dir: &Path) -> Result<Built, Bu
     let default_path = src.join(metafile::DEFAULT_TOML);
     let defaults = if default_path.exists() {
         let text = read_text(&default_path, "default.toml")?;
-        let table: toml::Table = toml::from_str(&text)
-            .map_err(|e| BuildError::DefaultToml(e.to_string().trim().replace('\n', " ").replace("  ", " ")))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| {
+            BuildError::DefaultToml(e.to_string().trim().replace('\n', " ").replace("  ", " "))
+        })?;
         Some(table)
     } else {
         None
@@ -150,11 +151,21 @@ pub fn build(src: &Path, key: &SigSecretKey, out_dir: &Path) -> Result<Built, Bu
         entries.push(Entry { rel: PathBuf::from(name), content: Content::Memory(bytes), executable: false });
     }
     if let Some(run) = &plan.run {
-        let script = format!("#!/bin/sh\n# Written by warren pkg build from plan.toml's run entry.\nexec {run} 2>&1\n");
-        entries.push(Entry { rel: PathBuf::from("run"), content: Content::Memory(script.into_bytes()), executable: true });
+        let script = format!(
+            "#!/bin/sh\n# Written by warren pkg build from plan.toml's run entry.\nexec {run} 2>&1\n"
+        );
+        entries.push(Entry {
+            rel: PathBuf::from("run"),
+            content: Content::Memory(script.into_bytes()),
+            executable: true,
+        });
     }
     let manifest = manifest(&ident, &plan, &plan_text, &entries)?;
-    entries.push(Entry { rel: PathBuf::from(metafile::MANIFEST), content: Content::Memory(manifest), executable: false });
+    entries.push(Entry {
+        rel: PathBuf::from(metafile::MANIFEST),
+        content: Content::Memory(manifest),
+        executable: false,
+    });
     entries.sort_by(|a, b| a.rel.cmp(&b.rel));
 
     fs::create_dir_all(out_dir).map_err(io_err(format!("creating {}", out_dir.display())))?;
@@ -301,9 +312,13 @@ fn metadata_files(ident: &PackageIdent, plan: &Plan, ports: &[u16]) -> BTreeMap<
     m
 }
 
-
 /// Habitat's MANIFEST: a markdown summary, the plan's text, and the SHA-256 of every file.
-fn manifest(ident: &PackageIdent, plan: &Plan, plan_text: &str, entries: &[Entry]) -> Result<Vec<u8>, BuildError> {
+fn manifest(
+    ident: &PackageIdent,
+    plan: &Plan,
+    plan_text: &str,
+    entries: &[Entry],
+) -> Result<Vec<u8>, BuildError> {
     let prefix = format!("/hab/pkgs/{ident}");
     let title = format!("{} {}", ident.origin, ident.name);
     let mut s = String::new();
@@ -360,7 +375,12 @@ fn header(kind: tar::EntryType, executable: bool, size: u64, mtime: u64) -> tar:
     h
 }
 
-fn write_payload(out: &mut dyn Write, ident: &PackageIdent, entries: &[Entry], mtime: u64) -> Result<(), HartError> {
+fn write_payload(
+    out: &mut dyn Write,
+    ident: &PackageIdent,
+    entries: &[Entry],
+    mtime: u64,
+) -> Result<(), HartError> {
     let tar_err = |what: String| move |e: io::Error| HartError::Io { context: what, source: e };
     let xz = xz2::write::XzEncoder::new(out, archive::XZ_LEVEL);
     let mut tar = tar::Builder::new(xz);

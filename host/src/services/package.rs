@@ -40,7 +40,9 @@ pub enum PackageError {
     BadMetadata { ident: String, file: &'static str, why: String },
     #[error("the package is not laid out as Habitat's: {0}")]
     BadLayout(String),
-    #[error("the package is signed by {signer}, but its origin is {origin:?}: only that origin's keys may sign it")]
+    #[error(
+        "the package is signed by {signer}, but its origin is {origin:?}: only that origin's keys may sign it"
+    )]
     WrongSigner { signer: String, origin: String },
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
@@ -100,7 +102,10 @@ pub fn check_release(s: &str) -> Result<(), String> {
     if s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
-        Err(format!("the release {:?} is not a timestamp YYYYMMDDhhmmss", s.chars().take(40).collect::<String>()))
+        Err(format!(
+            "the release {:?} is not a timestamp YYYYMMDDhhmmss",
+            s.chars().take(40).collect::<String>()
+        ))
     }
 }
 
@@ -178,7 +183,8 @@ impl PackageIdent {
 
     /// Newest first is `b.cmp_version(a)`: by version (numeric parts numerically), then release.
     pub fn cmp_version(&self, other: &PackageIdent) -> Ordering {
-        let v = compare_versions(self.version.as_deref().unwrap_or(""), other.version.as_deref().unwrap_or(""));
+        let v =
+            compare_versions(self.version.as_deref().unwrap_or(""), other.version.as_deref().unwrap_or(""));
         v.then_with(|| self.release.cmp(&other.release))
     }
 }
@@ -357,8 +363,10 @@ impl PackageMeta {
         }
         m.shutdown_signal = read_metafile(dir, f::SHUTDOWN_SIGNAL)?.filter(|s| !s.is_empty());
         if let Some(text) = read_metafile(dir, f::SHUTDOWN_TIMEOUT)? {
-            m.shutdown_timeout =
-                Some(text.parse().map_err(|_| bad(f::SHUTDOWN_TIMEOUT)(format!("{text:?} is not a number of seconds")))?);
+            m.shutdown_timeout = Some(
+                text.parse()
+                    .map_err(|_| bad(f::SHUTDOWN_TIMEOUT)(format!("{text:?} is not a number of seconds")))?,
+            );
         }
         if let Some(text) = read_metafile(dir, f::DEPS)? {
             m.deps = idents(&text).map_err(bad(f::DEPS))?;
@@ -467,7 +475,11 @@ impl PackageStore {
 
     /// The newest installed package that `ident` (partial or not) asks for.
     pub fn latest(&self, ident: &PackageIdent) -> Result<Option<InstalledPackage>, PackageError> {
-        Ok(self.list()?.into_iter().filter(|p| ident.satisfied_by(&p.ident)).max_by(|a, b| a.ident.cmp_version(&b.ident)))
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|p| ident.satisfied_by(&p.ident))
+            .max_by(|a, b| a.ident.cmp_version(&b.ident)))
     }
 
     /// The installed package with exactly this fully qualified ident.
@@ -524,27 +536,35 @@ impl PackageStore {
         use std::os::unix::fs::PermissionsExt as _;
         // The store itself is readable (services will read their own packages); the data path
         // above it decides who can reach it.
-        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755)).map_err(io_err(self.root.display()))?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))
+            .map_err(io_err(self.root.display()))?;
         let staging = Staging::create(&self.root)?;
         let unpacked = staging.path.join("payload");
         let extracted = archive::extract_verified(hart_path, &unpacked, keys, &mut |_| ())?;
         let (ident, from) = payload_package(&unpacked)?;
         let signer = extracted.verified.signer.clone();
         if signer.name != ident.origin {
-            return Err(PackageError::WrongSigner { signer: signer.to_string(), origin: ident.origin.clone() });
+            return Err(PackageError::WrongSigner {
+                signer: signer.to_string(),
+                origin: ident.origin.clone(),
+            });
         }
         let meta = PackageMeta::read(&from)?;
         match &meta.ident {
             Some(i) if *i == ident => {}
             Some(i) => {
-                return Err(PackageError::BadLayout(format!("its IDENT says {i}, but its files are under {ident}")));
+                return Err(PackageError::BadLayout(format!(
+                    "its IDENT says {i}, but its files are under {ident}"
+                )));
             }
             None => return Err(PackageError::BadLayout(format!("{ident} has no IDENT file"))),
         }
         if let Some(t) = &meta.target
             && t != TARGET
         {
-            return Err(PackageError::BadLayout(format!("its target is {t:?}; this supervisor runs {TARGET} packages")));
+            return Err(PackageError::BadLayout(format!(
+                "its target is {t:?}; this supervisor runs {TARGET} packages"
+            )));
         }
         let dest = self.root.join(ident.rel_path());
         let package = InstalledPackage { ident: ident.clone(), path: dest.clone() };
@@ -586,7 +606,8 @@ struct Staging {
 impl Staging {
     fn create(root: &Path) -> Result<Staging, PackageError> {
         use std::os::unix::fs::DirBuilderExt as _;
-        let path = root.join(format!("{STAGING_PREFIX}{}-{}", std::process::id(), crate::fsutil::random_hex()));
+        let path =
+            root.join(format!("{STAGING_PREFIX}{}-{}", std::process::id(), crate::fsutil::random_hex()));
         fs::DirBuilder::new().mode(0o700).create(&path).map_err(io_err(path.display()))?;
         Ok(Staging { path })
     }
@@ -619,7 +640,9 @@ fn make_writable(dir: &Path) {
 fn create_missing_parents(root: &Path, dest: &Path) -> Result<Vec<PathBuf>, PackageError> {
     use std::os::unix::fs::DirBuilderExt as _;
     let parent = crate::fsutil::parent_dir(dest);
-    let rel = parent.strip_prefix(root).map_err(|_| PackageError::BadLayout("destination outside the store".into()))?;
+    let rel = parent
+        .strip_prefix(root)
+        .map_err(|_| PackageError::BadLayout("destination outside the store".into()))?;
     let mut created = Vec::new();
     let mut cur = root.to_path_buf();
     for c in rel.components() {
@@ -644,7 +667,10 @@ pub fn payload_package(unpacked: &Path) -> Result<(PackageIdent, PathBuf), Packa
         let mut names = Vec::new();
         for e in fs::read_dir(dir).map_err(io_err(dir.display()))? {
             let e = e.map_err(io_err(dir.display()))?;
-            names.push((e.file_name().to_string_lossy().into_owned(), e.file_type().map_err(io_err(dir.display()))?));
+            names.push((
+                e.file_name().to_string_lossy().into_owned(),
+                e.file_type().map_err(io_err(dir.display()))?,
+            ));
         }
         match names.as_slice() {
             [(name, t)] if t.is_dir() => Ok(name.clone()),
@@ -673,7 +699,8 @@ pub fn payload_package(unpacked: &Path) -> Result<(PackageIdent, PathBuf), Packa
         dir.push(&got);
         parts.push(got);
     }
-    let ident = PackageIdent::new(&parts[0], &parts[1], &parts[2], &parts[3]).map_err(|e| layout(e.to_string()))?;
+    let ident =
+        PackageIdent::new(&parts[0], &parts[1], &parts[2], &parts[3]).map_err(|e| layout(e.to_string()))?;
     Ok((ident, dir))
 }
 
@@ -813,7 +840,8 @@ mod tests {
         assert_eq!(m.shutdown_signal.as_deref(), Some("INT"));
         assert_eq!(m.shutdown_timeout, Some(12));
         assert_eq!(m.tdeps.len(), 2);
-        let pkg = InstalledPackage { ident: "acme/web/1.0.0/20240101000000".parse().unwrap(), path: dir.clone() };
+        let pkg =
+            InstalledPackage { ident: "acme/web/1.0.0/20240101000000".parse().unwrap(), path: dir.clone() };
         assert_eq!(pkg.run_script(), Some(dir.join("hooks/run")));
         assert_eq!(pkg.hook("init"), None);
 
@@ -840,7 +868,11 @@ mod tests {
         fs::write(root.join("hab/extra"), "x").unwrap();
         assert!(payload_package(root).unwrap_err().to_string().contains("\"pkgs\" folder"));
         fs::remove_file(root.join("hab/extra")).unwrap();
-        fs::rename(root.join("hab/pkgs/acme/web/1.0/20240101000000"), root.join("hab/pkgs/acme/web/1.0/latest")).unwrap();
+        fs::rename(
+            root.join("hab/pkgs/acme/web/1.0/20240101000000"),
+            root.join("hab/pkgs/acme/web/1.0/latest"),
+        )
+        .unwrap();
         assert!(payload_package(root).unwrap_err().to_string().contains("release"));
     }
 }

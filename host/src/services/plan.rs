@@ -114,7 +114,9 @@ fn check_account(what: &str, s: &str) -> Result<(), PlanError> {
 
 /// A TOML key path like `http.port`.
 fn check_key_path(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)))
+    !s.is_empty()
+        && s.split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)))
 }
 
 impl Plan {
@@ -139,7 +141,9 @@ impl Plan {
         for (name, key) in &plan.exports {
             check_name("export name", name).map_err(invalid)?;
             if !check_key_path(key) {
-                return Err(invalid(format!("export {name} = {key:?}: not a config key such as \"http.port\"")));
+                return Err(invalid(format!(
+                    "export {name} = {key:?}: not a config key such as \"http.port\""
+                )));
             }
         }
         for e in &plan.exposes {
@@ -204,7 +208,9 @@ impl Plan {
                 _ => None,
             }
             .filter(|p| *p > 0)
-            .ok_or_else(|| invalid(format!("exposes {e:?}: {key} = {value} in default.toml is not a TCP or UDP port")))?;
+            .ok_or_else(|| {
+                invalid(format!("exposes {e:?}: {key} = {value} in default.toml is not a TCP or UDP port"))
+            })?;
             ports.push(port);
         }
         Ok(ports)
@@ -284,7 +290,10 @@ cache = ["port"]
             let err = Plan::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err}");
         }
-        let p = Plan::parse("name = \"x\"\nversion = \"1\"\nexports = { port = \"http.port\" }\nexposes = [\"port\"]\n").unwrap();
+        let p = Plan::parse(
+            "name = \"x\"\nversion = \"1\"\nexports = { port = \"http.port\" }\nexposes = [\"port\"]\n",
+        )
+        .unwrap();
         assert!(p.exposed_ports(None).is_err());
         let bad: toml::Table = toml::from_str("[http]\nport = 70000\n").unwrap();
         assert!(p.exposed_ports(Some(&bad)).unwrap_err().to_string().contains("not a TCP or UDP port"));

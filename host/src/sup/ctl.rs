@@ -16,7 +16,8 @@ use crate::credentials::CredentialValue;
 use crate::crypto::{KeyCache, KeyFile, KeyId, KeyKind, RingKey};
 use crate::ctl::proto::{self, ErrCode, NetErr};
 use crate::ctl::{
-    self, CtlHandler, CtlMetrics, CtlRequest, CtlSecret, PlaintextPolicy, Reply, ReplySink, ServerConfig, Upload,
+    self, CtlHandler, CtlMetrics, CtlRequest, CtlSecret, PlaintextPolicy, Reply, ReplySink, ServerConfig,
+    Upload,
 };
 use crate::ring::wire::KeyringError;
 use crate::ring::{MemberId, RingHandle};

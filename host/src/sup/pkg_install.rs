@@ -62,7 +62,9 @@ fn hart_err(e: HartError) -> NetErr {
     match e {
         HartError::Crypto(c @ crate::crypto::CryptoError::KeyNotFound { .. }) => err(
             ErrCode::NotFound,
-            format!("{c}: the package's signer is unknown here (import the origin's public key into the supervisor's key cache)"),
+            format!(
+                "{c}: the package's signer is unknown here (import the origin's public key into the supervisor's key cache)"
+            ),
         ),
         HartError::Io { context, source } => err(ErrCode::Io, format!("{context}: {source}")),
         other => err(ErrCode::InvalidPayload, other),
@@ -87,8 +89,10 @@ struct Spool {
 impl Spool {
     fn create(dir: &Path) -> Result<Spool, NetErr> {
         use std::os::unix::fs::OpenOptionsExt as _;
-        crate::fsutil::create_private_dir(dir).map_err(|e| err(ErrCode::Io, format!("{}: {e}", dir.display())))?;
-        let path = dir.join(format!("{SPOOL_PREFIX}{}-{}.hart", std::process::id(), crate::fsutil::random_hex()));
+        crate::fsutil::create_private_dir(dir)
+            .map_err(|e| err(ErrCode::Io, format!("{}: {e}", dir.display())))?;
+        let path =
+            dir.join(format!("{SPOOL_PREFIX}{}-{}.hart", std::process::id(), crate::fsutil::random_hex()));
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -134,7 +138,12 @@ fn header_end(buf: &[u8]) -> Option<usize> {
 }
 
 impl Installer {
-    pub async fn install(&self, req: proto::PkgInstall, mut upload: Upload, out: ReplySink) -> Result<Reply, NetErr> {
+    pub async fn install(
+        &self,
+        req: proto::PkgInstall,
+        mut upload: Upload,
+        out: ReplySink,
+    ) -> Result<Reply, NetErr> {
         let size = upload.declared_len();
         let name = req.file_name.unwrap_or_else(|| "the package".into());
         let name: String = name.chars().filter(|c| !c.is_control()).take(200).collect();
@@ -179,7 +188,9 @@ impl Installer {
                     expected = Some((digest, header));
                     head = Vec::new();
                 } else if head.len() > MAX_HEADER {
-                    return Err(hart_err(HartError::MalformedHeader("no HART-1 header in the first 4 KiB".into())));
+                    return Err(hart_err(HartError::MalformedHeader(
+                        "no HART-1 header in the first 4 KiB".into(),
+                    )));
                 }
             }
             if upload.received() >= next_progress {
