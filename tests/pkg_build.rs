@@ -171,7 +171,7 @@ fn the_example_builds_verifies_and_has_habitats_layout_and_metadata() {
     let manifest = text("MANIFEST");
     assert!(manifest.starts_with("acme hello-http\n=========================\n"), "{manifest}");
     assert!(manifest.contains(&format!("Release: {rel}\n")) && manifest.contains("Target: x86_64-linux\n"));
-    assert!(manifest.contains(&fs::read_to_string(example().join("plan.toml")).unwrap().trim_end()));
+    assert!(manifest.contains(fs::read_to_string(example().join("plan.toml")).unwrap().trim_end()));
     let files: Vec<&str> = manifest.split("\nFiles\n-----\n").nth(1).unwrap().lines().collect();
     let listed: Vec<String> = entries
         .iter()

@@ -119,7 +119,7 @@ fn a_built_package_installs_over_the_ctl_gateway_once() {
     let out = run.ok();
     assert!(out.contains(&format!("Installed {ident} on {}", s.ctl)), "{out}");
     assert!(out.contains("Verified ") && out.contains(&format!("signed by {}", author.id)), "{out}");
-    assert_eq!(installed(&s), [ident.clone()]);
+    assert_eq!(installed(&s), std::slice::from_ref(&ident));
 
     // The store holds exactly the payload's package directory, as `pkg extract` unpacks it.
     let extracted = dir.path().join("extracted");
