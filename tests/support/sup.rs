@@ -194,7 +194,7 @@ impl Sup {
     }
 
     /// Runs the warren CLI against this supervisor: commands of the ctl gateway (`ctl`,
-    /// `sup depart`, `ring key install|use|remove|list`) with `--remote-sup` and the
+    /// `sup depart`, `ring key install|use|remove|list`, `pkg install`) with `--remote-sup` and the
     /// supervisor's own `CTL_SECRET` (found as the client's local file), the others with
     /// `--remote-http` and its token, if any.
     pub fn cli(&self, a: &[&str]) -> Run {
@@ -255,6 +255,7 @@ pub fn is_ctl_command(a: &[&str]) -> bool {
             | ["ring", "key", "install" | "use" | "remove" | "list", ..]
             | ["ring", "rumor", ..]
             | ["svc", "load" | "unload" | "start" | "stop" | "status", ..]
+            | ["pkg", "install", ..]
     )
 }
 

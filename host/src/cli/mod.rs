@@ -60,7 +60,7 @@ pub enum Command {
     /// The supervisor's control gateway (--remote-sup).
     #[command(subcommand)]
     Ctl(ctl::CtlCommand),
-    /// HART-1 packages: sign, verify, header, extract.
+    /// HART-1 packages: build, install, sign, verify, header, extract.
     #[command(subcommand)]
     Pkg(pkg::PkgCommand),
     /// Encrypt or decrypt BOX-1 / ANONYMOUS-BOX-1 messages with keys from the cache.

@@ -1,4 +1,4 @@
-//! `warren pkg sign|verify|header|extract`: HART-1 packages.
+//! `warren pkg build|install|sign|verify|header|extract`: HART-1 packages.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -7,11 +7,53 @@ use anyhow::Context;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::ctl::RemoteSup;
 use super::keys::CacheArgs;
 use crate::crypto::{KeyKind, SigSecretKey, archive, hart};
+use crate::ctl::client::UploadBody;
+use crate::ctl::proto::{self, ConsoleLine, NetProgress};
+use crate::ctl::{CtlRequest, Frame};
+use crate::services::build;
+use crate::services::package::MAX_PACKAGE_SIZE;
 
 #[derive(Subcommand, Debug)]
 pub enum PkgCommand {
+    /// Build a package from a source directory into a signed
+    /// ORIGIN-NAME-VERSION-RELEASE-x86_64-linux.hart (release: the UTC time, YYYYMMDDhhmmss),
+    /// signed with the latest secret key of ORIGIN. DIR holds plan.toml (name, version,
+    /// svc_user, svc_group, run, exports, exposes, binds, binds_optional, shutdown_signal,
+    /// shutdown_timeout, maintainer, license, description, upstream_url), hooks/ (init, run,
+    /// post-run, health-check, reconfigure, suitability, file-updated, post-stop), config/
+    /// (templates), default.toml and any other files. The payload has Habitat's layout,
+    /// hab/pkgs/ORIGIN/NAME/VERSION/RELEASE/, with its metadata files (IDENT, TARGET, MANIFEST,
+    /// SVC_USER, SVC_GROUP, EXPORTS, EXPOSES, BINDS, ...). Left out: plan.toml (its text is in
+    /// MANIFEST), top-level names starting with '.', and *.hart files. Prints the package's
+    /// path as the last line.
+    #[command(verbatim_doc_comment)]
+    Build {
+        /// The package's source directory.
+        dir: PathBuf,
+        /// Origin whose latest secret signing key signs the package.
+        #[arg(long)]
+        origin: String,
+        /// Where to write the package [default: the current directory].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+    /// Install a package into a running supervisor's package store
+    /// ({data_path}/pkgs/ORIGIN/NAME/VERSION/RELEASE), streamed over its ctl gateway. The
+    /// supervisor verifies it against the origin keys in its own key cache before anything is
+    /// written, and installs all or nothing; installing an ident again changes nothing. At most
+    /// 1 GiB.
+    #[command(verbatim_doc_comment)]
+    Install {
+        /// The package file (.hart).
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteSup,
+    },
     /// Sign an xz tarball, or a directory (tarred and xz-compressed by warren), into a HART-1
     /// package signed with the latest key of ORIGIN. DEST is written atomically.
     Sign {
@@ -90,6 +132,22 @@ fn file_len(path: &Path) -> Option<u64> {
 impl PkgCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
+            PkgCommand::Build { dir, origin, out, cache } => {
+                let key = SigSecretKey::try_from(&cache.cache().latest(KeyKind::SigSecret, &origin)?)?;
+                let out = out.unwrap_or_else(|| PathBuf::from("."));
+                let built = build::build(&dir, &key, &out)
+                    .with_context(|| format!("building the package in {}", dir.display()))?;
+                outln!(
+                    "Built {} ({} entries), signed by {}, BLAKE2b {}",
+                    built.ident,
+                    built.files,
+                    built.verified.signer,
+                    built.verified.digest_hex()
+                )?;
+                outln!("{}", built.path.display())?;
+                Ok(())
+            }
+            PkgCommand::Install { file, remote } => install(&file, &remote),
             PkgCommand::Sign { origin, src, dest, cache } => {
                 let cache = cache.cache();
                 let key = SigSecretKey::try_from(&cache.latest(KeyKind::SigSecret, &origin)?)?;
@@ -154,6 +212,60 @@ impl PkgCommand {
             }
         }
     }
+}
+
+/// `warren pkg install FILE`: the file streamed to the supervisor, its lines printed.
+fn install(file: &Path, remote: &RemoteSup) -> anyhow::Result<()> {
+    let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let len = f.metadata().with_context(|| format!("reading {}", file.display()))?.len();
+    anyhow::ensure!(len > 0, "{} is empty", file.display());
+    anyhow::ensure!(
+        len <= MAX_PACKAGE_SIZE,
+        "{} is {len} bytes; packages may be at most {MAX_PACKAGE_SIZE} bytes (1 GiB)",
+        file.display()
+    );
+    let client = remote.client()?;
+    let req = CtlRequest::PkgInstall(proto::PkgInstall {
+        size: Some(len),
+        file_name: file.file_name().map(|n| n.to_string_lossy().into_owned()),
+    });
+    let bar = progress_bar(Some(len), "uploading");
+    let mut failed: Option<std::io::Error> = None;
+    let reply = client.upload(
+        &req,
+        UploadBody { body: &mut f, len, on_sent: &mut |n| bar.set_position(n) },
+        |frame: &Frame| {
+            if let Ok(line) = frame.decode::<ConsoleLine>() {
+                use std::io::Write as _;
+                if let Err(e) = bar.suspend(|| write!(std::io::stdout().lock(), "{}", line.line)) {
+                    failed.get_or_insert(e);
+                }
+            } else if frame.decode::<NetProgress>().is_ok() {
+                // The bar already shows what was sent.
+            }
+        },
+    );
+    bar.finish_and_clear();
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let reply = reply.with_context(|| format!("installing {}", file.display()))?;
+    let done: proto::PkgInstalled =
+        reply.decode().with_context(|| format!("installing {} on {}", file.display(), client.remote()))?;
+    let i = &done.ident;
+    let ident = format!(
+        "{}/{}/{}/{}",
+        i.origin,
+        i.name,
+        i.version.as_deref().unwrap_or(""),
+        i.release.as_deref().unwrap_or("")
+    );
+    if done.already_installed {
+        outln!("{ident} is already installed on {} (nothing changed)", client.remote())?;
+    } else {
+        outln!("Installed {ident} on {} (signed by {})", client.remote(), done.signer)?;
+    }
+    Ok(())
 }
 
 /// Counts compressed bytes for the directory-packing spinner.

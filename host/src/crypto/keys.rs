@@ -127,9 +127,13 @@ impl FromStr for KeyId {
 }
 
 pub fn current_revision() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    current_revision_at(time::OffsetDateTime::now_utc())
+}
+
+/// `t` as a revision (`YYYYMMDDhhmmss`, UTC): key revisions and package releases.
+pub fn current_revision_at(t: time::OffsetDateTime) -> String {
     let fmt = time::macros::format_description!("[year][month][day][hour][minute][second]");
-    now.format(&fmt).expect("formatting a UTC timestamp cannot fail")
+    t.to_offset(time::UtcOffset::UTC).format(&fmt).expect("formatting a UTC timestamp cannot fail")
 }
 
 fn validate_rev(rev: &str) -> Result<(), CryptoError> {

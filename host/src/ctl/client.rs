@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::noise::{Channel, Initiator, NoiseError};
@@ -79,14 +80,22 @@ pub struct CtlClient {
     reply_timeout: Duration,
 }
 
+/// A Noise session shared by the writing thread and the reading one of an upload.
+type SharedChannel = Arc<Mutex<Channel>>;
+
+fn with_channel<T>(ch: &SharedChannel, f: impl FnOnce(&mut Channel) -> T) -> T {
+    let mut guard = ch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut guard)
+}
+
 struct Conn<'a> {
     remote: &'a str,
     stream: TcpStream,
-    noise: Option<Channel>,
+    noise: Option<SharedChannel>,
     inbuf: Vec<u8>,
 }
 
-impl Conn<'_> {
+impl<'a> Conn<'a> {
     fn io(&self) -> impl Fn(std::io::Error) -> ClientError + '_ {
         |source| {
             if source.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -104,11 +113,9 @@ impl Conn<'_> {
     fn write_frame(&mut self, f: &Frame) -> Result<(), ClientError> {
         let bytes =
             f.encode().map_err(|source| ClientError::Frame { remote: self.remote.to_string(), source })?;
-        let bytes = match &mut self.noise {
+        let bytes = match &self.noise {
             None => bytes,
-            Some(ch) => ch
-                .seal(&bytes)
-                .map_err(|e| ClientError::Noise { remote: self.remote.to_string(), source: e })?,
+            Some(ch) => with_channel(ch, |c| c.seal(&bytes)).map_err(|e| self.noise_err(e))?,
         };
         self.stream.write_all(&bytes).map_err(self.io())
     }
@@ -124,7 +131,7 @@ impl Conn<'_> {
                 }
                 Parsed::Need(n) => n,
             };
-            match self.noise.take() {
+            match self.noise.clone() {
                 None => {
                     let have = self.inbuf.len();
                     self.inbuf.resize(need, 0);
@@ -133,18 +140,36 @@ impl Conn<'_> {
                     self.inbuf = buf;
                     r.map_err(self.io())?;
                 }
-                Some(mut ch) => {
+                Some(ch) => {
                     let mut len = [0u8; 2];
-                    let r = self.stream.read_exact(&mut len).map_err(self.io());
+                    self.stream.read_exact(&mut len).map_err(self.io())?;
                     let mut record = vec![0u8; u16::from_be_bytes(len) as usize];
-                    let r = r.and_then(|_| self.stream.read_exact(&mut record).map_err(self.io()));
-                    let plain = r.and_then(|_| ch.open(&record).map_err(|e| self.noise_err(e)));
-                    self.noise = Some(ch);
-                    self.inbuf.extend_from_slice(&plain?);
+                    self.stream.read_exact(&mut record).map_err(self.io())?;
+                    let plain = with_channel(&ch, |c| c.open(&record)).map_err(|e| self.noise_err(e))?;
+                    self.inbuf.extend_from_slice(&plain);
                 }
             }
         }
     }
+
+    /// A second handle on the same connection for another thread to read from.
+    fn reading_half(&mut self) -> Result<Conn<'a>, ClientError> {
+        let stream = self.stream.try_clone().map_err(self.io())?;
+        Ok(Conn {
+            remote: self.remote,
+            stream,
+            noise: self.noise.clone(),
+            inbuf: std::mem::take(&mut self.inbuf),
+        })
+    }
+}
+
+/// What [`CtlClient::upload`] streams: `len` bytes from `body`, with `on_sent` told the count
+/// sent so far after each chunk.
+pub struct UploadBody<'a> {
+    pub body: &'a mut dyn Read,
+    pub len: u64,
+    pub on_sent: &'a mut dyn FnMut(u64),
 }
 
 impl CtlClient {
@@ -199,7 +224,7 @@ impl CtlClient {
                 let reply = conn.read_frame()?;
                 let Ok(hs) = reply.decode::<proto::NoiseHandshake>() else { return Err(refused(&reply)) };
                 let channel = init.finish(&hs.message.unwrap_or_default()).map_err(|e| conn.noise_err(e))?;
-                conn.noise = Some(channel);
+                conn.noise = Some(Arc::new(Mutex::new(channel)));
             }
             HandshakeKind::Plaintext => {
                 let hs = proto::Handshake { secret_key: Some(self.secret.expose().to_string()) };
@@ -236,6 +261,117 @@ impl CtlClient {
         }
     }
 
+    /// Sends `req` (an upload request such as `PkgInstall`, announcing `body.len` bytes), then
+    /// the body in `PkgChunk` frames, while a second thread reads the replies: partial ones go
+    /// to `on_partial` between chunks, and an early final reply (a refusal) stops the upload.
+    /// Returns the complete reply; a `NetErr` is an error.
+    pub fn upload(
+        &self,
+        req: &CtlRequest,
+        body: UploadBody<'_>,
+        mut on_partial: impl FnMut(&Frame),
+    ) -> Result<Frame, ClientError> {
+        use std::sync::mpsc::{TryRecvError, channel};
+        let mut conn = self.connect()?;
+        self.handshake(&mut conn)?;
+        conn.write_frame(&req.to_frame(Txn::request(1)))?;
+        let mut reader = conn.reading_half()?;
+        let _ = reader.stream.set_read_timeout(Some(self.reply_timeout));
+        let (tx, rx) = channel::<Result<Frame, ClientError>>();
+        let remote = self.remote.clone();
+        let UploadBody { body, len, on_sent } = body;
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                loop {
+                    let r = reader.read_frame();
+                    let last = r.as_ref().map_or(true, Frame::is_complete);
+                    if tx.send(r).is_err() || last {
+                        break;
+                    }
+                }
+            });
+            let mut sent = 0u64;
+            let mut buf = vec![0u8; super::server::MAX_UPLOAD_CHUNK];
+            let mut early = None;
+            // A local failure (the file), or a failed write (the supervisor may have answered
+            // and closed: its answer says why).
+            let mut failed: Option<(ClientError, bool)> = None;
+            'send: while sent < len {
+                loop {
+                    match rx.try_recv() {
+                        Ok(Ok(f)) if !f.is_complete() => on_partial(&f),
+                        Ok(r) => {
+                            early = Some(r);
+                            break 'send;
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => break 'send,
+                    }
+                }
+                let want = (len - sent).min(buf.len() as u64) as usize;
+                let n = match read_some(body, &mut buf[..want]) {
+                    Ok(0) => {
+                        let source = std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("the file ended after {sent} of {len} bytes"),
+                        );
+                        failed = Some((ClientError::Io { remote: remote.clone(), source }, false));
+                        break;
+                    }
+                    Ok(n) => n,
+                    Err(source) => {
+                        failed = Some((ClientError::Io { remote: remote.clone(), source }, false));
+                        break;
+                    }
+                };
+                let chunk = proto::PkgChunk { data: Some(buf[..n].to_vec()) };
+                if let Err(e) = conn.write_frame(&Frame::new(&chunk, Some(Txn::request(1)))) {
+                    failed = Some((e, true));
+                    break;
+                }
+                sent += n as u64;
+                on_sent(sent);
+            }
+            if let Some((e, wait)) = failed.take() {
+                // The supervisor's answer, if it sent one (it ends the upload first).
+                let answer = if wait {
+                    rx.recv_timeout(Duration::from_secs(2)).ok()
+                } else {
+                    let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                    rx.try_iter().find(|r| r.as_ref().is_ok_and(Frame::is_complete))
+                };
+                let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+                return match answer.and_then(Result::ok) {
+                    Some(f) if f.is::<NetErr>() => Err(self.remote_err(&f)),
+                    _ => Err(e),
+                };
+            }
+            let last = match early {
+                Some(r) => r,
+                None => loop {
+                    match rx.recv() {
+                        Ok(Ok(f)) if !f.is_complete() => on_partial(&f),
+                        Ok(r) => break r,
+                        Err(_) => break Err(ClientError::Closed { remote: remote.clone() }),
+                    }
+                },
+            };
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            let f = last?;
+            if f.is::<NetErr>() {
+                return Err(self.remote_err(&f));
+            }
+            Ok(f)
+        })
+    }
+
+    fn remote_err(&self, f: &Frame) -> ClientError {
+        match f.decode::<NetErr>() {
+            Ok(err) => ClientError::Remote { remote: self.remote.clone(), err },
+            Err(source) => ClientError::Frame { remote: self.remote.clone(), source },
+        }
+    }
+
     /// [`CtlClient::call`] whose final reply must be an `M`.
     pub fn call_for<M: CtlMessage>(
         &self,
@@ -245,6 +381,16 @@ impl CtlClient {
         let f = self.call(req, on_partial)?;
         f.decode::<M>()
             .map_err(|_| ClientError::Unexpected { remote: self.remote.clone(), got: f.name.clone() })
+    }
+}
+
+/// One `read`, retried on EINTR.
+fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The control gateway (default 127.0.0.1:9632): Habitat's ctl framing and messages, one
-//! request per connection with streamed replies, authenticated by the ctl secret.
+//! request per connection with streamed replies, authenticated by the ctl secret. A request
+//! may carry a body of any size after it in chunk frames (`PkgInstall`: see [`server::Upload`]).
 //!
 //! - [`protocol`]: frames (Habitat's exact bit layout), [`CtlRequest`], [`Reply`].
 //! - [`proto`]: the messages (host/proto/ctl.proto; Habitat's names and field numbers).
@@ -22,7 +23,9 @@ pub use client::{ClientError, CtlClient, HandshakeKind};
 pub use metrics::CtlMetrics;
 pub use protocol::{CtlRequest, Frame, Reply, Txn};
 pub use secret::CtlSecret;
-pub use server::{CtlHandler, Disconnected, PlaintextPolicy, ReplySink, ServerConfig, serve};
+pub use server::{
+    CtlHandler, Disconnected, PlaintextPolicy, ReplySink, ServerConfig, Upload, UploadError, serve,
+};
 
 #[cfg(test)]
 mod tests;

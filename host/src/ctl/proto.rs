@@ -46,6 +46,9 @@ names!(
     RingKeyRemove,
     RumorInject,
     RumorInjected,
+    PkgInstall,
+    PkgChunk,
+    PkgInstalled,
 );
 
 impl NetErr {

@@ -225,7 +225,19 @@ requests!(
     SvcSetCfg(SvcSetCfg),
     SvcValidateCfg(SvcValidateCfg),
     SvcFilePut(SvcFilePut),
+    PkgInstall(PkgInstall),
 );
+
+impl CtlRequest {
+    /// For a request whose body follows it in chunk frames (`PkgInstall`), the byte count the
+    /// client announced.
+    pub fn upload_len(&self) -> Option<u64> {
+        match self {
+            CtlRequest::PkgInstall(p) => Some(p.size.unwrap_or(0)),
+            _ => None,
+        }
+    }
+}
 
 impl std::fmt::Debug for CtlRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

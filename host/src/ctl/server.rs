@@ -6,6 +6,10 @@
 //! `NetErr{Unauthorized}` and the connection closes at once: nothing after a failed handshake
 //! is read. The handshake and the request frame must each arrive within the handshake timeout;
 //! the handler then has as long as it needs (a service install streams for minutes).
+//!
+//! An upload request (`PkgInstall`) is followed by its body in `PkgChunk` frames; each must
+//! arrive within the same timeout, and the handler ([`CtlHandler::handle_upload`]) reads them
+//! as an [`Upload`] while its replies stream back on the same connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -103,6 +108,68 @@ impl ReplySink {
     pub async fn progress(&self, total: u64, position: u64) -> Result<(), Disconnected> {
         self.send(&proto::NetProgress { total, position }).await
     }
+
+    /// A `NetProgress` that never waits: dropped when replies are backed up (a client busy
+    /// sending an upload reads them later; progress is advisory).
+    pub fn try_progress(&self, total: u64, position: u64) {
+        let frame = Frame::new(&proto::NetProgress { total, position }, Some(self.txn.reply(false)));
+        let _ = self.tx.try_send(frame);
+    }
+}
+
+/// The largest chunk of an upload's data (a `PkgChunk` frame also has a few bytes of framing).
+pub const MAX_UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// Why an upload ended before all its bytes arrived.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UploadError {
+    #[error("the client sent nothing for {0:?}; upload abandoned")]
+    Timeout(Duration),
+    #[error("the client went away after {received} of {declared} bytes")]
+    Closed { received: u64, declared: u64 },
+    #[error("bad upload frame: {0}")]
+    Protocol(String),
+    #[error("the client sent more than the {declared} bytes it announced")]
+    TooLong { declared: u64 },
+}
+
+/// The body of an upload request (`PkgInstall`), as the client's chunk frames arrive. Each
+/// chunk must arrive within the gateway's timeout.
+pub struct Upload {
+    rx: mpsc::Receiver<Result<Vec<u8>, UploadError>>,
+    declared: u64,
+    received: u64,
+}
+
+impl Upload {
+    /// The byte count the client announced.
+    pub fn declared_len(&self) -> u64 {
+        self.declared
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The next chunk (never empty), or None once all the announced bytes have arrived.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, UploadError> {
+        if self.received >= self.declared {
+            return Ok(None);
+        }
+        match self.rx.recv().await {
+            Some(Ok(chunk)) => {
+                self.received += chunk.len() as u64;
+                Ok(Some(chunk))
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(UploadError::Closed { received: self.received, declared: self.declared }),
+        }
+    }
+
+    /// An upload fed from a channel (tests of handlers).
+    pub fn from_channel(rx: mpsc::Receiver<Result<Vec<u8>, UploadError>>, declared: u64) -> Upload {
+        Upload { rx, declared, received: 0 }
+    }
 }
 
 /// What the gateway serves. The server decodes and authenticates; the handler acts.
@@ -110,6 +177,20 @@ pub trait CtlHandler: Send + Sync + 'static {
     /// Handles one request: stream partial replies into `out`, return the final one (sent
     /// `complete`), or a `NetErr` (sent as the complete reply).
     fn handle(&self, req: CtlRequest, out: ReplySink) -> impl Future<Output = Result<Reply, NetErr>> + Send;
+
+    /// Handles a request whose body follows in chunk frames ([`CtlRequest::upload_len`]).
+    /// Returning before the upload is complete refuses the rest of it.
+    fn handle_upload(
+        &self,
+        req: CtlRequest,
+        upload: Upload,
+        out: ReplySink,
+    ) -> impl Future<Output = Result<Reply, NetErr>> + Send {
+        let _ = (upload, out);
+        async move {
+            Err(NetErr::new(ErrCode::NotSupported, format!("{} is not supported by this server", req.name())))
+        }
+    }
 }
 
 /// How long a stopping gateway waits for the connections it is serving.
@@ -172,14 +253,23 @@ enum LinkError {
     Noise(#[from] NoiseError),
 }
 
-/// A connection's byte stream, plain or inside a Noise channel.
-struct Link {
-    stream: TcpStream,
-    noise: Option<Channel>,
+/// A Noise session shared by a connection's two halves (their nonces are independent; the lock
+/// is held only while one record is sealed or opened, never across an await).
+type SharedChannel = Arc<std::sync::Mutex<Channel>>;
+
+fn with_channel<T>(ch: &SharedChannel, f: impl FnOnce(&mut Channel) -> T) -> T {
+    let mut guard = ch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut guard)
+}
+
+/// The reading half of a connection, plain or inside a Noise channel.
+struct Reader {
+    stream: OwnedReadHalf,
+    noise: Option<SharedChannel>,
     inbuf: Vec<u8>,
 }
 
-impl Link {
+impl Reader {
     async fn read_frame(&mut self, max_body: usize) -> Result<Frame, LinkError> {
         loop {
             match parse_frame(&self.inbuf, max_body)? {
@@ -194,7 +284,7 @@ impl Link {
 
     /// Reads toward `need` buffered bytes: plainly exactly that many, or one more record.
     async fn fill(&mut self, need: usize) -> Result<(), LinkError> {
-        match &mut self.noise {
+        match &self.noise {
             None => {
                 let have = self.inbuf.len();
                 self.inbuf.resize(need, 0);
@@ -204,30 +294,68 @@ impl Link {
                 let len = self.stream.read_u16().await? as usize;
                 let mut record = vec![0u8; len];
                 self.stream.read_exact(&mut record).await?;
-                let plain = ch.open(&record)?;
+                let plain = with_channel(ch, |c| c.open(&record))?;
                 self.inbuf.extend_from_slice(&plain);
             }
         }
         Ok(())
     }
+}
 
+/// The writing half.
+struct Writer {
+    stream: OwnedWriteHalf,
+    noise: Option<SharedChannel>,
+}
+
+impl Writer {
     async fn write_frame(&mut self, f: &Frame) -> Result<(), LinkError> {
         let bytes = f.encode()?;
-        match &mut self.noise {
+        match &self.noise {
             None => self.stream.write_all(&bytes).await?,
             Some(ch) => {
-                let sealed = ch.seal(&bytes)?;
+                let sealed = with_channel(ch, |c| c.seal(&bytes))?;
                 self.stream.write_all(&sealed).await?;
             }
         }
         Ok(())
+    }
+}
+
+/// A connection's byte stream, plain or inside a Noise channel.
+struct Link {
+    r: Reader,
+    w: Writer,
+}
+
+impl Link {
+    fn new(stream: TcpStream) -> Link {
+        let (rd, wr) = stream.into_split();
+        Link {
+            r: Reader { stream: rd, noise: None, inbuf: Vec::new() },
+            w: Writer { stream: wr, noise: None },
+        }
+    }
+
+    fn set_channel(&mut self, channel: Channel) {
+        let shared = Arc::new(std::sync::Mutex::new(channel));
+        self.r.noise = Some(shared.clone());
+        self.w.noise = Some(shared);
+    }
+
+    async fn read_frame(&mut self, max_body: usize) -> Result<Frame, LinkError> {
+        self.r.read_frame(max_body).await
+    }
+
+    async fn write_frame(&mut self, f: &Frame) -> Result<(), LinkError> {
+        self.w.write_frame(f).await
     }
 
     /// Sends a final `NetErr` and closes (best effort: the peer may be gone).
     async fn refuse(&mut self, txn: Option<Txn>, err: NetErr) {
         let frame = Frame::new(&err, Some(txn.unwrap_or(Txn::request(0)).reply(true)));
         let _ = self.write_frame(&frame).await;
-        let _ = self.stream.shutdown().await;
+        let _ = self.w.stream.shutdown().await;
     }
 }
 
@@ -262,7 +390,7 @@ async fn handshake(
                 let txn = first.txn.unwrap_or(Txn::request(0)).reply(true);
                 link.write_frame(&Frame::new(&proto::NoiseHandshake { message: Some(reply) }, Some(txn)))
                     .await?;
-                link.noise = Some(channel);
+                link.set_channel(channel);
                 CtlMetrics::inc(&metrics.noise_handshakes);
                 Ok(true)
             }
@@ -315,7 +443,7 @@ async fn connection<H: CtlHandler>(
     handler: Arc<H>,
     metrics: &CtlMetrics,
 ) {
-    let mut link = Link { stream, noise: None, inbuf: Vec::new() };
+    let mut link = Link::new(stream);
     let limit = config.handshake_timeout;
     let bad = |what: &str, e: &LinkError| {
         if let LinkError::Io(io) = e
@@ -375,50 +503,144 @@ async fn connection<H: CtlHandler>(
     };
     CtlMetrics::inc(&metrics.requests);
     tracing::debug!(%peer, request = req.name(), "ctl request");
-    run_handler(link, req, txn, handler, metrics).await;
+    match req.upload_len() {
+        None => run_handler(link, req, txn, handler, metrics).await,
+        Some(declared) => run_upload(link, req, txn, declared, handler, config, metrics).await,
+    }
+}
+
+/// The final frame of a handler's result.
+fn final_frame(result: Result<Reply, NetErr>, txn: Txn, metrics: &CtlMetrics) -> Frame {
+    let last = match result {
+        Ok(r) if r.body.len() <= MAX_BODY_LEN => Frame { name: r.name.into(), txn: None, body: r.body },
+        Ok(r) => {
+            CtlMetrics::inc(&metrics.request_errors);
+            let msg = format!("the {} reply is too large to send", r.name);
+            Frame::new(&NetErr::new(ErrCode::EntityTooLarge, msg), None)
+        }
+        Err(e) => {
+            CtlMetrics::inc(&metrics.request_errors);
+            Frame::new(&e, None)
+        }
+    };
+    Frame { txn: Some(txn.reply(true)), ..last }
+}
+
+/// Writes replies as they come until the complete one.
+async fn write_replies(writer: &mut Writer, mut rx: mpsc::Receiver<Frame>) {
+    while let Some(f) = rx.recv().await {
+        let done = f.is_complete();
+        if let Err(e) = writer.write_frame(&f).await {
+            tracing::debug!(error = %e, "ctl gateway: reply not delivered");
+            break;
+        }
+        if done {
+            break;
+        }
+    }
+}
+
+/// Reads an upload's chunk frames into `tx` until `declared` bytes have arrived, the client
+/// stalls or misbehaves (the error goes to the handler), or the handler stops listening.
+async fn pump_upload(
+    reader: &mut Reader,
+    txn: Txn,
+    declared: u64,
+    limit: Duration,
+    tx: mpsc::Sender<Result<Vec<u8>, UploadError>>,
+) -> u64 {
+    let mut got = 0u64;
+    // Room for a chunk and its framing; anything larger is refused from its header.
+    let max_body = MAX_UPLOAD_CHUNK + 64;
+    while got < declared {
+        let read = tokio::select! {
+            r = tokio::time::timeout(limit, reader.read_frame(max_body)) => r,
+            _ = tx.closed() => return got,
+        };
+        let result = match read {
+            Err(_) => Err(UploadError::Timeout(limit)),
+            Ok(Err(LinkError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(UploadError::Closed { received: got, declared })
+            }
+            Ok(Err(LinkError::Io(_))) => Err(UploadError::Closed { received: got, declared }),
+            Ok(Err(e)) => Err(UploadError::Protocol(e.to_string())),
+            Ok(Ok(f)) if f.txn.map(|t| t.id) != Some(txn.id) => {
+                Err(UploadError::Protocol(format!("a {} frame outside the request's transaction", f.name)))
+            }
+            Ok(Ok(f)) => match f.decode::<proto::PkgChunk>() {
+                Err(e) => Err(UploadError::Protocol(e.to_string())),
+                Ok(c) => match c.data {
+                    Some(d) if !d.is_empty() && d.len() <= MAX_UPLOAD_CHUNK => {
+                        got += d.len() as u64;
+                        if got > declared { Err(UploadError::TooLong { declared }) } else { Ok(d) }
+                    }
+                    Some(d) if !d.is_empty() => Err(UploadError::Protocol(format!(
+                        "a chunk of {} bytes (at most {MAX_UPLOAD_CHUNK})",
+                        d.len()
+                    ))),
+                    _ => Err(UploadError::Protocol("an empty chunk".into())),
+                },
+            },
+        };
+        let failed = result.is_err();
+        if tx.send(result).await.is_err() || failed {
+            return got;
+        }
+    }
+    got
+}
+
+/// Runs an upload handler: chunks are read while replies are written. If the handler answers
+/// before the whole body arrived, what the client still sends is read and dropped for a
+/// while after the answer, so closing does not reset the connection before the client reads it.
+async fn run_upload<H: CtlHandler>(
+    link: Link,
+    req: CtlRequest,
+    txn: Txn,
+    declared: u64,
+    handler: Arc<H>,
+    config: &ServerConfig,
+    metrics: &CtlMetrics,
+) {
+    let Link { r: mut reader, w: mut writer } = link;
+    let limit = config.handshake_timeout;
+    let (tx, rx) = mpsc::channel::<Frame>(32);
+    let sink = ReplySink { tx: tx.clone(), txn };
+    let (chunk_tx, chunk_rx) = mpsc::channel(4);
+    let upload = Upload { rx: chunk_rx, declared, received: 0 };
+    let run = async move {
+        let result = handler.handle_upload(req, upload, sink).await;
+        let _ = tx.send(final_frame(result, txn, metrics)).await;
+    };
+    let pump = pump_upload(&mut reader, txn, declared, limit, chunk_tx);
+    let ((), (), got) = tokio::join!(run, write_replies(&mut writer, rx), pump);
+    let _ = writer.stream.shutdown().await;
+    if got < declared {
+        let drain = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            while matches!(reader.stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
+    }
 }
 
 /// Runs the handler while writing its replies as they come; the last one is `complete`.
 async fn run_handler<H: CtlHandler>(
-    mut link: Link,
+    link: Link,
     req: CtlRequest,
     txn: Txn,
     handler: Arc<H>,
     metrics: &CtlMetrics,
 ) {
+    let Link { r: _reader, w: mut writer } = link;
     let (tx, rx) = mpsc::channel::<Frame>(32);
     let sink = ReplySink { tx: tx.clone(), txn };
     let run = async move {
-        let last = match handler.handle(req, sink).await {
-            Ok(r) if r.body.len() <= MAX_BODY_LEN => Frame { name: r.name.into(), txn: None, body: r.body },
-            Ok(r) => {
-                CtlMetrics::inc(&metrics.request_errors);
-                let msg = format!("the {} reply is too large to send", r.name);
-                Frame::new(&NetErr::new(ErrCode::EntityTooLarge, msg), None)
-            }
-            Err(e) => {
-                CtlMetrics::inc(&metrics.request_errors);
-                Frame::new(&e, None)
-            }
-        };
-        let _ = tx.send(Frame { txn: Some(txn.reply(true)), ..last }).await;
+        let result = handler.handle(req, sink).await;
+        let _ = tx.send(final_frame(result, txn, metrics)).await;
     };
-    let link_ref = &mut link;
-    let write = async move {
-        let mut rx = rx;
-        while let Some(f) = rx.recv().await {
-            let done = f.is_complete();
-            if let Err(e) = link_ref.write_frame(&f).await {
-                tracing::debug!(error = %e, "ctl gateway: reply not delivered");
-                break;
-            }
-            if done {
-                break;
-            }
-        }
-    };
-    tokio::join!(run, write);
-    let _ = link.stream.shutdown().await;
+    tokio::join!(run, write_replies(&mut writer, rx));
+    let _ = writer.stream.shutdown().await;
 }
 
 #[cfg(test)]

@@ -26,6 +26,28 @@ impl CtlHandler for Echo {
             _ => Err(NetErr::new(ErrCode::NotSupported, "not here")),
         }
     }
+
+    /// Hashes the upload; a file name "refuse" is refused before any chunk is read.
+    async fn handle_upload(
+        &self,
+        req: CtlRequest,
+        mut upload: Upload,
+        out: ReplySink,
+    ) -> Result<Reply, NetErr> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let CtlRequest::PkgInstall(p) = req else { return Err(NetErr::new(ErrCode::NotSupported, "no")) };
+        if p.file_name.as_deref() == Some("refuse") {
+            return Err(NetErr::new(ErrCode::Conflict, "refused early"));
+        }
+        let mut h = crate::crypto::sodium::Blake2b256::new();
+        while let Some(chunk) =
+            upload.next_chunk().await.map_err(|e| NetErr::new(ErrCode::Io, e.to_string()))?
+        {
+            h.update(&chunk);
+            out.try_progress(upload.declared_len(), upload.received());
+        }
+        Ok(Reply::new(&proto::CtlPong { payload: Some(h.finalize().to_vec()) }))
+    }
 }
 
 struct Server {
@@ -189,4 +211,54 @@ fn replayed_and_altered_noise_records_execute_nothing() {
     assert!(read_all(&mut conn).is_empty(), "closed without a reply");
     assert_eq!(s.handler.calls.load(Ordering::SeqCst), 1, "neither the replay nor the altered record ran");
     assert_eq!(CtlMetrics::get(&s.metrics.bad_frames), 2);
+}
+
+fn upload_req(size: u64, name: &str) -> CtlRequest {
+    CtlRequest::PkgInstall(proto::PkgInstall { size: Some(size), file_name: Some(name.into()) })
+}
+
+#[test]
+fn an_upload_streams_in_chunks_both_ways_and_an_early_refusal_arrives() {
+    let s = start(PlaintextPolicy::Deny);
+    let client = CtlClient::new(&s.addr, CtlSecret::new("right").unwrap());
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut progress = 0u64;
+    let mut sent = 0u64;
+    let reply = client
+        .upload(
+            &upload_req(data.len() as u64, "x"),
+            client::UploadBody {
+                body: &mut data.as_slice(),
+                len: data.len() as u64,
+                on_sent: &mut |n| sent = n,
+            },
+            |f| {
+                if let Ok(p) = f.decode::<proto::NetProgress>() {
+                    progress = progress.max(p.position);
+                }
+            },
+        )
+        .unwrap();
+    let pong: proto::CtlPong = reply.decode().unwrap();
+    assert_eq!(pong.payload.unwrap(), crate::crypto::sodium::blake2b_256(&data).to_vec());
+    assert_eq!(sent, data.len() as u64);
+    assert_eq!(progress, data.len() as u64, "progress streamed back while sending");
+
+    // Refused before the first chunk is read: the client stops and reports the answer.
+    let big = 64 * 1024 * 1024u64;
+    let mut zeros = std::io::repeat(0);
+    let mut sent = 0;
+    let e = client
+        .upload(
+            &upload_req(big, "refuse"),
+            client::UploadBody { body: &mut zeros, len: big, on_sent: &mut |n| sent = n },
+            |_| {},
+        )
+        .unwrap_err();
+    assert_eq!(e.net_err().map(|n| n.err_code()), Some(ErrCode::Conflict), "{e}");
+    assert!(sent < big, "the client stopped sending once refused");
+
+    // A handler without upload support refuses uploads of other kinds; a chunk is no request.
+    let chunk = Frame::new(&proto::PkgChunk { data: Some(vec![1]) }, Some(Txn::request(1)));
+    assert!(CtlRequest::decode(&chunk).is_err());
 }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::backoff::BackoffPolicy;
 use super::hooks::{Hook, HookContext};
-use super::package::{Installed, PackageError, PackageIdent};
+use super::package::{PackageError, PackageIdent, PackageMeta, PackageStore};
 use super::spec::{BindingMode, DesiredState, ServiceSpec, SpecDir, Topology};
 use super::state::Desired;
 use super::supervisor::{self, Command, ServiceConfig, ServiceTask, ServiceView};
@@ -29,6 +29,8 @@ pub enum SvcError {
     NotLoaded(String),
     #[error("service {0} is already loaded; unload it first, or load with --force")]
     AlreadyLoaded(String),
+    #[error("no installed package matches {0} (install it with `warren pkg install FILE.hart`)")]
+    NotInstalled(String),
     #[error("{0}")]
     Package(#[from] PackageError),
     #[error("{0}")]
@@ -262,7 +264,7 @@ impl Manager {
 
     fn load(&mut self, req: LoadRequest) -> Result<watch::Receiver<ServiceView>, SvcError> {
         validate_group(&req.group)?;
-        let installed = Installed::find(&self.options.data_path, &req.ident)?;
+        let installed = Pkg::find(&self.options.data_path, &req.ident)?;
         let name = installed.ident.name.clone();
         if self.services.contains_key(&name) && !req.force {
             return Err(SvcError::AlreadyLoaded(name));
@@ -303,7 +305,7 @@ impl Manager {
     /// Prepares the service's directories and hooks and starts its task.
     fn launch(&mut self, spec: ServiceSpec) -> Result<watch::Receiver<ServiceView>, SvcError> {
         let ident: PackageIdent = spec.ident.parse().map_err(SvcError::Package)?;
-        let installed = Installed::find(&self.options.data_path, &ident)?;
+        let installed = Pkg::find(&self.options.data_path, &ident)?;
         let name = installed.ident.name.clone();
         let config = self.prepare(&installed, &spec)?;
         let record = config.record.clone();
@@ -314,7 +316,7 @@ impl Manager {
         Ok(view)
     }
 
-    fn prepare(&self, pkg: &Installed, spec: &ServiceSpec) -> Result<ServiceConfig, SvcError> {
+    fn prepare(&self, pkg: &Pkg, spec: &ServiceSpec) -> Result<ServiceConfig, SvcError> {
         let name = &pkg.ident.name;
         let svc_dir = self.options.data_path.join("svc").join(name);
         let (user, ids) = service_user(pkg)?;
@@ -337,7 +339,7 @@ impl Manager {
                     .map_err(io(format!("chown {}", dir.display())))?;
             }
         }
-        let run = pkg.hook_source(Hook::Run);
+        let run = pkg.run_source();
         if !run.is_file() {
             return Err(SvcError::Invalid(format!(
                 "package {} has no run hook ({})",
@@ -378,7 +380,7 @@ impl Manager {
     /// layered configuration; returns what changed.
     fn render(
         &self,
-        pkg: &Installed,
+        pkg: &Pkg,
         spec: &ServiceSpec,
         user: Option<&users::User>,
     ) -> Result<Rendered, SvcError> {
@@ -411,7 +413,7 @@ impl Manager {
 
     fn template_data(
         &self,
-        pkg: &Installed,
+        pkg: &Pkg,
         spec: &ServiceSpec,
         svc_dir: &Path,
         cfg: toml::Table,
@@ -455,7 +457,7 @@ impl Manager {
             .ident
             .parse()
             .map_err(SvcError::Package)
-            .and_then(|i| Ok(Installed::find(&self.options.data_path, &i)?))
+            .and_then(|i| Pkg::find(&self.options.data_path, &i))
         else {
             return;
         };
@@ -520,7 +522,7 @@ fn validate_group(group: &str) -> Result<(), SvcError> {
 /// Who a service runs as, and the (uid, gid) to switch to (None: no switch).
 type RunAs = (Option<users::User>, Option<(u32, u32)>);
 
-fn service_user(pkg: &Installed) -> Result<RunAs, SvcError> {
+fn service_user(pkg: &Pkg) -> Result<RunAs, SvcError> {
     if !users::is_root() {
         return Ok((users::current(), None));
     }
@@ -542,7 +544,7 @@ fn service_user(pkg: &Installed) -> Result<RunAs, SvcError> {
 
 /// A clean environment: nothing of the supervisor's own (secrets, WARREN_* settings).
 fn environment(
-    pkg: &Installed,
+    pkg: &Pkg,
     svc_dir: &Path,
     group: &str,
     user: Option<&users::User>,
@@ -580,5 +582,100 @@ async fn next_batch(
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// An installed package as services use it: where it is and what its metadata says.
+#[derive(Debug, Clone)]
+pub struct Pkg {
+    pub ident: PackageIdent,
+    pub dir: PathBuf,
+    pub meta: PackageMeta,
+}
+
+impl Pkg {
+    /// The newest installed package satisfying `ident`.
+    pub fn find(data_path: &Path, ident: &PackageIdent) -> Result<Pkg, SvcError> {
+        let found = PackageStore::under(data_path)
+            .latest(ident)?
+            .ok_or_else(|| SvcError::NotInstalled(ident.to_string()))?;
+        let meta = found.meta()?;
+        Ok(Pkg { ident: found.ident, dir: found.path, meta })
+    }
+
+    /// `SVC_USER` (Habitat's default: hab).
+    pub fn svc_user(&self) -> String {
+        self.meta.svc_user.clone().unwrap_or_else(|| "hab".into())
+    }
+
+    pub fn svc_group(&self) -> Option<String> {
+        self.meta.svc_group.clone()
+    }
+
+    /// `SHUTDOWN_SIGNAL` as a number; TERM when unset or unknown.
+    pub fn shutdown_signal(&self) -> i32 {
+        self.meta.shutdown_signal.as_deref().and_then(signal_number).unwrap_or(libc::SIGTERM)
+    }
+
+    pub fn shutdown_timeout(&self) -> Option<Duration> {
+        self.meta.shutdown_timeout.map(|s| Duration::from_secs(u64::from(s)))
+    }
+
+    /// `hooks/run`, else the `run` file at the package root (a plan's `run` entry).
+    pub fn run_source(&self) -> PathBuf {
+        let hook = self.dir.join("hooks").join(Hook::Run.file_name());
+        if hook.is_file() { hook } else { self.dir.join("run") }
+    }
+}
+
+/// A signal by name (`TERM`, `SIGINT`) or number.
+pub fn signal_number(s: &str) -> Option<i32> {
+    if let Ok(n) = s.trim().parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = s.trim().to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    Some(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "WINCH" => libc::SIGWINCH,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(signal_number("TERM"), Some(libc::SIGTERM));
+        assert_eq!(signal_number("sigint"), Some(libc::SIGINT));
+        assert_eq!(signal_number("10"), Some(10));
+        assert_eq!(signal_number("BOGUS"), None);
+        assert_eq!(signal_number("0"), None);
+    }
+
+    #[test]
+    fn the_newest_matching_install_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        for (v, r) in
+            [("1.9.2", "20260101000000"), ("1.10.0", "20250101000000"), ("1.10.0", "20250102000000")]
+        {
+            std::fs::create_dir_all(dir.path().join(format!("pkgs/acme/web/{v}/{r}"))).unwrap();
+        }
+        let find = |s: &str| Pkg::find(dir.path(), &s.parse().unwrap()).map(|p| p.ident.to_string());
+        assert_eq!(find("acme/web").unwrap(), "acme/web/1.10.0/20250102000000");
+        assert_eq!(find("acme/web/1.9.2").unwrap(), "acme/web/1.9.2/20260101000000");
+        assert!(matches!(find("acme/web/2.0"), Err(SvcError::NotInstalled(_))));
+        assert!(find("acme/other").is_err());
     }
 }

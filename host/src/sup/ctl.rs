@@ -1,6 +1,7 @@
 //! The supervisor's side of the ctl gateway: where its secret comes from, and what each
 //! request does to the ring (`ctl ping`, `sup status`, `sup depart`, `sup restart`,
-//! `ring key ...`).
+//! `ring key ...`), `pkg install` (see [`super::pkg_install`]) and `svc ...` (see
+//! [`super::ctl_svc`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,6 +18,7 @@ use crate::crypto::{KeyCache, KeyFile, KeyId, KeyKind, RingKey};
 use crate::ctl::proto::{self, ErrCode, NetErr};
 use crate::ctl::{
     self, CtlHandler, CtlMetrics, CtlRequest, CtlSecret, PlaintextPolicy, Reply, ReplySink, ServerConfig,
+    Upload,
 };
 use crate::plugins::PluginRuntime;
 use crate::ring::wire::KeyringError;
@@ -109,7 +111,7 @@ pub async fn start(
     Ok(CtlGateway { addr, metrics, task })
 }
 
-/// The requests, served on the ring through [`RingHandle`].
+/// The requests, served on the ring through [`RingHandle`], and packages into the store.
 pub struct SupCtl {
     pub ring: RingHandle,
     /// Where `ring key install|remove` write, when the ring was started from the key cache.
@@ -120,6 +122,8 @@ pub struct SupCtl {
     pub restart: mpsc::Sender<()>,
     /// `svc load|unload|start|stop|status`.
     pub services: Services,
+    /// `pkg install`: the key cache packages are verified against, and the package store.
+    pub installer: super::pkg_install::Installer,
 }
 
 /// The ring's loop has stopped (the supervisor is shutting down).
@@ -202,6 +206,13 @@ impl CtlHandler for SupCtl {
                 ErrCode::NotSupported,
                 format!("{} is not supported by this supervisor yet", other.name()),
             )),
+        }
+    }
+
+    async fn handle_upload(&self, req: CtlRequest, upload: Upload, out: ReplySink) -> Result<Reply, NetErr> {
+        match req {
+            CtlRequest::PkgInstall(p) => self.installer.install(p, upload, out).await,
+            other => Err(err(ErrCode::NotSupported, format!("{} carries no upload", other.name()))),
         }
     }
 }

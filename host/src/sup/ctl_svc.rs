@@ -30,7 +30,7 @@ fn svc_err(e: SvcError) -> NetErr {
     let code = match &e {
         SvcError::NotLoaded(_) => ErrCode::NotFound,
         SvcError::AlreadyLoaded(_) => ErrCode::Conflict,
-        SvcError::Package(crate::services::package::PackageError::NotInstalled(_)) => ErrCode::NotFound,
+        SvcError::NotInstalled(_) => ErrCode::NotFound,
         SvcError::Package(_) | SvcError::Invalid(_) => ErrCode::InvalidPayload,
         SvcError::Io { .. } => ErrCode::Io,
         SvcError::Stopped => ErrCode::Internal,

@@ -5,6 +5,7 @@
 pub mod ctl;
 pub mod ctl_svc;
 pub mod keywatch;
+pub mod pkg_install;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -360,6 +361,12 @@ impl Supervisor {
         let http_task = tokio::spawn(http::serve(http_listener, router, async move {
             let _ = http_stop.wait_for(|s| *s).await;
         }));
+        let store = crate::services::PackageStore::under(&opts.data_path);
+        let spool_dir = opts.data_path.join("tmp");
+        let swept = store.sweep() + pkg_install::sweep_spool(&spool_dir);
+        if swept > 0 {
+            tracing::info!("removed {swept} unfinished package install(s) left by an earlier run");
+        }
         let advertised_addr = ring.status().members.iter().find(|m| m.ident.id == id).map(|m| m.ident.addr);
         let sys_ip = advertised_addr.map(|a| a.ip()).unwrap_or(gossip_addr.ip());
         let services = crate::services::Services::start(crate::services::ServicesOptions {
@@ -383,6 +390,12 @@ impl Supervisor {
             plugins: opts.plugins.clone(),
             restart: restart_tx,
             services: services.clone(),
+            installer: pkg_install::Installer {
+                keys: cache.clone(),
+                store,
+                spool_dir,
+                slots: Arc::new(tokio::sync::Semaphore::new(pkg_install::MAX_CONCURRENT_INSTALLS)),
+            },
         };
         let ctl =
             ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, ctl_metrics, stop_rx.clone())
