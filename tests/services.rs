@@ -309,3 +309,75 @@ fn a_service_runs_without_the_supervisors_privileges_or_secrets() {
         assert_eq!(seen.trim(), "readable", "same user: the file mode is the only fence");
     }
 }
+
+/// GET / on `addr` (None while nothing answers).
+fn get(addr: &str) -> Option<String> {
+    let r = warren::http::client::request(addr, "GET", "/", None, None, Duration::from_secs(2)).ok()?;
+    (r.status == 200).then(|| r.text())
+}
+
+#[test]
+fn the_example_package_builds_installs_loads_answers_from_its_config_and_follows_user_toml() {
+    use support::cli::warren;
+    use support::fixtures::repo_root;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let secret = support::keys::origin_keys(&keys, "acme");
+    let run = warren(&[
+        "pkg",
+        "build",
+        repo_root().join("examples/packages/hello-http").to_str().unwrap(),
+        "--origin",
+        "acme",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--cache-key-path",
+        keys.to_str().unwrap(),
+    ]);
+    let hart = run.ok().lines().last().unwrap().to_string();
+    let sup = Sup::start(dir.path(), 56, fast_timings(), vec![]);
+    warren::crypto::KeyCache::new(sup.data.join("keys")).write(&secret.public().to_file()).unwrap();
+    // Its own address and port, set where an operator would: user.toml.
+    let addr = "127.0.0.56:8080";
+    let user = sup.data.join("user/hello-http/user.toml");
+    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+    std::fs::write(&user, "[http]\nlisten = \"127.0.0.56\"\nport = 8080\n").unwrap();
+
+    let load = sup.cli(&["svc", "load", &hart]);
+    assert_eq!(load.code, 0, "{load:?}\n{}", sup.log_tail());
+    assert!(load.stdout.contains("Installed acme/hello-http/0.1.0/"), "installed first: {load:?}");
+    assert!(load.stdout.contains("hello-http.default: up"), "{load:?}");
+    let body = wait_for(Duration::from_secs(20), || get(addr))
+        .unwrap_or_else(|| panic!("nothing answers on {addr}:\n{}", sup.log_tail()));
+    assert_eq!(body.trim(), "Hello from hello-http", "the response comes from default.toml via config/");
+    let rendered = std::fs::read_to_string(svc_dir(&sup, "hello-http").join("config/server.conf")).unwrap();
+    assert!(rendered.contains("port = 8080") && rendered.contains("listen = 127.0.0.56"), "{rendered}");
+    let hook = std::fs::read_to_string(svc_dir(&sup, "hello-http").join("hooks/run")).unwrap();
+    assert!(!hook.contains("{{") && hook.contains("/bin/server.pl"), "the run hook is rendered: {hook}");
+    let pid = pid_of(&sup, "hello-http").unwrap();
+
+    // A new message in user.toml: re-rendered, reconfigure runs, the same process answers it.
+    std::fs::write(
+        &user,
+        "message = \"changed by user.toml\"\n[http]\nlisten = \"127.0.0.56\"\nport = 8080\n",
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(20), "the new message is served", || {
+        get(addr).is_some_and(|b| b.trim() == "changed by user.toml")
+    });
+    assert_eq!(pid_of(&sup, "hello-http"), Some(pid), "reconfigured, not restarted");
+    let hook_log = svc_dir(&sup, "hello-http").join("logs/reconfigure.stdout.log");
+    let ran = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&hook_log).ok()?.contains("hello-http: config re-rendered").then_some(())
+    });
+    assert!(ran.is_some(), "the reconfigure hook's output is in its log:\n{}", sup.log_tail());
+
+    // A crash: restarted, and it answers again with the current config.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(20), "restarted and answering", || {
+        pid_of(&sup, "hello-http").is_some_and(|p| p != pid)
+            && get(addr).is_some_and(|b| b.contains("changed"))
+    });
+    assert_eq!(sup.cli(&["svc", "unload", "acme/hello-http"]).code, 0);
+    assert!(get(addr).is_none(), "stopped");
+}

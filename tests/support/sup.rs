@@ -236,6 +236,19 @@ impl Sup {
 impl Drop for Sup {
     fn drop(&mut self) {
         self.kill9();
+        // Services outlive a killed supervisor (by design): end the ones it recorded, so a
+        // test leaves no process behind.
+        let Ok(records) = std::fs::read_dir(self.data.join("proc")) else { return };
+        for r in records.flatten().filter(|r| r.path().extension().is_some_and(|e| e == "json")) {
+            let pid = std::fs::read(r.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["pid"].as_i64());
+            if let Some(pid) = pid.filter(|p| *p > 1) {
+                // SAFETY: kill(2) on a process group this test's supervisor started.
+                unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            }
+        }
     }
 }
 

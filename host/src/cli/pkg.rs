@@ -216,6 +216,11 @@ impl PkgCommand {
 
 /// `warren pkg install FILE`: the file streamed to the supervisor, its lines printed.
 fn install(file: &Path, remote: &RemoteSup) -> anyhow::Result<()> {
+    install_hart(file, remote).map(drop)
+}
+
+/// Streams `file` to the supervisor's package store; returns the installed ident.
+pub fn install_hart(file: &Path, remote: &RemoteSup) -> anyhow::Result<String> {
     let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let len = f.metadata().with_context(|| format!("reading {}", file.display()))?.len();
     anyhow::ensure!(len > 0, "{} is empty", file.display());
@@ -265,7 +270,7 @@ fn install(file: &Path, remote: &RemoteSup) -> anyhow::Result<()> {
     } else {
         outln!("Installed {ident} on {} (signed by {})", client.remote(), done.signer)?;
     }
-    Ok(())
+    Ok(ident)
 }
 
 /// Counts compressed bytes for the directory-packing spinner.

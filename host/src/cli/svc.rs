@@ -30,7 +30,9 @@ pub enum SvcCommand {
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// ORIGIN/NAME[/VERSION[/RELEASE]] of an installed package (the newest match is used).
+    /// ORIGIN/NAME[/VERSION[/RELEASE]] of an installed package (the newest match is used), or
+    /// a .hart file, installed first (as `warren pkg install`).
+    #[arg(value_name = "IDENT|FILE.hart")]
     pub ident: String,
     /// The service group.
     #[arg(long, default_value = "default")]
@@ -112,8 +114,14 @@ fn bind(text: &str) -> anyhow::Result<proto::ServiceBind> {
 }
 
 fn load(a: LoadArgs) -> anyhow::Result<()> {
+    let hart = std::path::Path::new(&a.ident);
+    let target = if a.ident.ends_with(".hart") && hart.is_file() {
+        super::pkg::install_hart(hart, &a.remote)?
+    } else {
+        a.ident.clone()
+    };
     let req = proto::SvcLoad {
-        ident: Some(ident(&a.ident)?),
+        ident: Some(ident(&target)?),
         binds: Some(proto::ServiceBindList {
             binds: a.binds.iter().map(|b| bind(b)).collect::<Result<_, _>>()?,
         }),
