@@ -153,6 +153,51 @@ until [ -n "$(gen)" ] && [ "$(gen)" != "$before" ]; do
 done
 echo "supervisor 3 is back (generation $before -> $(gen)), the same process (still pid ${pids[2]}, $(kill -0 "${pids[2]}" && echo alive))"
 
+say "7. A real service: the hello-http package, built, installed and run by supervisor 1"
+run warren pkg build "$here/examples/packages/hello-http" --origin demo-origin --out "$work" >/dev/null
+hart="$(ls "$work"/demo-origin-hello-http-*.hart)"
+echo "built $(basename "$hart") (signed by demo-origin; the supervisors trust it: same key cache)"
+# Run as root, the service runs as its package's svc_user (nobody): it must be able to pass
+# through the demo's folder (not list or read it) to reach its own directory.
+chmod 711 "$work"
+# Where it listens, as an operator sets it: user.toml (watched; changes apply without a reload).
+mkdir -p "$work/data-1/user/hello-http"
+printf '[http]\nlisten = "127.0.0.1"\nport = 18080\n' > "$work/data-1/user/hello-http/user.toml"
+run warren svc load "$hart"
+http_get() { # GET / on 127.0.0.1:18080 with bash's /dev/tcp (no curl needed)
+    exec 3<>/dev/tcp/127.0.0.1/18080 || return 1
+    printf 'GET / HTTP/1.0\r\nHost: demo\r\n\r\n' >&3
+    sed '1,/^\r$/d' <&3
+    exec 3<&-
+}
+echo '$ GET http://127.0.0.1:18080/'
+http_get
+run warren svc status
+svc_pid() { warren svc status demo-origin/hello-http --json 2>/dev/null | sed -n 's/.*"pid":\([0-9]*\).*/\1/p'; }
+first_pid="$(svc_pid)"
+echo
+echo "a config change: a new message in user.toml, re-rendered, the reconfigure hook runs, no restart"
+printf 'message = "Hello again, from user.toml"\n[http]\nlisten = "127.0.0.1"\nport = 18080\n' \
+    > "$work/data-1/user/hello-http/user.toml"
+start=$SECONDS
+until http_get 2>/dev/null | grep -q "Hello again"; do
+    if [ $((SECONDS - start)) -gt 20 ]; then echo "the new config was not served in 20 s" >&2; cat "$work/sup-1.log" >&2; exit 1; fi
+    sleep 0.2
+done
+echo '$ GET http://127.0.0.1:18080/'
+http_get
+echo "(same process: pid $first_pid -> $(svc_pid))"
+echo
+echo "a crash: kill -9 of the service's process; the supervisor restarts it at once"
+kill -9 "$first_pid"
+start=$SECONDS
+until [ -n "$(svc_pid)" ] && [ "$(svc_pid)" != "$first_pid" ] && http_get >/dev/null 2>&1; do
+    if [ $((SECONDS - start)) -gt 20 ]; then echo "not restarted in 20 s" >&2; cat "$work/sup-1.log" >&2; exit 1; fi
+    sleep 0.1
+done
+echo "restarted: pid $first_pid -> $(svc_pid), answering again"
+run warren svc status
+
 if [ -n "$FOR" ]; then
     sleep "$FOR"
 else

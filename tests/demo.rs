@@ -33,6 +33,9 @@ fn the_demo_rotates_a_file_token_and_leaves_nothing_running() {
     assert!(stdout.contains("pong from 127.0.0.1:9632"), "ctl ping through cli.toml: {stdout}");
     assert!(stdout.contains("supervisor 3 is back") && stdout.contains(", alive)"), "sup restart: {stdout}");
     assert!(!stdout.contains(" failed "), "every plugin loads: {stdout}");
+    assert!(stdout.contains("Hello from hello-http"), "the service answers from its config: {stdout}");
+    assert!(stdout.contains("Hello again, from user.toml"), "a config change is served: {stdout}");
+    assert!(stdout.contains("restarted: pid"), "a crash is restarted: {stdout}");
     // Every process started for the demo names its temp folder on its command line; none may
     // be left once the demo has returned.
     let work = stdout

@@ -381,3 +381,25 @@ fn the_example_package_builds_installs_loads_answers_from_its_config_and_follows
     assert_eq!(sup.cli(&["svc", "unload", "acme/hello-http"]).code, 0);
     assert!(get(addr).is_none(), "stopped");
 }
+
+#[test]
+fn a_data_path_the_service_user_cannot_reach_is_named_at_load() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sup = Sup::start(&private, 57, fast_timings(), vec![]);
+    install(&sup, "sleeper", &[("run", SLEEPER)], &[]);
+    let load = sup.cli(&["svc", "load", "acme/sleeper"]);
+    if is_root() {
+        // The service would run as nobody, who cannot pass through `private`.
+        assert_ne!(load.code, 0, "{load:?}");
+        assert!(load.stderr.contains("cannot pass through") && load.stderr.contains("private"), "{load:?}");
+        assert!(status(&sup, "sleeper").is_none(), "nothing was loaded");
+        assert!(!sup.data.join("specs/sleeper.spec").exists(), "no spec was written");
+    } else {
+        // A non-root supervisor runs the service as itself: its own folders are reachable.
+        assert_eq!(load.code, 0, "{load:?}");
+    }
+}

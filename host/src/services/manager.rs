@@ -212,7 +212,7 @@ impl Manager {
     async fn request(&mut self, req: Request) -> bool {
         match req {
             Request::Load(r, reply) => {
-                let _ = reply.send(self.load(*r));
+                let _ = reply.send(self.load(*r).await);
             }
             Request::Unload(name, reply) => {
                 let _ = reply.send(self.unload(&name).await);
@@ -262,7 +262,7 @@ impl Manager {
         }
     }
 
-    fn load(&mut self, req: LoadRequest) -> Result<watch::Receiver<ServiceView>, SvcError> {
+    async fn load(&mut self, req: LoadRequest) -> Result<watch::Receiver<ServiceView>, SvcError> {
         validate_group(&req.group)?;
         let installed = Pkg::find(&self.options.data_path, &req.ident)?;
         let name = installed.ident.name.clone();
@@ -291,13 +291,17 @@ impl Manager {
             svc_encrypted_password: None,
             health_check_interval: req.health_check_interval.into(),
         };
-        // A forced load replaces the running one: stopped by its task as it exits.
+        // A forced load replaces the running one, once it has stopped.
         if let Some(old) = self.services.remove(&name) {
-            let (tx, _rx) = oneshot::channel();
-            let _ = old.task.commands.try_send(Command::Exit { stop: true, done: tx });
+            let (tx, rx) = oneshot::channel();
+            if old.task.commands.send(Command::Exit { stop: true, done: tx }).await.is_ok() {
+                let _ = rx.await;
+            }
         }
+        // Nothing is written for a service that cannot be prepared (bad template, user...).
+        let config = self.prepare(&installed, &spec)?;
         self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
-        let view = self.launch(spec)?;
+        let view = self.start_task(spec, config, &installed);
         tracing::info!(service = %name, "loaded");
         Ok(view)
     }
@@ -306,14 +310,23 @@ impl Manager {
     fn launch(&mut self, spec: ServiceSpec) -> Result<watch::Receiver<ServiceView>, SvcError> {
         let ident: PackageIdent = spec.ident.parse().map_err(SvcError::Package)?;
         let installed = Pkg::find(&self.options.data_path, &ident)?;
-        let name = installed.ident.name.clone();
         let config = self.prepare(&installed, &spec)?;
+        Ok(self.start_task(spec, config, &installed))
+    }
+
+    fn start_task(
+        &mut self,
+        spec: ServiceSpec,
+        config: ServiceConfig,
+        installed: &Pkg,
+    ) -> watch::Receiver<ServiceView> {
+        let name = installed.ident.name.clone();
         let record = config.record.clone();
         let running = supervisor::find_running(&record);
         let task = supervisor::start(config, spec.desired_state.into(), running, self.epoch);
         let view = task.view.clone();
         self.services.insert(name, Entry { spec, task });
-        Ok(view)
+        view
     }
 
     fn prepare(&self, pkg: &Pkg, spec: &ServiceSpec) -> Result<ServiceConfig, SvcError> {
@@ -330,6 +343,9 @@ impl Manager {
                 std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
                     .map_err(io(format!("chmod {}", dir.display())))?;
             }
+        }
+        if let Some((uid, gid)) = ids {
+            passable(&self.options.data_path, uid, gid, &pkg.svc_user())?;
         }
         for sub in ["", "config", "data", "files", "hooks", "logs", "var"] {
             let dir = if sub.is_empty() { svc_dir.clone() } else { svc_dir.join(sub) };
@@ -540,6 +556,33 @@ fn service_user(pkg: &Pkg) -> Result<RunAs, SvcError> {
     };
     let ids = Some((user.uid, gid));
     Ok((Some(user), ids))
+}
+
+/// Every folder above `dir` must let the service's user through, or its hooks cannot even
+/// start ("Permission denied"): say which one, and how to fix it.
+fn passable(dir: &Path, uid: u32, gid: u32, user: &str) -> Result<(), SvcError> {
+    use std::os::unix::fs::MetadataExt as _;
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else { continue };
+        let mode = meta.mode();
+        let through = if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !through {
+            return Err(SvcError::Invalid(format!(
+                "the service's user {user} cannot pass through {} (mode {:o}); services live under \
+                 {}: let others through it (chmod o+x) or use a --data-path they can reach",
+                ancestor.display(),
+                mode & 0o7777,
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A clean environment: nothing of the supervisor's own (secrets, WARREN_* settings).
