@@ -355,6 +355,9 @@ fn the_example_package_builds_installs_loads_answers_from_its_config_and_follows
     let hook = std::fs::read_to_string(svc_dir(&sup, "hello-http").join("hooks/run")).unwrap();
     assert!(!hook.contains("{{") && hook.contains("/bin/server.pl"), "the run hook is rendered: {hook}");
     let pid = pid_of(&sup, "hello-http").unwrap();
+    wait_until(Duration::from_secs(40), "its health-check hook says OK", || {
+        status(&sup, "hello-http").is_some_and(|s| s["health"] == "OK")
+    });
 
     // A new message in user.toml: re-rendered, reconfigure runs, the same process answers it.
     std::fs::write(
@@ -402,4 +405,28 @@ fn a_data_path_the_service_user_cannot_reach_is_named_at_load() {
         // A non-root supervisor runs the service as itself: its own folders are reachable.
         assert_eq!(load.code, 0, "{load:?}");
     }
+}
+
+#[test]
+fn health_checks_follow_the_hooks_exit_code_and_up_is_ok_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 58, fast_timings(), vec![]);
+    let check = "#!/bin/sh\nexit \"$(cat \"$WARREN_SVC_PATH/data/health\" 2>/dev/null || echo 0)\"\n";
+    install(&sup, "checked", &[("run", SLEEPER), ("health-check", check)], &[]);
+    install(&sup, "plain", &[("run", SLEEPER)], &[]);
+    for name in ["checked", "plain"] {
+        let load = sup.cli(&["svc", "load", &format!("acme/{name}"), "--health-check-interval", "1"]);
+        assert_eq!(load.code, 0, "{load:?}");
+    }
+    let health = |name: &str| status(&sup, name).and_then(|s| s["health"].as_str().map(str::to_string));
+    wait_until(Duration::from_secs(10), "both OK", || {
+        health("checked").as_deref() == Some("OK") && health("plain").as_deref() == Some("OK")
+    });
+    let data = svc_dir(&sup, "checked").join("data/health");
+    for (code, want) in [("2", "CRITICAL"), ("1", "WARNING"), ("7", "UNKNOWN"), ("0", "OK")] {
+        std::fs::write(&data, code).unwrap();
+        wait_until(Duration::from_secs(10), want, || health("checked").as_deref() == Some(want));
+    }
+    assert_eq!(sup.cli(&["svc", "stop", "acme/checked"]).code, 0);
+    assert_eq!(health("checked"), None, "no health while down");
 }

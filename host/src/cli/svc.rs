@@ -235,6 +235,7 @@ fn status_json(s: &proto::ServiceStatus) -> serde_json::Value {
         "failures": s.failures,
         "restarts": s.restarts,
         "last_failure": s.last_failure,
+        "health": s.health,
     })
 }
 

@@ -389,6 +389,8 @@ impl Manager {
                 .or(pkg.shutdown_timeout())
                 .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             policy: self.options.policy,
+            health_interval: Duration::new(spec.health_check_interval.secs, spec.health_check_interval.nanos)
+                .max(Duration::from_secs(1)),
         })
     }
 

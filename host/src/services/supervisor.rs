@@ -29,6 +29,38 @@ pub struct ServiceConfig {
     pub shutdown_signal: i32,
     pub shutdown_timeout: Duration,
     pub policy: BackoffPolicy,
+    /// How often the health-check hook runs (`--health-check-interval`).
+    pub health_interval: Duration,
+}
+
+/// Habitat's health: the health-check hook's exit code (0 OK, 1 WARNING, 2 CRITICAL, else
+/// UNKNOWN); without the hook, up is OK and down is CRITICAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+impl Health {
+    pub fn label(self) -> &'static str {
+        match self {
+            Health::Ok => "OK",
+            Health::Warning => "WARNING",
+            Health::Critical => "CRITICAL",
+            Health::Unknown => "UNKNOWN",
+        }
+    }
+
+    fn of(outcome: &HookOutcome) -> Health {
+        match outcome {
+            HookOutcome::Exited(ExitStatus::Code(0)) => Health::Ok,
+            HookOutcome::Exited(ExitStatus::Code(1)) => Health::Warning,
+            HookOutcome::Exited(ExitStatus::Code(2)) => Health::Critical,
+            _ => Health::Unknown,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -62,6 +94,8 @@ pub struct ServiceView {
     pub failures: u32,
     pub restarts: u64,
     pub last_failure: Option<String>,
+    /// The last health check's result (None before the first one).
+    pub health: Option<Health>,
 }
 
 /// A running service task.
@@ -85,7 +119,19 @@ pub fn start(
     state.desired = desired;
     let (tx, rx) = mpsc::channel(16);
     let (view_tx, view) = watch::channel(view_of(&config, &state, epoch));
-    let shell = Shell { config, state, epoch, process: None, init: None, wake: None, view: view_tx };
+    let shell = Shell {
+        config,
+        state,
+        epoch,
+        process: None,
+        init: None,
+        wake: None,
+        view: view_tx,
+        health: None,
+        health_at: None,
+        health_check: None,
+        rng: seed,
+    };
     let task = tokio::spawn(shell.run(rx, running));
     ServiceTask { commands: tx, view, task }
 }
@@ -110,6 +156,7 @@ fn view_of(c: &ServiceConfig, s: &ServiceState, epoch: Instant) -> ServiceView {
         failures: s.failures(),
         restarts: s.restarts,
         last_failure: s.last_failure.as_ref().map(|f| f.what.clone()),
+        health: None,
     }
 }
 
@@ -120,6 +167,11 @@ struct Shell {
     process: Option<Process>,
     init: Option<JoinHandle<HookOutcome>>,
     wake: Option<Duration>,
+    health: Option<Health>,
+    /// When the next health check is due (only while up).
+    health_at: Option<Duration>,
+    health_check: Option<JoinHandle<HookOutcome>>,
+    rng: u64,
     view: watch::Sender<ServiceView>,
 }
 
@@ -139,6 +191,7 @@ impl Shell {
         let desired = self.state.desired;
         self.feed(Input::Want(desired)).await;
         loop {
+            self.schedule_health();
             self.publish();
             let now = self.now();
             let wake_in = self.wake.map(|w| w.saturating_sub(now));
@@ -174,9 +227,75 @@ impl Shell {
                     self.wake = None;
                     Input::Timer
                 },
+                _ = sleep(self.health_at.map(|h| h.saturating_sub(now))) => {
+                    self.health_at = None;
+                    self.check_health();
+                    continue;
+                },
+                outcome = wait_init(&mut self.health_check) => {
+                    self.health_check = None;
+                    self.health_checked(&outcome);
+                    continue;
+                },
             };
             self.feed(input).await;
         }
+    }
+
+    /// While up, a check is always scheduled or running; while down, none is.
+    fn schedule_health(&mut self) {
+        if !self.state.is_up() {
+            self.health_at = None;
+            self.health = None;
+            return;
+        }
+        if self.health_at.is_none() && self.health_check.is_none() {
+            // The first check soon after start, then every interval.
+            let first = self.config.health_interval.min(Duration::from_secs(1));
+            self.health_at = Some(self.now() + first);
+        }
+    }
+
+    fn check_health(&mut self) {
+        if !self.state.is_up() {
+            return;
+        }
+        if !self.config.hooks.has(Hook::HealthCheck) {
+            // No hook: up is OK (Habitat's rule).
+            self.health_checked(&HookOutcome::Exited(ExitStatus::Code(0)));
+            return;
+        }
+        let hooks = self.config.hooks.clone();
+        self.health_check = Some(tokio::spawn(async move { hooks.run(Hook::HealthCheck).await }));
+    }
+
+    fn health_checked(&mut self, outcome: &HookOutcome) {
+        let health = Health::of(outcome);
+        if self.health != Some(health) {
+            let h = health.label();
+            if health == Health::Ok {
+                tracing::info!(service = %self.config.group, health = h, "health check");
+            } else {
+                tracing::warn!(service = %self.config.group, health = h, "health check: {outcome}");
+            }
+        }
+        self.health = Some(health);
+        // Habitat's pacing: after an OK, the interval plus a random splay; after anything
+        // else, min(interval, 30 s).
+        let interval = self.config.health_interval;
+        let next = if health == Health::Ok {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let splay = interval.as_millis().max(1) as u64;
+            interval + Duration::from_millis(self.rng % splay) / 4
+        } else {
+            interval.min(Duration::from_secs(30))
+        };
+        if self.state.is_up() {
+            self.health_at = Some(self.now() + next);
+        }
+        self.publish();
     }
 
     /// Stops the service and waits until it is down (its shutdown timeout bounds the wait).
@@ -206,7 +325,8 @@ impl Shell {
     }
 
     fn publish(&self) {
-        let view = view_of(&self.config, &self.state, self.epoch);
+        let mut view = view_of(&self.config, &self.state, self.epoch);
+        view.health = self.health;
         self.view.send_if_modified(|v| {
             let changed = *v != view;
             *v = view;

@@ -226,6 +226,7 @@ fn status_of(info: &crate::services::ServiceInfo) -> proto::ServiceStatus {
         failures: Some(v.failures),
         restarts: Some(v.restarts),
         last_failure: v.last_failure.clone(),
+        health: v.health.map(|h| h.label().to_string()),
     }
 }
 
