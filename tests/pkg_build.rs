@@ -24,17 +24,7 @@ fn example() -> PathBuf {
 }
 
 fn build(src: &Path, origin: &str, keys: &Path, out: &Path) -> Run {
-    warren(&[
-        "pkg",
-        "build",
-        path_str(src),
-        "--origin",
-        origin,
-        "--out",
-        path_str(out),
-        "--cache-key-path",
-        path_str(keys),
-    ])
+    support::packages::pkg_build(src, origin, keys, out)
 }
 
 /// One payload entry: (kind, mode, uid, gid, contents or link target).

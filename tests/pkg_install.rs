@@ -43,19 +43,7 @@ fn trust_key(s: &Sup, key: &SigSecretKey) {
 
 /// Builds the example package with `origin`'s key from `keys`; returns the .hart.
 fn build_example(keys: &Path, origin: &str, out: &Path) -> PathBuf {
-    let src = repo_root().join("examples/packages/hello-http");
-    let run = warren(&[
-        "pkg",
-        "build",
-        path_str(&src),
-        "--origin",
-        origin,
-        "--out",
-        path_str(out),
-        "--cache-key-path",
-        path_str(keys),
-    ]);
-    PathBuf::from(run.ok().lines().last().unwrap())
+    support::packages::build_hello_http(keys, origin, out)
 }
 
 /// Relative path → (is_dir, mode, contents) of everything under `root`.

@@ -318,23 +318,10 @@ fn get(addr: &str) -> Option<String> {
 
 #[test]
 fn the_example_package_builds_installs_loads_answers_from_its_config_and_follows_user_toml() {
-    use support::cli::warren;
-    use support::fixtures::repo_root;
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     let secret = support::keys::origin_keys(&keys, "acme");
-    let run = warren(&[
-        "pkg",
-        "build",
-        repo_root().join("examples/packages/hello-http").to_str().unwrap(),
-        "--origin",
-        "acme",
-        "--out",
-        dir.path().to_str().unwrap(),
-        "--cache-key-path",
-        keys.to_str().unwrap(),
-    ]);
-    let hart = run.ok().lines().last().unwrap().to_string();
+    let hart = support::packages::build_hello_http(&keys, "acme", dir.path()).display().to_string();
     let sup = Sup::start(dir.path(), 56, fast_timings(), vec![]);
     warren::crypto::KeyCache::new(sup.data.join("keys")).write(&secret.public().to_file()).unwrap();
     // Its own address and port, set where an operator would: user.toml.

@@ -4,6 +4,7 @@
 //! - `sup`: long-running `warren sup run` processes on 127.0.0.x (ports chosen by the kernel).
 //! - `ring`: ring timings and multi-member rings built from `sup`.
 //! - `keys`: ring and origin keys made with the library.
+//! - `packages`: `warren pkg build` of a source folder (the hello-http example).
 //! - `plugins`: the real guest components, one engine per test binary, registries.
 //! - `files`, `fixtures`, `rng`, `wait`: small utilities.
 //!
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod files;
 pub mod fixtures;
 pub mod keys;
+pub mod packages;
 pub mod plugins;
 pub mod ring;
 pub mod rng;

@@ -275,21 +275,12 @@ impl Manager {
             )));
         }
         let spec = ServiceSpec {
-            ident: installed.ident.to_string(),
-            group: req.group,
             topology: req.topology,
             binds: req.binds,
             binding_mode: req.binding_mode,
-            desired_state: DesiredState::Up,
             shutdown_timeout: req.shutdown_timeout,
             hooks_plugin: req.hooks_plugin,
-            bldr_url: None,
-            channel: None,
-            update_strategy: None,
-            update_condition: None,
-            config_from: None,
-            svc_encrypted_password: None,
-            health_check_interval: req.health_check_interval.into(),
+            ..ServiceSpec::new(installed.ident.to_string(), req.group, req.health_check_interval)
         };
         // A forced load replaces the running one, once it has stopped.
         if let Some(old) = self.services.remove(&name) {

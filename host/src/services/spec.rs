@@ -103,6 +103,27 @@ pub enum SpecError {
 }
 
 impl ServiceSpec {
+    /// A spec with Habitat's defaults: standalone, strict binds, desired up, nothing else set.
+    pub fn new(ident: String, group: String, health_check_interval: Duration) -> ServiceSpec {
+        ServiceSpec {
+            ident,
+            group,
+            topology: Topology::Standalone,
+            binds: Vec::new(),
+            binding_mode: BindingMode::Strict,
+            desired_state: DesiredState::Up,
+            shutdown_timeout: None,
+            hooks_plugin: None,
+            bldr_url: None,
+            channel: None,
+            update_strategy: None,
+            update_condition: None,
+            config_from: None,
+            svc_encrypted_password: None,
+            health_check_interval: health_check_interval.into(),
+        }
+    }
+
     /// The package name: the spec's file name and the service's name.
     pub fn name(&self) -> &str {
         self.ident.split('/').nth(1).unwrap_or(&self.ident)
@@ -179,21 +200,14 @@ mod tests {
 
     fn spec() -> ServiceSpec {
         ServiceSpec {
-            ident: "acme/web/1.0.0/20261202120000".into(),
-            group: "default".into(),
-            topology: Topology::Standalone,
             binds: vec!["db:postgres.default".into()],
             binding_mode: BindingMode::Relaxed,
-            desired_state: DesiredState::Up,
             shutdown_timeout: Some(3),
-            hooks_plugin: None,
-            bldr_url: None,
-            channel: None,
-            update_strategy: None,
-            update_condition: None,
-            config_from: None,
-            svc_encrypted_password: None,
-            health_check_interval: Duration::from_secs(30).into(),
+            ..ServiceSpec::new(
+                "acme/web/1.0.0/20261202120000".into(),
+                "default".into(),
+                Duration::from_secs(30),
+            )
         }
     }
 
