@@ -122,6 +122,9 @@ fn a_loaded_service_runs_restarts_after_a_crash_and_stops_cleanly() {
             .unwrap()
             .contains("started")
     );
+    let sup_status = sup.cli(&["sup", "status", "--json"]).ok().to_string();
+    let sup_status: serde_json::Value = serde_json::from_str(&sup_status).unwrap();
+    assert_eq!(sup_status["services"][0]["pid"].as_u64(), Some(u64::from(pid)), "sup status shows services");
     let text = sup.cli(&["svc", "status"]).ok().to_string();
     assert!(text.starts_with("package") && text.contains(&format!("acme/sleeper/1.0.0/{RELEASE}")), "{text}");
     assert!(

@@ -50,6 +50,7 @@ fn from_ctl(r: SupStatusReply) -> anyhow::Result<Value> {
             "incarnation": m.incarnation,
             "persistent": m.persistent,
         })).collect::<Vec<_>>(),
+        "services": r.services.iter().map(super::svc::status_json).collect::<Vec<_>>(),
         "plugins": doc(r.plugins_json, "plugins")?,
         "credentials": doc(r.credentials_json, "credentials")?,
     }))
@@ -156,6 +157,24 @@ fn print(status: &Value, seen_by: &str) -> anyhow::Result<()> {
     outln!("{} ({})", seen_by, about.join(", "))?;
     outln!("\nring members:")?;
     table(&["MEMBER", "GOSSIP", "HEALTH", "INCARNATION"], rows)?;
+
+    if let Some(services) = status["services"].as_array() {
+        let rows: Vec<Vec<String>> = services
+            .iter()
+            .map(|v| {
+                vec![
+                    s(&v["package"]),
+                    s(&v["desired"]),
+                    s(&v["state"]),
+                    s(&v["pid"]),
+                    s(&v["health"]),
+                    s(&v["service_group"]),
+                ]
+            })
+            .collect();
+        outln!("\nservices:")?;
+        table(&["PACKAGE", "DESIRED", "STATE", "PID", "HEALTH", "GROUP"], rows)?;
+    }
 
     let plugins = &status["plugins"];
     let rows = plugins["plugins"]

@@ -201,7 +201,7 @@ fn desired_text(d: Option<i32>) -> &'static str {
 }
 
 /// Habitat's row: package, type (always "standalone"), desired, state, elapsed, pid, group.
-fn row(s: &proto::ServiceStatus) -> Vec<String> {
+pub fn row(s: &proto::ServiceStatus) -> Vec<String> {
     let group = format!("{}.{}", s.service_group.service, s.service_group.group);
     let (state, elapsed, pid) = match &s.process {
         Some(p) => (
@@ -222,7 +222,7 @@ fn row(s: &proto::ServiceStatus) -> Vec<String> {
     ]
 }
 
-fn status_json(s: &proto::ServiceStatus) -> serde_json::Value {
+pub fn status_json(s: &proto::ServiceStatus) -> serde_json::Value {
     let p = s.process.as_ref();
     serde_json::json!({
         "package": ident_text(&s.ident),

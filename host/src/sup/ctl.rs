@@ -144,7 +144,12 @@ impl CtlHandler for SupCtl {
     async fn handle(&self, req: CtlRequest, out: ReplySink) -> Result<Reply, NetErr> {
         match req {
             CtlRequest::Ping(p) => Ok(Reply::new(&proto::CtlPong { payload: p.payload })),
-            CtlRequest::SupStatus(_) => Ok(Reply::new(&self.status())),
+            CtlRequest::SupStatus(_) => {
+                let mut status = self.status();
+                status.services =
+                    self.services.status().await.unwrap_or_default().iter().map(ctl_svc::status_of).collect();
+                Ok(Reply::new(&status))
+            }
             CtlRequest::SupDepart(d) => {
                 let id: MemberId =
                     required(d.member_id, "member_id")?.parse().map_err(|e| err(ErrCode::BadPayload, e))?;
@@ -227,6 +232,7 @@ impl SupCtl {
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             ring: c.ring_name.clone(),
             generation: c.members.iter().find(|m| m.ident.id == c.id).map(|m| u64::from(m.ident.generation)),
+            services: Vec::new(),
             member_id: c.id.to_string(),
             members: c
                 .members

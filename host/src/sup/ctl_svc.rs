@@ -203,7 +203,7 @@ pub async fn unload(services: &Services, r: proto::SvcUnload, out: &ReplySink) -
 }
 
 /// Habitat's ServiceStatus, with warren's phase and failure counts.
-fn status_of(info: &crate::services::ServiceInfo) -> proto::ServiceStatus {
+pub fn status_of(info: &crate::services::ServiceInfo) -> proto::ServiceStatus {
     let v = &info.view;
     let (service, group) = v.group.split_once('.').unwrap_or((&v.name, "default"));
     proto::ServiceStatus {
