@@ -420,3 +420,94 @@ fn health_checks_follow_the_hooks_exit_code_and_up_is_ok_without_one() {
     assert_eq!(sup.cli(&["svc", "stop", "acme/checked"]).code, 0);
     assert_eq!(health("checked"), None, "no health while down");
 }
+
+#[test]
+fn a_helper_that_outlives_its_leader_is_killed_with_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 59, fast_timings(), vec![]);
+    // The leader dies on TERM at once; its helper ignores TERM and would linger.
+    let run = "#!/bin/sh\n(trap '' TERM; exec sleep 1000) &\necho \"$!\" > \"$WARREN_SVC_PATH/data/helper\"\nexec sleep 1000\n";
+    install(&sup, "leader", &[("run", run)], &[("SHUTDOWN_TIMEOUT", "30")]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/leader"]).code, 0);
+    let pid = pid_of(&sup, "leader").unwrap();
+    let helper_file = svc_dir(&sup, "leader").join("data/helper");
+    let helper: u32 =
+        wait_for(Duration::from_secs(10), || std::fs::read_to_string(&helper_file).ok()?.trim().parse().ok())
+            .expect("the helper started");
+    assert!(alive(helper));
+    let stop = sup.cli(&["svc", "stop", "acme/leader"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    wait_until(Duration::from_secs(5), "the helper is gone too", || !alive(helper));
+    assert!(group_members(pid).is_empty());
+    // A crash of the leader takes its helpers along before the restart.
+    assert_eq!(sup.cli(&["svc", "start", "acme/leader"]).code, 0);
+    let pid = pid_of(&sup, "leader").unwrap();
+    let helper: u32 = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&helper_file).ok()?.trim().parse().ok().filter(|h| *h != helper)
+    })
+    .unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(5), "the crashed leader's helper is gone", || !alive(helper));
+}
+
+/// Children of `pid` that are zombies (exited, never reaped).
+fn zombie_children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            stat_field(*p, 4).as_deref() == Some(&pid.to_string())
+                && stat_field(*p, 3).as_deref() == Some("Z")
+        })
+        .collect()
+}
+
+#[test]
+fn services_survive_sup_restart_and_are_still_reaped_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start_on(dir.path(), "60", "127.0.0.60:9638", "127.0.0.60:9631", fast_timings(), vec![]);
+    install(&sup, "sleeper", &[("run", SLEEPER)], &[]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/sleeper"]).code, 0);
+    let pid = pid_of(&sup, "sleeper").unwrap();
+    let sup_pid = sup.pid();
+    assert_eq!(sup.cli(&["sup", "restart"]).code, 0);
+    wait_until(Duration::from_secs(30), "the supervisor answers again", || {
+        std::fs::read_to_string(&sup.log).unwrap().matches("supervisor started").count() == 2
+            && status(&sup, "sleeper").is_some()
+    });
+    assert_eq!(pid_of(&sup, "sleeper"), Some(pid), "the service kept running through the restart");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(10), "restarted", || pid_of(&sup, "sleeper").is_some_and(|p| p != pid));
+    let s = status(&sup, "sleeper").unwrap();
+    assert!(
+        s["last_failure"].as_str().unwrap().contains("signal 9"),
+        "its exit status is known (reaped): {s}"
+    );
+    assert!(zombie_children(sup_pid).is_empty(), "no zombies: {:?}", zombie_children(sup_pid));
+}
+
+#[test]
+fn a_service_cannot_touch_what_the_supervisor_writes_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 61, fast_timings(), vec![]);
+    let probe = "#!/bin/sh\ncd \"$WARREN_SVC_PATH\"\nfor d in hooks config logs; do\n  if ln -s /etc \"$d/evil\" 2>/dev/null || touch \"$d/x\" 2>/dev/null; then echo \"$d writable\"; else echo \"$d refused\"; fi\ndone > data/probe\nexec sleep 1000\n";
+    install(&sup, "probe", &[("run", probe)], &[]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/probe"]).code, 0);
+    let out = svc_dir(&sup, "probe").join("data/probe");
+    wait_until(Duration::from_secs(10), "the probe wrote", || lines(&out) == 3);
+    let seen = std::fs::read_to_string(&out).unwrap();
+    if is_root() {
+        assert_eq!(seen, "hooks refused\nconfig refused\nlogs refused\n");
+        let mode = |p: &Path| {
+            use std::os::unix::fs::MetadataExt as _;
+            let m = std::fs::symlink_metadata(p).unwrap();
+            (m.uid(), m.mode() & 0o777)
+        };
+        assert_eq!(mode(&svc_dir(&sup, "probe")), (0, 0o750));
+        assert_ne!(mode(&svc_dir(&sup, "probe").join("data")).0, 0, "data/ is the service's");
+    } else {
+        // Without root everything is the supervisor's user, the service's too.
+        assert!(seen.contains("hooks writable"), "{seen}");
+    }
+}

@@ -25,9 +25,10 @@ pub struct SetupArgs {
     /// The default for --remote-sup, HOST[:PORT].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub remote_sup: Option<String>,
-    /// The ctl secret: the supervisor's CTL_SECRET text, or FILE:/path to read it from at each
-    /// use (so a rotated file needs no new setup).
-    #[arg(long, value_name = "SECRET|FILE:/path")]
+    /// The ctl secret: the supervisor's CTL_SECRET text, `-` to read it from stdin (kept out
+    /// of the process list), or FILE:/path to read it from at each use (so a rotated file
+    /// needs no new setup).
+    #[arg(long, value_name = "SECRET|-|FILE:/path")]
     pub ctl_secret: Option<SecretString>,
     /// Store --ctl-secret for this supervisor only ([remote."HOST:PORT"]), for fleets whose
     /// supervisors have different secrets.
@@ -54,7 +55,14 @@ fn setup(args: SetupArgs) -> anyhow::Result<()> {
     } else {
         Changes {
             remote_sup: args.remote_sup.as_deref().map(remote_addr),
-            ctl_secret: args.ctl_secret.map(|s| Zeroizing::new(s.expose().to_string())),
+            ctl_secret: match args.ctl_secret {
+                Some(s) if s.expose() == "-" => {
+                    let mut line = Zeroizing::new(String::new());
+                    std::io::stdin().lock().read_line(&mut line)?;
+                    Some(Zeroizing::new(line.trim().to_string()))
+                }
+                other => other.map(|s| Zeroizing::new(s.expose().to_string())),
+            },
             for_remote: args.for_remote.as_deref().map(remote_addr),
         }
     };

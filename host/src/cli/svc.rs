@@ -37,13 +37,15 @@ pub struct LoadArgs {
     /// The service group.
     #[arg(long, default_value = "default")]
     pub group: String,
-    /// standalone, or leader (a leader-follower group).
+    /// standalone, or leader (a leader-follower group). Recorded in the spec; elections are
+    /// not acted on yet.
     #[arg(long, default_value = "standalone", value_parser = ["standalone", "leader"])]
     pub topology: String,
     /// NAME:SERVICE.GROUP[@ORG] (repeatable).
     #[arg(long = "bind", value_name = "NAME:SERVICE.GROUP[@ORG]")]
     pub binds: Vec<String>,
-    /// strict: wait for binds before starting; relaxed: start anyway.
+    /// strict: wait for binds before starting; relaxed: start anyway. Recorded in the spec;
+    /// binds are not acted on yet.
     #[arg(long, default_value = "strict", value_parser = ["strict", "relaxed"])]
     pub binding_mode: String,
     /// Seconds between health checks.
@@ -52,7 +54,7 @@ pub struct LoadArgs {
     /// Seconds between the shutdown signal and SIGKILL [default: the package's, else 8].
     #[arg(long)]
     pub shutdown_timeout: Option<u32>,
-    /// A lifecycle-hook plugin for the service's hooks.
+    /// A lifecycle-hook plugin for the service's hooks (refused for now: not wired yet).
     #[arg(long, value_name = "NAME")]
     pub hooks_plugin: Option<String>,
     /// Replace the service if it is already loaded.

@@ -14,6 +14,21 @@ pub enum ConfigError {
     Env { var: String, message: String },
 }
 
+/// warren's own variables: never a package's config layer, whatever the package is called.
+pub const RESERVED_ENV: &[&str] = &[
+    "WARREN_RING_KEY",
+    "WARREN_CTL_SECRET",
+    "WARREN_GATEWAY_AUTH_TOKEN",
+    "WARREN_DATA_PATH",
+    "WARREN_CACHE_KEY_PATH",
+    "WARREN_CLI_CONFIG",
+    "WARREN_REMOTE_SUP",
+    "WARREN_LOG",
+    "WARREN_WATCH",
+    "WARREN_WATCH_POLL_INTERVAL",
+    "WARREN_INTEROP_DIR",
+];
+
 /// `WARREN_<PKGNAME>`: the name upper-cased, `-` as `_`.
 pub fn env_var(pkg_name: &str) -> String {
     format!("WARREN_{}", pkg_name.to_ascii_uppercase().replace('-', "_"))

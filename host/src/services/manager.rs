@@ -338,13 +338,24 @@ impl Manager {
         if let Some((uid, gid)) = ids {
             passable(&self.options.data_path, uid, gid, &pkg.svc_user())?;
         }
-        for sub in ["", "config", "data", "files", "hooks", "logs", "var"] {
+        // What the supervisor writes (the service folder, rendered hooks and config, logs)
+        // stays the supervisor's, readable by the service's group: root never writes where the
+        // service could plant a link. Only data/, files/ and var/ belong to the service.
+        for sub in ["", "config", "hooks", "logs", "data", "files", "var"] {
             let dir = if sub.is_empty() { svc_dir.clone() } else { svc_dir.join(sub) };
             crate::fsutil::create_private_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
-            if let Some((uid, gid)) = ids {
-                std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-                    .map_err(io(format!("chown {}", dir.display())))?;
+            let meta = std::fs::symlink_metadata(&dir).map_err(io(format!("reading {}", dir.display())))?;
+            if !meta.is_dir() {
+                return Err(SvcError::Invalid(format!("{} is not a directory (a link?)", dir.display())));
             }
+            let Some((uid, gid)) = ids else { continue };
+            let owned = matches!(sub, "data" | "files" | "var");
+            let (owner, mode) = if owned { (uid, 0o700) } else { (0, 0o750) };
+            std::os::unix::fs::lchown(&dir, Some(owner), Some(gid))
+                .map_err(io(format!("chown {}", dir.display())))?;
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                .map_err(io(format!("chmod {}", dir.display())))?;
         }
         let run = pkg.run_source();
         if !run.is_file() {
@@ -396,7 +407,14 @@ impl Manager {
         let name = &pkg.ident.name;
         let svc_dir = self.options.data_path.join("svc").join(name);
         let var = config::env_var(name);
-        let env = std::env::var(&var).ok();
+        // A package named like one of warren's own settings (ring-key → WARREN_RING_KEY) must
+        // not read that secret into its config.
+        let env = if config::RESERVED_ENV.contains(&var.as_str()) {
+            tracing::warn!(service = %name, var = %var, "not read as a config layer: it is one of warren's own settings");
+            None
+        } else {
+            std::env::var(&var).ok()
+        };
         let cfg = config::layered(
             &pkg.dir,
             env.as_deref().map(|v| (var.as_str(), v)),
@@ -492,7 +510,9 @@ impl Manager {
         };
         if let Some(c) = command {
             tracing::info!(service = %name, changed = ?rendered.config, hooks = ?rendered.hooks, "configuration changed: {}", if matches!(c, Command::Restart) { "restarting" } else { "running reconfigure" });
-            let _ = entry.task.commands.send(c).await;
+            // Never block the manager on a busy service: a full queue already holds a restart
+            // or a reconfigure, which will render what is current.
+            let _ = entry.task.commands.try_send(c);
         }
     }
 

@@ -72,6 +72,13 @@ pub fn starttime(pid: u32) -> io::Result<u64> {
     rest.split_whitespace().nth(19).and_then(|f| f.parse().ok()).ok_or_else(bad)
 }
 
+/// Field 4 of `/proc/PID/stat`: the parent's pid.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    std::str::from_utf8(&stat[close + 1..]).ok()?.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Starts `spec` in a new session (its own process group, no terminal), with every signal
 /// unblocked and every disposition at its default, as a fresh process expects.
 pub fn spawn(spec: SpawnSpec) -> io::Result<Process> {
@@ -105,14 +112,26 @@ pub fn spawn(spec: SpawnSpec) -> io::Result<Process> {
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let mut child = cmd.spawn()?;
     let pid = child.id();
     // Nobody else reaps our children (no SIGCHLD handler, no waitpid(-1)), so the pid is
     // still this child's when the pidfd is opened.
-    let fd = rustix::process::pidfd_open(pid_of(pid)?, PidfdFlags::NONBLOCK)?;
+    let watched = pid_of(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::NONBLOCK).map_err(io::Error::from))
+        .and_then(watch);
+    let pidfd = match watched {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Unwatchable (out of descriptors): never leave it running unsupervised.
+            let _ = rustix::process::kill_process_group(pid_of(pid)?, Signal::KILL);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
     drop(child); // std's Child neither waits nor kills on drop; the pidfd reaps it.
     let starttime = starttime(pid).unwrap_or(0);
-    Ok(Process { pid, starttime, pidfd: watch(fd)?, child: true })
+    Ok(Process { pid, starttime, pidfd, child: true })
 }
 
 /// The process `record` names, if it is still that process (same boot, same start time).
@@ -124,12 +143,13 @@ pub fn reattach(record: &ProcessRecord) -> Option<Process> {
     // Read the start time while the pidfd holds the process, then check it is still alive:
     // what was read belongs to the process the pidfd names.
     let started = starttime(record.pid).ok()?;
-    rustix::process::pidfd_send_signal(&fd, Signal::from_named_raw(0).unwrap_or(Signal::CONT)).ok();
     if started != record.starttime || !alive(&fd) {
         return None;
     }
-    // A child of an earlier supervisor process is not ours to reap now.
-    Some(Process { pid: record.pid, starttime: started, pidfd: watch(fd).ok()?, child: false })
+    // After `sup restart` (exec in place) the service is still our child, and ours to reap;
+    // after a crash of the supervisor it was adopted by another process.
+    let child = parent_of(record.pid) == Some(std::process::id());
+    Some(Process { pid: record.pid, starttime: started, pidfd: watch(fd).ok()?, child })
 }
 
 /// Registers a pidfd with the reactor (readable once the process exits).
@@ -184,6 +204,14 @@ impl Process {
                 }
                 Err(_) => return ExitStatus::Unknown,
             }
+        }
+    }
+
+    /// SIGKILL to what is left of the process group once its leader has exited: a service's
+    /// helpers never outlive it (the group's number cannot be reused while any member lives).
+    pub fn kill_leftovers(pid: u32) {
+        if let Ok(p) = pid_of(pid) {
+            let _ = rustix::process::kill_process_group(p, Signal::KILL);
         }
     }
 

@@ -264,8 +264,8 @@ impl ServiceState {
             (Phase::Starting, Input::SpawnFailed { error }) => {
                 self.failed(now, Duration::ZERO, format!("the run hook could not start: {error}"))
             }
+            // Up again as found; the desired state (the spec's) is fed next and may stop it.
             (Phase::Down | Phase::Backoff { .. } | Phase::Starting, Input::Reattached { pid, started }) => {
-                self.desired = Desired::Up;
                 self.enter(now, Phase::Up { pid, started });
                 vec![]
             }
@@ -384,11 +384,23 @@ mod tests {
     #[test]
     fn a_reattached_process_is_up_and_its_unknown_exit_restarts_it() {
         let mut s = svc(true);
+        s.desired = Desired::Up;
         assert_eq!(s.handle(MS(0), Input::Reattached { pid: 5, started: Duration::ZERO }), vec![]);
-        assert!(s.settled() && s.desired == Desired::Up && s.pid() == Some(5));
+        assert!(s.settled() && s.pid() == Some(5));
+        assert_eq!(s.handle(MS(1), Input::Want(Desired::Up)), vec![], "already where it should be");
         let a = s.handle(MS(10), Input::Exited { pid: 5, status: ExitStatus::Unknown });
         assert_eq!(a, vec![Action::RunPostStop, Action::RunInit]);
         assert!(s.last_failure.unwrap().what.contains("unknown"));
+    }
+
+    #[test]
+    fn a_reattached_process_the_spec_wants_down_is_stopped() {
+        let mut s = svc(false);
+        s.desired = Desired::Down;
+        s.handle(MS(0), Input::Reattached { pid: 9, started: Duration::ZERO });
+        assert_eq!(s.desired, Desired::Down, "reattaching does not change what the spec wants");
+        let a = s.handle(MS(1), Input::Want(Desired::Down));
+        assert_eq!(a[0], Action::Terminate { pid: 9 });
     }
 
     #[test]

@@ -181,6 +181,8 @@ impl Shell {
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, running: Option<Process>) {
+        // What the spec wants, whatever was found running.
+        let desired = self.state.desired;
         if let Some(p) = running {
             tracing::info!(service = %self.config.group, pid = p.pid, "reattached to the running service");
             let pid = p.pid;
@@ -188,7 +190,6 @@ impl Shell {
             self.process = Some(p);
             self.feed(Input::Reattached { pid, started: self.now() }).await;
         }
-        let desired = self.state.desired;
         self.feed(Input::Want(desired)).await;
         loop {
             self.schedule_health();
@@ -320,6 +321,7 @@ impl Shell {
 
     fn exited(&mut self, (pid, status): (u32, ExitStatus)) -> Input {
         self.process = None;
+        Process::kill_leftovers(pid);
         self.remove_record();
         Input::Exited { pid, status }
     }

@@ -109,11 +109,21 @@ async fn settle(
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || tokio::time::timeout(left, view.changed()).await.is_err() {
-            return Err(err(
-                ErrCode::Internal,
-                format!("{} did not reach {want:?} within {WAIT_LIMIT:?} (it is {})", v.group, v.phase),
-            ));
+        match tokio::time::timeout(left, view.changed()).await {
+            Ok(Ok(())) if !left.is_zero() => {}
+            // The service's task ended (unloaded, replaced, or the supervisor is stopping).
+            Ok(Err(_)) => {
+                return Err(err(
+                    ErrCode::Conflict,
+                    format!("{} was unloaded or replaced meanwhile", v.group),
+                ));
+            }
+            _ => {
+                return Err(err(
+                    ErrCode::Internal,
+                    format!("{} did not reach {want:?} within {WAIT_LIMIT:?} (it is {})", v.group, v.phase),
+                ));
+            }
         }
     }
 }
