@@ -42,6 +42,10 @@ pub struct SvcBenchArgs {
     /// One JSON document on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Measure supervisord and s6 only if already installed (n/a otherwise); by default the
+    /// bench installs Debian's packages with apt-get when it runs as root.
+    #[arg(long)]
+    pub no_install: bool,
     /// Where to make the temporary directory (removed afterwards) [default: the system's].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -691,9 +695,12 @@ fn pids_named(comm: &str) -> Vec<u32> {
 /// Makes sure `bin` (from Debian's `package`) is installed: apt-get as root when missing.
 /// Err = why it cannot be measured. A supervisord the package's scripts may have started
 /// meanwhile is stopped again.
-fn ensure_installed(bin: &str, package: &str, daemon: Option<&str>) -> Result<(), String> {
+fn ensure_installed(bin: &str, package: &str, daemon: Option<&str>, install: bool) -> Result<(), String> {
     if on_path(bin) {
         return Ok(());
+    }
+    if !install {
+        return Err(format!("{bin} is not installed (--no-install; apt-get install {package})"));
     }
     if !crate::services::users::is_root() {
         return Err(format!("{bin} is not installed and installing {package} needs root"));
@@ -752,16 +759,17 @@ fn run_in(args: &SvcBenchArgs, root: &Path) -> anyhow::Result<(Figures, Outcome,
     let n = args.services as usize;
     let warren = run_one("warren", &root.join("warren"), args, |r, m| Ok(Box::new(Warren::start(r, m, n)?)))
         .context("measuring warren")?;
-    let supervisord = ensure_installed("supervisord", "supervisor", Some("supervisord")).and_then(|()| {
-        run_one("supervisord", &root.join("supervisord"), args, |r, m| {
-            Ok(Box::new(Supervisord::start(r, m)?))
-        })
-        .map_err(|e| format!("measurement failed: {e:#}"))
-    });
+    let supervisord = ensure_installed("supervisord", "supervisor", Some("supervisord"), !args.no_install)
+        .and_then(|()| {
+            run_one("supervisord", &root.join("supervisord"), args, |r, m| {
+                Ok(Box::new(Supervisord::start(r, m)?))
+            })
+            .map_err(|e| format!("measurement failed: {e:#}"))
+        });
     if interrupted() {
         bail!("interrupted");
     }
-    let s6 = ensure_installed("s6-svscan", "s6", None).and_then(|()| {
+    let s6 = ensure_installed("s6-svscan", "s6", None, !args.no_install).and_then(|()| {
         run_one("s6", &root.join("s6"), args, |r, m| Ok(Box::new(S6::start(r, m)?)))
             .map_err(|e| format!("measurement failed: {e:#}"))
     });
