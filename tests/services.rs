@@ -511,3 +511,60 @@ fn a_service_cannot_touch_what_the_supervisor_writes_for_it() {
         assert!(seen.contains("hooks writable"), "{seen}");
     }
 }
+
+/// Processes whose working directory is under `dir` (the bench starts every process there).
+fn processes_in(dir: &Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c.starts_with(dir)))
+        .filter(|p| alive(*p))
+        .collect()
+}
+
+#[test]
+fn bench_svc_reports_figures_for_warren_and_figures_or_na_for_supervisord_and_s6() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = ["bench", "svc", "--services", "5", "--samples", "2", "--idle-secs", "1", "--no-install"];
+    let run = support::cli::warren(&[&args[..], &["--json", "--dir", d]].concat());
+    let doc: serde_json::Value =
+        serde_json::from_str(run.ok().trim()).unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    assert_eq!(doc["services"], 5);
+    let w = &doc["warren"];
+    assert_eq!(w["first_restart_ms"]["samples"].as_array().map(Vec::len), Some(2), "{doc}");
+    for figure in [
+        &w["first_restart_ms"]["p50"],
+        &w["first_restart_ms"]["max"],
+        &w["load_to_running_ms"]["p50"],
+        &w["pss_mib"],
+        &w["idle_cpu_ms"],
+    ] {
+        assert!(figure.as_f64().is_some_and(|f| f >= 0.0), "{figure} in {doc}");
+    }
+    assert!(w["pss_mib"].as_f64().unwrap() > 0.0, "{doc}");
+    assert_eq!(w["processes"], 1);
+    for other in ["supervisord", "s6"] {
+        let o = &doc[other];
+        let measured = o["first_restart_ms"]["p50"].as_f64().is_some() && o["pss_mib"].as_f64().is_some();
+        let na = o["na"].as_str().is_some_and(|r| !r.is_empty());
+        assert!(measured != na, "{other}: figures or an explicit n/a with its reason: {doc}");
+        let ratio = &doc["ratios"][format!("warren/{other}")]["first_restart_p50"];
+        assert_eq!(ratio.is_number(), measured, "a ratio only against a measured baseline: {doc}");
+    }
+    assert!(run.stderr.contains("bench svc: warren: loading 5 services"), "progress on stderr: {run:?}");
+    // Nothing left behind: no process, no file.
+    assert!(processes_in(dir.path()).is_empty(), "left running: {:?}", processes_in(dir.path()));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the bench removes its directory");
+
+    // The table names every figure, with n/a where a baseline is missing.
+    let text = support::cli::warren(&[&args[..], &["--dir", d]].concat());
+    let out = text.ok();
+    for needle in
+        ["first restart (kill -9) p50 ms", "load → running p50 ms", "PSS with 5 services MiB", "warren / s6"]
+    {
+        assert!(out.contains(needle), "{needle} missing from:\n{out}");
+    }
+    assert!(processes_in(dir.path()).is_empty());
+}

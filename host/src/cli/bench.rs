@@ -46,6 +46,9 @@ pub enum BenchCommand {
     /// `ctl ping` round trips with the Noise channel and with Habitat's plaintext handshake
     /// against a plain TCP echo of the same payload, sequential and with concurrent clients.
     Ctl(super::bench_ctl::CtlBenchArgs),
+    /// warren's service supervision against Debian's supervisord and s6 (installed with apt
+    /// when missing): kill -9 → new process, load → running, PSS and idle CPU with N services.
+    Svc(super::bench_svc::SvcBenchArgs),
     /// (internal) Verify FILE and print this process's peak memory; used by `bench verify`.
     #[command(hide = true)]
     VerifyChild {
@@ -61,6 +64,7 @@ impl BenchCommand {
             BenchCommand::Verify { size_mb, rounds, dir } => bench_verify(size_mb, rounds.max(1), dir),
             BenchCommand::Ring(args) => super::bench_ring::bench_ring(args),
             BenchCommand::Ctl(args) => super::bench_ctl::run(args),
+            BenchCommand::Svc(args) => super::bench_svc::run(args),
             BenchCommand::Plugins { plugin, calls, spawns } => {
                 super::bench_plugins::run(&plugin, calls, spawns)
             }

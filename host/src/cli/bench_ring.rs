@@ -46,7 +46,11 @@ impl Drop for Agent {
 
 /// Ports the operating system picked for a supervisor started on port 0, once it listens
 /// (`{data_path}/listen.json` carrying that child's pid).
-fn listening(data: &std::path::Path, pid: u32, limit: Duration) -> Option<(String, String, String)> {
+pub(crate) fn listening(
+    data: &std::path::Path,
+    pid: u32,
+    limit: Duration,
+) -> Option<(String, String, String)> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(text) = std::fs::read_to_string(data.join(crate::sup::LISTEN_FILE))
@@ -71,7 +75,7 @@ fn get_json(http: &str, path: &str) -> Option<serde_json::Value> {
 /// A process's proportional set size (KiB): its private pages plus its share of pages it
 /// shares (the binary's text, mapped by every agent of a run). RSS would count a 16-agent
 /// run's shared binary 16 times, and a debug build's text is most of a supervisor's RSS.
-fn pss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn pss_kib(pid: u32) -> Option<u64> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     rollup
         .lines()

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod bench_ctl;
 pub mod bench_plugins;
 pub mod bench_ring;
+pub mod bench_svc;
 pub mod boxcmd;
 pub mod clisetup;
 pub mod credential;
