@@ -238,9 +238,14 @@ fn after_kill_9_of_the_supervisor_each_service_runs_exactly_once() {
     assert!(std::fs::read_to_string(&sup.log).unwrap().contains("reattached to the running service"));
     // The reattached process is watched: its end is seen and it is restarted.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    wait_until(Duration::from_secs(10), "the reattached service restarted", || {
-        pid_of(&sup, "sleeper").is_some_and(|p| p != pid)
-    });
+    let restarted = wait_for(Duration::from_secs(20), || pid_of(&sup, "sleeper").filter(|p| *p != pid));
+    assert!(
+        restarted.is_some(),
+        "not restarted: {:?}\n{}\n{}",
+        sup.cli(&["svc", "status", "acme/sleeper", "--json"]),
+        sup.log_tail(),
+        threads_of(sup.pid())
+    );
     // A graceful stop of the supervisor stops its services.
     let last = pid_of(&sup, "sleeper").unwrap();
     assert!(sup.term());
@@ -478,7 +483,14 @@ fn services_survive_sup_restart_and_are_still_reaped_after_it() {
     });
     assert_eq!(pid_of(&sup, "sleeper"), Some(pid), "the service kept running through the restart");
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    wait_until(Duration::from_secs(10), "restarted", || pid_of(&sup, "sleeper").is_some_and(|p| p != pid));
+    let restarted = wait_for(Duration::from_secs(20), || pid_of(&sup, "sleeper").filter(|p| *p != pid));
+    assert!(
+        restarted.is_some(),
+        "not restarted: {:?}\n{}\n{}",
+        sup.cli(&["svc", "status", "acme/sleeper", "--json"]),
+        sup.log_tail(),
+        threads_of(sup.pid())
+    );
     let s = status(&sup, "sleeper").unwrap();
     assert!(
         s["last_failure"].as_str().unwrap().contains("signal 9"),
@@ -567,4 +579,26 @@ fn bench_svc_reports_figures_for_warren_and_figures_or_na_for_supervisord_and_s6
         assert!(out.contains(needle), "{needle} missing from:\n{out}");
     }
     assert!(processes_in(dir.path()).is_empty());
+}
+
+/// What each thread of `pid` is doing (for a failure message): name, state, kernel stack.
+fn threads_of(pid: u32) -> String {
+    let mut out = String::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let p = t.path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+        let state =
+            stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().next().unwrap_or("?").to_string());
+        let wchan = std::fs::read_to_string(p.join("wchan")).unwrap_or_default();
+        let stack = std::fs::read_to_string(p.join("stack")).unwrap_or_default();
+        out.push_str(&format!("{} {:?} {wchan}\n{stack}\n", comm.trim(), state));
+    }
+    if let Ok(o) = std::process::Command::new("gdb")
+        .args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 25"])
+        .output()
+    {
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    out
 }

@@ -90,13 +90,15 @@ pub async fn pump(fifo: tokio::net::unix::pipe::Receiver, prefix: String, stream
         file.write_line(line);
     };
     loop {
-        if fifo.readable().await.is_err() {
-            break;
-        }
+        let Ok(ready) = fifo.ready(tokio::io::Interest::READABLE).await else { break };
         let mut buf = vec![0u8; READ_CHUNK];
         let n = match fifo.try_read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
+            // Every writer it had is gone (tokio keeps "read closed" set from then on), yet a
+            // new instance of the service opened the FIFO again: that one has a reader of its
+            // own, and waiting on here would spin.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && ready.is_read_closed() => break,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => break,
         };
