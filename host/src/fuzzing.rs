@@ -9,6 +9,7 @@
 
 use std::io::{BufReader, Cursor};
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use prost::Message as _;
@@ -106,17 +107,20 @@ fn check_outputs(core: &mut RingCore, keyring: &Keyring) {
     }
 }
 
+/// A keyring of `ring_key()`, built once: it is never changed (each core gets its own clone).
+static KEYRING: LazyLock<Keyring> = LazyLock::new(|| Keyring::with_primary(ring_key()));
+
 fn drive(data: &[u8], deliver: impl Fn(&mut RingCore, Duration, &[u8], &Keyring)) {
-    let keyring = Keyring::with_primary(ring_key());
-    let mut core = ring_core(&keyring);
+    let keyring = &*KEYRING;
+    let mut core = ring_core(keyring);
     let mut now = Duration::from_millis(2);
     for packet in packets(data) {
-        deliver(&mut core, now, packet, &keyring);
-        check_outputs(&mut core, &keyring);
+        deliver(&mut core, now, packet, keyring);
+        check_outputs(&mut core, keyring);
         // Past a probe interval: pending probes time out, suspicions advance.
         now += Duration::from_millis(700);
         core.tick(now);
-        check_outputs(&mut core, &keyring);
+        check_outputs(&mut core, keyring);
     }
 }
 

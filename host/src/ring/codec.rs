@@ -14,8 +14,8 @@ use super::proto;
 pub enum CodecError {
     #[error("protobuf: {0}")]
     Decode(#[from] prost::DecodeError),
-    #[error("protobuf encode: {0}")]
-    Encode(#[from] prost::EncodeError),
+    #[error("no room for a {0}-byte message")]
+    NoRoom(usize),
     #[error("invalid {0}")]
     Invalid(&'static str),
 }
@@ -43,6 +43,18 @@ fn probe_number(n: u32) -> Result<u8, CodecError> {
 
 fn incarnation(n: u32) -> Result<u16, CodecError> {
     u16::try_from(n).map_err(|_| CodecError::Invalid("incarnation"))
+}
+
+/// Writes `msg` length-delimited into foca's buffer in one piece: foca hands the codec a
+/// `bytes` `Limit`, whose bookkeeping on each of prost's many small writes cost more than
+/// encoding into a vector and copying it in once. Nothing is written when it does not fit.
+fn put_delimited(msg: &impl prost::Message, mut buf: impl BufMut) -> Result<(), CodecError> {
+    let bytes = msg.encode_length_delimited_to_vec();
+    if bytes.len() > buf.remaining_mut() {
+        return Err(CodecError::NoRoom(bytes.len()));
+    }
+    buf.put_slice(&bytes);
+    Ok(())
 }
 
 pub fn header_to_proto(header: &Header<Ident>) -> proto::SwimHeader {
@@ -122,24 +134,46 @@ pub fn member_from_proto(p: &proto::SwimMember) -> Result<Member<Ident>, CodecEr
 impl foca::Codec<Ident> for ProtoCodec {
     type Error = CodecError;
 
-    fn encode_header(&mut self, header: &Header<Ident>, mut buf: impl BufMut) -> Result<(), CodecError> {
+    fn encode_header(&mut self, header: &Header<Ident>, buf: impl BufMut) -> Result<(), CodecError> {
         if header.src.id == self.me {
             self.own_incarnation.fetch_max(u32::from(header.src_incarnation), Ordering::Relaxed);
         }
-        header_to_proto(header).encode_length_delimited(&mut buf)?;
-        Ok(())
+        put_delimited(&header_to_proto(header), buf)
     }
 
     fn decode_header(&mut self, buf: impl Buf) -> Result<Header<Ident>, CodecError> {
         header_from_proto(&proto::SwimHeader::decode_length_delimited(buf)?)
     }
 
-    fn encode_member(&mut self, member: &Member<Ident>, mut buf: impl BufMut) -> Result<(), CodecError> {
-        member_to_proto(member).encode_length_delimited(&mut buf)?;
-        Ok(())
+    fn encode_member(&mut self, member: &Member<Ident>, buf: impl BufMut) -> Result<(), CodecError> {
+        put_delimited(&member_to_proto(member), buf)
     }
 
     fn decode_member(&mut self, buf: impl Buf) -> Result<Member<Ident>, CodecError> {
         member_from_proto(&proto::SwimMember::decode_length_delimited(buf)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_delimited_writes_what_prost_writes_or_nothing() {
+        let id = Ident {
+            id: MemberId([7; 16]),
+            addr: "127.0.0.1:9638".parse().unwrap(),
+            generation: 3,
+            persistent: true,
+        };
+        let msg = member_to_proto(&Member::new(id, 5, State::Suspect));
+        let expected = msg.encode_length_delimited_to_vec();
+        let mut out = Vec::new();
+        put_delimited(&msg, (&mut out).limit(expected.len())).unwrap();
+        assert_eq!(out, expected);
+        let mut short = Vec::new();
+        let err = put_delimited(&msg, (&mut short).limit(expected.len() - 1)).unwrap_err();
+        assert!(matches!(err, CodecError::NoRoom(n) if n == expected.len()));
+        assert!(short.is_empty(), "nothing written when it does not fit");
     }
 }

@@ -88,8 +88,21 @@ pub struct KeyInfo {
 /// The installed ring keys: seal with the primary, open with any.
 #[derive(Clone, Debug, Default)]
 pub struct Keyring {
-    keys: Vec<RingKey>,
+    keys: Vec<Installed>,
     primary: Option<usize>,
+}
+
+/// A key with its fingerprint, hashed once at install instead of on every packet in and out.
+#[derive(Clone, Debug)]
+struct Installed {
+    key: RingKey,
+    fingerprint: [u8; 8],
+}
+
+impl From<RingKey> for Installed {
+    fn from(key: RingKey) -> Self {
+        Installed { fingerprint: key.fingerprint(), key }
+    }
 }
 
 impl Keyring {
@@ -100,7 +113,7 @@ impl Keyring {
 
     /// A keyring whose primary is `key`.
     pub fn with_primary(key: RingKey) -> Self {
-        Keyring { keys: vec![key], primary: Some(0) }
+        Keyring { keys: vec![key.into()], primary: Some(0) }
     }
 
     pub fn is_encrypted(&self) -> bool {
@@ -108,11 +121,11 @@ impl Keyring {
     }
 
     pub fn primary_id(&self) -> Option<&KeyId> {
-        self.primary.map(|i| &self.keys[i].id)
+        self.primary.map(|i| &self.keys[i].key.id)
     }
 
     fn position(&self, id: &KeyId) -> Option<usize> {
-        self.keys.iter().position(|k| k.id == *id)
+        self.keys.iter().position(|k| k.key.id == *id)
     }
 
     /// Adds a key (accepted for receiving at once). Returns false if it was already installed.
@@ -123,7 +136,7 @@ impl Keyring {
         if self.position(&key.id).is_some() {
             return Ok(false);
         }
-        self.keys.push(key);
+        self.keys.push(key.into());
         Ok(true)
     }
 
@@ -141,7 +154,7 @@ impl Keyring {
             return Err(KeyringError::RemovePrimary(id.to_string()));
         }
         let primary_id = self.primary_id().cloned();
-        let removed = self.keys.remove(i);
+        let removed = self.keys.remove(i).key;
         self.primary = primary_id.and_then(|p| self.position(&p));
         Ok(removed)
     }
@@ -153,8 +166,10 @@ impl Keyring {
             return false;
         }
         keys.sort_by(|a, b| a.id.cmp(&b.id));
-        let old: Vec<(KeyId, [u8; 8])> = self.keys.iter().map(|k| (k.id.clone(), k.fingerprint())).collect();
-        let new: Vec<(KeyId, [u8; 8])> = keys.iter().map(|k| (k.id.clone(), k.fingerprint())).collect();
+        let keys: Vec<Installed> = keys.into_iter().map(Installed::from).collect();
+        let old: Vec<(KeyId, [u8; 8])> =
+            self.keys.iter().map(|k| (k.key.id.clone(), k.fingerprint)).collect();
+        let new: Vec<(KeyId, [u8; 8])> = keys.iter().map(|k| (k.key.id.clone(), k.fingerprint)).collect();
         let primary_id = self.primary_id().cloned();
         self.keys = keys;
         self.primary = primary_id.and_then(|p| self.position(&p)).or(Some(self.keys.len() - 1));
@@ -168,8 +183,8 @@ impl Keyring {
             .iter()
             .enumerate()
             .map(|(i, k)| KeyInfo {
-                id: k.id.to_string(),
-                fingerprint: hex::encode(k.fingerprint()),
+                id: k.key.id.to_string(),
+                fingerprint: hex::encode(k.fingerprint),
                 primary: self.primary == Some(i),
             })
             .collect()
@@ -179,10 +194,10 @@ impl Keyring {
     pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
         let wire = match self.primary {
             Some(i) => {
-                let key = &self.keys[i];
+                let Installed { key, fingerprint } = &self.keys[i];
                 let nonce: [u8; SECRETBOX_NONCE_LEN] = sodium::random_array();
                 proto::Wire {
-                    key_id: key.fingerprint().to_vec(),
+                    key_id: fingerprint.to_vec(),
                     nonce: nonce.to_vec(),
                     payload: sodium::secretbox_seal(&key.key, &nonce, payload),
                 }
@@ -214,9 +229,9 @@ impl Keyring {
                 let key = self
                     .keys
                     .iter()
-                    .find(|k| k.fingerprint().as_slice() == wire.key_id.as_slice())
+                    .find(|k| k.fingerprint.as_slice() == wire.key_id.as_slice())
                     .ok_or(Reject::UnknownKey)?;
-                sodium::secretbox_open(&key.key, &nonce, &wire.payload).map_err(|_| Reject::Decrypt)
+                sodium::secretbox_open(&key.key.key, &nonce, &wire.payload).map_err(|_| Reject::Decrypt)
             }
         }
     }
