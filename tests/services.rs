@@ -237,15 +237,7 @@ fn after_kill_9_of_the_supervisor_each_service_runs_exactly_once() {
     assert_eq!(lines(&svc_dir(&sup, "victim").join("data/starts")), 2, "victim: once, then once more");
     assert!(std::fs::read_to_string(&sup.log).unwrap().contains("reattached to the running service"));
     // The reattached process is watched: its end is seen and it is restarted.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let restarted = wait_for(Duration::from_secs(20), || pid_of(&sup, "sleeper").filter(|p| *p != pid));
-    assert!(
-        restarted.is_some(),
-        "not restarted: {:?}\n{}\n{}",
-        sup.cli(&["svc", "status", "acme/sleeper", "--json"]),
-        sup.log_tail(),
-        threads_of(sup.pid())
-    );
+    kill_and_see_restarted(&sup, "sleeper", pid);
     // A graceful stop of the supervisor stops its services.
     let last = pid_of(&sup, "sleeper").unwrap();
     assert!(sup.term());
@@ -482,15 +474,7 @@ fn services_survive_sup_restart_and_are_still_reaped_after_it() {
             && status(&sup, "sleeper").is_some()
     });
     assert_eq!(pid_of(&sup, "sleeper"), Some(pid), "the service kept running through the restart");
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let restarted = wait_for(Duration::from_secs(20), || pid_of(&sup, "sleeper").filter(|p| *p != pid));
-    assert!(
-        restarted.is_some(),
-        "not restarted: {:?}\n{}\n{}",
-        sup.cli(&["svc", "status", "acme/sleeper", "--json"]),
-        sup.log_tail(),
-        threads_of(sup.pid())
-    );
+    kill_and_see_restarted(&sup, "sleeper", pid);
     let s = status(&sup, "sleeper").unwrap();
     assert!(
         s["last_failure"].as_str().unwrap().contains("signal 9"),
@@ -601,4 +585,19 @@ fn threads_of(pid: u32) -> String {
         out.push_str(&String::from_utf8_lossy(&o.stdout));
     }
     out
+}
+
+/// `kill -9` of a service's process; waits for its restart, or fails showing what the
+/// supervisor was doing.
+fn kill_and_see_restarted(sup: &Sup, name: &str, pid: u32) -> u32 {
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let restarted = wait_for(Duration::from_secs(20), || pid_of(sup, name).filter(|p| *p != pid));
+    restarted.unwrap_or_else(|| {
+        panic!(
+            "{name} not restarted: {:?}\n{}\n{}",
+            sup.cli(&["svc", "status", &format!("acme/{name}"), "--json"]),
+            sup.log_tail(),
+            threads_of(sup.pid())
+        )
+    })
 }
