@@ -176,23 +176,29 @@ fn name_of(ident: Option<proto::PackageIdent>) -> Result<String, NetErr> {
 }
 
 pub async fn start(services: &Services, r: proto::SvcStart, out: &ReplySink) -> Result<Reply, NetErr> {
-    let name = name_of(r.ident)?;
-    let view = services.want(&name, Desired::Up).await.map_err(svc_err)?;
-    let _ = out.line(format!("Supervisor starting {name}")).await;
-    if r.no_wait.unwrap_or(false) {
-        return Ok(Reply::ok());
-    }
-    settle(view, out, Desired::Up).await
+    want(services, r.ident, Desired::Up, r.no_wait.unwrap_or(false), out).await
 }
 
 pub async fn stop(services: &Services, r: proto::SvcStop, out: &ReplySink) -> Result<Reply, NetErr> {
-    let name = name_of(r.ident)?;
-    let view = services.want(&name, Desired::Down).await.map_err(svc_err)?;
-    let _ = out.line(format!("Supervisor stopping {name}")).await;
-    if r.no_wait.unwrap_or(false) {
+    want(services, r.ident, Desired::Down, r.no_wait.unwrap_or(false), out).await
+}
+
+/// `svc start` / `svc stop`: the new desired state, then (unless `no_wait`) the wait for it.
+async fn want(
+    services: &Services,
+    ident: Option<proto::PackageIdent>,
+    desired: Desired,
+    no_wait: bool,
+    out: &ReplySink,
+) -> Result<Reply, NetErr> {
+    let name = name_of(ident)?;
+    let view = services.want(&name, desired).await.map_err(svc_err)?;
+    let verb = if desired == Desired::Up { "starting" } else { "stopping" };
+    let _ = out.line(format!("Supervisor {verb} {name}")).await;
+    if no_wait {
         return Ok(Reply::ok());
     }
-    settle(view, out, Desired::Down).await
+    settle(view, out, desired).await
 }
 
 pub async fn unload(services: &Services, r: proto::SvcUnload, out: &ReplySink) -> Result<Reply, NetErr> {
