@@ -137,7 +137,7 @@ for i in 2 3; do
     warren cli setup --for "127.0.0.$i" --ctl-secret "FILE:$work/data-$i/CTL_SECRET" >/dev/null
 done
 echo "(and --for 127.0.0.2 / 127.0.0.3 with their own secrets: [remote.\"HOST:PORT\"] tables)"
-run warren ctl ping
+run warren ctl ping --count 3 --interval-ms 100
 run warren sup status --remote-sup 127.0.0.2
 run warren ring key list --remote-sup 127.0.0.2
 run warren ring rumor inject --remote-sup 127.0.0.2 \

@@ -54,6 +54,19 @@ fn the_right_secret_is_served_and_a_wrong_missing_or_empty_one_executes_nothing(
 
     let out = ctl_cli(dir.path(), &["ctl", "ping"], remote, &[("WARREN_CTL_SECRET", &secret)]);
     assert!(out.ok().starts_with("pong from "), "{}", out.stdout);
+    // --count: one session (one connection, one handshake) for every ping.
+    let (conns, handshakes) =
+        (sups[0].metric("warren_ctl_connections_total"), sups[0].metric("warren_ctl_noise_handshakes_total"));
+    let pings = ["ctl", "ping", "--count", "3", "--interval-ms", "10", "--json"];
+    let out = ctl_cli(dir.path(), &pings, remote, &[("WARREN_CTL_SECRET", &secret)]);
+    let seqs: Vec<u64> = out
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3], "{}", out.stdout);
+    assert_eq!(sups[0].metric("warren_ctl_connections_total"), conns + 1);
+    assert_eq!(sups[0].metric("warren_ctl_noise_handshakes_total"), handshakes + 1);
     let out =
         ctl_cli(dir.path(), &["ring", "key", "list", "--json"], remote, &[("WARREN_CTL_SECRET", &secret)]);
     assert_eq!(serde_json::from_str::<serde_json::Value>(out.ok()).unwrap(), serde_json::json!([]));

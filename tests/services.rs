@@ -200,16 +200,45 @@ fn a_crash_loop_backs_off_is_reported_and_the_other_services_run_on() {
 fn a_service_that_ignores_its_signal_is_killed_with_its_whole_group() {
     let dir = tempfile::tempdir().unwrap();
     let sup = Sup::start(dir.path(), 52, fast_timings(), vec![]);
-    // TERM is ignored by the shell and (inherited) by its child.
+    // TERM is ignored by the shell and (inherited) by its child. The package's own timeout is
+    // longer than any wait of the CLI: each stop below ends only through its --shutdown-timeout.
     let stubborn = "#!/bin/sh\ntrap '' TERM\nsleep 1000 &\nwhile true; do sleep 1; done\n";
-    install(&sup, "stubborn", &[("run", stubborn)], &[("SHUTDOWN_TIMEOUT", "1")]);
+    install(&sup, "stubborn", &[("run", stubborn)], &[("SHUTDOWN_TIMEOUT", "3600")]);
     assert_eq!(sup.cli(&["svc", "load", "acme/stubborn"]).code, 0);
     let pid = pid_of(&sup, "stubborn").unwrap();
     wait_until(Duration::from_secs(10), "the background child runs", || group_members(pid).len() >= 2);
-    let stop = sup.cli(&["svc", "stop", "acme/stubborn"]);
+    let stop = sup.cli(&["svc", "stop", "acme/stubborn", "--shutdown-timeout", "1"]);
     assert_eq!(stop.code, 0, "{stop:?}");
     assert!(group_members(pid).is_empty(), "the whole group is gone: {:?}", group_members(pid));
     assert!(std::fs::read_to_string(&sup.log).unwrap().contains("killing its process group"));
+    // Once more through unload (and its alias --timeout).
+    assert_eq!(sup.cli(&["svc", "start", "acme/stubborn"]).code, 0);
+    let pid = pid_of(&sup, "stubborn").unwrap();
+    wait_until(Duration::from_secs(10), "the background child runs", || group_members(pid).len() >= 2);
+    let unload = sup.cli(&["svc", "unload", "acme/stubborn", "--timeout", "1"]);
+    assert_eq!(unload.code, 0, "{unload:?}");
+    assert!(unload.stdout.contains("stopped and unloaded"), "{unload:?}");
+    assert!(group_members(pid).is_empty(), "the whole group is gone: {:?}", group_members(pid));
+}
+
+#[test]
+fn a_failing_post_run_hook_is_retried_with_backoff_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 59, fast_timings(), vec![]);
+    // Fails twice, then succeeds; each attempt is counted in data/post-run.
+    let post_run = "#!/bin/sh\nd=\"$WARREN_SVC_PATH/data\"\necho try >> \"$d/post-run\"\n\
+                    [ \"$(wc -l < \"$d/post-run\")\" -ge 3 ] || exit 1\necho ok > \"$d/post-run-ok\"\n";
+    install(&sup, "after", &[("run", SLEEPER), ("post-run", post_run)], &[]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/after"]).code, 0);
+    let data = svc_dir(&sup, "after").join("data");
+    wait_until(Duration::from_secs(20), "post-run to succeed", || data.join("post-run-ok").is_file());
+    let log = std::fs::read_to_string(&sup.log).unwrap();
+    let attempts = log.lines().filter(|l| l.contains("post-run") && l.contains("attempt")).count();
+    assert_eq!(attempts, 3, "two failures and the success:\n{log}");
+    // It is not run again while the service stays up; the service itself never restarted.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines(&data.join("post-run")), 3);
+    assert_eq!(lines(&data.join("starts")), 1);
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! `warren bench ctl`: `ctl ping` round trips (connect, handshake, request, reply, close: the
-//! gateway's one-request-per-connection model) over loopback, with the Noise channel and with
-//! Habitat's plaintext handshake, against a plain TCP echo of the same payload per connection,
-//! sequential and with concurrent clients. Figures are printed, never asserted.
+//! `warren bench ctl`: `ctl ping` round trips over loopback against a plain TCP echo of the
+//! same payload, sequential and with concurrent clients, two ways: a connection per round trip
+//! (connect, handshake, request, reply, close: what one CLI command costs), with the Noise
+//! channel and with Habitat's plaintext handshake; and round trips on a connection kept open (a
+//! Noise session against a kept-open echo). Figures are printed, never asserted.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -42,25 +43,25 @@ impl CtlHandler for Pong {
     }
 }
 
-/// A length-prefixed echo, one per connection.
+/// A length-prefixed echo: every message of a connection until it closes.
 async fn echo(listener: tokio::net::TcpListener) {
     while let Ok((mut s, _)) = listener.accept().await {
         tokio::spawn(async move {
             let _ = s.set_nodelay(true);
-            let Ok(n) = s.read_u32().await else { return };
-            let mut buf = vec![0u8; (n as usize).min(1 << 20)];
-            if s.read_exact(&mut buf).await.is_ok() {
-                let _ = s.write_u32(n).await;
-                let _ = s.write_all(&buf).await;
+            while let Ok(n) = s.read_u32().await {
+                let mut buf = vec![0u8; (n as usize).min(1 << 20)];
+                if s.read_exact(&mut buf).await.is_err()
+                    || s.write_u32(n).await.is_err()
+                    || s.write_all(&buf).await.is_err()
+                {
+                    return;
+                }
             }
-            let _ = s.shutdown().await;
         });
     }
 }
 
-fn echo_once(addr: &str, payload: &[u8]) -> anyhow::Result<()> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_nodelay(true)?;
+fn echo_on(s: &mut TcpStream, payload: &[u8]) -> anyhow::Result<()> {
     s.write_all(&(payload.len() as u32).to_be_bytes())?;
     s.write_all(payload)?;
     let mut len = [0u8; 4];
@@ -71,17 +72,25 @@ fn echo_once(addr: &str, payload: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn echo_connect(addr: &str) -> anyhow::Result<TcpStream> {
+    let s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// One client's round trips: called once per round trip, holding whatever the client keeps
+/// open between them.
+type RoundTrip<'a> = Box<dyn FnMut() -> anyhow::Result<()> + 'a>;
+/// Makes a client (on its own thread).
+type NewClient<'a> = &'a (dyn Fn() -> anyhow::Result<RoundTrip<'a>> + Sync);
+
 struct Figures {
     p50: Duration,
     p99: Duration,
     per_sec: f64,
 }
 
-fn measure(
-    requests: usize,
-    clients: usize,
-    one: &(dyn Fn() -> anyhow::Result<()> + Sync),
-) -> anyhow::Result<Figures> {
+fn measure(requests: usize, clients: usize, new_client: NewClient<'_>) -> anyhow::Result<Figures> {
     let start = Instant::now();
     let per_client = requests.div_ceil(clients.max(1));
     let mut lat: Vec<Duration> = std::thread::scope(|scope| {
@@ -89,6 +98,7 @@ fn measure(
             .map(|_| {
                 scope.spawn(move || -> anyhow::Result<Vec<Duration>> {
                     let mut v = Vec::with_capacity(per_client);
+                    let mut one = new_client()?;
                     for _ in 0..per_client {
                         let t = Instant::now();
                         one()?;
@@ -149,47 +159,75 @@ pub fn run(args: CtlBenchArgs) -> anyhow::Result<()> {
     let req = CtlRequest::Ping(proto::CtlPing { payload: Some(payload.clone()) });
     let noise = CtlClient::new(&ctl_addr, secret.clone());
     let plaintext = CtlClient::new(&ctl_addr, secret).with_handshake(HandshakeKind::Plaintext);
-    let ping = |c: &CtlClient| -> anyhow::Result<()> {
-        let pong: proto::CtlPong = c.call_for(&req, |_| {})?;
-        anyhow::ensure!(pong.payload.as_deref() == Some(&payload[..]), "pong mismatch");
+    // Borrowed, so that each client's closure can take them along.
+    let (payload, req, echo_addr) = (&payload[..], &req, echo_addr.as_str());
+    let check = |pong: proto::CtlPong| -> anyhow::Result<()> {
+        anyhow::ensure!(pong.payload.as_deref() == Some(payload), "pong mismatch");
         Ok(())
     };
-    let cases: [(&str, &(dyn Fn() -> anyhow::Result<()> + Sync)); 3] = [
-        ("tcp echo", &|| echo_once(&echo_addr, &payload)),
-        ("ctl ping, plaintext", &|| ping(&plaintext)),
-        ("ctl ping, noise", &|| ping(&noise)),
+    let ping = |c: &CtlClient| check(c.call_for(req, |_| {})?);
+    // A connection per round trip: the client keeps nothing.
+    let tcp_each: NewClient<'_> = &|| Ok(Box::new(|| echo_on(&mut echo_connect(echo_addr)?, payload)));
+    let plain_each: NewClient<'_> = &|| Ok(Box::new(|| ping(&plaintext)));
+    let noise_each: NewClient<'_> = &|| Ok(Box::new(|| ping(&noise)));
+    // A connection per client, kept open.
+    let tcp_kept: NewClient<'_> = &|| {
+        let mut s = echo_connect(echo_addr)?;
+        Ok(Box::new(move || echo_on(&mut s, payload)))
+    };
+    let noise_session: NewClient<'_> = &|| {
+        let mut s = noise.session()?;
+        Ok(Box::new(move || check(s.call_for(req, |_| {})?)))
+    };
+    // Each section's first row is the baseline of its ratios, its last the Noise row.
+    let sections: Vec<(&str, Vec<(&str, NewClient<'_>)>)> = vec![
+        (
+            "a connection per round trip",
+            vec![
+                ("tcp echo", tcp_each),
+                ("ctl ping, plaintext", plain_each),
+                ("ctl ping, noise", noise_each),
+            ],
+        ),
+        (
+            "a connection per client, kept open",
+            vec![("tcp echo", tcp_kept), ("ctl ping, noise session", noise_session)],
+        ),
     ];
-    // Warm up every path once (first connections, lazy statics).
-    for (_, f) in &cases {
-        f()?;
-    }
     outln!(
-        "{} round trips per row, {}-byte payload, one connection per round trip, loopback",
+        "{} round trips per row, {}-byte payload, loopback, {} clients in the parallel column",
         args.requests,
-        args.payload
+        args.payload,
+        args.clients
     )?;
-    outln!("{:<22} {:>9} {:>9} {:>10} {:>9} {:>10}", "", "p50 ms", "p99 ms", "req/s", "clients", "req/s")?;
-    let mut rows = Vec::new();
-    for (name, f) in &cases {
-        let seq = measure(args.requests, 1, *f)?;
-        let par = measure(args.requests, args.clients, *f)?;
+    for (title, cases) in sections {
+        // Warm up every path once (first connections, lazy statics).
+        for (_, f) in &cases {
+            f()?()?;
+        }
+        outln!("\n{title}")?;
+        outln!("{:<26} {:>9} {:>9} {:>10} {:>12}", "", "p50 ms", "p99 ms", "req/s", "parallel req/s")?;
+        let mut rows = Vec::new();
+        for (name, f) in &cases {
+            let seq = measure(args.requests, 1, *f)?;
+            let par = measure(args.requests, args.clients, *f)?;
+            outln!(
+                "{name:<26} {:>9.3} {:>9.3} {:>10.0} {:>12.0}",
+                ms(seq.p50),
+                ms(seq.p99),
+                seq.per_sec,
+                par.per_sec
+            )?;
+            rows.push((seq, par));
+        }
+        let (base, noise_row) = (&rows[0], &rows[rows.len() - 1]);
         outln!(
-            "{name:<22} {:>9.3} {:>9.3} {:>10.0} {:>9} {:>10.0}",
-            ms(seq.p50),
-            ms(seq.p99),
-            seq.per_sec,
+            "noise / tcp echo: p50 {:.2}x, sequential throughput {:.2}x, {} clients {:.2}x",
+            ms(noise_row.0.p50) / ms(base.0.p50).max(1e-9),
+            noise_row.0.per_sec / base.0.per_sec.max(1e-9),
             args.clients,
-            par.per_sec
+            noise_row.1.per_sec / base.1.per_sec.max(1e-9)
         )?;
-        rows.push((seq, par));
     }
-    let (base, noise_row) = (&rows[0], &rows[2]);
-    outln!(
-        "noise / tcp echo: p50 {:.2}x, sequential throughput {:.2}x, {} clients {:.2}x",
-        ms(noise_row.0.p50) / ms(base.0.p50).max(1e-9),
-        noise_row.0.per_sec / base.0.per_sec.max(1e-9),
-        args.clients,
-        noise_row.1.per_sec / base.1.per_sec.max(1e-9)
-    )?;
     Ok(())
 }

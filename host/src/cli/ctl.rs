@@ -79,11 +79,18 @@ fn print_partial(f: &Frame, json: bool) -> std::io::Result<()> {
 
 #[derive(Subcommand, Debug)]
 pub enum CtlCommand {
-    /// One round trip through a supervisor's ctl gateway (handshake, request, reply).
+    /// Round trips through a supervisor's ctl gateway: one handshake, then `--count` pings on
+    /// the same session (the first one's time includes the handshake).
     Ping {
         #[command(flatten)]
         remote: RemoteSup,
-        /// Print {"remote": ..., "ms": ...}.
+        /// How many pings to send.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        count: u32,
+        /// Pause between pings, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        interval_ms: u64,
+        /// Print one {"remote": ..., "seq": ..., "ms": ...} line per ping.
         #[arg(long)]
         json: bool,
     },
@@ -91,18 +98,36 @@ pub enum CtlCommand {
 
 pub fn run(cmd: CtlCommand) -> anyhow::Result<()> {
     match cmd {
-        CtlCommand::Ping { remote, json } => {
-            let payload = crate::crypto::sodium::random_array::<16>().to_vec();
-            let start = Instant::now();
-            let pong: proto::CtlPong = remote
-                .call_for(&CtlRequest::Ping(proto::CtlPing { payload: Some(payload.clone()) }), json)?;
-            let ms = start.elapsed().as_secs_f64() * 1000.0;
-            anyhow::ensure!(pong.payload.as_deref() == Some(&payload[..]), "the reply did not echo the ping");
+        CtlCommand::Ping { remote, count, interval_ms, json } => {
             let addr = remote.target()?;
-            if json {
-                outln!("{}", serde_json::json!({ "remote": addr, "ms": ms }))?;
-            } else {
-                outln!("pong from {addr} in {ms:.2} ms")?;
+            let client = remote.client()?;
+            let start = Instant::now();
+            let mut session = client.session().with_context(|| format!("ctl ping {addr}"))?;
+            let mut times = Vec::with_capacity(count as usize);
+            for seq in 1..=count {
+                if seq > 1 {
+                    std::thread::sleep(std::time::Duration::from_millis(interval_ms));
+                }
+                let t = if seq == 1 { start } else { Instant::now() };
+                let payload = crate::crypto::sodium::random_array::<16>().to_vec();
+                let ping = CtlRequest::Ping(proto::CtlPing { payload: Some(payload.clone()) });
+                let pong: proto::CtlPong = session.call_for(&ping, |_| {}).context("ctl ping")?;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                anyhow::ensure!(
+                    pong.payload.as_deref() == Some(&payload[..]),
+                    "the reply did not echo the ping"
+                );
+                if json {
+                    outln!("{}", serde_json::json!({ "remote": addr, "seq": seq, "ms": ms }))?;
+                } else {
+                    outln!("pong from {addr} in {ms:.2} ms")?;
+                }
+                times.push(ms);
+            }
+            if count > 1 && !json {
+                let (min, max) = times.iter().fold((f64::MAX, 0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+                let avg = times.iter().sum::<f64>() / times.len() as f64;
+                outln!("{count} pings on one session: min {min:.2} / avg {avg:.2} / max {max:.2} ms")?;
             }
             Ok(())
         }

@@ -16,11 +16,11 @@ pub enum SvcCommand {
     /// why not), unlike Habitat. The spec persists: a restarted supervisor brings it back.
     Load(LoadArgs),
     /// Stop a service and forget it (its spec is removed); waits until it is down.
-    Unload(IdentArgs),
+    Unload(StopArgs),
     /// Start a loaded service that was stopped; waits until it is up.
     Start(IdentArgs),
     /// Stop a loaded service (shutdown signal, then SIGKILL after its timeout); waits.
-    Stop(IdentArgs),
+    Stop(StopArgs),
     /// Show loaded services: package, type, desired, state, elapsed (s), pid, group.
     Status(StatusArgs),
     /// Manage service group encryption keys.
@@ -76,6 +76,16 @@ pub struct IdentArgs {
     pub no_wait: bool,
     #[command(flatten)]
     pub remote: RemoteSup,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub target: IdentArgs,
+    /// Seconds between the shutdown signal and SIGKILL for this stop [default: the spec's,
+    /// else the package's, else 8].
+    #[arg(long, visible_alias = "timeout", value_name = "SECONDS")]
+    pub shutdown_timeout: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -259,11 +269,11 @@ impl SvcCommand {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             SvcCommand::Load(a) => load(a),
-            SvcCommand::Unload(a) => {
+            SvcCommand::Unload(StopArgs { target: a, shutdown_timeout }) => {
                 let req = proto::SvcUnload {
                     ident: Some(ident(&a.ident)?),
+                    timeout_in_seconds: shutdown_timeout,
                     no_wait: Some(a.no_wait),
-                    ..Default::default()
                 };
                 a.remote.call(&CtlRequest::SvcUnload(req), false).map(drop)
             }
@@ -271,11 +281,11 @@ impl SvcCommand {
                 let req = proto::SvcStart { ident: Some(ident(&a.ident)?), no_wait: Some(a.no_wait) };
                 a.remote.call(&CtlRequest::SvcStart(req), false).map(drop)
             }
-            SvcCommand::Stop(a) => {
+            SvcCommand::Stop(StopArgs { target: a, shutdown_timeout }) => {
                 let req = proto::SvcStop {
                     ident: Some(ident(&a.ident)?),
+                    timeout_in_seconds: shutdown_timeout,
                     no_wait: Some(a.no_wait),
-                    ..Default::default()
                 };
                 a.remote.call(&CtlRequest::SvcStop(req), false).map(drop)
             }

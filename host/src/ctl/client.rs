@@ -1,4 +1,6 @@
-//! The ctl gateway's client (blocking: the CLI makes one call per process).
+//! The ctl gateway's client (blocking: the CLI makes a call or two per process). A Noise
+//! connection can carry several requests ([`CtlClient::session`]); Habitat's plaintext one
+//! serves one.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -52,6 +54,10 @@ pub enum ClientError {
     Unexpected { remote: String, got: String },
     #[error("{remote}: the connection closed before the last reply")]
     Closed { remote: String },
+    #[error(
+        "{remote}: a plaintext handshake serves one request per connection; sessions need warren's Noise handshake"
+    )]
+    NoSession { remote: String },
 }
 
 impl ClientError {
@@ -238,27 +244,25 @@ impl CtlClient {
         Ok(())
     }
 
-    /// Sends `req` and returns its complete reply; partial replies (console lines, progress)
-    /// go to `on_partial` as they arrive. A `NetErr` reply is an error.
-    pub fn call(&self, req: &CtlRequest, mut on_partial: impl FnMut(&Frame)) -> Result<Frame, ClientError> {
+    fn open(&self) -> Result<Conn<'_>, ClientError> {
         let mut conn = self.connect()?;
         self.handshake(&mut conn)?;
-        conn.write_frame(&req.to_frame(Txn::request(1)))?;
-        let _ = conn.stream.set_read_timeout(Some(self.reply_timeout));
-        loop {
-            let f = conn.read_frame()?;
-            if !f.is_complete() {
-                on_partial(&f);
-                continue;
-            }
-            if f.is::<NetErr>() {
-                let err = f
-                    .decode::<NetErr>()
-                    .map_err(|source| ClientError::Frame { remote: self.remote.clone(), source })?;
-                return Err(ClientError::Remote { remote: self.remote.clone(), err });
-            }
-            return Ok(f);
+        Ok(conn)
+    }
+
+    /// A connection that carries one request after another (Noise only), for a caller that
+    /// asks often: the key exchange is paid once.
+    pub fn session(&self) -> Result<Session<'_>, ClientError> {
+        if self.kind == HandshakeKind::Plaintext {
+            return Err(ClientError::NoSession { remote: self.remote.clone() });
         }
+        Ok(Session { client: self, conn: self.open()?, txn: 0 })
+    }
+
+    /// Sends `req` on a connection of its own and returns its complete reply; partial replies
+    /// (console lines, progress) go to `on_partial` as they arrive. A `NetErr` reply is an error.
+    pub fn call(&self, req: &CtlRequest, on_partial: impl FnMut(&Frame)) -> Result<Frame, ClientError> {
+        Session { client: self, conn: self.open()?, txn: 0 }.call(req, on_partial)
     }
 
     /// Sends `req` (an upload request such as `PkgInstall`, announcing `body.len` bytes), then
@@ -272,8 +276,7 @@ impl CtlClient {
         mut on_partial: impl FnMut(&Frame),
     ) -> Result<Frame, ClientError> {
         use std::sync::mpsc::{TryRecvError, channel};
-        let mut conn = self.connect()?;
-        self.handshake(&mut conn)?;
+        let mut conn = self.open()?;
         conn.write_frame(&req.to_frame(Txn::request(1)))?;
         let mut reader = conn.reading_half()?;
         let _ = reader.stream.set_read_timeout(Some(self.reply_timeout));
@@ -379,8 +382,61 @@ impl CtlClient {
         on_partial: impl FnMut(&Frame),
     ) -> Result<M, ClientError> {
         let f = self.call(req, on_partial)?;
+        self.expect(f)
+    }
+
+    fn expect<M: CtlMessage>(&self, f: Frame) -> Result<M, ClientError> {
         f.decode::<M>()
             .map_err(|_| ClientError::Unexpected { remote: self.remote.clone(), got: f.name.clone() })
+    }
+}
+
+/// An authenticated connection to one supervisor; requests go one after another.
+pub struct Session<'a> {
+    client: &'a CtlClient,
+    conn: Conn<'a>,
+    /// The last request's transaction id (the handshake's is 0).
+    txn: u32,
+}
+
+impl Session<'_> {
+    /// Sends `req` and returns its complete reply, as [`CtlClient::call`] does.
+    pub fn call(
+        &mut self,
+        req: &CtlRequest,
+        mut on_partial: impl FnMut(&Frame),
+    ) -> Result<Frame, ClientError> {
+        let remote = || self.client.remote.clone();
+        self.txn += 1;
+        self.conn.write_frame(&req.to_frame(Txn::request(self.txn)))?;
+        let _ = self.conn.stream.set_read_timeout(Some(self.client.reply_timeout));
+        loop {
+            let f = self.conn.read_frame()?;
+            if f.txn.map(|t| t.id) != Some(self.txn) {
+                return Err(ClientError::Unexpected {
+                    remote: remote(),
+                    got: format!("{} of another request", f.name),
+                });
+            }
+            if !f.is_complete() {
+                on_partial(&f);
+                continue;
+            }
+            if f.is::<NetErr>() {
+                return Err(self.client.remote_err(&f));
+            }
+            return Ok(f);
+        }
+    }
+
+    /// [`Session::call`] whose final reply must be an `M`.
+    pub fn call_for<M: CtlMessage>(
+        &mut self,
+        req: &CtlRequest,
+        on_partial: impl FnMut(&Frame),
+    ) -> Result<M, ClientError> {
+        let f = self.call(req, on_partial)?;
+        self.client.expect(f)
     }
 }
 

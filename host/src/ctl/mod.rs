@@ -19,7 +19,7 @@ pub mod protocol;
 pub mod secret;
 pub mod server;
 
-pub use client::{ClientError, CtlClient, HandshakeKind};
+pub use client::{ClientError, CtlClient, HandshakeKind, Session};
 pub use metrics::CtlMetrics;
 pub use protocol::{CtlRequest, Frame, Reply, Txn};
 pub use secret::CtlSecret;

@@ -1,4 +1,4 @@
-//! The ctl gateway's server: one handshake and one request per TCP connection, replies streamed.
+//! The ctl gateway's server: one handshake per TCP connection, then requests, replies streamed.
 //!
 //! The first frame picks the handshake. `NoiseHandshake` is warren's (see [`super::noise`]):
 //! every later frame travels encrypted. `Handshake{secret_key}` is Habitat's plaintext one,
@@ -6,6 +6,12 @@
 //! `NetErr{Unauthorized}` and the connection closes at once: nothing after a failed handshake
 //! is read. The handshake and the request frame must each arrive within the handshake timeout;
 //! the handler then has as long as it needs (a service install streams for minutes).
+//!
+//! A plaintext connection serves one request and closes, as Habitat's does (its client reads
+//! until the end of the stream). A Noise connection is a session: after a request's complete
+//! reply the next request may follow, within the same timeout, so a client that asks often
+//! (a monitor's `ctl ping --count`) pays for the key exchange once. A session ends when the
+//! client closes, stays idle past the timeout, uploads, or the gateway stops.
 //!
 //! An upload request (`PkgInstall`) is followed by its body in `PkgChunk` frames; each must
 //! arrive within the same timeout, and the handler ([`CtlHandler::handle_upload`]) reads them
@@ -207,6 +213,8 @@ pub async fn serve<H: CtlHandler>(
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let config = Arc::new(config);
+    // Tells idle sessions to close when the gateway stops (a request in flight finishes).
+    let (stopping_tx, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -229,12 +237,14 @@ pub async fn serve<H: CtlHandler>(
         };
         CtlMetrics::inc(&metrics.connections);
         let (config, handler, metrics) = (config.clone(), handler.clone(), metrics.clone());
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            connection(stream, peer, &config, handler, &metrics).await;
+            connection(stream, peer, &config, handler, &metrics, stopping).await;
             drop(slot);
         });
     }
+    let _ = stopping_tx.send(true);
     // Replies in flight (a `sup restart`'s own among them) are finished before the caller
     // goes on; a client that sends nothing is not waited for past the drain limit.
     let all = u32::try_from(config.max_connections.max(1)).unwrap_or(u32::MAX);
@@ -363,13 +373,20 @@ fn is_loopback(peer: &SocketAddr) -> bool {
     peer.ip().to_canonical().is_loopback()
 }
 
-/// Authenticates the peer. `Ok(false)`: refused (already answered, counted and logged).
+/// How a peer authenticated, which decides whether its connection is a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Authenticated {
+    Noise,
+    Plaintext,
+}
+
+/// Authenticates the peer. `Ok(None)`: refused (already answered, counted and logged).
 async fn handshake(
     link: &mut Link,
     peer: SocketAddr,
     config: &ServerConfig,
     metrics: &CtlMetrics,
-) -> Result<bool, LinkError> {
+) -> Result<Option<Authenticated>, LinkError> {
     let first = link.read_frame(HANDSHAKE_MAX_BODY).await?;
     let secret = config.secret.borrow().clone();
     // Logged with the peer and the reason, never with what the peer sent.
@@ -383,7 +400,7 @@ async fn handshake(
             unauthorized("this supervisor has no ctl secret");
             link.refuse(first.txn, NetErr::new(ErrCode::Unauthorized, "the supervisor has no ctl secret"))
                 .await;
-            return Ok(false);
+            return Ok(None);
         };
         match noise::respond(&secret, &msg) {
             Ok((channel, reply)) => {
@@ -392,12 +409,12 @@ async fn handshake(
                     .await?;
                 link.set_channel(channel);
                 CtlMetrics::inc(&metrics.noise_handshakes);
-                Ok(true)
+                Ok(Some(Authenticated::Noise))
             }
             Err(NoiseError::Handshake) => {
                 unauthorized("wrong secret (noise)");
                 link.refuse(first.txn, NetErr::new(ErrCode::Unauthorized, "secret key mismatch")).await;
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         }
@@ -412,7 +429,7 @@ async fn handshake(
             tracing::warn!(%peer, policy = ?config.plaintext, "ctl gateway: plaintext handshake refused");
             let msg = "plaintext handshakes are not accepted from this address (ctl_plaintext); use warren's client";
             link.refuse(first.txn, NetErr::new(ErrCode::Unauthorized, msg)).await;
-            return Ok(false);
+            return Ok(None);
         }
         if first.txn.is_none() {
             return Err(FrameError::Unexpected { want: "a transactional Handshake", got: first.name }.into());
@@ -423,12 +440,12 @@ async fn handshake(
             Some(s) if s.matches(&given) => {
                 link.write_frame(&Frame::new(&proto::NetOk {}, first.txn.map(|t| t.reply(true)))).await?;
                 CtlMetrics::inc(&metrics.plaintext_handshakes);
-                Ok(true)
+                Ok(Some(Authenticated::Plaintext))
             }
             _ => {
                 unauthorized("wrong secret (plaintext)");
                 link.refuse(first.txn, NetErr::new(ErrCode::Unauthorized, "secret key mismatch")).await;
-                Ok(false)
+                Ok(None)
             }
         }
     } else {
@@ -442,6 +459,7 @@ async fn connection<H: CtlHandler>(
     config: &ServerConfig,
     handler: Arc<H>,
     metrics: &CtlMetrics,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let mut link = Link::new(stream);
     let limit = config.handshake_timeout;
@@ -455,7 +473,7 @@ async fn connection<H: CtlHandler>(
         CtlMetrics::inc(&metrics.bad_frames);
         tracing::warn!(%peer, error = %e, "ctl gateway: bad {what}; closing");
     };
-    match tokio::time::timeout(limit, handshake(&mut link, peer, config, metrics)).await {
+    let kind = match tokio::time::timeout(limit, handshake(&mut link, peer, config, metrics)).await {
         Err(_) => {
             CtlMetrics::inc(&metrics.timeouts);
             tracing::warn!(%peer, "ctl gateway: no handshake within {limit:?}; closing");
@@ -468,44 +486,67 @@ async fn connection<H: CtlHandler>(
             }
             return;
         }
-        Ok(Ok(false)) => return,
-        Ok(Ok(true)) => {}
-    }
-    let frame = match tokio::time::timeout(limit, link.read_frame(config.max_body.min(MAX_BODY_LEN))).await {
-        Err(_) => {
-            CtlMetrics::inc(&metrics.timeouts);
-            tracing::warn!(%peer, "ctl gateway: no request within {limit:?}; closing");
-            return;
-        }
-        Ok(Err(e)) => {
-            bad("request", &e);
-            if matches!(e, LinkError::Frame(_)) {
-                let code = if matches!(e, LinkError::Frame(FrameError::BodyTooLarge { .. })) {
-                    ErrCode::EntityTooLarge
-                } else {
-                    ErrCode::BadPayload
-                };
-                link.refuse(Some(Txn::request(1)), NetErr::new(code, e.to_string())).await;
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(kind))) => kind,
+    };
+    for served in 0u64.. {
+        let next = link.read_frame(config.max_body.min(MAX_BODY_LEN));
+        let read = tokio::select! {
+            r = tokio::time::timeout(limit, next) => r,
+            // Only a session waiting for its next request is cut short by a stop.
+            _ = stopping.wait_for(|s| *s), if served > 0 => return,
+        };
+        let frame = match read {
+            Err(_) if served > 0 => {
+                tracing::debug!(%peer, served, "ctl gateway: session idle for {limit:?}; closing");
+                return;
             }
+            Err(_) => {
+                CtlMetrics::inc(&metrics.timeouts);
+                tracing::warn!(%peer, "ctl gateway: no request within {limit:?}; closing");
+                return;
+            }
+            Ok(Err(LinkError::Io(e))) if served > 0 && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(%peer, served, "ctl gateway: session ended by the client");
+                return;
+            }
+            Ok(Err(e)) => {
+                bad("request", &e);
+                if matches!(e, LinkError::Frame(_)) {
+                    let code = if matches!(e, LinkError::Frame(FrameError::BodyTooLarge { .. })) {
+                        ErrCode::EntityTooLarge
+                    } else {
+                        ErrCode::BadPayload
+                    };
+                    link.refuse(Some(Txn::request(1)), NetErr::new(code, e.to_string())).await;
+                }
+                return;
+            }
+            Ok(Ok(f)) => f,
+        };
+        let txn = frame.txn.unwrap_or(Txn::request(0));
+        let req = match CtlRequest::decode(&frame) {
+            Ok(r) => r,
+            Err(e) => {
+                CtlMetrics::inc(&metrics.request_errors);
+                tracing::warn!(%peer, error = %e, "ctl gateway: refused request");
+                link.refuse(Some(txn), e).await;
+                return;
+            }
+        };
+        CtlMetrics::inc(&metrics.requests);
+        tracing::debug!(%peer, request = req.name(), "ctl request");
+        if let Some(declared) = req.upload_len() {
+            // An upload's unread remainder makes the stream's next frame unknowable: it ends
+            // the session.
+            return run_upload(link, req, txn, declared, handler.clone(), config, metrics).await;
+        }
+        if !run_handler(&mut link.w, req, txn, handler.clone(), metrics).await
+            || kind == Authenticated::Plaintext
+        {
+            let _ = link.w.stream.shutdown().await;
             return;
         }
-        Ok(Ok(f)) => f,
-    };
-    let txn = frame.txn.unwrap_or(Txn::request(0));
-    let req = match CtlRequest::decode(&frame) {
-        Ok(r) => r,
-        Err(e) => {
-            CtlMetrics::inc(&metrics.request_errors);
-            tracing::warn!(%peer, error = %e, "ctl gateway: refused request");
-            link.refuse(Some(txn), e).await;
-            return;
-        }
-    };
-    CtlMetrics::inc(&metrics.requests);
-    tracing::debug!(%peer, request = req.name(), "ctl request");
-    match req.upload_len() {
-        None => run_handler(link, req, txn, handler, metrics).await,
-        Some(declared) => run_upload(link, req, txn, declared, handler, config, metrics).await,
     }
 }
 
@@ -526,18 +567,19 @@ fn final_frame(result: Result<Reply, NetErr>, txn: Txn, metrics: &CtlMetrics) ->
     Frame { txn: Some(txn.reply(true)), ..last }
 }
 
-/// Writes replies as they come until the complete one.
-async fn write_replies(writer: &mut Writer, mut rx: mpsc::Receiver<Frame>) {
+/// Writes replies as they come until the complete one; returns whether it was written.
+async fn write_replies(writer: &mut Writer, mut rx: mpsc::Receiver<Frame>) -> bool {
     while let Some(f) = rx.recv().await {
         let done = f.is_complete();
         if let Err(e) = writer.write_frame(&f).await {
             tracing::debug!(error = %e, "ctl gateway: reply not delivered");
-            break;
+            return false;
         }
         if done {
-            break;
+            return true;
         }
     }
+    false
 }
 
 /// Reads an upload's chunk frames into `tx` until `declared` bytes have arrived, the client
@@ -613,7 +655,7 @@ async fn run_upload<H: CtlHandler>(
         let _ = tx.send(final_frame(result, txn, metrics)).await;
     };
     let pump = pump_upload(&mut reader, txn, declared, limit, chunk_tx);
-    let ((), (), got) = tokio::join!(run, write_replies(&mut writer, rx), pump);
+    let ((), _, got) = tokio::join!(run, write_replies(&mut writer, rx), pump);
     let _ = writer.stream.shutdown().await;
     if got < declared {
         let drain = async {
@@ -625,22 +667,22 @@ async fn run_upload<H: CtlHandler>(
 }
 
 /// Runs the handler while writing its replies as they come; the last one is `complete`.
+/// Returns whether that last one was delivered (the connection can serve another request).
 async fn run_handler<H: CtlHandler>(
-    link: Link,
+    writer: &mut Writer,
     req: CtlRequest,
     txn: Txn,
     handler: Arc<H>,
     metrics: &CtlMetrics,
-) {
-    let Link { r: _reader, w: mut writer } = link;
+) -> bool {
     let (tx, rx) = mpsc::channel::<Frame>(32);
     let sink = ReplySink { tx: tx.clone(), txn };
     let run = async move {
         let result = handler.handle(req, sink).await;
         let _ = tx.send(final_frame(result, txn, metrics)).await;
     };
-    tokio::join!(run, write_replies(&mut writer, rx));
-    let _ = writer.stream.shutdown().await;
+    let ((), delivered) = tokio::join!(run, write_replies(writer, rx));
+    delivered
 }
 
 #[cfg(test)]

@@ -262,3 +262,64 @@ fn an_upload_streams_in_chunks_both_ways_and_an_early_refusal_arrives() {
     let chunk = Frame::new(&proto::PkgChunk { data: Some(vec![1]) }, Some(Txn::request(1)));
     assert!(CtlRequest::decode(&chunk).is_err());
 }
+
+#[test]
+fn a_noise_session_serves_request_after_request_on_one_connection() {
+    let s = start(PlaintextPolicy::Loopback);
+    let client = CtlClient::new(&s.addr, CtlSecret::new("right").unwrap());
+    let mut session = client.session().unwrap();
+    for i in 0..5u8 {
+        let mut partial = 0;
+        let pong: proto::CtlPong = session.call_for(&ping(&[i; 3]), |_| partial += 1).unwrap();
+        assert_eq!(pong.payload.as_deref(), Some(&[i; 3][..]));
+        assert_eq!(partial, 2, "each request streams its own partial replies");
+    }
+    // An error reply does not end the session.
+    let e = session.call(&CtlRequest::SupRestart(proto::SupRestart {}), |_| {}).unwrap_err();
+    assert_eq!(e.net_err().unwrap().err_code(), ErrCode::NotSupported);
+    session.call_for::<proto::CtlPong>(&ping(b"after"), |_| {}).unwrap();
+    assert_eq!(CtlMetrics::get(&s.metrics.connections), 1);
+    assert_eq!(CtlMetrics::get(&s.metrics.noise_handshakes), 1);
+    assert_eq!(CtlMetrics::get(&s.metrics.requests), 7);
+    assert_eq!(s.handler.calls.load(Ordering::SeqCst), 7);
+}
+
+#[test]
+fn a_plaintext_connection_serves_one_request_and_closes() {
+    let s = start(PlaintextPolicy::Loopback);
+    let client =
+        CtlClient::new(&s.addr, CtlSecret::new("right").unwrap()).with_handshake(HandshakeKind::Plaintext);
+    assert!(matches!(client.session(), Err(ClientError::NoSession { .. })));
+    // By hand: a second request on the same plaintext connection is never read.
+    let mut tcp = std::net::TcpStream::connect(&s.addr).unwrap();
+    let hs = proto::Handshake { secret_key: Some("right".into()) };
+    let mut bytes = Frame::new(&hs, Some(Txn::request(0))).encode().unwrap();
+    bytes.extend(ping(b"one").to_frame(Txn::request(1)).encode().unwrap());
+    bytes.extend(ping(b"two").to_frame(Txn::request(2)).encode().unwrap());
+    std::io::Write::write_all(&mut tcp, &bytes).unwrap();
+    let got = read_all(&mut tcp);
+    let (mut frames, mut at) = (Vec::new(), 0);
+    while let Ok(protocol::Parsed::Frame(f, n)) = protocol::parse_frame(&got[at..], protocol::MAX_BODY_LEN) {
+        frames.push(f);
+        at += n;
+    }
+    let pongs: Vec<_> = frames.iter().filter_map(|f| f.decode::<proto::CtlPong>().ok()).collect();
+    assert_eq!(pongs.len(), 1, "{:?}", frames.iter().map(|f| &f.name).collect::<Vec<_>>());
+    assert_eq!(pongs[0].payload.as_deref(), Some(&b"one"[..]));
+    assert_eq!(s.handler.calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_idle_session_is_closed_after_the_timeout() {
+    let s = start(PlaintextPolicy::Loopback);
+    let client = CtlClient::new(&s.addr, CtlSecret::new("right").unwrap());
+    let mut session = client.session().unwrap();
+    session.call_for::<proto::CtlPong>(&ping(b"a"), |_| {}).unwrap();
+    // The test server's timeout is 2 s.
+    std::thread::sleep(Duration::from_millis(2600));
+    let e = session.call(&ping(b"b"), |_| {}).unwrap_err();
+    assert!(matches!(e, ClientError::Closed { .. } | ClientError::Io { .. }), "{e}");
+    assert_eq!(s.handler.calls.load(Ordering::SeqCst), 1);
+    // Idling after a request is not a slow client.
+    assert_eq!(CtlMetrics::get(&s.metrics.timeouts), 0);
+}

@@ -108,9 +108,133 @@ pub fn layered(
     Ok(cfg)
 }
 
+/// The credential references among `cfg`'s strings (arrays and tables included), as
+/// (label, reference): `SCHEME:rest` where `routed(SCHEME)` (a scheme `[credentials]` assigns to
+/// a plugin). Other strings are values: a service's `HTTP:80` or `Note: x` stays as written.
+/// Labels are `{prefix}.path.to.key` (`[i]` for array items), never the value.
+pub fn references(cfg: &toml::Table, prefix: &str, routed: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
+    fn walk(v: &toml::Value, label: String, routed: &dyn Fn(&str) -> bool, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::String(s) => {
+                if let Some((scheme, _)) = s.split_once(':')
+                    && crate::credentials::reference::is_scheme(scheme)
+                    && routed(scheme)
+                {
+                    out.push((label, s.clone()));
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, item) in a.iter().enumerate() {
+                    walk(item, format!("{label}[{i}]"), routed, out);
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, item) in t {
+                    walk(item, format!("{label}.{k}"), routed, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (k, v) in cfg {
+        walk(v, format!("{prefix}.{k}"), routed, &mut out);
+    }
+    out
+}
+
+/// `cfg` with every reference [`references`] finds replaced by `lookup(reference)`, and the
+/// `literal:` escape taken off the strings that carry it. Err: the first reference `lookup`
+/// has no value for (not resolved yet, or failing).
+pub fn resolve(
+    cfg: &toml::Table,
+    routed: &dyn Fn(&str) -> bool,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<toml::Table, String> {
+    fn walk(
+        v: &mut toml::Value,
+        routed: &dyn Fn(&str) -> bool,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        match v {
+            toml::Value::String(s) => {
+                if let Some(literal) = s.strip_prefix(crate::credentials::reference::LITERAL_PREFIX) {
+                    *s = literal.to_string();
+                } else if let Some((scheme, _)) = s.split_once(':')
+                    && crate::credentials::reference::is_scheme(scheme)
+                    && routed(scheme)
+                {
+                    *s = lookup(s).ok_or_else(|| s.clone())?;
+                }
+            }
+            toml::Value::Array(a) => {
+                for item in a {
+                    walk(item, routed, lookup)?;
+                }
+            }
+            toml::Value::Table(t) => {
+                for (_, item) in t.iter_mut() {
+                    walk(item, routed, lookup)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    let mut v = toml::Value::Table(cfg.clone());
+    walk(&mut v, routed, lookup)?;
+    match v {
+        toml::Value::Table(t) => Ok(t),
+        _ => unreachable!("a table stays a table"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_in_any_layer_resolve_and_other_strings_stay_as_written() {
+        let cfg: toml::Table = toml::from_str(
+            r#"
+            password = "FILE:/run/secrets/pw"
+            listen = "HTTP:80"
+            note = "Note: x"
+            escaped = "literal:FILE:/not/a/reference"
+            [db]
+            hosts = ["a", "ENV:DB_HOST"]
+            [db.tls]
+            key = "VAULT:secret/data/db#key"
+            "#,
+        )
+        .unwrap();
+        let routed = |s: &str| matches!(s, "FILE" | "ENV" | "VAULT");
+        let refs = references(&cfg, "services.web.config", &routed);
+        assert_eq!(
+            refs,
+            [
+                ("services.web.config.db.hosts[1]".to_string(), "ENV:DB_HOST".to_string()),
+                ("services.web.config.db.tls.key".into(), "VAULT:secret/data/db#key".into()),
+                ("services.web.config.password".into(), "FILE:/run/secrets/pw".into()),
+            ]
+        );
+        let values = |r: &str| match r {
+            "FILE:/run/secrets/pw" => Some("hunter2".to_string()),
+            "ENV:DB_HOST" => Some("db.internal".into()),
+            "VAULT:secret/data/db#key" => Some("KEY".into()),
+            _ => None,
+        };
+        let out = resolve(&cfg, &routed, &values).unwrap();
+        assert_eq!(out["password"].as_str(), Some("hunter2"));
+        assert_eq!(out["db"]["hosts"][1].as_str(), Some("db.internal"));
+        assert_eq!(out["db"]["tls"]["key"].as_str(), Some("KEY"));
+        assert_eq!(out["listen"].as_str(), Some("HTTP:80"), "not a routed scheme");
+        assert_eq!(out["note"].as_str(), Some("Note: x"));
+        assert_eq!(out["escaped"].as_str(), Some("FILE:/not/a/reference"), "the escape is taken off");
+        // A reference without a value yet is named, and nothing is half-resolved.
+        let missing = resolve(&cfg, &routed, &|r: &str| (r != "ENV:DB_HOST").then(|| values(r)).flatten());
+        assert_eq!(missing.unwrap_err(), "ENV:DB_HOST");
+    }
 
     #[test]
     fn layers_merge_in_habitats_order() {

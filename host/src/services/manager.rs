@@ -55,6 +55,23 @@ pub struct LoadRequest {
     pub force: bool,
 }
 
+/// Where `svc start` / `svc stop` send a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Up,
+    /// Down, within this shutdown timeout instead of the package's.
+    Down(Option<Duration>),
+}
+
+impl Want {
+    pub fn desired(self) -> Desired {
+        match self {
+            Want::Up => Desired::Up,
+            Want::Down(_) => Desired::Down,
+        }
+    }
+}
+
 /// One loaded service as `svc status` shows it.
 #[derive(Debug, Clone)]
 pub struct ServiceInfo {
@@ -64,8 +81,8 @@ pub struct ServiceInfo {
 
 enum Request {
     Load(Box<LoadRequest>, oneshot::Sender<Result<watch::Receiver<ServiceView>, SvcError>>),
-    Unload(String, oneshot::Sender<Result<oneshot::Receiver<()>, SvcError>>),
-    Want(String, Desired, oneshot::Sender<Result<watch::Receiver<ServiceView>, SvcError>>),
+    Unload(String, Option<Duration>, oneshot::Sender<Result<oneshot::Receiver<()>, SvcError>>),
+    Want(String, Want, oneshot::Sender<Result<watch::Receiver<ServiceView>, SvcError>>),
     Status(oneshot::Sender<Vec<ServiceInfo>>),
     /// `stop`: stop every service (supervisor shutdown); else leave them for a reattach.
     Exit {
@@ -110,13 +127,18 @@ impl Services {
         self.ask(|r| Request::Load(Box::new(req), r)).await?
     }
 
-    /// Stops the service and forgets it; the receiver resolves once it is down.
-    pub async fn unload(&self, name: &str) -> Result<oneshot::Receiver<()>, SvcError> {
-        self.ask(|r| Request::Unload(name.to_string(), r)).await?
+    /// Stops the service (within `timeout`, else the package's shutdown timeout) and forgets
+    /// it; the receiver resolves once it is down.
+    pub async fn unload(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<oneshot::Receiver<()>, SvcError> {
+        self.ask(|r| Request::Unload(name.to_string(), timeout, r)).await?
     }
 
-    pub async fn want(&self, name: &str, desired: Desired) -> Result<watch::Receiver<ServiceView>, SvcError> {
-        self.ask(|r| Request::Want(name.to_string(), desired, r)).await?
+    pub async fn want(&self, name: &str, want: Want) -> Result<watch::Receiver<ServiceView>, SvcError> {
+        self.ask(|r| Request::Want(name.to_string(), want, r)).await?
     }
 
     pub async fn status(&self) -> Result<Vec<ServiceInfo>, SvcError> {
@@ -214,11 +236,11 @@ impl Manager {
             Request::Load(r, reply) => {
                 let _ = reply.send(self.load(*r).await);
             }
-            Request::Unload(name, reply) => {
-                let _ = reply.send(self.unload(&name).await);
+            Request::Unload(name, timeout, reply) => {
+                let _ = reply.send(self.unload(&name, timeout).await);
             }
-            Request::Want(name, d, reply) => {
-                let _ = reply.send(self.want(&name, d).await);
+            Request::Want(name, want, reply) => {
+                let _ = reply.send(self.want(&name, want).await);
             }
             Request::Status(reply) => {
                 let all = self
@@ -516,24 +538,36 @@ impl Manager {
         }
     }
 
-    async fn unload(&mut self, name: &str) -> Result<oneshot::Receiver<()>, SvcError> {
+    async fn unload(
+        &mut self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<oneshot::Receiver<()>, SvcError> {
         let entry = self.services.remove(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
         self.specs().remove(name).map_err(|e| SvcError::Invalid(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
+        if let Some(within) = timeout {
+            // The stop begins with the short timeout; the exit then waits for it.
+            let _ = entry.task.commands.send(Command::StopWithin(within)).await;
+        }
         let _ = entry.task.commands.send(Command::Exit { stop: true, done: tx }).await;
         tracing::info!(service = %name, "unloaded");
         Ok(rx)
     }
 
-    async fn want(&mut self, name: &str, desired: Desired) -> Result<watch::Receiver<ServiceView>, SvcError> {
+    async fn want(&mut self, name: &str, want: Want) -> Result<watch::Receiver<ServiceView>, SvcError> {
         let specs = self.specs();
         let entry = self.services.get_mut(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
-        entry.spec.desired_state = match desired {
-            Desired::Up => DesiredState::Up,
-            Desired::Down => DesiredState::Down,
+        entry.spec.desired_state = match want {
+            Want::Up => DesiredState::Up,
+            Want::Down(_) => DesiredState::Down,
         };
         specs.save(&entry.spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
-        let _ = entry.task.commands.send(Command::Want(desired)).await;
+        let command = match want {
+            Want::Down(Some(within)) => Command::StopWithin(within),
+            other => Command::Want(other.desired()),
+        };
+        let _ = entry.task.commands.send(command).await;
         Ok(entry.task.view.clone())
     }
 }

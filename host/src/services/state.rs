@@ -72,6 +72,11 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Want(Desired),
+    /// `Want(Down)` with this stop's own shutdown timeout (`svc stop --timeout`); a stop
+    /// already under way gets the sooner of its deadline and `now + within`.
+    Stop {
+        within: Duration,
+    },
     /// The run hook or the config changed with no reconfigure hook: restart now.
     Restart,
     InitFinished {
@@ -216,6 +221,18 @@ impl ServiceState {
 
     pub fn handle(&mut self, now: Duration, input: Input) -> Vec<Action> {
         match (self.phase.clone(), input) {
+            (Phase::Stopping { pid, deadline, killed, .. }, Input::Stop { within }) => {
+                self.desired = Desired::Down;
+                let deadline = deadline.min(now + within);
+                self.phase = Phase::Stopping { pid, deadline, killed, restart: false };
+                vec![Action::WakeAt(deadline)]
+            }
+            (_, Input::Stop { within }) => {
+                let usual = std::mem::replace(&mut self.shutdown_timeout, within);
+                let actions = self.handle(now, Input::Want(Desired::Down));
+                self.shutdown_timeout = usual;
+                actions
+            }
             (_, Input::Want(d)) => {
                 self.desired = d;
                 match (d, self.phase.clone()) {
@@ -323,6 +340,30 @@ mod tests {
         let done = s.handle(MS(8102), Input::Exited { pid: 10, status: ExitStatus::Signal(9) });
         assert_eq!(done, vec![Action::RunPostStop]);
         assert!(s.settled() && s.phase == Phase::Down && s.since == MS(8102));
+    }
+
+    #[test]
+    fn a_stop_with_its_own_timeout_kills_sooner_and_shortens_a_stop_under_way() {
+        let mut s = svc(false);
+        s.handle(MS(0), Input::Want(Desired::Up));
+        s.handle(MS(1), Input::Spawned { pid: 10 });
+        let stop = s.handle(MS(100), Input::Stop { within: MS(500) });
+        assert_eq!(stop, vec![Action::Terminate { pid: 10 }, Action::WakeAt(MS(600))]);
+        assert_eq!(s.desired, Desired::Down);
+        assert_eq!(s.handle(MS(600), Input::Timer), vec![Action::Kill { pid: 10 }]);
+        s.handle(MS(601), Input::Exited { pid: 10, status: ExitStatus::Signal(9) });
+        // The package's timeout is back for the next stop.
+        s.handle(MS(700), Input::Want(Desired::Up));
+        s.handle(MS(701), Input::Spawned { pid: 11 });
+        let stop = s.handle(MS(800), Input::Want(Desired::Down));
+        assert_eq!(stop, vec![Action::Terminate { pid: 11 }, Action::WakeAt(MS(8800))]);
+        // A shorter stop during it brings the kill forward; a longer one does not delay it.
+        assert_eq!(s.handle(MS(900), Input::Stop { within: MS(100) }), vec![Action::WakeAt(MS(1000))]);
+        assert_eq!(s.handle(MS(950), Input::Stop { within: MS(60_000) }), vec![Action::WakeAt(MS(1000))]);
+        assert_eq!(s.handle(MS(1000), Input::Timer), vec![Action::Kill { pid: 11 }]);
+        // Stopping what is down does nothing.
+        let mut down = svc(false);
+        assert_eq!(down.handle(MS(0), Input::Stop { within: MS(5) }), vec![]);
     }
 
     #[test]

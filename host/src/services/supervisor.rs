@@ -66,6 +66,8 @@ impl Health {
 #[derive(Debug)]
 pub enum Command {
     Want(Desired),
+    /// Stop with this shutdown timeout instead of the package's (`svc stop --timeout`).
+    StopWithin(Duration),
     Restart,
     /// The rendered config changed: run the reconfigure hook (while the service is up).
     Reconfigure,
@@ -130,6 +132,7 @@ pub fn start(
         health: None,
         health_at: None,
         health_check: None,
+        post_run: None,
         rng: seed,
     };
     let task = tokio::spawn(shell.run(rx, running));
@@ -171,6 +174,8 @@ struct Shell {
     /// When the next health check is due (only while up).
     health_at: Option<Duration>,
     health_check: Option<JoinHandle<HookOutcome>>,
+    /// The post-run hook and its retries, for the process now running.
+    post_run: Option<JoinHandle<()>>,
     rng: u64,
     view: watch::Sender<ServiceView>,
 }
@@ -199,6 +204,7 @@ impl Shell {
             let input = tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(Command::Want(d)) => Input::Want(d),
+                    Some(Command::StopWithin(within)) => Input::Stop { within },
                     Some(Command::Restart) => Input::Restart,
                     Some(Command::Reconfigure) => {
                         if self.state.is_up() {
@@ -321,6 +327,10 @@ impl Shell {
 
     fn exited(&mut self, (pid, status): (u32, ExitStatus)) -> Input {
         self.process = None;
+        // Retrying post-run for a process that is gone means nothing.
+        if let Some(p) = self.post_run.take() {
+            p.abort();
+        }
         Process::kill_leftovers(pid);
         self.remove_record();
         Input::Exited { pid, status }
@@ -359,7 +369,10 @@ impl Shell {
                 None
             }
             Action::Spawn => Some(match self.spawn_run() {
-                Ok(pid) => Input::Spawned { pid },
+                Ok(pid) => {
+                    self.start_post_run();
+                    Input::Spawned { pid }
+                }
                 Err(e) => {
                     tracing::warn!(service = %self.config.group, error = %e, "the run hook could not start");
                     Input::SpawnFailed { error: e.to_string() }
@@ -371,7 +384,7 @@ impl Shell {
                 None
             }
             Action::Kill { pid } => {
-                tracing::warn!(service = %self.config.group, pid, "did not stop in {:?}; killing its process group", self.config.shutdown_timeout);
+                tracing::warn!(service = %self.config.group, pid, "did not stop within its shutdown timeout; killing its process group");
                 self.signal(pid, libc::SIGKILL);
                 None
             }
@@ -387,6 +400,30 @@ impl Shell {
                 None
             }
         }
+    }
+
+    /// Habitat runs post-run once the run hook has started, again at once while it fails (a
+    /// tight loop); here a failure is retried with a doubling pause, from the backoff's
+    /// minimum up to its maximum, until it succeeds or the process ends.
+    fn start_post_run(&mut self) {
+        if !self.config.hooks.has(Hook::PostRun) {
+            return;
+        }
+        let (hooks, group, policy) =
+            (self.config.hooks.clone(), self.config.group.clone(), self.config.policy);
+        self.post_run = Some(tokio::spawn(async move {
+            let mut pause = policy.min.max(Duration::from_millis(10));
+            for attempt in 1u32.. {
+                let outcome = hooks.run(Hook::PostRun).await;
+                if outcome.ok() {
+                    tracing::info!(service = %group, hook = "post-run", attempt, "hook succeeded");
+                    return;
+                }
+                tracing::warn!(service = %group, hook = "post-run", attempt, "hook failed: {outcome}; again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(policy.max.max(pause));
+            }
+        }));
     }
 
     fn signal(&self, pid: u32, signal: i32) {

@@ -1,12 +1,16 @@
 //! Rendering a package's templates (`config/*` and `hooks/*`) with Habitat's names: `cfg` (the
 //! layered configuration), `pkg` (ident and paths), `sys` (this host and supervisor), `svc`
-//! (the service group); helpers `toToml`, `toJson`, `strJoin`, `toUppercase`, `toLowercase`.
+//! (the service group); helpers `toToml`, `toJson`, `strJoin`, `toUppercase`, `toLowercase`,
+//! and the block helper `eachAlive` (a group's members whose `alive` is true).
 //! Values are not HTML-escaped (these are config files and scripts). A file is rewritten only
 //! when its content changes, so what changed can be told apart (reconfigure vs restart).
 
 use std::path::{Path, PathBuf};
 
-use handlebars::{Handlebars, handlebars_helper};
+use handlebars::{
+    BlockContext, BlockParams, Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext,
+    RenderErrorReason, Renderable, handlebars_helper,
+};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,59 @@ handlebars_helper!(str_join: |list: Json, sep: str| {
 handlebars_helper!(to_upper: |s: str| s.to_uppercase());
 handlebars_helper!(to_lower: |s: str| s.to_lowercase());
 
+/// `{{#eachAlive bind.db.members as |member|}}...{{else}}...{{/eachAlive}}`: Habitat's `each`
+/// over the members whose `alive` is true, with `@index`, `@first` and `@last` counted among
+/// those; the `else` block when none is.
+struct EachAlive;
+
+impl HelperDef for EachAlive {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let list = h.param(0).ok_or(RenderErrorReason::ParamNotFoundForIndex("eachAlive", 0))?;
+        let alive: Vec<&Value> = match list.value() {
+            Value::Array(members) => {
+                members.iter().filter(|m| m.get("alive").and_then(Value::as_bool).unwrap_or(false)).collect()
+            }
+            Value::Null => Vec::new(),
+            other => {
+                let what = format!("eachAlive needs a list of members, not {other}");
+                return Err(RenderErrorReason::Other(what).into());
+            }
+        };
+        if alive.is_empty() {
+            return match h.inverse() {
+                Some(t) => t.render(r, ctx, rc, out),
+                None => Ok(()),
+            };
+        }
+        let Some(t) = h.template() else { return Ok(()) };
+        let last = alive.len() - 1;
+        for (i, member) in alive.into_iter().enumerate() {
+            let mut block = BlockContext::new();
+            block.set_base_value(member.clone());
+            block.set_local_var("index", Value::from(i));
+            block.set_local_var("first", Value::from(i == 0));
+            block.set_local_var("last", Value::from(i == last));
+            if let Some(name) = h.block_param() {
+                let mut params = BlockParams::new();
+                params.add_value(name, member.clone())?;
+                block.set_block_params(params);
+            }
+            rc.push_block(block);
+            let rendered = t.render(r, ctx, rc, out);
+            rc.pop_block();
+            rendered?;
+        }
+        Ok(())
+    }
+}
+
 /// A registry with Habitat's helpers and no escaping.
 pub fn registry() -> Handlebars<'static> {
     let mut hb = Handlebars::new();
@@ -42,6 +99,7 @@ pub fn registry() -> Handlebars<'static> {
     hb.register_helper("strJoin", Box::new(str_join));
     hb.register_helper("toUppercase", Box::new(to_upper));
     hb.register_helper("toLowercase", Box::new(to_lower));
+    hb.register_helper("eachAlive", Box::new(EachAlive));
     hb
 }
 
@@ -147,6 +205,26 @@ mod tests {
         assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), serde_json::json!(["x", "y"]));
         let bad = render(&hb, Path::new("config/x.conf"), "{{#if}}", &data).unwrap_err().to_string();
         assert!(bad.contains("config/x.conf"), "{bad}");
+    }
+
+    #[test]
+    fn each_alive_skips_members_that_are_not_alive() {
+        let hb = registry();
+        let data = serde_json::json!({"bind": {"db": {"members": [
+            {"sys": {"ip": "10.0.0.1"}, "alive": true},
+            {"sys": {"ip": "10.0.0.2"}, "alive": false},
+            {"sys": {"ip": "10.0.0.3"}},
+            {"sys": {"ip": "10.0.0.4"}, "alive": true},
+        ]}, "none": {"members": [{"alive": false}]}}});
+        let t = "{{#eachAlive bind.db.members as |m|}}{{@index}}={{m.sys.ip}}{{#if @first}}(first){{/if}}{{#unless @last}},{{/unless}}{{/eachAlive}}";
+        assert_eq!(render(&hb, Path::new("t"), t, &data).unwrap(), "0=10.0.0.1(first),1=10.0.0.4");
+        // Without a block parameter, the member is the context.
+        let t = "{{#eachAlive bind.db.members}}[{{sys.ip}}]{{/eachAlive}}";
+        assert_eq!(render(&hb, Path::new("t"), t, &data).unwrap(), "[10.0.0.1][10.0.0.4]");
+        let t = "{{#eachAlive bind.none.members}}x{{else}}nobody{{/eachAlive}}|{{#eachAlive bind.missing.members}}x{{else}}unbound{{/eachAlive}}";
+        assert_eq!(render(&hb, Path::new("t"), t, &data).unwrap(), "nobody|unbound");
+        let bad = render(&hb, Path::new("t"), "{{#eachAlive bind}}x{{/eachAlive}}", &data).unwrap_err();
+        assert!(bad.to_string().contains("list of members"), "{bad}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::ctl::proto::{self, ErrCode, NetErr};
 use crate::ctl::{Reply, ReplySink};
+use crate::services::manager::Want;
 use crate::services::package::PackageIdent;
 use crate::services::spec::{BindingMode, Topology};
 use crate::services::state::Desired;
@@ -176,34 +177,36 @@ fn name_of(ident: Option<proto::PackageIdent>) -> Result<String, NetErr> {
 }
 
 pub async fn start(services: &Services, r: proto::SvcStart, out: &ReplySink) -> Result<Reply, NetErr> {
-    want(services, r.ident, Desired::Up, r.no_wait.unwrap_or(false), out).await
+    want(services, r.ident, Want::Up, r.no_wait.unwrap_or(false), out).await
 }
 
 pub async fn stop(services: &Services, r: proto::SvcStop, out: &ReplySink) -> Result<Reply, NetErr> {
-    want(services, r.ident, Desired::Down, r.no_wait.unwrap_or(false), out).await
+    let within = r.timeout_in_seconds.map(|s| Duration::from_secs(s.into()));
+    want(services, r.ident, Want::Down(within), r.no_wait.unwrap_or(false), out).await
 }
 
 /// `svc start` / `svc stop`: the new desired state, then (unless `no_wait`) the wait for it.
 async fn want(
     services: &Services,
     ident: Option<proto::PackageIdent>,
-    desired: Desired,
+    want: Want,
     no_wait: bool,
     out: &ReplySink,
 ) -> Result<Reply, NetErr> {
     let name = name_of(ident)?;
-    let view = services.want(&name, desired).await.map_err(svc_err)?;
-    let verb = if desired == Desired::Up { "starting" } else { "stopping" };
+    let view = services.want(&name, want).await.map_err(svc_err)?;
+    let verb = if want == Want::Up { "starting" } else { "stopping" };
     let _ = out.line(format!("Supervisor {verb} {name}")).await;
     if no_wait {
         return Ok(Reply::ok());
     }
-    settle(view, out, desired).await
+    settle(view, out, want.desired()).await
 }
 
 pub async fn unload(services: &Services, r: proto::SvcUnload, out: &ReplySink) -> Result<Reply, NetErr> {
     let name = name_of(r.ident)?;
-    let done = services.unload(&name).await.map_err(svc_err)?;
+    let within = r.timeout_in_seconds.map(|s| Duration::from_secs(s.into()));
+    let done = services.unload(&name, within).await.map_err(svc_err)?;
     let _ = out.line(format!("Unloading {name}")).await;
     if !r.no_wait.unwrap_or(false) {
         match tokio::time::timeout(WAIT_LIMIT, done).await {
