@@ -630,3 +630,92 @@ fn kill_and_see_restarted(sup: &Sup, name: &str, pid: u32) -> u32 {
         )
     })
 }
+
+#[test]
+fn credential_references_in_a_services_config_resolve_rotate_and_never_reach_the_log() {
+    use support::files::write_atomic;
+    let dir = tempfile::tempdir().unwrap();
+    let (plugins, secrets) = (dir.path().join("plugins"), dir.path().join("secrets"));
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::copy(support::plugins::wasm("file"), plugins.join("file.wasm")).unwrap();
+    write_atomic(&secrets.join("pw"), "first-Zq81");
+    // The reference sits in sup.toml's layer for the service; a later one comes from user.toml.
+    let config = dir.path().join("sup.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "plugin_trust = \"off\"\n[plugins.file]\nread_paths = [\"{s}\"]\n\
+             [services.vaulted.config]\npassword = \"FILE:{s}/pw\"\nport = \"HTTP:80\"\n",
+            s = secrets.display()
+        ),
+    )
+    .unwrap();
+    let mut extra = fast_timings();
+    extra.extend(support::ring::args(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--plugin-path",
+        plugins.to_str().unwrap(),
+    ]));
+    let sup = Sup::start(dir.path(), 60, extra, vec![]);
+    let pkg = install(
+        &sup,
+        "vaulted",
+        &[("run", SLEEPER), ("reconfigure", "#!/bin/sh\necho r >> \"$WARREN_SVC_PATH/data/reconfigured\"\n")],
+        &[],
+    );
+    std::fs::create_dir_all(pkg.join("config")).unwrap();
+    std::fs::write(
+        pkg.join("config/app.conf"),
+        "password={{cfg.password}} port={{cfg.port}} extra={{cfg.extra}}\n",
+    )
+    .unwrap();
+    let load = sup.cli(&["svc", "load", "acme/vaulted"]);
+    assert_eq!(load.code, 0, "{load:?}\n{}", sup.log_tail());
+    let conf = svc_dir(&sup, "vaulted").join("config/app.conf");
+    let read = || std::fs::read_to_string(&conf).unwrap_or_default();
+    assert_eq!(
+        read(),
+        "password=first-Zq81 port=HTTP:80 extra=\n",
+        "a scheme no plugin serves stays a value"
+    );
+    let pid = pid_of(&sup, "vaulted").unwrap();
+
+    // Rotation: rendered again, reconfigure runs, the process stays.
+    write_atomic(&secrets.join("pw"), "second-Yx27");
+    wait_until(Duration::from_secs(20), "the rotated value rendered", || read().contains("second-Yx27"));
+    let data = svc_dir(&sup, "vaulted").join("data");
+    wait_until(Duration::from_secs(10), "reconfigure ran", || lines(&data.join("reconfigured")) >= 1);
+    assert_eq!(pid_of(&sup, "vaulted"), Some(pid));
+
+    // user.toml adds a reference that does not resolve: logged, the old config stays; once the
+    // file exists, it is followed and rendered.
+    let user = sup.data.join("user/vaulted/user.toml");
+    std::fs::create_dir_all(user.parent().unwrap()).unwrap();
+    std::fs::write(&user, format!("extra = \"FILE:{}/later\"\n", secrets.display())).unwrap();
+    wait_until(Duration::from_secs(30), "the unresolved reference logged", || {
+        std::fs::read_to_string(&sup.log).unwrap().contains("does not resolve")
+    });
+    assert!(read().contains("second-Yx27") && read().contains("extra=\n"), "{}", read());
+    write_atomic(&secrets.join("later"), "third-Wv55");
+    wait_until(Duration::from_secs(20), "the late value rendered", || read().contains("extra=third-Wv55"));
+
+    // A load whose reference cannot resolve fails with the key and reference, not a value.
+    install(&sup, "lacking", &[("run", SLEEPER)], &[]);
+    std::fs::create_dir_all(sup.data.join("user/lacking")).unwrap();
+    std::fs::write(
+        sup.data.join("user/lacking/user.toml"),
+        format!("pw = \"FILE:{}/absent\"\n", secrets.display()),
+    )
+    .unwrap();
+    let err = sup.cli(&["svc", "load", "acme/lacking"]);
+    assert_ne!(err.code, 0);
+    assert!(err.stderr.contains("services.lacking.config.pw") && err.stderr.contains("/absent"), "{err:?}");
+    assert_eq!(pid_of(&sup, "vaulted"), Some(pid), "the other service runs on");
+
+    let log = std::fs::read_to_string(&sup.log).unwrap();
+    for secret in ["first-Zq81", "second-Yx27", "third-Wv55"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}

@@ -277,6 +277,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
             max: args.service_max_backoff_period,
             cooldown: args.service_restart_cooldown_period,
         },
+        service_config: config.services.iter().map(|(name, s)| (name.clone(), s.config.clone())).collect(),
     };
     match sup::run(opts).context("supervisor failed")? {
         sup::Exit::Stopped | sup::Exit::Departed => Ok(()),

@@ -1,8 +1,9 @@
 //! A service's configuration, in Habitat's layers, later ones winning key by key (tables merge
-//! recursively, anything else is replaced): the package's `default.toml`, then the
-//! `WARREN_<PKGNAME>` environment variable of the supervisor (TOML or JSON; Habitat's
-//! `HAB_<PKGNAME>`), then `{data_path}/user/NAME/user.toml` (watched), then gossip (service
-//! groups, a later issue).
+//! recursively, anything else is replaced): the package's `default.toml`, then sup.toml's
+//! `[services.NAME.config]` (warren's), then the `WARREN_<PKGNAME>` environment variable of the
+//! supervisor (TOML or JSON; Habitat's `HAB_<PKGNAME>`), then `{data_path}/user/NAME/user.toml`
+//! (watched), then gossip (service groups, a later issue). Strings of any layer may be
+//! credential references ([`references`], [`resolve`]).
 
 use std::path::{Path, PathBuf};
 
@@ -91,14 +92,18 @@ fn parse_env(var: &str, text: &str) -> Result<toml::Table, ConfigError> {
     }
 }
 
-/// The service's configuration from its layers. `env` is the supervisor's value of
-/// [`env_var`] (read once by the caller).
+/// The service's configuration from its layers. `sup` is sup.toml's `[services.NAME.config]`;
+/// `env` is the supervisor's value of [`env_var`] (read once by the caller).
 pub fn layered(
     pkg_dir: &Path,
+    sup: Option<&toml::Table>,
     env: Option<(&str, &str)>,
     user_toml: &Path,
 ) -> Result<toml::Table, ConfigError> {
     let mut cfg = read_toml(&pkg_dir.join("default.toml"))?.unwrap_or_default();
+    if let Some(sup) = sup {
+        merge(&mut cfg, sup.clone());
+    }
     if let Some((var, text)) = env {
         merge(&mut cfg, parse_env(var, text)?);
     }
@@ -248,14 +253,17 @@ mod tests {
         std::fs::write(&user, "[http]\nport = 8081\n").unwrap();
         let env =
             Some(("WARREN_WEB", r#"{"message": "from env", "http": {"listen": "127.0.0.1"}, "gone": null}"#));
-        let cfg = layered(dir.path(), env, &user).unwrap();
+        let sup: toml::Table = toml::from_str("keep = 2\nfrom_sup = true\n[http]\nport = 81\n").unwrap();
+        let cfg = layered(dir.path(), Some(&sup), env, &user).unwrap();
         assert_eq!(cfg["message"].as_str(), Some("from env"));
-        assert_eq!(cfg["keep"].as_integer(), Some(1));
+        assert_eq!(cfg["keep"].as_integer(), Some(2), "sup.toml over default.toml");
+        assert_eq!(cfg["from_sup"].as_bool(), Some(true));
         assert_eq!(cfg["http"]["port"].as_integer(), Some(8081), "user.toml wins");
         assert_eq!(cfg["http"]["listen"].as_str(), Some("127.0.0.1"), "tables merge key by key");
         assert!(!cfg.contains_key("gone"));
         let toml_env =
-            layered(dir.path(), Some(("WARREN_WEB", "message = \"t\"")), &dir.path().join("none")).unwrap();
+            layered(dir.path(), None, Some(("WARREN_WEB", "message = \"t\"")), &dir.path().join("none"))
+                .unwrap();
         assert_eq!(toml_env["message"].as_str(), Some("t"));
         assert_eq!(env_var("hello-http"), "WARREN_HELLO_HTTP");
     }
@@ -264,10 +272,11 @@ mod tests {
     fn bad_layers_are_errors_that_name_their_source() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("default.toml"), "a = [").unwrap();
-        let e = layered(dir.path(), None, &dir.path().join("u")).unwrap_err().to_string();
+        let e = layered(dir.path(), None, None, &dir.path().join("u")).unwrap_err().to_string();
         assert!(e.contains("default.toml"), "{e}");
         std::fs::write(dir.path().join("default.toml"), "a = 1").unwrap();
-        let e = layered(dir.path(), Some(("WARREN_X", "not = [valid")), &dir.path().join("u")).unwrap_err();
+        let e =
+            layered(dir.path(), None, Some(("WARREN_X", "not = [valid")), &dir.path().join("u")).unwrap_err();
         assert!(e.to_string().contains("$WARREN_X"), "{e}");
     }
 }

@@ -106,14 +106,26 @@ pub struct ServicesOptions {
     pub sys: serde_json::Value,
     /// Follows `{data_path}/user/NAME/user.toml`.
     pub files: Option<crate::watch::FileWatch>,
+    /// Resolves the credential references among a service's config values (and follows
+    /// their rotation). None: config strings are used as written.
+    pub plugins: Option<std::sync::Arc<crate::plugins::PluginRuntime>>,
+    /// sup.toml's `[services.NAME.config]`: a layer above the package's default.toml.
+    pub sup_config: BTreeMap<String, toml::Table>,
 }
 
 impl Services {
     /// Starts the subsystem and brings back every service whose spec is on disk.
     pub fn start(options: ServicesOptions) -> Services {
         let (tx, rx) = mpsc::channel(32);
-        let manager = Manager { options, services: BTreeMap::new(), epoch: Instant::now() };
-        tokio::spawn(manager.run(rx));
+        let (rotated_tx, rotated) = mpsc::channel(64);
+        let manager = Manager {
+            options,
+            services: BTreeMap::new(),
+            epoch: Instant::now(),
+            followed: BTreeMap::new(),
+            rotated_tx,
+        };
+        tokio::spawn(manager.run(rx, rotated));
         Services { tx }
     }
 
@@ -166,7 +178,14 @@ struct Manager {
     options: ServicesOptions,
     services: BTreeMap<String, Entry>,
     epoch: Instant,
+    /// Per service, the credential references its config uses, each followed by a task that
+    /// sends the service's name to `rotated_tx` when the value changes.
+    followed: BTreeMap<String, BTreeMap<String, tokio::task::JoinHandle<()>>>,
+    rotated_tx: mpsc::Sender<String>,
 }
+
+/// How long a load waits for the credentials its config references to resolve.
+const CREDENTIAL_WAIT: Duration = Duration::from_secs(10);
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SvcError {
     let what = what.into();
@@ -178,7 +197,7 @@ impl Manager {
         SpecDir::new(&self.options.data_path)
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut rotated: mpsc::Receiver<String>) {
         let user_dir = self.options.data_path.join("user");
         let (_subscriber, mut changes) = match &self.options.files {
             Some(files) => {
@@ -200,9 +219,10 @@ impl Manager {
             }
             None => (None, None),
         };
-        self.restore();
+        self.restore().await;
         loop {
             tokio::select! {
+                Some(name) = rotated.recv() => self.credential_changed(&name).await,
                 req = rx.recv() => match req {
                     Some(req) => {
                         if !self.request(req).await {
@@ -270,12 +290,12 @@ impl Manager {
 
     /// Every spec on disk: started (or reattached) towards its desired state. A bad spec is
     /// logged and skipped; the others run.
-    fn restore(&mut self) {
+    async fn restore(&mut self) {
         for spec in self.specs().load_all() {
             match spec {
                 Ok(spec) => {
                     let name = spec.name().to_string();
-                    if let Err(e) = self.launch(spec) {
+                    if let Err(e) = self.launch(spec).await {
                         tracing::error!(service = %name, error = %e, "cannot start the service from its spec");
                     }
                 }
@@ -311,7 +331,9 @@ impl Manager {
                 let _ = rx.await;
             }
         }
-        // Nothing is written for a service that cannot be prepared (bad template, user...).
+        // Nothing is written for a service that cannot be prepared (bad template, user, a
+        // credential that does not resolve...).
+        self.await_credentials(&installed).await?;
         let config = self.prepare(&installed, &spec)?;
         self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
         let view = self.start_task(spec, config, &installed);
@@ -320,9 +342,10 @@ impl Manager {
     }
 
     /// Prepares the service's directories and hooks and starts its task.
-    fn launch(&mut self, spec: ServiceSpec) -> Result<watch::Receiver<ServiceView>, SvcError> {
+    async fn launch(&mut self, spec: ServiceSpec) -> Result<watch::Receiver<ServiceView>, SvcError> {
         let ident: PackageIdent = spec.ident.parse().map_err(SvcError::Package)?;
         let installed = Pkg::find(&self.options.data_path, &ident)?;
+        self.await_credentials(&installed).await?;
         let config = self.prepare(&installed, &spec)?;
         Ok(self.start_task(spec, config, &installed))
     }
@@ -428,21 +451,7 @@ impl Manager {
     ) -> Result<Rendered, SvcError> {
         let name = &pkg.ident.name;
         let svc_dir = self.options.data_path.join("svc").join(name);
-        let var = config::env_var(name);
-        // A package named like one of warren's own settings (ring-key → WARREN_RING_KEY) must
-        // not read that secret into its config.
-        let env = if config::RESERVED_ENV.contains(&var.as_str()) {
-            tracing::warn!(service = %name, var = %var, "not read as a config layer: it is one of warren's own settings");
-            None
-        } else {
-            std::env::var(&var).ok()
-        };
-        let cfg = config::layered(
-            &pkg.dir,
-            env.as_deref().map(|v| (var.as_str(), v)),
-            &config::user_toml(&self.options.data_path, name),
-        )
-        .map_err(|e| SvcError::Invalid(e.to_string()))?;
+        let cfg = self.with_credentials(name, self.layers(pkg)?)?;
         let data = self.template_data(pkg, spec, &svc_dir, cfg, user);
         let hb = template::registry();
         let invalid = |e: template::TemplateError| SvcError::Invalid(e.to_string());
@@ -458,6 +467,107 @@ impl Manager {
             template::render_dir(&hb, &pkg.dir.join("config"), &svc_dir.join("config"), &data, 0o644, &[])
                 .map_err(invalid)?;
         Ok(Rendered { hooks, config })
+    }
+
+    /// The service's configuration layers merged, credential references as written.
+    fn layers(&self, pkg: &Pkg) -> Result<toml::Table, SvcError> {
+        let name = &pkg.ident.name;
+        let var = config::env_var(name);
+        // A package named like one of warren's own settings (ring-key → WARREN_RING_KEY) must
+        // not read that secret into its config.
+        let env = if config::RESERVED_ENV.contains(&var.as_str()) {
+            tracing::warn!(service = %name, var = %var, "not read as a config layer: it is one of warren's own settings");
+            None
+        } else {
+            std::env::var(&var).ok()
+        };
+        config::layered(
+            &pkg.dir,
+            self.options.sup_config.get(name),
+            env.as_deref().map(|v| (var.as_str(), v)),
+            &config::user_toml(&self.options.data_path, name),
+        )
+        .map_err(|e| SvcError::Invalid(e.to_string()))
+    }
+
+    /// Whether `scheme` is one `[credentials]` routes to a plugin (only those make a config
+    /// string a reference).
+    fn routed(&self) -> impl Fn(&str) -> bool + '_ {
+        move |scheme: &str| {
+            self.options
+                .plugins
+                .as_ref()
+                .is_some_and(|p| p.registry.settings().credentials.contains_key(scheme))
+        }
+    }
+
+    /// Follows every credential reference of the service's config (a change re-renders it, or
+    /// starts it if it could not start for want of a value) and waits, within
+    /// [`CREDENTIAL_WAIT`], until each has a value.
+    async fn await_credentials(&mut self, pkg: &Pkg) -> Result<(), SvcError> {
+        let Some(plugins) = self.options.plugins.clone() else { return Ok(()) };
+        let name = pkg.ident.name.clone();
+        let refs = config::references(&self.layers(pkg)?, &format!("services.{name}.config"), &self.routed());
+        let followed = self.followed.entry(name.clone()).or_default();
+        for (label, reference) in &refs {
+            if followed.contains_key(reference) {
+                continue;
+            }
+            let mut rx = plugins.subscribe(label, reference);
+            rx.borrow_and_update();
+            let (tx, service) = (self.rotated_tx.clone(), name.clone());
+            let task = tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    if tx.send(service.clone()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            followed.insert(reference.clone(), task);
+        }
+        let deadline = tokio::time::Instant::now() + CREDENTIAL_WAIT;
+        for (label, reference) in refs {
+            let mut rx = plugins.subscribe(&label, &reference);
+            let got = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
+            if !matches!(got, Ok(Ok(_))) {
+                let why = plugins
+                    .resolver
+                    .status()
+                    .into_iter()
+                    .find(|s| s.reference == reference)
+                    .and_then(|s| s.last_error)
+                    .unwrap_or_else(|| format!("no value within {CREDENTIAL_WAIT:?}"));
+                return Err(SvcError::Invalid(format!("{label}: {reference} does not resolve ({why})")));
+            }
+        }
+        Ok(())
+    }
+
+    /// `cfg` with its credential references replaced by their current values.
+    fn with_credentials(&self, name: &str, cfg: toml::Table) -> Result<toml::Table, SvcError> {
+        let Some(plugins) = &self.options.plugins else { return Ok(cfg) };
+        let current = |r: &str| plugins.resolver.current(r).map(|v| v.expose().to_string());
+        config::resolve(&cfg, &self.routed(), &current).map_err(|reference| {
+            SvcError::Invalid(format!("services.{name}.config: {reference} has no value yet"))
+        })
+    }
+
+    /// A credential the service's config references has a new value: render again (the
+    /// reconfigure hook or a restart follows), or start the service if it is loaded but could
+    /// not start for want of a value.
+    async fn credential_changed(&mut self, name: &str) {
+        if self.services.contains_key(name) {
+            tracing::info!(service = %name, "a credential of its config changed; rendering again");
+            self.rerender(name).await;
+            return;
+        }
+        let spec = self.specs().load_all().into_iter().flatten().find(|s| s.name() == name);
+        if let Some(spec) = spec {
+            match self.launch(spec).await {
+                Ok(_) => tracing::info!(service = %name, "its credentials resolve now; started"),
+                Err(e) => tracing::warn!(service = %name, error = %e, "still cannot start"),
+            }
+        }
     }
 
     fn template_data(
@@ -500,9 +610,8 @@ impl Manager {
     /// `user.toml` of a service changed: render again; a changed run or init hook restarts the
     /// service, a changed config runs its reconfigure hook (or restarts it when it has none).
     async fn rerender(&mut self, name: &str) {
-        let Some(entry) = self.services.get(name) else { return };
-        let Ok(pkg) = entry
-            .spec
+        let Some(spec) = self.services.get(name).map(|e| e.spec.clone()) else { return };
+        let Ok(pkg) = spec
             .ident
             .parse()
             .map_err(SvcError::Package)
@@ -510,8 +619,13 @@ impl Manager {
         else {
             return;
         };
+        // New references (a user.toml naming a secret) are followed, and waited for.
+        if let Err(e) = self.await_credentials(&pkg).await {
+            tracing::error!(service = %name, error = %e, "the new configuration does not resolve; keeping the old one");
+            return;
+        }
         let user = service_user(&pkg).ok().and_then(|(u, _)| u);
-        let rendered = match self.render(&pkg, &entry.spec, user.as_ref()) {
+        let rendered = match self.render(&pkg, &spec, user.as_ref()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(service = %name, error = %e, "the new configuration does not render; keeping the old one");
@@ -534,7 +648,9 @@ impl Manager {
             tracing::info!(service = %name, changed = ?rendered.config, hooks = ?rendered.hooks, "configuration changed: {}", if matches!(c, Command::Restart) { "restarting" } else { "running reconfigure" });
             // Never block the manager on a busy service: a full queue already holds a restart
             // or a reconfigure, which will render what is current.
-            let _ = entry.task.commands.try_send(c);
+            if let Some(entry) = self.services.get(name) {
+                let _ = entry.task.commands.try_send(c);
+            }
         }
     }
 
@@ -545,6 +661,9 @@ impl Manager {
     ) -> Result<oneshot::Receiver<()>, SvcError> {
         let entry = self.services.remove(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
         self.specs().remove(name).map_err(|e| SvcError::Invalid(e.to_string()))?;
+        for (_, task) in self.followed.remove(name).unwrap_or_default() {
+            task.abort();
+        }
         let (tx, rx) = oneshot::channel();
         if let Some(within) = timeout {
             // The stop begins with the short timeout; the exit then waits for it.

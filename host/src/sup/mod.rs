@@ -81,6 +81,8 @@ pub struct SupOptions {
     pub ctl: ctl::CtlOptions,
     /// How services restart (`--service-min-backoff-period` and friends).
     pub service_backoff: crate::services::backoff::BackoffPolicy,
+    /// sup.toml's `[services.NAME.config]` tables: a config layer of each service.
+    pub service_config: std::collections::BTreeMap<String, toml::Table>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -382,6 +384,8 @@ impl Supervisor {
                 "http_gateway_port": http_addr.port(),
             }),
             files: Some(opts.files.clone()),
+            plugins: opts.plugins.clone(),
+            sup_config: opts.service_config.clone(),
         });
         let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel(1);
         let ctl_handler = ctl::SupCtl {
