@@ -719,3 +719,39 @@ fn credential_references_in_a_services_config_resolve_rotate_and_never_reach_the
         assert!(!log.contains(secret), "{secret} in the log");
     }
 }
+
+#[test]
+fn a_failed_replacement_brings_the_old_service_back_and_an_unsupervisable_leftover_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sup = Sup::start(dir.path(), 61, fast_timings(), vec![]);
+    let good = install(&sup, "swapped", &[("run", SLEEPER)], &[]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/swapped"]).code, 0);
+    let first = pid_of(&sup, "swapped").unwrap();
+    // A newer release whose config template does not render.
+    let newer = good.with_file_name("20261203000000");
+    std::fs::create_dir_all(newer.join("config")).unwrap();
+    std::fs::create_dir_all(newer.join("hooks")).unwrap();
+    std::fs::copy(good.join("hooks/run"), newer.join("hooks/run")).unwrap();
+    std::fs::copy(good.join("SVC_USER"), newer.join("SVC_USER")).unwrap();
+    std::fs::write(newer.join("IDENT"), "acme/swapped/1.0.0/20261203000000").unwrap();
+    std::fs::write(newer.join("config/broken.conf"), "{{#if}}\n").unwrap();
+    let forced = sup.cli(&["svc", "load", "acme/swapped/1.0.0/20261203000000", "--force"]);
+    assert_ne!(forced.code, 0);
+    assert!(forced.stderr.contains("broken.conf"), "{forced:?}");
+    wait_until(Duration::from_secs(20), "the old release up again", || {
+        status(&sup, "swapped")
+            .is_some_and(|s| s["state"] == "up" && s["package"] == format!("acme/swapped/1.0.0/{RELEASE}"))
+    });
+    assert!(!alive(first), "it was stopped for the replacement");
+
+    // Killed supervisor; meanwhile the package loses its run hook, so the spec cannot be
+    // launched again: the process left running is stopped, not left unwatched.
+    let running = pid_of(&sup, "swapped").unwrap();
+    sup.kill9();
+    assert!(alive(running));
+    std::fs::remove_file(good.join("hooks/run")).unwrap();
+    sup.spawn();
+    wait_until(Duration::from_secs(20), "the leftover stopped", || !alive(running));
+    let log = std::fs::read_to_string(&sup.log).unwrap();
+    assert!(log.contains("cannot be supervised"), "{}", sup.log_tail());
+}

@@ -297,6 +297,7 @@ impl Manager {
                     let name = spec.name().to_string();
                     if let Err(e) = self.launch(spec).await {
                         tracing::error!(service = %name, error = %e, "cannot start the service from its spec");
+                        self.stop_unsupervised(&name);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "skipping a spec"),
@@ -325,20 +326,60 @@ impl Manager {
             ..ServiceSpec::new(installed.ident.to_string(), req.group, req.health_check_interval)
         };
         // A forced load replaces the running one, once it has stopped.
-        if let Some(old) = self.services.remove(&name) {
-            let (tx, rx) = oneshot::channel();
-            if old.task.commands.send(Command::Exit { stop: true, done: tx }).await.is_ok() {
-                let _ = rx.await;
+        let replaced = match self.services.remove(&name) {
+            Some(old) => {
+                let (tx, rx) = oneshot::channel();
+                if old.task.commands.send(Command::Exit { stop: true, done: tx }).await.is_ok() {
+                    let _ = rx.await;
+                }
+                Some(old.spec)
             }
-        }
+            None => None,
+        };
         // Nothing is written for a service that cannot be prepared (bad template, user, a
-        // credential that does not resolve...).
-        self.await_credentials(&installed).await?;
-        let config = self.prepare(&installed, &spec)?;
+        // credential that does not resolve...); a service it was to replace comes back.
+        let prepared = match self.await_credentials(&installed).await {
+            Ok(()) => self.prepare(&installed, &spec),
+            Err(e) => Err(e),
+        };
+        let config = match prepared {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(old) = replaced {
+                    match self.launch(old).await {
+                        Ok(_) => {
+                            tracing::info!(service = %name, "the replacement failed; the loaded service runs again")
+                        }
+                        Err(e) => {
+                            tracing::error!(service = %name, error = %e, "the replacement failed and the loaded service cannot start again")
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
         self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
         let view = self.start_task(spec, config, &installed);
         tracing::info!(service = %name, "loaded");
         Ok(view)
+    }
+
+    /// A process an earlier supervisor left running for a spec that cannot be launched now
+    /// would run unwatched: stop it (TERM to its group, KILL after the default timeout).
+    fn stop_unsupervised(&self, name: &str) {
+        let record = self.options.data_path.join("proc").join(format!("{name}.json"));
+        let Some(p) = supervisor::find_running(&record) else { return };
+        tracing::warn!(service = %name, pid = p.pid, "stopping the process an earlier supervisor left running: it cannot be supervised");
+        tokio::spawn(async move {
+            let _ = p.signal_group(libc::SIGTERM);
+            let _ = p.signal_group(libc::SIGCONT);
+            if tokio::time::timeout(DEFAULT_SHUTDOWN_TIMEOUT, p.wait()).await.is_err() {
+                let _ = p.signal_group(libc::SIGKILL);
+                let _ = p.wait().await;
+            }
+            super::process::Process::kill_leftovers(p.pid);
+            let _ = std::fs::remove_file(&record);
+        });
     }
 
     /// Prepares the service's directories and hooks and starts its task.
