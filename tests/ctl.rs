@@ -679,3 +679,38 @@ fn cli_setup_asks_on_a_terminal_without_echoing_the_secret() {
     let ping = cli::run(bare_client(dir.path(), &cli_toml).args(["ctl", "ping"]), None);
     assert_eq!(ping.code, 0, "{ping:?}");
 }
+
+#[test]
+fn ctrl_c_at_the_secret_prompt_leaves_the_terminal_echoing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli_toml = dir.path().join("cli.toml");
+    let (mut master, slave) = openpty();
+    let echoing = |f: &std::fs::File| {
+        // SAFETY: tcgetattr into a termios we own.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(f), &mut t) }, 0);
+        t.c_lflag & libc::ECHO != 0
+    };
+    assert!(echoing(&slave));
+    let child = bare_client(dir.path(), &cli_toml)
+        .args(["cli", "setup"])
+        .stdin(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    read_until(&mut master, &mut seen, "HOST[:PORT] [127.0.0.1:9632]: ");
+    master.write_all(b"127.0.0.1:1\n").unwrap();
+    read_until(&mut master, &mut seen, "FILE:/path [");
+    let mut secret_prompt = seen.rsplit("FILE:/path [").next().unwrap_or_default().to_string();
+    read_until(&mut master, &mut secret_prompt, "]: ");
+    assert!(!echoing(&slave), "echo is off at the secret prompt");
+    // What Ctrl-C on a controlling terminal delivers.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "it dies of the signal: {out:?}");
+    assert!(echoing(&slave), "echo is back on");
+    assert!(!cli_toml.exists(), "nothing was written");
+}

@@ -113,34 +113,74 @@ fn prompt_hidden(question: &str) -> anyhow::Result<Zeroizing<String>> {
     Ok(line)
 }
 
-/// Turns stdin's echo off while alive.
-struct EchoOff(Option<libc::termios>);
+/// Turns stdin's echo off while alive. Ctrl-C, SIGTERM or SIGHUP meanwhile restore it before
+/// the process dies of the signal, so the shell is not left with a terminal that hides typing.
+struct EchoOff(Option<Box<Restore>>);
+
+/// The attributes to restore, and the handlers that were there before ours.
+struct Restore {
+    saved: libc::termios,
+    previous: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+const RESTORE_ON: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// The saved attributes for the signal handler (set before it is installed, cleared after it
+/// is removed).
+static SAVED: std::sync::atomic::AtomicPtr<libc::termios> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+extern "C" fn restore_and_die(sig: libc::c_int) {
+    let saved = SAVED.load(std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: tcsetattr, signal and raise are async-signal-safe; `saved` points into the live
+    // `Restore` box (cleared before the box is dropped).
+    unsafe {
+        if !saved.is_null() {
+            libc::tcsetattr(0, libc::TCSANOW, saved);
+        }
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
 
 impl EchoOff {
     fn new() -> EchoOff {
         // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own; failure leaves echo on.
+        // The handlers are installed only once `SAVED` points at the attributes to restore.
         unsafe {
             let mut t: libc::termios = std::mem::zeroed();
             if libc::tcgetattr(0, &mut t) != 0 {
                 return EchoOff(None);
             }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
-                return EchoOff(None);
+            let mut restore = Box::new(Restore { saved: t, previous: Vec::new() });
+            SAVED.store(&mut restore.saved, std::sync::atomic::Ordering::SeqCst);
+            for sig in RESTORE_ON {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = restore_and_die as extern "C" fn(libc::c_int) as usize;
+                let mut previous: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, &action, &mut previous) == 0 {
+                    restore.previous.push((sig, previous));
+                }
             }
-            EchoOff(Some(saved))
+            // Should this fail, echo stays on and dropping restores what is there anyway.
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            EchoOff(Some(restore))
         }
     }
 }
 
 impl Drop for EchoOff {
     fn drop(&mut self) {
-        if let Some(saved) = &self.0 {
-            // SAFETY: restores the attributes read in `new`.
+        if let Some(restore) = &self.0 {
+            // SAFETY: restores the attributes read in `new`, then the earlier handlers; the
+            // handler's pointer is cleared before the box goes.
             unsafe {
-                libc::tcsetattr(0, libc::TCSANOW, saved);
+                libc::tcsetattr(0, libc::TCSANOW, &restore.saved);
+                for (sig, previous) in &restore.previous {
+                    libc::sigaction(*sig, previous, std::ptr::null_mut());
+                }
             }
+            SAVED.store(std::ptr::null_mut(), std::sync::atomic::Ordering::SeqCst);
         }
     }
 }

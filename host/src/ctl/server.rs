@@ -70,6 +70,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The largest request body accepted after the handshake (at most [`MAX_BODY_LEN`]).
     pub max_body: usize,
+    /// An upload of N bytes may take this plus N / [`MIN_UPLOAD_RATE`] seconds in all.
+    pub upload_grace: Duration,
 }
 
 impl ServerConfig {
@@ -80,6 +82,7 @@ impl ServerConfig {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             max_body: MAX_BODY_LEN,
+            upload_grace: UPLOAD_GRACE,
         }
     }
 }
@@ -137,7 +140,16 @@ pub enum UploadError {
     Protocol(String),
     #[error("the client sent more than the {declared} bytes it announced")]
     TooLong { declared: u64 },
+    #[error(
+        "the upload took longer than {0:?} (slower than {MIN_UPLOAD_RATE} bytes/s on average); abandoned"
+    )]
+    TooSlow(Duration),
 }
+
+/// An upload may take [`ServerConfig::upload_grace`] plus its size at this rate, however
+/// steadily its chunks come: a trickle must not hold an install slot for days.
+pub const MIN_UPLOAD_RATE: u64 = 64 * 1024;
+pub const UPLOAD_GRACE: Duration = Duration::from_secs(30);
 
 /// The body of an upload request (`PkgInstall`), as the client's chunk frames arrive. Each
 /// chunk must arrive within the gateway's timeout.
@@ -589,17 +601,22 @@ async fn pump_upload(
     txn: Txn,
     declared: u64,
     limit: Duration,
+    grace: Duration,
     tx: mpsc::Sender<Result<Vec<u8>, UploadError>>,
 ) -> u64 {
     let mut got = 0u64;
     // Room for a chunk and its framing; anything larger is refused from its header.
     let max_body = MAX_UPLOAD_CHUNK + 64;
+    let overall = grace + Duration::from_secs(declared / MIN_UPLOAD_RATE);
+    let deadline = tokio::time::Instant::now() + overall;
     while got < declared {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let read = tokio::select! {
-            r = tokio::time::timeout(limit, reader.read_frame(max_body)) => r,
+            r = tokio::time::timeout(limit.min(left), reader.read_frame(max_body)) => r,
             _ = tx.closed() => return got,
         };
         let result = match read {
+            Err(_) if left <= limit => Err(UploadError::TooSlow(overall)),
             Err(_) => Err(UploadError::Timeout(limit)),
             Ok(Err(LinkError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Err(UploadError::Closed { received: got, declared })
@@ -654,7 +671,7 @@ async fn run_upload<H: CtlHandler>(
         let result = handler.handle_upload(req, upload, sink).await;
         let _ = tx.send(final_frame(result, txn, metrics)).await;
     };
-    let pump = pump_upload(&mut reader, txn, declared, limit, chunk_tx);
+    let pump = pump_upload(&mut reader, txn, declared, limit, config.upload_grace, chunk_tx);
     let ((), _, got) = tokio::join!(run, write_replies(&mut writer, rx), pump);
     let _ = writer.stream.shutdown().await;
     if got < declared {

@@ -78,6 +78,7 @@ fn start_with(plaintext: PlaintextPolicy, max_connections: usize) -> Server {
             let mut config = ServerConfig::new(secret_rx);
             config.plaintext = plaintext;
             config.handshake_timeout = Duration::from_secs(2);
+            config.upload_grace = Duration::from_secs(1);
             config.max_connections = max_connections;
             serve(l, config, h, m, std::future::pending()).await;
         });
@@ -322,4 +323,33 @@ fn an_idle_session_is_closed_after_the_timeout() {
     assert_eq!(s.handler.calls.load(Ordering::SeqCst), 1);
     // Idling after a request is not a slow client.
     assert_eq!(CtlMetrics::get(&s.metrics.timeouts), 0);
+}
+
+/// One byte per read, slowly: each chunk within the gateway's timeout, the whole far too slow.
+struct Trickle;
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(200));
+        buf[0] = 1;
+        Ok(1)
+    }
+}
+
+#[test]
+fn an_upload_slower_than_the_minimum_rate_is_abandoned() {
+    let s = start(PlaintextPolicy::Deny);
+    let client = CtlClient::new(&s.addr, CtlSecret::new("right").unwrap());
+    // 1000 bytes may take the test server's 1 s grace (1000 / 64 KiB/s adds nothing).
+    let e = client
+        .upload(
+            &upload_req(1000, "x"),
+            client::UploadBody { body: &mut Trickle, len: 1000, on_sent: &mut |_| {} },
+            |_| {},
+        )
+        .unwrap_err();
+    let msg = e.net_err().map(|n| n.msg.clone()).unwrap_or_default();
+    assert!(msg.contains("took longer than 1s"), "{e}");
+    // Each chunk came within the 2 s timeout: this is not a stalled client.
+    assert!(!msg.contains("sent nothing"), "{e}");
 }

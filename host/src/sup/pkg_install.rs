@@ -51,7 +51,7 @@ fn err(code: ErrCode, msg: impl std::fmt::Display) -> NetErr {
 
 fn upload_err(e: UploadError) -> NetErr {
     let code = match e {
-        UploadError::Timeout(_) | UploadError::Closed { .. } => ErrCode::Io,
+        UploadError::Timeout(_) | UploadError::Closed { .. } | UploadError::TooSlow(_) => ErrCode::Io,
         UploadError::TooLong { .. } => ErrCode::EntityTooLarge,
         UploadError::Protocol(_) => ErrCode::BadPayload,
     };
