@@ -39,7 +39,8 @@ fn services_of_a_real_supervisor_follow_habitats_schema_behind_the_token() {
     warren::crypto::KeyCache::new(sup.data.join("keys")).write(&secret.public().to_file()).unwrap();
     let user = sup.data.join("user/hello-http/user.toml");
     std::fs::create_dir_all(user.parent().unwrap()).unwrap();
-    std::fs::write(&user, "message = \"from user.toml\"\n[http]\nlisten = \"127.0.0.70\"\nport = 8070\n").unwrap();
+    std::fs::write(&user, "message = \"from user.toml\"\n[http]\nlisten = \"127.0.0.70\"\nport = 8070\n")
+        .unwrap();
 
     let (code, empty) = get_json(&sup, "/services");
     assert_eq!((code, &empty), (200, &json!([])), "nothing loaded yet");
@@ -130,15 +131,25 @@ fn health_answers_habitats_codes_with_the_last_checks_output() {
     let load = sup.cli(&["svc", "load", "acme/checked", "--health-check-interval", "1"]);
     assert_eq!(load.code, 0, "{load:?}");
     let data = svc_dir(&sup, "checked").join("data");
-    for (code, want, status) in [("0", "OK", 200), ("2", "CRITICAL", 503), ("3", "UNKNOWN", 500), ("1", "WARNING", 200)] {
+    for (code, want, status) in
+        [("0", "OK", 200), ("2", "CRITICAL", 503), ("3", "UNKNOWN", 500), ("1", "WARNING", 200)]
+    {
         std::fs::write(data.join("health"), code).unwrap();
         let body = wait_for(Duration::from_secs(15), || {
             let r = sup.get("/services/checked/default/health")?;
             let body = r.json().ok()?;
-            (r.status == status && body["status"] == want && body["stdout"].as_str()?.contains(&format!("exits {code}")))
-                .then_some(body)
+            (r.status == status
+                && body["status"] == want
+                && body["stdout"].as_str()?.contains(&format!("exits {code}")))
+            .then_some(body)
         })
-        .unwrap_or_else(|| panic!("no {status} {want}: {:?}\n{}", sup.get("/services/checked/default/health"), sup.log_tail()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no {status} {want}: {:?}\n{}",
+                sup.get("/services/checked/default/health"),
+                sup.log_tail()
+            )
+        });
         // Only the latest run's output, though the hook's logs keep every run.
         let out = body["stdout"].as_str().unwrap();
         let n = out.trim().strip_prefix("run ").and_then(|r| r.split(' ').next()).unwrap();
@@ -160,7 +171,11 @@ fn health_answers_habitats_codes_with_the_last_checks_output() {
     let (_, list) = get_json(&sup, "/services");
     assert_valid(&list);
     let last = &list[0]["last_process_state"];
-    assert_eq!((&last["pid"], &last["termination_reason"]), (&json!(pid), &json!("run_hook_failed")), "{last}");
+    assert_eq!(
+        (&last["pid"], &last["termination_reason"]),
+        (&json!(pid), &json!("run_hook_failed")),
+        "{last}"
+    );
     assert!(list[0]["restart_count"].as_u64().unwrap() >= 1);
 
     // Stopped: no health any more (Habitat has none to show: 404), the process is down.
@@ -178,9 +193,10 @@ fn health_answers_habitats_codes_with_the_last_checks_output() {
 fn schema_validator_accepts_habitats_samples_and_rejects_wrong_documents() {
     let v = Validator::habitat();
     let dir = support::fixtures::interop_dir().join("components/sup/tests/fixtures/http-gateway");
-    let sample: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("sample-services-with-cfg-output.json")).unwrap())
-            .unwrap();
+    let sample: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("sample-services-with-cfg-output.json")).unwrap(),
+    )
+    .unwrap();
     for name in ["sample-services-with-cfg-output.json", "sample-services-without-cfg-output.json"] {
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap();
         assert_eq!(v.errors(SCHEMA, &doc), Vec::<String>::new(), "{name}");

@@ -61,7 +61,8 @@ impl ServicesApi {
 
 /// Habitat's answer while the supervisor cannot say (api.yaml: 503).
 fn unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "the services subsystem is not running; try again later\n").into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, "the services subsystem is not running; try again later\n")
+        .into_response()
 }
 
 /// The hooks the service's rendered `hooks/` holds.
@@ -126,7 +127,8 @@ async fn health(State(api): State<ServicesApi>, Path(g): Path<Group>) -> Respons
     };
     match services_view::health(&info) {
         Some((code, body)) => {
-            (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response()
+            (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body))
+                .into_response()
         }
         // Habitat has no health data before the first check (and none while down here): 404.
         None => (StatusCode::NOT_FOUND, "no health check has run yet\n").into_response(),
@@ -141,7 +143,8 @@ mod tests {
     fn service_groups_are_checked_as_habitat_names() {
         assert_eq!(service_group("web", "prod", None).as_deref(), Some("web.prod"));
         assert_eq!(service_group("web", "prod", Some("acme")).as_deref(), Some("web.prod@acme"));
-        for (s, g, o) in [("", "default", None), ("a.b", "default", None), ("web", "x y", None), ("web", "d", Some(""))]
+        for (s, g, o) in
+            [("", "default", None), ("a.b", "default", None), ("web", "x y", None), ("web", "d", Some(""))]
         {
             assert_eq!(service_group(s, g, o), None, "{s:?} {g:?} {o:?}");
         }

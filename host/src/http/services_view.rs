@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use crate::services::ServiceInfo;
 use crate::services::backoff::BackoffPolicy;
 use crate::services::hooks::Hook;
 use crate::services::package::PackageIdent;
 use crate::services::spec::{BindingMode, Topology};
 use crate::services::state::{Desired, FailedHook};
 use crate::services::supervisor::Health;
-use crate::services::ServiceInfo;
 
 /// Habitat's defaults for spec fields warren does not use (it installs packages itself and has
 /// no update strategies): what `hab svc load` writes when they are not given.
@@ -49,11 +49,8 @@ impl Clock {
 
     /// Seconds since the epoch of `t` (before or after `now`).
     pub fn secs(&self, t: Instant) -> i64 {
-        let unix = if t <= self.now {
-            self.unix.saturating_sub(self.now - t)
-        } else {
-            self.unix + (t - self.now)
-        };
+        let unix =
+            if t <= self.now { self.unix.saturating_sub(self.now - t) } else { self.unix + (t - self.now) };
         i64::try_from(unix.as_secs()).unwrap_or(i64::MAX)
     }
 }
@@ -346,7 +343,10 @@ mod tests {
         );
         assert_eq!(s["pkg"]["ident"], IDENT);
         assert_eq!((&s["pkg"]["version"], &s["pkg"]["release"]), (&json!("1.2.0"), &json!("20261202000000")));
-        assert_eq!(s["pkg"]["deps"][1], json!({"origin": "core", "name": "sh", "version": null, "release": null}));
+        assert_eq!(
+            s["pkg"]["deps"][1],
+            json!({"origin": "core", "name": "sh", "version": null, "release": null})
+        );
         assert_eq!(s["pkg"]["dependencies"][0], "core/glibc/2.27/20180608041157");
         assert_eq!(s["pkg"]["exposes"], json!(["8080"]));
         assert_eq!(s["pkg"]["exports"], json!({"port": "http.port"}));
@@ -369,7 +369,10 @@ mod tests {
         assert_eq!(s["desired_state"], "Up");
         assert_eq!(s["cfg"], json!({"message": "hi", "http": {"port": 8080}}));
         assert_eq!(s["hooks"]["run"]["render_pair"], "/data/svc/web/hooks/run");
-        assert_eq!(s["hooks"]["health_check"]["stdout_log_path"], "/data/svc/web/logs/health-check.stdout.log");
+        assert_eq!(
+            s["hooks"]["health_check"]["stdout_log_path"],
+            "/data/svc/web/logs/health-check.stdout.log"
+        );
         assert_eq!((&s["hooks"]["init"], &s["hooks"]["post_stop"]), (&Value::Null, &Value::Null));
         assert_eq!(s["update_strategy"], "none", "an unknown spec value shows Habitat's default");
         assert_eq!((&s["bldr_url"], &s["channel"]), (&json!(DEFAULT_BLDR_URL), &json!("stable")));

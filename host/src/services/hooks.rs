@@ -108,8 +108,11 @@ impl HookContext {
 
     fn log(&self, hook: Hook, stream: &str) -> std::io::Result<std::os::fd::OwnedFd> {
         use std::os::unix::fs::OpenOptionsExt as _;
-        let f =
-            std::fs::OpenOptions::new().create(true).append(true).mode(0o640).open(self.log_path(hook, stream))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(self.log_path(hook, stream))?;
         Ok(f.into())
     }
 
