@@ -123,7 +123,32 @@ fn services_of_a_real_supervisor_follow_habitats_schema_behind_the_token() {
 #[test]
 fn health_answers_habitats_codes_with_the_last_checks_output() {
     let dir = tempfile::tempdir().unwrap();
-    let sup = Sup::start(dir.path(), 71, fast_timings(), vec![]);
+    // Its config names a secret (a FILE: reference in sup.toml's layer for it): the gateway
+    // shows the reference as written, never the value.
+    let (plugins, secrets) = (dir.path().join("plugins"), dir.path().join("secrets"));
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::copy(support::plugins::wasm("file"), plugins.join("file.wasm")).unwrap();
+    support::files::write_atomic(&secrets.join("pw"), "secret-Hq72");
+    let config = dir.path().join("sup.toml");
+    let reference = format!("FILE:{}/pw", secrets.display());
+    std::fs::write(
+        &config,
+        format!(
+            "plugin_trust = \"off\"\n[plugins.file]\nread_paths = [\"{}\"]\n\
+             [services.checked.config]\npassword = \"{reference}\"\n",
+            secrets.display()
+        ),
+    )
+    .unwrap();
+    let mut extra = fast_timings();
+    extra.extend(support::ring::args(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--plugin-path",
+        plugins.to_str().unwrap(),
+    ]));
+    let sup = Sup::start(dir.path(), 71, extra, vec![]);
     // Each run says which run it is, on both streams, and exits with the code in data/health.
     let check = "#!/bin/sh\nd=\"$WARREN_SVC_PATH/data\"\nn=$(( $(cat \"$d/runs\" 2>/dev/null || echo 0) + 1 ))\necho $n > \"$d/runs\"\ncode=$(cat \"$d/health\" 2>/dev/null || echo 0)\necho \"run $n exits $code\"\necho \"stderr of run $n\" >&2\nexit $code\n";
     let run = "#!/bin/sh\nexec sleep 1000\n";
@@ -163,6 +188,9 @@ fn health_answers_habitats_codes_with_the_last_checks_output() {
     assert_valid(&list);
     assert_eq!(list[0]["health_check"], "Warning");
     assert_eq!(list[0]["health_check_interval"], json!({"secs": 1, "nanos": 0}));
+    assert_eq!(list[0]["cfg"], json!({"password": reference}));
+    assert_eq!(get_json(&sup, "/services/checked/default/config"), (200, json!({"password": reference})));
+    assert!(!list.to_string().contains("secret-Hq72"), "a credential's value never reaches the gateway");
 
     // A crash: the failure is the previous process's state, with its pid and time.
     let pid = pid_of(&sup, "checked").unwrap();
