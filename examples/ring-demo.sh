@@ -173,6 +173,22 @@ http_get() { # GET / on 127.0.0.1:18080 with bash's /dev/tcp (no curl needed)
 echo '$ GET http://127.0.0.1:18080/'
 http_get
 run warren svc status
+gateway_get() { # GET $1 on supervisor 1's HTTP gateway, with its current bearer token
+    exec 4<>/dev/tcp/127.0.0.1/9631 || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: demo\r\nAuthorization: Bearer %s\r\n\r\n' "$1" "$second" >&4
+    sed '1,/^\r$/d' <&4
+    exec 4<&-
+}
+echo "the HTTP gateway shows it as Habitat's does: /services, /services/hello-http/default[/config|/health]"
+start=$SECONDS
+until gateway_get /services/hello-http/default/health 2>/dev/null | grep -q '"status":"OK"'; do
+    if [ $((SECONDS - start)) -gt 20 ]; then echo "no OK health check in 20 s" >&2; cat "$work/sup-1.log" >&2; exit 1; fi
+    sleep 0.2
+done
+echo '$ GET http://127.0.0.1:9631/services/hello-http/default/health   (curl -H "Authorization: Bearer ...")'
+gateway_get /services/hello-http/default/health; echo
+echo '$ GET http://127.0.0.1:9631/services   (a few of its fields)'
+gateway_get /services | grep -o '"\(service_group\|spec_identifier\|desired_state\|health_check\)":"[^"]*"' | tr '\n' ' '; echo
 svc_pid() { warren svc status demo-origin/hello-http --json 2>/dev/null | sed -n 's/.*"pid":\([0-9]*\).*/\1/p'; }
 first_pid="$(svc_pid)"
 echo

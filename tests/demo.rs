@@ -36,6 +36,11 @@ fn the_demo_rotates_a_file_token_and_leaves_nothing_running() {
     assert!(stdout.contains("Hello from hello-http"), "the service answers from its config: {stdout}");
     assert!(stdout.contains("Hello again, from user.toml"), "a config change is served: {stdout}");
     assert!(stdout.contains("restarted: pid"), "a crash is restarted: {stdout}");
+    assert!(
+        stdout.contains(r#"{"status":"OK","stderr":"","stdout":""}"#),
+        "its health on the gateway: {stdout}"
+    );
+    assert!(stdout.contains(r#""service_group":"hello-http.default""#), "/services lists it: {stdout}");
     // Every process started for the demo names its temp folder on its command line; none may
     // be left once the demo has returned.
     let work = stdout

@@ -5,6 +5,8 @@
 //! - `ring`: ring timings and multi-member rings built from `sup`.
 //! - `keys`: ring and origin keys made with the library.
 //! - `packages`: `warren pkg build` of a source folder (the hello-http example).
+//! - `services`: script packages installed straight into a supervisor's store, `svc status`.
+//! - `schema`: a JSON Schema validator for the keywords Habitat's gateway schemas use.
 //! - `plugins`: the real guest components, one engine per test binary, registries.
 //! - `files`, `fixtures`, `rng`, `wait`: small utilities.
 //!
@@ -20,5 +22,7 @@ pub mod packages;
 pub mod plugins;
 pub mod ring;
 pub mod rng;
+pub mod schema;
+pub mod services;
 pub mod sup;
 pub mod wait;

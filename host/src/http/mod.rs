@@ -1,5 +1,5 @@
-//! The HTTP gateway (default 0.0.0.0:9631): Habitat's /butterfly, /census, plus /metrics,
-//! rumor injection, ring key management, /plugins and /credentials.
+//! The HTTP gateway (default 0.0.0.0:9631): Habitat's /butterfly, /census and /services, plus
+//! /metrics, ring keys, /plugins and /credentials.
 //!
 //! The router is built from parts so other subsystems can add theirs:
 //! `http::build(auth, vec![ring_api::routes(state), plugins_routes, ...])`. Every route except
@@ -9,6 +9,8 @@ pub mod auth;
 pub mod client;
 pub mod plugins_api;
 pub mod ring_api;
+pub mod services_api;
+pub mod services_view;
 pub mod views;
 
 use axum::Router;

@@ -101,13 +101,18 @@ impl HookContext {
         self.path(hook).is_file()
     }
 
+    /// `logs/{hook}.{stream}.log`, `stream` being `stdout` or `stderr`.
+    pub fn log_path(&self, hook: Hook, stream: &str) -> PathBuf {
+        self.logs_dir.join(format!("{}.{stream}.log", hook.file_name()))
+    }
+
     fn log(&self, hook: Hook, stream: &str) -> std::io::Result<std::os::fd::OwnedFd> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o640)
-            .open(self.logs_dir.join(format!("{}.{stream}.log", hook.file_name())))?;
+            .open(self.log_path(hook, stream))?;
         Ok(f.into())
     }
 
@@ -149,5 +154,75 @@ impl HookContext {
                 HookOutcome::TimedOut(limit)
             }
         }
+    }
+}
+
+/// What one run of a hook wrote. Habitat's gateway shows a health check's latest output (its
+/// hook logs hold only the latest run); warren's logs keep every run, so this is the part the
+/// run appended, the last [`OUTPUT_CAP`] bytes of each stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookOutput {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Bytes kept of each stream of a run's output (the end: a check's verdict comes last).
+pub const OUTPUT_CAP: u64 = 16 * 1024;
+
+impl HookContext {
+    /// Runs a short hook (as [`HookContext::run`]) and returns what this run wrote.
+    pub async fn run_capturing(&self, hook: Hook) -> (HookOutcome, HookOutput) {
+        let (out, err) = (self.log_path(hook, "stdout"), self.log_path(hook, "stderr"));
+        let (out_mark, err_mark) = (log_len(&out), log_len(&err));
+        let outcome = self.run(hook).await;
+        let output = HookOutput {
+            stdout: appended(&out, out_mark, OUTPUT_CAP),
+            stderr: appended(&err, err_mark, OUTPUT_CAP),
+        };
+        (outcome, output)
+    }
+}
+
+fn log_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// What `path` gained past `mark`: its last `cap` bytes at most, never a broken character. A
+/// log that shrank meanwhile (rotated by hand) is read from its start.
+fn appended(path: &std::path::Path, mark: u64, cap: u64) -> String {
+    use std::io::{Read as _, Seek as _};
+    let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let base = if len < mark { 0 } else { mark };
+    let from = base.max(len.saturating_sub(cap));
+    let mut buf = Vec::new();
+    if f.seek(std::io::SeekFrom::Start(from)).is_err() || f.take(cap).read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    // Cut at a character's start when the cap cut into one.
+    let start = if from > base { buf.iter().position(|b| b & 0xC0 != 0x80).unwrap_or(buf.len()) } else { 0 };
+    String::from_utf8_lossy(&buf[start..]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_output_is_what_came_after_the_mark_capped_at_a_character() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("health-check.stdout.log");
+        std::fs::write(&log, "old run\n").unwrap();
+        let mark = log_len(&log);
+        std::fs::write(&log, "old run\nnew run\n").unwrap();
+        assert_eq!(appended(&log, mark, OUTPUT_CAP), "new run\n");
+        assert_eq!(appended(&log, log_len(&log), OUTPUT_CAP), "", "a silent run");
+        // Over the cap: the end is kept, from a whole character on (é is two bytes).
+        std::fs::write(&log, "ééé\n").unwrap();
+        assert_eq!(appended(&log, 0, 4), "é\n", "a cut é is dropped, not mangled");
+        // A log rotated meanwhile is read from its start; a missing one is empty.
+        std::fs::write(&log, "fresh\n").unwrap();
+        assert_eq!(appended(&log, 1000, OUTPUT_CAP), "fresh\n");
+        assert_eq!(appended(&dir.path().join("none.log"), 0, OUTPUT_CAP), "");
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -77,6 +78,28 @@ impl Want {
 pub struct ServiceInfo {
     pub spec: ServiceSpec,
     pub view: ServiceView,
+    pub detail: Arc<ServiceDetail>,
+}
+
+/// What a loaded service is made of beyond its spec and its task's view, as the gateway's
+/// `/services` shows it: its package, folders, user, environment and the configuration last
+/// rendered.
+#[derive(Debug, Clone)]
+pub struct ServiceDetail {
+    pub pkg: Pkg,
+    /// `{data_path}/svc/NAME`.
+    pub svc_dir: PathBuf,
+    /// Who its hooks run as (names; None when the system has none for the ids).
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// The environment its hooks get.
+    pub env: Vec<(String, String)>,
+    pub shutdown_timeout: Duration,
+    /// `{data_path}/proc/NAME.json`: the running process (pid and start time), for a reattach.
+    pub record: PathBuf,
+    /// The merged configuration last rendered, credential references as written (never their
+    /// values); a layer that stops parsing keeps the old one.
+    pub cfg: toml::Table,
 }
 
 enum Request {
@@ -166,12 +189,15 @@ impl Services {
 struct Entry {
     spec: ServiceSpec,
     task: ServiceTask,
+    detail: Arc<ServiceDetail>,
 }
 
-/// What a render changed (paths relative to `hooks/` and `config/`).
+/// What a render changed (paths relative to `hooks/` and `config/`), and the configuration it
+/// rendered (references unresolved).
 struct Rendered {
     hooks: Vec<PathBuf>,
     config: Vec<PathBuf>,
+    cfg: toml::Table,
 }
 
 struct Manager {
@@ -266,7 +292,11 @@ impl Manager {
                 let all = self
                     .services
                     .values()
-                    .map(|e| ServiceInfo { spec: e.spec.clone(), view: e.task.view.borrow().clone() })
+                    .map(|e| ServiceInfo {
+                        spec: e.spec.clone(),
+                        view: e.task.view.borrow().clone(),
+                        detail: e.detail.clone(),
+                    })
                     .collect();
                 let _ = reply.send(all);
             }
@@ -342,7 +372,7 @@ impl Manager {
             Ok(()) => self.prepare(&installed, &spec),
             Err(e) => Err(e),
         };
-        let config = match prepared {
+        let (config, detail) = match prepared {
             Ok(c) => c,
             Err(e) => {
                 if let Some(old) = replaced {
@@ -359,7 +389,7 @@ impl Manager {
             }
         };
         self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
-        let view = self.start_task(spec, config, &installed);
+        let view = self.start_task(spec, config, detail, &installed);
         tracing::info!(service = %name, "loaded");
         Ok(view)
     }
@@ -387,14 +417,15 @@ impl Manager {
         let ident: PackageIdent = spec.ident.parse().map_err(SvcError::Package)?;
         let installed = Pkg::find(&self.options.data_path, &ident)?;
         self.await_credentials(&installed).await?;
-        let config = self.prepare(&installed, &spec)?;
-        Ok(self.start_task(spec, config, &installed))
+        let (config, detail) = self.prepare(&installed, &spec)?;
+        Ok(self.start_task(spec, config, detail, &installed))
     }
 
     fn start_task(
         &mut self,
         spec: ServiceSpec,
         config: ServiceConfig,
+        detail: ServiceDetail,
         installed: &Pkg,
     ) -> watch::Receiver<ServiceView> {
         let name = installed.ident.name.clone();
@@ -402,11 +433,11 @@ impl Manager {
         let running = supervisor::find_running(&record);
         let task = supervisor::start(config, spec.desired_state.into(), running, self.epoch);
         let view = task.view.clone();
-        self.services.insert(name, Entry { spec, task });
+        self.services.insert(name, Entry { spec, task, detail: Arc::new(detail) });
         view
     }
 
-    fn prepare(&self, pkg: &Pkg, spec: &ServiceSpec) -> Result<ServiceConfig, SvcError> {
+    fn prepare(&self, pkg: &Pkg, spec: &ServiceSpec) -> Result<(ServiceConfig, ServiceDetail), SvcError> {
         let name = &pkg.ident.name;
         let svc_dir = self.options.data_path.join("svc").join(name);
         let (user, ids) = service_user(pkg)?;
@@ -451,7 +482,7 @@ impl Manager {
                 run.display()
             )));
         }
-        self.render(pkg, spec, user.as_ref())?;
+        let rendered = self.render(pkg, spec, user.as_ref())?;
         let group = format!("{name}.{}", spec.group);
         let hooks = HookContext {
             hooks_dir: svc_dir.join("hooks"),
@@ -463,7 +494,7 @@ impl Manager {
         let proc_dir = self.options.data_path.join("proc");
         crate::fsutil::create_private_dir(&proc_dir)
             .map_err(io(format!("creating {}", proc_dir.display())))?;
-        Ok(ServiceConfig {
+        let config = ServiceConfig {
             name: name.clone(),
             group,
             ident: pkg.ident.to_string(),
@@ -479,7 +510,20 @@ impl Manager {
             policy: self.options.policy,
             health_interval: Duration::new(spec.health_check_interval.secs, spec.health_check_interval.nanos)
                 .max(Duration::from_secs(1)),
-        })
+        };
+        let gid = ids.map(|(_, gid)| gid).or(user.as_ref().map(|u| u.gid));
+        let lossy = |s: &std::ffi::OsString| s.to_string_lossy().into_owned();
+        let detail = ServiceDetail {
+            pkg: pkg.clone(),
+            svc_dir,
+            user: user.map(|u| u.name),
+            group: gid.and_then(users::group_name),
+            env: config.hooks.env.iter().map(|(k, v)| (lossy(k), lossy(v))).collect(),
+            shutdown_timeout: config.shutdown_timeout,
+            record: config.record.clone(),
+            cfg: rendered.cfg,
+        };
+        Ok((config, detail))
     }
 
     /// Renders the package's hooks and `config/` into the service's directory from its
@@ -492,7 +536,10 @@ impl Manager {
     ) -> Result<Rendered, SvcError> {
         let name = &pkg.ident.name;
         let svc_dir = self.options.data_path.join("svc").join(name);
-        let cfg = self.with_credentials(name, self.layers(pkg)?)?;
+        // What the gateway shows is the config as written: a credential reference, never its
+        // value.
+        let written = self.layers(pkg)?;
+        let cfg = self.with_credentials(name, written.clone())?;
         let data = self.template_data(pkg, spec, &svc_dir, cfg, user);
         let hb = template::registry();
         let invalid = |e: template::TemplateError| SvcError::Invalid(e.to_string());
@@ -507,7 +554,7 @@ impl Manager {
         let config =
             template::render_dir(&hb, &pkg.dir.join("config"), &svc_dir.join("config"), &data, 0o644, &[])
                 .map_err(invalid)?;
-        Ok(Rendered { hooks, config })
+        Ok(Rendered { hooks, config, cfg: written })
     }
 
     /// The service's configuration layers merged, credential references as written.
@@ -674,6 +721,8 @@ impl Manager {
             }
         };
         let restart_hooks = rendered.hooks.iter().any(|h| h == Path::new("run") || h == Path::new("init"));
+        let Some(entry) = self.services.get_mut(name) else { return };
+        Arc::make_mut(&mut entry.detail).cfg = rendered.cfg;
         let command = if restart_hooks {
             Some(Command::Restart)
         } else if !rendered.config.is_empty() || !rendered.hooks.is_empty() {

@@ -105,6 +105,15 @@ pub enum Input {
 pub struct Failure {
     pub at: Duration,
     pub what: String,
+    pub hook: FailedHook,
+}
+
+/// Which hook a failure ended (Habitat's `termination_reason`: init_hook_failed or
+/// run_hook_failed), with the run hook's process when one ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedHook {
+    Init,
+    Run { pid: Option<u32> },
 }
 
 #[derive(Debug, Clone)]
@@ -196,8 +205,8 @@ impl ServiceState {
     }
 
     /// A run failed (init failed, spawn failed, the process exited): back off or restart.
-    fn failed(&mut self, now: Duration, uptime: Duration, what: String) -> Vec<Action> {
-        self.last_failure = Some(Failure { at: now, what });
+    fn failed(&mut self, now: Duration, uptime: Duration, hook: FailedHook, what: String) -> Vec<Action> {
+        self.last_failure = Some(Failure { at: now, what, hook });
         if self.desired == Desired::Down {
             self.enter(now, Phase::Down);
             return vec![];
@@ -271,7 +280,7 @@ impl ServiceState {
                     self.enter(now, Phase::Starting);
                     vec![Action::Spawn]
                 } else {
-                    self.failed(now, Duration::ZERO, "the init hook failed".into())
+                    self.failed(now, Duration::ZERO, FailedHook::Init, "the init hook failed".into())
                 }
             }
             (Phase::Starting, Input::Spawned { pid }) => {
@@ -279,7 +288,8 @@ impl ServiceState {
                 if self.desired == Desired::Down { self.stop(now, pid, false) } else { vec![] }
             }
             (Phase::Starting, Input::SpawnFailed { error }) => {
-                self.failed(now, Duration::ZERO, format!("the run hook could not start: {error}"))
+                let what = format!("the run hook could not start: {error}");
+                self.failed(now, Duration::ZERO, FailedHook::Run { pid: None }, what)
             }
             // Up again as found; the desired state (the spec's) is fed next and may stop it.
             (Phase::Down | Phase::Backoff { .. } | Phase::Starting, Input::Reattached { pid, started }) => {
@@ -289,7 +299,8 @@ impl ServiceState {
             (Phase::Up { pid, started }, Input::Exited { pid: p, status }) if p == pid => {
                 let uptime = now.saturating_sub(started);
                 let mut actions = vec![Action::RunPostStop];
-                actions.extend(self.failed(now, uptime, format!("the run hook ended ({status})")));
+                let what = format!("the run hook ended ({status})");
+                actions.extend(self.failed(now, uptime, FailedHook::Run { pid: Some(pid) }, what));
                 actions
             }
             (Phase::Stopping { pid, restart, .. }, Input::Exited { pid: p, .. }) if p == pid => {
@@ -388,7 +399,9 @@ mod tests {
         assert!(waited.iter().all(|w| *w >= MS(100)), "{waited:?}");
         assert_eq!(s.failures(), 7);
         assert_eq!(s.restarts, 7);
-        assert!(s.last_failure.as_ref().unwrap().what.contains("signal 11"));
+        let last = s.last_failure.as_ref().unwrap();
+        assert!(last.what.contains("signal 11"));
+        assert_eq!(last.hook, FailedHook::Run { pid: Some(7) }, "the last process that ended");
     }
 
     #[test]
@@ -399,6 +412,7 @@ mod tests {
         assert_eq!(s.handle(MS(1), Input::InitFinished { ok: false }), vec![Action::RunInit]);
         let a = s.handle(MS(2), Input::InitFinished { ok: false });
         assert!(matches!(a[..], [Action::WakeAt(_)]), "{a:?}");
+        assert_eq!(s.last_failure.as_ref().map(|f| (f.hook, f.at)), Some((FailedHook::Init, MS(2))));
         assert_eq!(s.handle(MS(3), Input::Want(Desired::Down)), vec![]);
         assert!(s.settled() && s.phase == Phase::Down);
         // Stop while init runs: init's end leaves it down, nothing spawned.
@@ -451,6 +465,7 @@ mod tests {
         assert_eq!(s.handle(MS(1), Input::SpawnFailed { error: "ENOENT".into() }), vec![Action::Spawn]);
         let a = s.handle(MS(2), Input::SpawnFailed { error: "ENOENT".into() });
         assert!(matches!(a[..], [Action::WakeAt(_)]));
+        assert_eq!(s.last_failure.as_ref().unwrap().hook, FailedHook::Run { pid: None }, "nothing ran");
         assert_eq!(s.handle(MS(3), Input::Want(Desired::Up)), vec![Action::Spawn]);
     }
 }

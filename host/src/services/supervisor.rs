@@ -9,10 +9,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::backoff::BackoffPolicy;
-use super::hooks::{Hook, HookContext, HookOutcome};
+use super::hooks::{Hook, HookContext, HookOutcome, HookOutput};
 use super::output::{self, Stream};
 use super::process::{self, OutputFifo, Process, ProcessRecord};
-use super::state::{Action, Desired, ExitStatus, Input, Phase, ServiceState};
+use super::state::{Action, Desired, ExitStatus, FailedHook, Input, Phase, ServiceState};
 
 /// Everything a service's task needs, fixed when it is loaded.
 #[derive(Debug, Clone)]
@@ -98,6 +98,12 @@ pub struct ServiceView {
     pub last_failure: Option<String>,
     /// The last health check's result (None before the first one).
     pub health: Option<Health>,
+    /// What the last health check's hook wrote (empty without a hook).
+    pub health_output: Option<std::sync::Arc<HookOutput>>,
+    /// When a service backing off after a failure starts again.
+    pub next_restart: Option<Instant>,
+    /// The last failure's hook and time (`last_failure` says what happened).
+    pub failed: Option<(FailedHook, Instant)>,
 }
 
 /// A running service task.
@@ -130,6 +136,7 @@ pub fn start(
         wake: None,
         view: view_tx,
         health: None,
+        health_output: None,
         health_at: None,
         health_check: None,
         post_run: None,
@@ -160,6 +167,12 @@ fn view_of(c: &ServiceConfig, s: &ServiceState, epoch: Instant) -> ServiceView {
         restarts: s.restarts,
         last_failure: s.last_failure.as_ref().map(|f| f.what.clone()),
         health: None,
+        health_output: None,
+        next_restart: match s.phase {
+            Phase::Backoff { until } => Some(epoch + until),
+            _ => None,
+        },
+        failed: s.last_failure.as_ref().map(|f| (f.hook, epoch + f.at)),
     }
 }
 
@@ -171,9 +184,10 @@ struct Shell {
     init: Option<JoinHandle<HookOutcome>>,
     wake: Option<Duration>,
     health: Option<Health>,
+    health_output: Option<std::sync::Arc<HookOutput>>,
     /// When the next health check is due (only while up).
     health_at: Option<Duration>,
-    health_check: Option<JoinHandle<HookOutcome>>,
+    health_check: Option<JoinHandle<(HookOutcome, HookOutput)>>,
     /// The post-run hook and its retries, for the process now running.
     post_run: Option<JoinHandle<()>>,
     rng: u64,
@@ -239,8 +253,9 @@ impl Shell {
                     self.check_health();
                     continue;
                 },
-                outcome = wait_init(&mut self.health_check) => {
+                (outcome, output) = wait_check(&mut self.health_check) => {
                     self.health_check = None;
+                    self.health_output = Some(std::sync::Arc::new(output));
                     self.health_checked(&outcome);
                     continue;
                 },
@@ -254,6 +269,7 @@ impl Shell {
         if !self.state.is_up() {
             self.health_at = None;
             self.health = None;
+            self.health_output = None;
             return;
         }
         if self.health_at.is_none() && self.health_check.is_none() {
@@ -268,12 +284,13 @@ impl Shell {
             return;
         }
         if !self.config.hooks.has(Hook::HealthCheck) {
-            // No hook: up is OK (Habitat's rule).
+            // No hook: up is OK (Habitat's rule), and there is no output.
+            self.health_output = Some(Default::default());
             self.health_checked(&HookOutcome::Exited(ExitStatus::Code(0)));
             return;
         }
         let hooks = self.config.hooks.clone();
-        self.health_check = Some(tokio::spawn(async move { hooks.run(Hook::HealthCheck).await }));
+        self.health_check = Some(tokio::spawn(async move { hooks.run_capturing(Hook::HealthCheck).await }));
     }
 
     fn health_checked(&mut self, outcome: &HookOutcome) {
@@ -339,6 +356,7 @@ impl Shell {
     fn publish(&self) {
         let mut view = view_of(&self.config, &self.state, self.epoch);
         view.health = self.health;
+        view.health_output = self.health_output.clone();
         self.view.send_if_modified(|v| {
             let changed = *v != view;
             *v = view;
@@ -513,6 +531,13 @@ async fn wait(p: &Option<Process>) -> (u32, ExitStatus) {
 async fn wait_init(h: &mut Option<JoinHandle<HookOutcome>>) -> HookOutcome {
     match h {
         Some(h) => h.await.unwrap_or_else(|e| HookOutcome::Failed(e.to_string())),
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_check(h: &mut Option<JoinHandle<(HookOutcome, HookOutput)>>) -> (HookOutcome, HookOutput) {
+    match h {
+        Some(h) => h.await.unwrap_or_else(|e| (HookOutcome::Failed(e.to_string()), HookOutput::default())),
         None => std::future::pending().await,
     }
 }

@@ -57,6 +57,21 @@ pub fn group_id(name: &str) -> Option<u32> {
     }
 }
 
+/// The name of group `gid`, if it has one.
+pub fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: as in `lookup`, for getgrgid_r.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut out);
+        if rc != 0 || out.is_null() || grp.gr_name.is_null() {
+            return None;
+        }
+        Some(CStr::from_ptr(grp.gr_name).to_string_lossy().into_owned())
+    }
+}
+
 /// The user this process runs as.
 pub fn current() -> Option<User> {
     // SAFETY: geteuid cannot fail; getpwuid_r as getpwnam_r in `lookup`.
@@ -83,6 +98,7 @@ mod tests {
         let root = lookup("root").expect("every Linux has root");
         assert_eq!((root.uid, root.gid), (0, 0));
         assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_name(0).as_deref(), Some("root"));
         assert!(lookup("no-such-user-warren").is_none());
         assert!(lookup("nul\0byte").is_none());
         assert!(current().is_some());

@@ -356,13 +356,6 @@ impl Supervisor {
             parts.push(plugins_api::routes(plugins.clone()));
         }
         parts.extend(opts.extra_routes);
-        let auth = gateway_auth(opts.gateway_token);
-        http::warn_if_open(&auth, http_addr);
-        let router = http::build(auth, parts);
-        let mut http_stop = stop_rx.clone();
-        let http_task = tokio::spawn(http::serve(http_listener, router, async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        }));
         let store = crate::services::PackageStore::under(&opts.data_path);
         let spool_dir = opts.data_path.join("tmp");
         let swept = store.sweep() + pkg_install::sweep_spool(&spool_dir);
@@ -371,18 +364,19 @@ impl Supervisor {
         }
         let advertised_addr = ring.status().members.iter().find(|m| m.ident.id == id).map(|m| m.ident.addr);
         let sys_ip = advertised_addr.map(|a| a.ip()).unwrap_or(gossip_addr.ip());
+        let sys = serde_json::json!({
+            "ip": sys_ip.to_string(),
+            "hostname": hostname(),
+            "member_id": id.to_string(),
+            "gossip_ip": gossip_addr.ip().to_string(),
+            "gossip_port": gossip_addr.port(),
+            "http_gateway_ip": http_addr.ip().to_string(),
+            "http_gateway_port": http_addr.port(),
+        });
         let services = crate::services::Services::start(crate::services::ServicesOptions {
             data_path: opts.data_path.clone(),
             policy: opts.service_backoff,
-            sys: serde_json::json!({
-                "ip": sys_ip.to_string(),
-                "hostname": hostname(),
-                "member_id": id.to_string(),
-                "gossip_ip": gossip_addr.ip().to_string(),
-                "gossip_port": gossip_addr.port(),
-                "http_gateway_ip": http_addr.ip().to_string(),
-                "http_gateway_port": http_addr.port(),
-            }),
+            sys: sys.clone(),
             files: Some(opts.files.clone()),
             plugins: opts.plugins.clone(),
             sup_config: opts.service_config.clone(),
@@ -404,6 +398,26 @@ impl Supervisor {
         let ctl =
             ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, ctl_metrics, stop_rx.clone())
                 .await?;
+
+        // The gateway starts last: `/services` shows the ctl gateway's bound address.
+        let mut service_sys = sys;
+        service_sys["ctl_gateway_ip"] = ctl.addr.ip().to_string().into();
+        service_sys["ctl_gateway_port"] = ctl.addr.port().into();
+        service_sys["permanent"] = opts.permanent_peer.into();
+        service_sys["version"] = env!("CARGO_PKG_VERSION").into();
+        parts.push(http::services_api::routes(http::services_api::ServicesApi {
+            services: services.clone(),
+            data_path: opts.data_path.clone(),
+            sys: service_sys,
+            policy: opts.service_backoff,
+        }));
+        let auth = gateway_auth(opts.gateway_token);
+        http::warn_if_open(&auth, http_addr);
+        let router = http::build(auth, parts);
+        let mut http_stop = stop_rx.clone();
+        let http_task = tokio::spawn(http::serve(http_listener, router, async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        }));
 
         write_listen_file(&opts.data_path, gossip_addr, http_addr, ctl.addr);
         tracing::info!(
