@@ -624,7 +624,7 @@ fn credential_references_in_a_services_config_resolve_rotate_and_never_reach_the
         "--plugin-path",
         plugins.to_str().unwrap(),
     ]));
-    let sup = Sup::start(dir.path(), 60, extra, vec![]);
+    let mut sup = Sup::start(dir.path(), 60, extra, vec![]);
     let pkg = install(
         &sup,
         "vaulted",
@@ -684,6 +684,19 @@ fn credential_references_in_a_services_config_resolve_rotate_and_never_reach_the
     for secret in ["first-Zq81", "second-Yx27", "third-Wv55"] {
         assert!(!log.contains(secret), "{secret} in the log");
     }
+
+    // A supervisor that comes back while a credential does not resolve leaves the running
+    // process alone and reattaches it once the value is there.
+    sup.kill9();
+    std::fs::remove_file(secrets.join("pw")).unwrap();
+    sup.spawn();
+    wait_until(Duration::from_secs(30), "waiting for its credentials", || {
+        std::fs::read_to_string(&sup.log).unwrap().contains("waiting for its credentials")
+    });
+    assert!(alive(pid), "not stopped while its credential is missing");
+    write_atomic(&secrets.join("pw"), "fourth-Uu13");
+    wait_until(Duration::from_secs(30), "reattached", || pid_of(&sup, "vaulted") == Some(pid));
+    assert!(read().contains("fourth-Uu13"), "{}", read());
 }
 
 #[test]

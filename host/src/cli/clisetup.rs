@@ -157,7 +157,13 @@ impl EchoOff {
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = restore_and_die as extern "C" fn(libc::c_int) as usize;
                 let mut previous: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(sig, &action, &mut previous) == 0 {
+                // A signal ignored before (SIGHUP under nohup) stays ignored.
+                if libc::sigaction(sig, std::ptr::null(), &mut previous) != 0
+                    || previous.sa_sigaction == libc::SIG_IGN
+                {
+                    continue;
+                }
+                if libc::sigaction(sig, &action, std::ptr::null_mut()) == 0 {
                     restore.previous.push((sig, previous));
                 }
             }

@@ -87,7 +87,8 @@ pub enum CtlCommand {
         /// How many pings to send.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
-        /// Pause between pings, in milliseconds.
+        /// Pause between pings, in milliseconds (from 5000 on, each ping opens a connection of
+        /// its own: the gateway closes a session idle for 10 s).
         #[arg(long, default_value_t = 1000, value_name = "MS")]
         interval_ms: u64,
         /// Print one {"remote": ..., "seq": ..., "ms": ...} line per ping.
@@ -104,11 +105,18 @@ pub fn run(cmd: CtlCommand) -> anyhow::Result<()> {
             let start = Instant::now();
             let mut session = client.session().with_context(|| format!("ctl ping {addr}"))?;
             let mut times = Vec::with_capacity(count as usize);
+            // The gateway closes a session idle for its handshake timeout (10 s): slower pings
+            // get a connection each.
+            let pause = std::time::Duration::from_millis(interval_ms);
+            let reuse = pause < crate::ctl::server::HANDSHAKE_TIMEOUT / 2;
             for seq in 1..=count {
                 if seq > 1 {
-                    std::thread::sleep(std::time::Duration::from_millis(interval_ms));
+                    std::thread::sleep(pause);
                 }
                 let t = if seq == 1 { start } else { Instant::now() };
+                if seq > 1 && !reuse {
+                    session = client.session().with_context(|| format!("ctl ping {addr}"))?;
+                }
                 let payload = crate::crypto::sodium::random_array::<16>().to_vec();
                 let ping = CtlRequest::Ping(proto::CtlPing { payload: Some(payload.clone()) });
                 let pong: proto::CtlPong = session.call_for(&ping, |_| {}).context("ctl ping")?;
@@ -127,7 +135,8 @@ pub fn run(cmd: CtlCommand) -> anyhow::Result<()> {
             if count > 1 && !json {
                 let (min, max) = times.iter().fold((f64::MAX, 0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
                 let avg = times.iter().sum::<f64>() / times.len() as f64;
-                outln!("{count} pings on one session: min {min:.2} / avg {avg:.2} / max {max:.2} ms")?;
+                let how = if reuse { "on one session" } else { "a connection each" };
+                outln!("{count} pings {how}: min {min:.2} / avg {avg:.2} / max {max:.2} ms")?;
             }
             Ok(())
         }

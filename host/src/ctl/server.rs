@@ -63,7 +63,8 @@ impl std::str::FromStr for PlaintextPolicy {
 
 pub struct ServerConfig {
     /// The current secret; each connection uses the value at its start (rotation needs no
-    /// restart). `None`: every handshake is refused.
+    /// restart), and a session waiting for its next request ends when it changes, so a
+    /// retired secret keeps no access. `None`: every handshake is refused.
     pub secret: watch::Receiver<Option<CtlSecret>>,
     pub plaintext: PlaintextPolicy,
     pub handshake_timeout: Duration,
@@ -475,6 +476,8 @@ async fn connection<H: CtlHandler>(
 ) {
     let mut link = Link::new(stream);
     let limit = config.handshake_timeout;
+    let mut secret = config.secret.clone();
+    secret.borrow_and_update();
     let bad = |what: &str, e: &LinkError| {
         if let LinkError::Io(io) = e
             && io.kind() == std::io::ErrorKind::UnexpectedEof
@@ -501,12 +504,25 @@ async fn connection<H: CtlHandler>(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(kind))) => kind,
     };
+    let mut last_txn = 0;
     for served in 0u64.. {
         let next = link.read_frame(config.max_body.min(MAX_BODY_LEN));
+        let rotated = async {
+            match secret.changed().await {
+                Ok(()) => (),
+                // The secret can no longer change.
+                Err(_) => std::future::pending().await,
+            }
+        };
         let read = tokio::select! {
             r = tokio::time::timeout(limit, next) => r,
             // Only a session waiting for its next request is cut short by a stop.
             _ = stopping.wait_for(|s| *s), if served > 0 => return,
+            // The secret it authenticated with is retired: no further request on it.
+            () = rotated => {
+                tracing::debug!(%peer, "ctl gateway: the ctl secret changed; closing the session");
+                return;
+            }
         };
         let frame = match read {
             Err(_) if served > 0 => {
@@ -530,13 +546,14 @@ async fn connection<H: CtlHandler>(
                     } else {
                         ErrCode::BadPayload
                     };
-                    link.refuse(Some(Txn::request(1)), NetErr::new(code, e.to_string())).await;
+                    link.refuse(Some(Txn::request(last_txn + 1)), NetErr::new(code, e.to_string())).await;
                 }
                 return;
             }
             Ok(Ok(f)) => f,
         };
         let txn = frame.txn.unwrap_or(Txn::request(0));
+        last_txn = txn.id;
         let req = match CtlRequest::decode(&frame) {
             Ok(r) => r,
             Err(e) => {

@@ -40,6 +40,9 @@ pub enum SvcError {
     Io { what: String, source: std::io::Error },
     #[error("the services subsystem has stopped")]
     Stopped,
+    /// A credential reference of the config has no value (yet).
+    #[error("{0}")]
+    Unresolved(String),
 }
 
 /// `svc load`'s request, after the client's flags are read.
@@ -321,13 +324,22 @@ impl Manager {
     /// Every spec on disk: started (or reattached) towards its desired state. A bad spec is
     /// logged and skipped; the others run.
     async fn restore(&mut self) {
+        // One wait for every service's credentials, not one after another.
+        let deadline = tokio::time::Instant::now() + CREDENTIAL_WAIT;
         for spec in self.specs().load_all() {
             match spec {
                 Ok(spec) => {
                     let name = spec.name().to_string();
-                    if let Err(e) = self.launch(spec).await {
-                        tracing::error!(service = %name, error = %e, "cannot start the service from its spec");
-                        self.stop_unsupervised(&name);
+                    match self.launch(spec, deadline).await {
+                        Ok(_) => {}
+                        // It starts (or reattaches what still runs) once they resolve.
+                        Err(e @ SvcError::Unresolved(_)) => {
+                            tracing::warn!(service = %name, error = %e, "waiting for its credentials to start the service")
+                        }
+                        Err(e) => {
+                            tracing::error!(service = %name, error = %e, "cannot start the service from its spec");
+                            self.stop_unsupervised(&name);
+                        }
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "skipping a spec"),
@@ -355,6 +367,16 @@ impl Manager {
             hooks_plugin: req.hooks_plugin,
             ..ServiceSpec::new(installed.ident.to_string(), req.group, req.health_check_interval)
         };
+        // Its credentials first, while a service it replaces still runs.
+        let wait = tokio::time::Instant::now() + CREDENTIAL_WAIT;
+        let credentials = self.await_credentials(&installed, wait).await;
+        if let Err(e) = credentials {
+            if !self.services.contains_key(&name) {
+                // Nothing else follows them: a failed load is not retried.
+                self.unfollow(&name);
+            }
+            return Err(e);
+        }
         // A forced load replaces the running one, once it has stopped.
         let replaced = match self.services.remove(&name) {
             Some(old) => {
@@ -368,15 +390,15 @@ impl Manager {
         };
         // Nothing is written for a service that cannot be prepared (bad template, user, a
         // credential that does not resolve...); a service it was to replace comes back.
-        let prepared = match self.await_credentials(&installed).await {
-            Ok(()) => self.prepare(&installed, &spec),
-            Err(e) => Err(e),
-        };
+        let prepared = self.prepare(&installed, &spec).and_then(|p| {
+            self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
+            Ok(p)
+        });
         let (config, detail) = match prepared {
             Ok(c) => c,
             Err(e) => {
                 if let Some(old) = replaced {
-                    match self.launch(old).await {
+                    match self.launch(old, tokio::time::Instant::now() + CREDENTIAL_WAIT).await {
                         Ok(_) => {
                             tracing::info!(service = %name, "the replacement failed; the loaded service runs again")
                         }
@@ -388,7 +410,6 @@ impl Manager {
                 return Err(e);
             }
         };
-        self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
         let view = self.start_task(spec, config, detail, &installed);
         tracing::info!(service = %name, "loaded");
         Ok(view)
@@ -413,10 +434,14 @@ impl Manager {
     }
 
     /// Prepares the service's directories and hooks and starts its task.
-    async fn launch(&mut self, spec: ServiceSpec) -> Result<watch::Receiver<ServiceView>, SvcError> {
+    async fn launch(
+        &mut self,
+        spec: ServiceSpec,
+        credentials_by: tokio::time::Instant,
+    ) -> Result<watch::Receiver<ServiceView>, SvcError> {
         let ident: PackageIdent = spec.ident.parse().map_err(SvcError::Package)?;
         let installed = Pkg::find(&self.options.data_path, &ident)?;
-        self.await_credentials(&installed).await?;
+        self.await_credentials(&installed, credentials_by).await?;
         let (config, detail) = self.prepare(&installed, &spec)?;
         Ok(self.start_task(spec, config, detail, &installed))
     }
@@ -590,9 +615,10 @@ impl Manager {
     }
 
     /// Follows every credential reference of the service's config (a change re-renders it, or
-    /// starts it if it could not start for want of a value) and waits, within
-    /// [`CREDENTIAL_WAIT`], until each has a value.
-    async fn await_credentials(&mut self, pkg: &Pkg) -> Result<(), SvcError> {
+    /// starts a spec that could not start for want of a value) and waits, until `deadline`,
+    /// until each has a value. The manager waits meanwhile: only references that do not
+    /// resolve make that long.
+    async fn await_credentials(&mut self, pkg: &Pkg, deadline: tokio::time::Instant) -> Result<(), SvcError> {
         let Some(plugins) = self.options.plugins.clone() else { return Ok(()) };
         let name = pkg.ident.name.clone();
         let refs = config::references(&self.layers(pkg)?, &format!("services.{name}.config"), &self.routed());
@@ -613,7 +639,6 @@ impl Manager {
             });
             followed.insert(reference.clone(), task);
         }
-        let deadline = tokio::time::Instant::now() + CREDENTIAL_WAIT;
         for (label, reference) in refs {
             let mut rx = plugins.subscribe(&label, &reference);
             let got = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
@@ -625,7 +650,7 @@ impl Manager {
                     .find(|s| s.reference == reference)
                     .and_then(|s| s.last_error)
                     .unwrap_or_else(|| format!("no value within {CREDENTIAL_WAIT:?}"));
-                return Err(SvcError::Invalid(format!("{label}: {reference} does not resolve ({why})")));
+                return Err(SvcError::Unresolved(format!("{label}: {reference} does not resolve ({why})")));
             }
         }
         Ok(())
@@ -633,16 +658,26 @@ impl Manager {
 
     /// `cfg` with its credential references replaced by their current values.
     fn with_credentials(&self, name: &str, cfg: toml::Table) -> Result<toml::Table, SvcError> {
-        let Some(plugins) = &self.options.plugins else { return Ok(cfg) };
-        let current = |r: &str| plugins.resolver.current(r).map(|v| v.expose().to_string());
+        // Without plugins nothing is routed, but the `literal:` escape still comes off.
+        let current = |r: &str| {
+            let plugins = self.options.plugins.as_ref()?;
+            plugins.resolver.current(r).map(|v| v.expose().to_string())
+        };
         config::resolve(&cfg, &self.routed(), &current).map_err(|reference| {
-            SvcError::Invalid(format!("services.{name}.config: {reference} has no value yet"))
+            SvcError::Unresolved(format!("services.{name}.config: {reference} has no value yet"))
         })
     }
 
+    /// Stops following the service's credential references.
+    fn unfollow(&mut self, name: &str) {
+        for (_, task) in self.followed.remove(name).unwrap_or_default() {
+            task.abort();
+        }
+    }
+
     /// A credential the service's config references has a new value: render again (the
-    /// reconfigure hook or a restart follows), or start the service if it is loaded but could
-    /// not start for want of a value.
+    /// reconfigure hook or a restart follows), or start a service whose spec could not start
+    /// for want of a value (when the supervisor started).
     async fn credential_changed(&mut self, name: &str) {
         if self.services.contains_key(name) {
             tracing::info!(service = %name, "a credential of its config changed; rendering again");
@@ -651,7 +686,7 @@ impl Manager {
         }
         let spec = self.specs().load_all().into_iter().flatten().find(|s| s.name() == name);
         if let Some(spec) = spec {
-            match self.launch(spec).await {
+            match self.launch(spec, tokio::time::Instant::now() + CREDENTIAL_WAIT).await {
                 Ok(_) => tracing::info!(service = %name, "its credentials resolve now; started"),
                 Err(e) => tracing::warn!(service = %name, error = %e, "still cannot start"),
             }
@@ -708,7 +743,7 @@ impl Manager {
             return;
         };
         // New references (a user.toml naming a secret) are followed, and waited for.
-        if let Err(e) = self.await_credentials(&pkg).await {
+        if let Err(e) = self.await_credentials(&pkg, tokio::time::Instant::now() + CREDENTIAL_WAIT).await {
             tracing::error!(service = %name, error = %e, "the new configuration does not resolve; keeping the old one");
             return;
         }
@@ -751,9 +786,7 @@ impl Manager {
     ) -> Result<oneshot::Receiver<()>, SvcError> {
         let entry = self.services.remove(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
         self.specs().remove(name).map_err(|e| SvcError::Invalid(e.to_string()))?;
-        for (_, task) in self.followed.remove(name).unwrap_or_default() {
-            task.abort();
-        }
+        self.unfollow(name);
         let (tx, rx) = oneshot::channel();
         if let Some(within) = timeout {
             // The stop begins with the short timeout; the exit then waits for it.

@@ -247,6 +247,8 @@ impl ServiceState {
                 match (d, self.phase.clone()) {
                     (Desired::Up, Phase::Down) => {
                         self.backoff.reset();
+                        // Habitat's restart_count starts again on a wanted start.
+                        self.restarts = 0;
                         self.begin(now)
                     }
                     // A wanted start ends the wait.

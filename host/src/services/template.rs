@@ -58,7 +58,14 @@ impl HelperDef for EachAlive {
             }
             Value::Null => Vec::new(),
             other => {
-                let what = format!("eachAlive needs a list of members, not {other}");
+                // The type only: the value may hold a resolved credential.
+                let kind = match other {
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    Value::String(_) => "a string",
+                    _ => "a table",
+                };
+                let what = format!("eachAlive needs a list of members, not {kind}");
                 return Err(RenderErrorReason::Other(what).into());
             }
         };
@@ -224,7 +231,11 @@ mod tests {
         let t = "{{#eachAlive bind.none.members}}x{{else}}nobody{{/eachAlive}}|{{#eachAlive bind.missing.members}}x{{else}}unbound{{/eachAlive}}";
         assert_eq!(render(&hb, Path::new("t"), t, &data).unwrap(), "nobody|unbound");
         let bad = render(&hb, Path::new("t"), "{{#eachAlive bind}}x{{/eachAlive}}", &data).unwrap_err();
-        assert!(bad.to_string().contains("list of members"), "{bad}");
+        assert!(bad.to_string().contains("list of members, not a table"), "{bad}");
+        let secret = serde_json::json!({"cfg": {"password": "hunter2-Qq"}});
+        let bad =
+            render(&hb, Path::new("t"), "{{#eachAlive cfg.password}}x{{/eachAlive}}", &secret).unwrap_err();
+        assert!(!bad.to_string().contains("hunter2"), "a value never reaches the error: {bad}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ fn svc_err(e: SvcError) -> NetErr {
         SvcError::NotLoaded(_) => ErrCode::NotFound,
         SvcError::AlreadyLoaded(_) => ErrCode::Conflict,
         SvcError::NotInstalled(_) => ErrCode::NotFound,
-        SvcError::Package(_) | SvcError::Invalid(_) => ErrCode::InvalidPayload,
+        SvcError::Package(_) | SvcError::Invalid(_) | SvcError::Unresolved(_) => ErrCode::InvalidPayload,
         SvcError::Io { .. } => ErrCode::Io,
         SvcError::Stopped => ErrCode::Internal,
     };
