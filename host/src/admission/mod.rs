@@ -7,6 +7,7 @@ pub mod cgc;
 pub mod cidr;
 pub mod join;
 pub mod keyserver;
+pub mod store;
 
 pub use cgc::{Cgc, CgcError};
 pub use join::{JoinError, JoinString, Pin, TokenId};
