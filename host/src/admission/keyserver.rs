@@ -255,6 +255,14 @@ impl<R: Rng> Keyserver<R> {
         &self.state
     }
 
+    /// Puts back a state saved before a request whose commit failed: what was not persisted
+    /// did not happen.
+    pub fn restore_state(&mut self, state: State) {
+        self.state = state;
+        self.changed = false;
+        self.audit.clear();
+    }
+
     pub fn admission_public(&self) -> SigPublicKey {
         self.admission.public()
     }
