@@ -207,11 +207,11 @@ fn key_field(v: &str, what: &str) -> Result<(KeyId, [u8; 32]), CgcError> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use crate::crypto::keys::BoxSecretKeyFile;
 
-    fn sample() -> (Cgc, SigSecretKey) {
+    pub fn sample() -> (Cgc, SigSecretKey) {
         let (_, issuer) = SigSecretKey::generate("acme-admission").unwrap();
         let (_, node_sig) = SigSecretKey::generate("node1").unwrap();
         let (node_box, _) = BoxSecretKeyFile::generate("node1").unwrap();
@@ -230,6 +230,12 @@ mod tests {
         };
         (cgc, issuer)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::sample;
+    use super::*;
 
     #[test]
     fn signs_and_verifies() {
@@ -278,5 +284,38 @@ mod tests {
         cgc.check_time(1000).unwrap();
         cgc.check_time(1999).unwrap();
         assert!(matches!(cgc.check_time(2000), Err(CgcError::Expired { .. })));
+    }
+}
+
+#[cfg(test)]
+mod mutation_tests {
+    use super::tests_support::sample;
+    use super::*;
+
+    /// Random byte edits of a signed CGC: never a panic, never a different CGC accepted.
+    #[test]
+    fn mutated_cgcs_never_verify() {
+        let (cgc, issuer) = sample();
+        let pk = issuer.public();
+        let text = cgc.sign(&issuer).into_bytes();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let mut b = text.clone();
+            for _ in 0..=(next() % 4) {
+                let at = (next() as usize) % b.len();
+                b[at] = next() as u8;
+            }
+            let s = String::from_utf8_lossy(&b);
+            if s.as_bytes() == text.as_slice() {
+                continue;
+            }
+            assert!(Cgc::verify(&s, &pk).is_err(), "a modified CGC verified");
+        }
     }
 }

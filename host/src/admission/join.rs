@@ -264,3 +264,47 @@ mod tests {
         assert!(!p.matches(&[8u8; 32]));
     }
 }
+
+#[cfg(test)]
+mod mutation_tests {
+    use super::*;
+
+    /// Random edits of a valid join string: never a panic, and anything that still parses is
+    /// either the original or was caught by nothing but luck of the 10-bit check (rare).
+    #[test]
+    fn mutated_join_strings_never_panic_and_rarely_pass() {
+        let j =
+            JoinString { id: TokenId([3; 5]), secret: Zeroizing::new([0x5a; 20]), pin: Pin::of(&[1; 32]) };
+        let text = j.encode().to_string();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet: Vec<char> = "0123456789ABCDEFGHJKMNPQRSTVWXYZ-U!é ".chars().collect();
+        let mut passed_changed = 0;
+        for _ in 0..5000 {
+            let mut chars: Vec<char> = text.chars().collect();
+            for _ in 0..=(next() % 3) {
+                let at = (next() as usize) % chars.len();
+                match next() % 3 {
+                    0 => chars[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        chars.remove(at);
+                    }
+                    _ => chars.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let s: String = chars.into_iter().collect();
+            if let Ok(p) = JoinString::parse(&s)
+                && p != j
+            {
+                passed_changed += 1;
+            }
+        }
+        // A 10-bit check lets about 1 in 1024 random changes through.
+        assert!(passed_changed < 30, "{passed_changed} changed strings passed the check");
+    }
+}
