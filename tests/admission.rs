@@ -7,8 +7,13 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
+use std::time::Duration;
+
 use support::cli;
-use support::keyserver::Keyserver;
+use support::keyserver::{self, Keyserver};
+use support::ring::{all_see_alive, args, fast_timings, member_ids};
+use support::sup::Sup;
+use support::wait::wait_until;
 use warren::admission::keyserver::{Claim, Keyserver as KsCore, OsRng};
 use warren::admission::store::Store;
 use warren::admission::{Cgc, JoinString};
@@ -214,6 +219,90 @@ fn unexpired_tokens_survive_kill_9() {
     assert_eq!((cgc.node.as_str(), cgc.groups.clone()), ("n1", vec!["web".to_string()]));
 }
 
+/// Two nodes admitted from tokens form an encrypted ring; nobody copied a key.
+#[test]
+fn two_nodes_admitted_from_tokens_form_an_encrypted_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let mut sups = Vec::new();
+    for (i, name) in ["node-a", "node-b"].into_iter().enumerate() {
+        let out = ks.admit(&["token", "create", "--node", name, "--group", "web"]).ok().to_string();
+        let join = out.lines().last().unwrap().to_string();
+        let node_dir = dir.path().join(name);
+        let out = keyserver::join(&ks.join, &join, name, &node_dir).ok().to_string();
+        assert!(out.contains(&format!("Admitted {name} to acme")), "{out}");
+        assert!(out.lines().last().unwrap().contains("warren sup run --ring acme"), "{out}");
+        let cgc_text = std::fs::read_to_string(node_dir.join("data/admission/cgc")).unwrap();
+        let cgc = Cgc::verify(&cgc_text, &admission_public(&ks)).unwrap();
+        assert_eq!((cgc.node.as_str(), cgc.groups.clone()), (name, vec!["web".to_string()]));
+        let mut a = fast_timings();
+        a.extend(args(&["--ring", "acme", "--cache-key-path", node_dir.join("keys").to_str().unwrap()]));
+        if i > 0 {
+            a.extend(args(&["--peer", &sups.iter().map(|s: &Sup| s.gossip.clone()).next().unwrap()]));
+        }
+        sups.push(Sup::start(dir.path(), 90 + i as u8, a, vec![]));
+    }
+    let ids = member_ids(&sups);
+    let refs: Vec<&Sup> = sups.iter().collect();
+    wait_until(Duration::from_secs(30), "both admitted members alive", || all_see_alive(&refs, &ids));
+    for s in &sups {
+        let status: serde_json::Value =
+            serde_json::from_str(s.cli(&["sup", "status", "--json"]).ok()).unwrap();
+        assert_eq!(status["encrypted"], true, "{status}");
+        assert_eq!(status["ring"], "acme", "{status}");
+    }
+    // The ring key they share is the keyserver's, delivered, not copied.
+    let ks_ring = KeyCache::new(ks.data.join("keys")).latest(KeyKind::SymSecret, "acme").unwrap();
+    for name in ["node-a", "node-b"] {
+        let node_ring =
+            KeyCache::new(dir.path().join(name).join("keys")).latest(KeyKind::SymSecret, "acme").unwrap();
+        assert_eq!(node_ring.bytes(), ks_ring.bytes());
+    }
+}
+
+/// A lost reply is safe (the same node retries and gets the same CGC); another node with the
+/// same join string is refused and audited; a fake keyserver (other admission key) is refused
+/// by the node before it sends the secret; a replayed token after revocation gets nothing.
+#[test]
+fn join_refusals_retry_theft_and_fake_keyserver() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    std::fs::create_dir(dir.path().join("fake")).unwrap();
+    let fake = Keyserver::start(&dir.path().join("fake"), "acme");
+    let join = ks.admit(&["token", "create", "--node", "n1"]).ok().lines().last().unwrap().to_string();
+
+    let err = keyserver::join(&fake.join, &join, "n1", &dir.path().join("n1")).fails().to_string();
+    assert!(err.contains("does not match the pin"), "{err}");
+    assert!(fake.log_text().lines().all(|l| !l.contains("claim")), "the fake saw no claim");
+
+    let err = keyserver::join(&ks.join, &join, "other-name", &dir.path().join("n1")).fails().to_string();
+    assert!(err.contains("is for node \"n1\""), "{err}");
+
+    let first = keyserver::join(&ks.join, &join, "n1", &dir.path().join("n1")).ok().to_string();
+    let again = keyserver::join(&ks.join, &join, "n1", &dir.path().join("n1")).ok().to_string();
+    assert_eq!(first, again, "a retry gets the same CGC");
+
+    let err = keyserver::join(&ks.join, &join, "n1", &dir.path().join("thief")).fails().to_string();
+    assert!(err.contains("suspected theft"), "{err}");
+    let audit = std::fs::read_to_string(ks.data.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"suspected_theft\""), "{audit}");
+
+    // A typo is caught before anything is sent.
+    let mut typo = join.clone();
+    typo.replace_range(10..11, if &join[10..11] == "A" { "B" } else { "A" });
+    let err = keyserver::join(&ks.join, &typo, "n1", &dir.path().join("n1")).fails().to_string();
+    assert!(err.contains("typo"), "{err}");
+
+    let id = JoinString::parse(&join).unwrap().id.to_string();
+    ks.admit(&["token", "revoke", &id]).ok();
+    let err = keyserver::join(&ks.join, &join, "n1", &dir.path().join("n1")).fails().to_string();
+    assert!(err.contains("revoked"), "{err}");
+    let secret_text = join.split('-').nth(2).unwrap().to_string();
+    for text in [ks.log_text(), audit, std::fs::read_to_string(ks.data.join("state.json")).unwrap()] {
+        assert!(!text.contains(&secret_text));
+    }
+}
+
 #[test]
 fn new_commands_have_help() {
     for args in [
@@ -221,6 +310,7 @@ fn new_commands_have_help() {
         &["admit", "token", "create", "--help"],
         &["admit", "token", "list", "--help"],
         &["admit", "token", "revoke", "--help"],
+        &["admit", "join", "--help"],
     ] {
         let out = cli::warren(args).ok().to_string();
         assert!(out.contains("--keyserver") || out.contains("--data-path"), "{args:?}: {out}");

@@ -13,8 +13,10 @@ pub struct Keyserver {
     pub data: PathBuf,
     pub log: PathBuf,
     pub ring: String,
-    /// The bound address, once started.
+    /// The bound admin address, once started.
     pub addr: String,
+    /// The bound join port (`admit join --keyserver`).
+    pub join: String,
 }
 
 impl Keyserver {
@@ -25,6 +27,7 @@ impl Keyserver {
             log: dir.join("keyserver.log"),
             ring: ring.to_string(),
             addr: String::new(),
+            join: String::new(),
         };
         ks.spawn();
         ks
@@ -34,7 +37,8 @@ impl Keyserver {
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut cmd = cli::command();
-        cmd.args(["keyserver", "run", "--listen", "127.0.0.1:0", "--ring", &self.ring, "--data-path"])
+        cmd.args(["keyserver", "run", "--listen", "127.0.0.1:0", "--listen-join", "127.0.0.1:0"])
+            .args(["--ring", &self.ring, "--data-path"])
             .arg(&self.data)
             .env("WARREN_LOG", "info")
             .stdin(Stdio::null())
@@ -46,9 +50,11 @@ impl Keyserver {
         let listen = self.data.join("listen.json");
         let addr = wait_for(Duration::from_secs(30), || {
             let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&listen).ok()?).ok()?;
-            (v["pid"].as_u64() == Some(u64::from(pid))).then(|| v["listen"].as_str().map(str::to_string))?
+            let addrs = (v["listen"].as_str()?.to_string(), v["join"].as_str()?.to_string());
+            (v["pid"].as_u64() == Some(u64::from(pid))).then_some(addrs)
         });
-        self.addr = addr.unwrap_or_else(|| panic!("the keyserver did not start: {}", self.log_text()));
+        (self.addr, self.join) =
+            addr.unwrap_or_else(|| panic!("the keyserver did not start: {}", self.log_text()));
     }
 
     pub fn kill9(&mut self) {
@@ -80,6 +86,19 @@ impl Keyserver {
         }
         cli::run(&mut cmd, None)
     }
+}
+
+/// `warren admit join JOIN --node NODE --keyserver JOIN_ADDR` with the node's own key cache
+/// and data path under `node_dir`.
+pub fn join(join_addr: &str, join: &str, node: &str, node_dir: &Path) -> Run {
+    let mut cmd = cli::command();
+    cmd.args(["admit", "join", join, "--node", node, "--keyserver", join_addr])
+        .arg("--cache-key-path")
+        .arg(node_dir.join("keys"))
+        .arg("--data-path")
+        .arg(node_dir.join("data"))
+        .env("WARREN_LOG", "warn");
+    cli::run(&mut cmd, None)
 }
 
 impl Drop for Keyserver {

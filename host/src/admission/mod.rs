@@ -8,6 +8,7 @@ pub mod cidr;
 pub mod join;
 pub mod keyserver;
 pub mod store;
+pub mod wire;
 
 pub use cgc::{Cgc, CgcError};
 pub use join::{JoinError, JoinString, Pin, TokenId};

@@ -16,6 +16,27 @@ pub enum AdmitCommand {
     /// One-time join tokens: create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Joins this node with a join string: makes the node's keys locally (they never leave
+    /// it), checks the keyserver against the pin in the string, claims the token (sealed to
+    /// the keyserver), and stores the CGC and the ring keys in the key cache, so that
+    /// `warren sup run --ring NAME` joins the encrypted ring. Retrying after a lost reply is
+    /// safe: the same keys get the same CGC.
+    Join {
+        /// The join string (WJ1-...) from `admit token create`.
+        #[arg(value_name = "JOIN-STRING")]
+        join: String,
+        /// This node's name, as given to `token create --node`.
+        #[arg(long, value_name = "NAME")]
+        node: String,
+        /// The keyserver's join port, HOST[:PORT] (port 9636 by default).
+        #[arg(long, env = KEYSERVER_ENV, value_name = "HOST[:PORT]")]
+        keyserver: String,
+        #[command(flatten)]
+        cache: super::keys::CacheArgs,
+        /// Where the CGC is stored ({data_path}/admission/cgc).
+        #[arg(long, env = "WARREN_DATA_PATH", value_name = "DIR", default_value_os_t = crate::config::default_data_path())]
+        data_path: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,7 +149,12 @@ fn rfc3339(t: u64) -> String {
 }
 
 pub fn run(cmd: AdmitCommand) -> anyhow::Result<()> {
-    let AdmitCommand::Token(cmd) = cmd;
+    let cmd = match cmd {
+        AdmitCommand::Token(cmd) => cmd,
+        AdmitCommand::Join { join, node, keyserver, cache, data_path } => {
+            return super::admit_join::join(&join, &node, &keyserver, &cache.cache(), &data_path);
+        }
+    };
     match cmd {
         TokenCommand::Create { keyserver, node, groups, ttl, from } => {
             let req = CtlRequest::AdmitTokenCreate(proto::AdmitTokenCreate {

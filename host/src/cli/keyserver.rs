@@ -16,13 +16,15 @@ use clap::{Args, Subcommand};
 use crate::admission::cidr::Cidr;
 use crate::admission::keyserver::{Keyserver, OsRng, TokenRequest};
 use crate::admission::store::Store;
-use crate::admission::{AdmitError, TokenId};
+use crate::admission::{AdmitError, TokenId, wire};
 use crate::crypto::keys::{BoxSecretKeyFile, KeyKind, RingKey, SigSecretKey};
 use crate::crypto::{CryptoError, KeyCache};
 use crate::ctl::proto::{self, ErrCode, NetErr};
 use crate::ctl::{CtlHandler, CtlMetrics, CtlRequest, PlaintextPolicy, Reply, ReplySink, ServerConfig};
 
 pub const DEFAULT_KEYSERVER_PORT: u16 = 9637;
+/// Where nodes claim their tokens (`warren admit join`).
+pub const DEFAULT_JOIN_PORT: u16 = 9636;
 pub const ADMIN_SECRET_FILE: &str = "ADMIN_SECRET";
 pub const LISTEN_FILE: &str = "listen.json";
 pub const KEYS_DIR: &str = "keys";
@@ -42,6 +44,10 @@ pub struct RunArgs {
     /// Where admin requests are served (the Noise channel of the ctl gateway).
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_KEYSERVER_PORT)), value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// Where nodes claim tokens (`warren admit join`): a signed descriptor, then a claim sealed
+    /// to the transport key.
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_JOIN_PORT)), value_name = "ADDR")]
+    pub listen_join: SocketAddr,
     /// The keyserver's own folder (keys, secret, state, audit log); created 0700.
     #[arg(long, value_name = "DIR")]
     pub data_path: PathBuf,
@@ -81,8 +87,8 @@ fn key_or_create(
     }
 }
 
-/// Creates whatever is missing under `dir` and returns the admission key.
-fn provision(dir: &Path, ring: &str) -> anyhow::Result<SigSecretKey> {
+/// Creates whatever is missing under `dir` and returns the admission and transport keys.
+fn provision(dir: &Path, ring: &str) -> anyhow::Result<(SigSecretKey, BoxSecretKeyFile)> {
     let cache = KeyCache::new(dir.join(KEYS_DIR));
     let admission_name = format!("{ring}-admission");
     let admission = key_or_create(&cache, KeyKind::SigSecret, &admission_name, || {
@@ -90,28 +96,35 @@ fn provision(dir: &Path, ring: &str) -> anyhow::Result<SigSecretKey> {
         Ok(vec![s.to_file(), p.to_file()])
     })?;
     let transport_name = format!("{ring}-keyserver");
-    key_or_create(&cache, KeyKind::BoxSecret, &transport_name, || {
+    let transport = key_or_create(&cache, KeyKind::BoxSecret, &transport_name, || {
         let (p, s) = BoxSecretKeyFile::generate(&transport_name)?;
         Ok(vec![s.to_file(), p.to_file()])
     })?;
     key_or_create(&cache, KeyKind::SymSecret, ring, || Ok(vec![RingKey::generate(ring)?.to_file()]))?;
     crate::ctl::secret::read_or_create_file(&dir.join(ADMIN_SECRET_FILE))?;
-    Ok(SigSecretKey::try_from(&admission)?)
+    Ok((SigSecretKey::try_from(&admission)?, BoxSecretKeyFile::try_from(&transport)?))
 }
 
 fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
     crate::crypto::keys::validate_name(&args.ring).context("--ring")?;
     crate::admission::validate_plain_name("ring name", &args.ring)?;
     let store = Store::open(&args.data_path)?;
-    let admission = provision(&args.data_path, &args.ring)?;
+    let (admission, transport) = provision(&args.data_path, &args.ring)?;
     let secret = crate::ctl::secret::read_or_create_file(&args.data_path.join(ADMIN_SECRET_FILE))?;
     let state = store.load(&args.ring)?;
-    let mut ks = Keyserver::new(state, admission, OsRng);
+    let mut ks = Keyserver::new(state, admission.clone(), OsRng);
     ks.purge(unix_now());
     commit(&store, &mut ks).context("writing the keyserver state")?;
     let pin = ks.pin();
     let admission_id = ks.admission_public().id;
-    let handler = Arc::new(KeyserverCtl { ks: Mutex::new(ks), store });
+    let handler = Arc::new(KeyserverCtl {
+        ks: Mutex::new(ks),
+        store,
+        admission,
+        transport,
+        keys: KeyCache::new(args.data_path.join(KEYS_DIR)),
+        ring: args.ring.clone(),
+    });
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
@@ -119,7 +132,16 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let json = serde_json::json!({ "pid": std::process::id(), "listen": addr.to_string() });
+        let join_listener = tokio::net::TcpListener::bind(args.listen_join)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen_join))?;
+        let join_addr = join_listener.local_addr()?;
+        tokio::spawn(serve_join(join_listener, handler.clone()));
+        let json = serde_json::json!({
+            "pid": std::process::id(),
+            "listen": addr.to_string(),
+            "join": join_addr.to_string(),
+        });
         crate::fsutil::write_atomic(
             &args.data_path.join(LISTEN_FILE),
             format!("{json}\n").as_bytes(),
@@ -127,7 +149,7 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
             crate::fsutil::Existing::Replace,
         )
         .context("writing listen.json")?;
-        tracing::info!(listen = %addr, ring = %args.ring, admission_key = %admission_id, %pin, "keyserver started");
+        tracing::info!(listen = %addr, join = %join_addr, ring = %args.ring, admission_key = %admission_id, %pin, "keyserver started");
         let (_tx, rx) = tokio::sync::watch::channel(Some(secret));
         let mut config = ServerConfig::new(rx);
         // The admin secret never travels in the clear.
@@ -161,6 +183,135 @@ fn commit(store: &Store, ks: &mut Keyserver<OsRng>) -> anyhow::Result<()> {
 struct KeyserverCtl {
     ks: Mutex<Keyserver<OsRng>>,
     store: Store,
+    admission: SigSecretKey,
+    transport: BoxSecretKeyFile,
+    keys: KeyCache,
+    ring: String,
+}
+
+/// Serves the join port: each connection may ask for the descriptor, then claim once.
+async fn serve_join(listener: tokio::net::TcpListener, h: Arc<KeyserverCtl>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(crate::ctl::server::MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "join port: accept failed; backing off");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "join port: too many connections; closing this one");
+            continue;
+        };
+        let h = h.clone();
+        tokio::spawn(async move {
+            join_connection(h, stream, peer).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn read_msg(s: &mut tokio::net::TcpStream) -> anyhow::Result<(wire::Kind, Vec<u8>)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut header = [0u8; wire::HEADER_LEN];
+    s.read_exact(&mut header).await?;
+    let (kind, len) = wire::parse_header(&header)?;
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await?;
+    Ok((kind, body))
+}
+
+async fn join_connection(h: Arc<KeyserverCtl>, mut s: tokio::net::TcpStream, peer: SocketAddr) {
+    use tokio::io::AsyncWriteExt as _;
+    for _ in 0..2 {
+        let msg = tokio::time::timeout(crate::ctl::server::HANDSHAKE_TIMEOUT, read_msg(&mut s)).await;
+        let (kind, body) = match msg {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "join port: bad or closed connection");
+                return;
+            }
+            Err(_) => return,
+        };
+        let (reply, last) = match kind {
+            wire::Kind::DescriptorRequest => (wire::frame(wire::Kind::Descriptor, &h.descriptor()), false),
+            wire::Kind::Claim => {
+                let (reply, delay) = tokio::task::block_in_place(|| h.claim(&body, peer.ip().to_canonical()));
+                if delay > 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
+                }
+                (reply, true)
+            }
+            _ => (wire::frame(wire::Kind::Error, b"unexpected message"), true),
+        };
+        if s.write_all(&reply).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+impl KeyserverCtl {
+    fn descriptor(&self) -> Vec<u8> {
+        wire::Descriptor {
+            cluster: self.ring.clone(),
+            admission: self.admission.public(),
+            transport: self.transport.public(),
+            not_after: unix_now() + 24 * 3600,
+        }
+        .sign(&self.admission)
+    }
+
+    /// A claim: the reply frame and how long to wait before sending it.
+    fn claim(&self, sealed: &[u8], peer: std::net::IpAddr) -> (Vec<u8>, u64) {
+        let error = |msg: String| wire::frame(wire::Kind::Error, msg.as_bytes());
+        let tpub = self.transport.public().key;
+        let (claim, nonce) = match wire::ClaimBody::open(sealed, &tpub, &self.transport.key, Some(peer)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "join port: undecodable claim");
+                return (error(format!("refused: {e}")), 0);
+            }
+        };
+        let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
+        let before = ks.state().clone();
+        let result = ks.claim(unix_now(), &claim);
+        if let Err(e) = commit(&self.store, &mut ks) {
+            ks.restore_state(before);
+            tracing::error!(error = %e, "cannot persist the keyserver state; claim undone");
+            return (error("the keyserver cannot write its state; try again".into()), 0);
+        }
+        drop(ks);
+        match result {
+            Ok(claimed) => {
+                let ring_keys = self
+                    .keys
+                    .revisions(KeyKind::SymSecret, &self.ring)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|id| self.keys.get(KeyKind::SymSecret, id).ok())
+                    .map(|k| k.to_text().to_string())
+                    .collect::<Vec<_>>();
+                let primary = self
+                    .keys
+                    .revisions(KeyKind::SymSecret, &self.ring)
+                    .ok()
+                    .and_then(|r| r.last().map(|i| i.to_string()));
+                tracing::info!(token = %claim.token_id, node = %claim.node, %peer, retry = claimed.retry, "node admitted");
+                let body = wire::ClaimedBody { nonce, cgc: claimed.cgc, ring_keys, primary };
+                (wire::frame(wire::Kind::Claimed, &body.seal(&self.admission, &claim.node_box)), 0)
+            }
+            Err(e) => {
+                tracing::warn!(token = %claim.token_id, node = %claim.node, %peer, "claim refused: {e}");
+                let delay = match e {
+                    AdmitError::WrongSecret { retry_after, .. } => retry_after,
+                    _ => 0,
+                };
+                (error(e.to_string()), delay)
+            }
+        }
+    }
 }
 
 fn net_err(code: ErrCode, e: impl std::fmt::Display) -> NetErr {

@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 pub mod admit;
+pub mod admit_join;
 pub mod bench;
 pub mod bench_ctl;
 pub mod bench_plugins;
