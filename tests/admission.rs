@@ -167,15 +167,23 @@ fn garbage_on_the_port_does_not_stop_the_keyserver() {
     let dir = tempfile::tempdir().unwrap();
     let ks = Keyserver::start(dir.path(), "acme");
     let mut rng = support::rng::Rng::new(13);
-    for n in [0usize, 1, 7, 100, 5000] {
-        let mut s = std::net::TcpStream::connect(&ks.addr).unwrap();
-        let bytes = rng.bytes(n);
-        let _ = s.write_all(&bytes);
+    for port in [&ks.addr, &ks.join] {
+        for n in [0usize, 1, 7, 100, 5000] {
+            let mut s = std::net::TcpStream::connect(port).unwrap();
+            let bytes = rng.bytes(n);
+            let _ = s.write_all(&bytes);
+        }
+        // A join-port header announcing 4 GiB, and a claim that is not a sealed box.
+        let mut s = std::net::TcpStream::connect(port).unwrap();
+        let _ = s.write_all(&[3, 0xff, 0xff, 0xff, 0xff]);
+        let mut s = std::net::TcpStream::connect(port).unwrap();
+        let _ = s.write_all(&[3, 0, 0, 0, 4, 1, 2, 3, 4]);
     }
     let mut s = std::net::TcpStream::connect(&ks.addr).unwrap();
     let _ = s.write_all(&[0xff; 64 * 1024]);
     drop(s);
-    create(&ks, &["--node", "after-garbage"]);
+    let join = create(&ks, &["--node", "after-garbage"]).encode().to_string();
+    keyserver::join(&ks.join, &join, "after-garbage", &dir.path().join("n")).ok();
     assert!(!ks.log_text().contains("panicked"));
 }
 
@@ -219,13 +227,13 @@ fn unexpired_tokens_survive_kill_9() {
     assert_eq!((cgc.node.as_str(), cgc.groups.clone()), ("n1", vec!["web".to_string()]));
 }
 
-/// Two nodes admitted from tokens form an encrypted ring; nobody copied a key.
+/// Three nodes admitted from tokens form an encrypted ring; nobody copied a key.
 #[test]
-fn two_nodes_admitted_from_tokens_form_an_encrypted_ring() {
+fn three_nodes_admitted_from_tokens_form_an_encrypted_ring() {
     let dir = tempfile::tempdir().unwrap();
     let ks = Keyserver::start(dir.path(), "acme");
     let mut sups = Vec::new();
-    for (i, name) in ["node-a", "node-b"].into_iter().enumerate() {
+    for (i, name) in ["node-a", "node-b", "node-c"].into_iter().enumerate() {
         let out = ks.admit(&["token", "create", "--node", name, "--group", "web"]).ok().to_string();
         let join = out.lines().last().unwrap().to_string();
         let node_dir = dir.path().join(name);
@@ -244,7 +252,7 @@ fn two_nodes_admitted_from_tokens_form_an_encrypted_ring() {
     }
     let ids = member_ids(&sups);
     let refs: Vec<&Sup> = sups.iter().collect();
-    wait_until(Duration::from_secs(30), "both admitted members alive", || all_see_alive(&refs, &ids));
+    wait_until(Duration::from_secs(30), "all admitted members alive", || all_see_alive(&refs, &ids));
     for s in &sups {
         let status: serde_json::Value =
             serde_json::from_str(s.cli(&["sup", "status", "--json"]).ok()).unwrap();
@@ -253,7 +261,7 @@ fn two_nodes_admitted_from_tokens_form_an_encrypted_ring() {
     }
     // The ring key they share is the keyserver's, delivered, not copied.
     let ks_ring = KeyCache::new(ks.data.join("keys")).latest(KeyKind::SymSecret, "acme").unwrap();
-    for name in ["node-a", "node-b"] {
+    for name in ["node-a", "node-b", "node-c"] {
         let node_ring =
             KeyCache::new(dir.path().join(name).join("keys")).latest(KeyKind::SymSecret, "acme").unwrap();
         assert_eq!(node_ring.bytes(), ks_ring.bytes());
