@@ -6,8 +6,8 @@ fn main() {
     }
     let fds = protox::compile(protos, ["proto"]).expect("proto files compile");
     prost_build::Config::new()
-        // These carry secrets (the ctl secret, a ring key file): their Debug is written by hand.
-        .skip_debug([".warren.ctl.Handshake", ".warren.ctl.RingKeyInstall"])
+        // These carry secrets (the ctl secret, a ring key file, a join string): their Debug is written by hand.
+        .skip_debug([".warren.ctl.Handshake", ".warren.ctl.RingKeyInstall", ".warren.ctl.AdmitTokenCreated"])
         .compile_fds(fds)
         .expect("prost code generation");
 }

@@ -1,4 +1,5 @@
 //! warren: a supervisor for fleets of services, extensible with WebAssembly plugins.
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod credentials;

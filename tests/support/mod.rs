@@ -4,6 +4,7 @@
 //! - `sup`: long-running `warren sup run` processes on 127.0.0.x (ports chosen by the kernel).
 //! - `ring`: ring timings and multi-member rings built from `sup`.
 //! - `keys`: ring and origin keys made with the library.
+//! - `keyserver`: a real `warren keyserver run` process and `warren admit` runs against it.
 //! - `packages`: `warren pkg build` of a source folder (the hello-http example).
 //! - `services`: script packages installed straight into a supervisor's store, `svc status`.
 //! - `schema`: a JSON Schema validator for the keywords Habitat's gateway schemas use.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod files;
 pub mod fixtures;
 pub mod keys;
+pub mod keyserver;
 pub mod packages;
 pub mod plugins;
 pub mod ring;

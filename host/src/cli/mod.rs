@@ -10,6 +10,8 @@ macro_rules! outln {
     }};
 }
 
+pub mod admit;
+pub mod admit_join;
 pub mod bench;
 pub mod bench_ctl;
 pub mod bench_plugins;
@@ -20,6 +22,7 @@ pub mod clisetup;
 pub mod credential;
 pub mod ctl;
 pub mod keys;
+pub mod keyserver;
 pub mod origin;
 pub mod pkg;
 pub mod plugin;
@@ -81,6 +84,12 @@ pub enum Command {
     /// Resolve credential references through plugins.
     #[command(subcommand)]
     Credential(credential::CredentialCommand),
+    /// The admission keyserver: one-time join tokens for new nodes.
+    #[command(subcommand)]
+    Keyserver(keyserver::KeyserverCommand),
+    /// Admit nodes through a keyserver: create, list and revoke join tokens.
+    #[command(subcommand)]
+    Admit(admit::AdmitCommand),
 }
 
 /// Runs the CLI and returns the process exit code. Errors are printed with their causes.
@@ -121,6 +130,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Credential(cmd) => credential::run(cmd),
+        Command::Keyserver(cmd) => keyserver::run(cmd),
+        Command::Admit(cmd) => admit::run(cmd),
     }
 }
 

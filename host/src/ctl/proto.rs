@@ -49,6 +49,11 @@ names!(
     PkgInstall,
     PkgChunk,
     PkgInstalled,
+    AdmitTokenCreate,
+    AdmitTokenCreated,
+    AdmitTokenList,
+    AdmitTokens,
+    AdmitTokenRevoke,
 );
 
 impl NetErr {

@@ -226,6 +226,9 @@ requests!(
     SvcValidateCfg(SvcValidateCfg),
     SvcFilePut(SvcFilePut),
     PkgInstall(PkgInstall),
+    AdmitTokenCreate(AdmitTokenCreate),
+    AdmitTokenList(AdmitTokenList),
+    AdmitTokenRevoke(AdmitTokenRevoke),
 );
 
 impl CtlRequest {
@@ -257,6 +260,16 @@ impl std::fmt::Debug for proto::RingKeyInstall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RingKeyInstall")
             .field("key_file", &self.key_file.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for proto::AdmitTokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmitTokenCreated")
+            .field("id", &self.id)
+            .field("join", &"<redacted>")
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }

@@ -87,18 +87,24 @@ pub fn read_file(path: &Path) -> Result<Option<CtlSecret>, SecretError> {
 /// The supervisor's secret: `{data_path}/CTL_SECRET`, created when missing. Two supervisors
 /// racing on one data path both end with the file that won (the loser reads it back).
 pub fn read_or_create(data_path: &Path) -> Result<CtlSecret, SecretError> {
-    let path = data_path.join(CTL_SECRET_FILE);
+    read_or_create_file(&data_path.join(CTL_SECRET_FILE))
+}
+
+/// A secret file at `path` (the keyserver's `ADMIN_SECRET` too), created 0600 with a fresh
+/// secret when missing, never replacing one a racing writer made.
+pub fn read_or_create_file(path: &Path) -> Result<CtlSecret, SecretError> {
+    let path = path.to_path_buf();
     if let Some(s) = read_file(&path)? {
         return Ok(s);
     }
     let io = |source| SecretError::Io { path: path.clone(), source };
-    std::fs::create_dir_all(data_path).map_err(io)?;
+    std::fs::create_dir_all(fsutil::parent_dir(&path)).map_err(io)?;
     let text = generate();
     let mut f = fsutil::AtomicFile::create(&path, 0o600, Existing::Refuse).map_err(io)?;
     f.write_all(text.as_bytes()).map_err(io)?;
     match f.commit() {
         Ok(_) => {
-            tracing::info!(path = %path.display(), "created the ctl secret");
+            tracing::info!(path = %path.display(), "created a new secret");
             Ok(CtlSecret::new(&text).expect("a generated secret is not empty"))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

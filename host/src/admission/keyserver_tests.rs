@@ -1,0 +1,286 @@
+use super::*;
+use crate::crypto::keys::{BoxSecretKeyFile, SigSecretKey};
+
+/// Deterministic randomness: a counter-seeded BLAKE2b stream.
+struct TestRng(u64);
+
+impl Rng for TestRng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(32) {
+            self.0 += 1;
+            let d = sodium::blake2b_256(&self.0.to_be_bytes());
+            chunk.copy_from_slice(&d[..chunk.len()]);
+        }
+    }
+}
+
+const T0: u64 = 1_700_000_000;
+
+fn keyserver() -> Keyserver<TestRng> {
+    let (_, admission) = SigSecretKey::generate("acme-admission").unwrap();
+    Keyserver::new(State::new("acme"), admission, TestRng(0))
+}
+
+fn request(node: &str) -> TokenRequest {
+    TokenRequest { node: node.into(), groups: vec!["web".into()], ttl: None, from: None }
+}
+
+struct Node {
+    sig: SigSecretKey,
+    boxk: BoxPublicKey,
+}
+
+fn node(name: &str) -> Node {
+    let (_, sig) = SigSecretKey::generate(name).unwrap();
+    let (boxk, _) = BoxSecretKeyFile::generate(name).unwrap();
+    Node { sig, boxk }
+}
+
+fn claim_for(j: &JoinString, name: &str, n: &Node, pin: &Pin) -> Claim {
+    let digest = Claim::pop_digest(&j.id, name, &n.sig.public(), &n.boxk, pin);
+    Claim {
+        token_id: j.id,
+        secret: j.secret.clone(),
+        node: name.into(),
+        node_sig: n.sig.public(),
+        node_box: n.boxk.clone(),
+        pop: sodium::sign_detached(&digest, &n.sig.key),
+        peer: Some("10.0.0.5".parse().unwrap()),
+    }
+}
+
+#[test]
+fn a_token_claims_once_and_yields_a_verifiable_cgc() {
+    let mut ks = keyserver();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    assert!(ks.take_changed());
+    assert_eq!(j.pin, ks.pin());
+    let n = node("node1");
+    let got = ks.claim(T0 + 10, &claim_for(&j, "node1", &n, &ks.pin())).unwrap();
+    assert!(ks.take_changed(), "a claim is committed before the reply");
+    assert!(!got.retry);
+    let cgc = Cgc::verify(&got.cgc, &ks.admission_public()).unwrap();
+    assert_eq!(cgc.node, "node1");
+    assert_eq!(cgc.groups, vec!["web".to_string()]);
+    assert_eq!(cgc.node_sig, n.sig.public());
+    assert_eq!(cgc.token_id, j.id);
+    assert_eq!(cgc.not_after, T0 + 10 + DEFAULT_CGC_TTL);
+    cgc.check_time(T0 + 11).unwrap();
+    assert_eq!(ks.list()[0].status, "claimed");
+}
+
+#[test]
+fn only_a_hash_of_the_secret_is_kept() {
+    let mut ks = keyserver();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    let state = serde_json::to_string(ks.state()).unwrap();
+    let text = j.encode();
+    let secret_b32 = text.split('-').nth(2).unwrap();
+    assert!(!state.contains(secret_b32));
+    assert!(!state.contains(&hex::encode(&j.secret[..])));
+    assert!(state.contains(&hex::encode(sodium::blake2b_256(&j.secret[..]))));
+    let audit = serde_json::to_string(&ks.take_audit()).unwrap();
+    assert!(!audit.contains(secret_b32) && !audit.contains(&hex::encode(&j.secret[..])));
+}
+
+#[test]
+fn ttl_defaults_to_an_hour_and_is_capped_at_a_day() {
+    let mut ks = keyserver();
+    ks.create_token(T0, request("a")).unwrap();
+    assert_eq!(ks.list()[0].expires_at, T0 + 3600);
+    let day = TokenRequest { ttl: Some(MAX_TOKEN_TTL), ..request("b") };
+    ks.create_token(T0, day).unwrap();
+    for bad in [0, MAX_TOKEN_TTL + 1, u64::MAX] {
+        let r = ks.create_token(T0, TokenRequest { ttl: Some(bad), ..request("c") });
+        assert_eq!(r.unwrap_err(), AdmitError::BadTtl { got: bad });
+    }
+}
+
+#[test]
+fn names_and_groups_are_validated() {
+    let mut ks = keyserver();
+    for bad in ["", "a b", "../x", "-x", "n\n", &"x".repeat(65)] {
+        assert!(matches!(ks.create_token(T0, request(bad)), Err(AdmitError::BadName { .. })), "{bad:?}");
+    }
+    let bad_group = TokenRequest { groups: vec!["ok".into(), "no,comma".into()], ..request("n") };
+    assert!(matches!(ks.create_token(T0, bad_group), Err(AdmitError::BadName { what: "group", .. })));
+    let dup = TokenRequest { groups: vec!["b".into(), "a".into(), "b".into()], ..request("n") };
+    ks.create_token(T0, dup).unwrap();
+    assert_eq!(ks.list()[0].groups, vec!["a".to_string(), "b".to_string()]);
+}
+
+#[test]
+fn a_lost_reply_is_safe_the_same_keys_get_the_same_cgc() {
+    let mut ks = keyserver();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    let n = node("node1");
+    let c = claim_for(&j, "node1", &n, &ks.pin());
+    let first = ks.claim(T0 + 1, &c).unwrap();
+    let again = ks.claim(T0 + 2, &c).unwrap();
+    assert!(again.retry);
+    assert_eq!(again.cgc, first.cgc);
+    assert_eq!(again.serial, first.serial);
+}
+
+#[test]
+fn a_replayed_token_with_other_keys_is_refused_as_theft() {
+    let mut ks = keyserver();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    let pin = ks.pin();
+    ks.claim(T0 + 1, &claim_for(&j, "node1", &node("node1"), &pin)).unwrap();
+    ks.take_audit();
+    let thief = node("node1");
+    let r = ks.claim(T0 + 2, &claim_for(&j, "node1", &thief, &pin));
+    assert_eq!(r.unwrap_err(), AdmitError::SuspectedTheft(j.id.to_string()));
+    let audit = ks.take_audit();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].event, "suspected_theft");
+    assert_eq!(audit[0].token.as_deref(), Some(&*j.id.to_string()));
+    assert_eq!(audit[0].peer.as_deref(), Some("10.0.0.5"));
+    // Same SIG key but another BOX key: not the first claimant's keys either.
+    let mut half = claim_for(&j, "node1", &thief, &pin);
+    half.node_box = node("x").boxk;
+    half.pop = sodium::sign_detached(
+        &Claim::pop_digest(&j.id, "node1", &thief.sig.public(), &half.node_box, &pin),
+        &thief.sig.key,
+    );
+    assert!(matches!(ks.claim(T0 + 3, &half), Err(AdmitError::SuspectedTheft(_))));
+}
+
+#[test]
+fn expired_revoked_and_unknown_tokens_are_refused() {
+    let mut ks = keyserver();
+    let pin = ks.pin();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    let c = claim_for(&j, "node1", &node("node1"), &pin);
+    assert_eq!(ks.claim(T0 + 3600, &c).unwrap_err(), AdmitError::Expired(j.id.to_string()));
+    ks.claim(T0 + 3599, &c).unwrap();
+    // A retry after expiry gets nothing.
+    assert!(matches!(ks.claim(T0 + 3600, &c), Err(AdmitError::Expired(_))));
+
+    let j2 = ks.create_token(T0, request("node2")).unwrap();
+    ks.revoke(T0 + 1, &j2.id).unwrap();
+    let c2 = claim_for(&j2, "node2", &node("node2"), &pin);
+    assert_eq!(ks.claim(T0 + 2, &c2).unwrap_err(), AdmitError::Revoked(j2.id.to_string()));
+    ks.revoke(T0 + 3, &j2.id).unwrap();
+
+    let ghost = JoinString { id: TokenId([9; 5]), ..j2.clone() };
+    let c3 = claim_for(&ghost, "node2", &node("node2"), &pin);
+    assert!(matches!(ks.claim(T0 + 2, &c3), Err(AdmitError::UnknownToken(_))));
+    assert!(matches!(ks.revoke(T0, &ghost.id), Err(AdmitError::UnknownToken(_))));
+}
+
+#[test]
+fn wrong_secrets_slow_down_but_never_lock_out() {
+    let mut ks = keyserver();
+    let pin = ks.pin();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    let n = node("node1");
+    let mut wrong = claim_for(&j, "node1", &n, &pin);
+    wrong.secret[0] ^= 1;
+    let mut delays = Vec::new();
+    for i in 0..20 {
+        match ks.claim(T0 + i, &wrong) {
+            Err(AdmitError::WrongSecret { retry_after, .. }) => delays.push(retry_after),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(&delays[..5], &[0, 0, 0, 0, 1]);
+    assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+    assert_eq!(*delays.last().unwrap(), MAX_SLOW_DOWN);
+    assert_eq!(ks.list()[0].failures, 20);
+    let audit = ks.take_audit();
+    assert_eq!(audit.iter().filter(|e| e.event == "suspected_brute_force").count(), 1);
+    assert_eq!(audit.iter().filter(|e| e.event == "claim_refused").count(), 20);
+    // The right secret still works at once.
+    ks.claim(T0 + 21, &claim_for(&j, "node1", &n, &pin)).unwrap();
+}
+
+#[test]
+fn binding_to_node_name_and_address() {
+    let mut ks = keyserver();
+    let pin = ks.pin();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    let r = ks.claim(T0, &claim_for(&j, "node2", &node("node2"), &pin));
+    assert!(matches!(r, Err(AdmitError::WrongNode { .. })));
+
+    let from = TokenRequest { from: Some("192.168.1.0/24".parse().unwrap()), ..request("node3") };
+    let j3 = ks.create_token(T0, from).unwrap();
+    let n3 = node("node3");
+    let mut c = claim_for(&j3, "node3", &n3, &pin);
+    assert!(matches!(ks.claim(T0, &c), Err(AdmitError::WrongAddress { .. })));
+    c.peer = None;
+    assert!(matches!(ks.claim(T0, &c), Err(AdmitError::WrongAddress { .. })));
+    c.peer = Some("192.168.1.77".parse().unwrap());
+    ks.claim(T0, &c).unwrap();
+}
+
+#[test]
+fn the_proof_of_possession_is_checked_and_bound_to_the_keyserver() {
+    let mut ks = keyserver();
+    let pin = ks.pin();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    let n = node("node1");
+    // Signed by another key than the one presented.
+    let mut c = claim_for(&j, "node1", &n, &pin);
+    let other = node("other");
+    c.pop = sodium::sign_detached(
+        &Claim::pop_digest(&j.id, "node1", &n.sig.public(), &n.boxk, &pin),
+        &other.sig.key,
+    );
+    assert_eq!(ks.claim(T0, &c).unwrap_err(), AdmitError::BadProof);
+    // Made for another keyserver (a fake one relaying to us): the pin in the proof differs.
+    let fake_pin = Pin::of(&[1u8; 32]);
+    assert_eq!(ks.claim(T0, &claim_for(&j, "node1", &n, &fake_pin)).unwrap_err(), AdmitError::BadProof);
+    // Garbage signature bytes.
+    c.pop = [0xff; 64];
+    assert_eq!(ks.claim(T0, &c).unwrap_err(), AdmitError::BadProof);
+    ks.claim(T0, &claim_for(&j, "node1", &n, &pin)).unwrap();
+}
+
+#[test]
+fn purge_removes_expired_tokens_only() {
+    let mut ks = keyserver();
+    ks.create_token(T0, request("a")).unwrap();
+    ks.create_token(T0, TokenRequest { ttl: Some(7200), ..request("b") }).unwrap();
+    ks.take_changed();
+    assert_eq!(ks.purge(T0 + 3599), 0);
+    assert!(!ks.take_changed());
+    assert_eq!(ks.purge(T0 + 3600), 1);
+    assert!(ks.take_changed());
+    assert_eq!(ks.list().len(), 1);
+    assert_eq!(ks.list()[0].node, "b");
+    // Minting purges too.
+    ks.create_token(T0 + 7200, request("c")).unwrap();
+    assert_eq!(ks.list().iter().map(|t| t.node.as_str()).collect::<Vec<_>>(), vec!["c"]);
+}
+
+#[test]
+fn refusals_change_state_only_when_they_must() {
+    let mut ks = keyserver();
+    let pin = ks.pin();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    ks.take_changed();
+    let c = claim_for(&j, "node2", &node("node2"), &pin);
+    assert!(ks.claim(T0, &c).is_err());
+    assert!(!ks.take_changed(), "a wrong node name is not a failure count");
+    let mut wrong = claim_for(&j, "node1", &node("node1"), &pin);
+    wrong.secret[5] ^= 0x80;
+    assert!(ks.claim(T0, &wrong).is_err());
+    assert!(ks.take_changed(), "the failure count is persisted");
+}
+
+#[test]
+fn state_round_trips_through_json() {
+    let mut ks = keyserver();
+    let pin = ks.pin();
+    let j = ks
+        .create_token(T0, TokenRequest { from: Some("10.0.0.0/8".parse().unwrap()), ..request("n") })
+        .unwrap();
+    ks.claim(T0, &claim_for(&j, "n", &node("n"), &pin)).unwrap();
+    ks.create_token(T0, request("m")).unwrap();
+    let text = serde_json::to_string_pretty(ks.state()).unwrap();
+    let back: State = serde_json::from_str(&text).unwrap();
+    assert_eq!(&back, ks.state());
+    assert!(serde_json::from_str::<State>(&text.replace("\"epoch\"", "\"bogus\"")).is_err());
+}

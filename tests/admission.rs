@@ -1,0 +1,328 @@
+//! Node admission against a real `warren keyserver run`: what it creates on first start, the
+//! admin commands over the Noise channel, refusals, and state that survives kill -9.
+
+mod support;
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use std::time::Duration;
+
+use support::cli;
+use support::keyserver::{self, Keyserver};
+use support::ring::{all_see_alive, args, fast_timings, member_ids};
+use support::sup::Sup;
+use support::wait::wait_until;
+use warren::admission::keyserver::{Claim, Keyserver as KsCore, OsRng};
+use warren::admission::store::Store;
+use warren::admission::{Cgc, JoinString};
+use warren::crypto::keys::{BoxSecretKeyFile, KeyKind, SigPublicKey, SigSecretKey};
+use warren::crypto::{KeyCache, sodium};
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn admission_public(ks: &Keyserver) -> SigPublicKey {
+    let cache = KeyCache::new(ks.data.join("keys"));
+    SigPublicKey::try_from(&cache.latest(KeyKind::SigPublic, &format!("{}-admission", ks.ring)).unwrap())
+        .unwrap()
+}
+
+/// The join string: the last line of `token create`.
+fn create(ks: &Keyserver, args: &[&str]) -> JoinString {
+    let mut a = vec!["token", "create"];
+    a.extend_from_slice(args);
+    let out = ks.admit(&a).ok().to_string();
+    let last = out.lines().last().expect("token create printed nothing");
+    JoinString::parse(last).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn first_start_creates_keys_and_secret_once_and_restarts_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = Keyserver::start(dir.path(), "acme");
+    let secret = ks.admin_secret();
+    assert_eq!(mode(&ks.data.join("ADMIN_SECRET")), 0o600);
+    assert_eq!(mode(&ks.data), 0o700);
+    let cache = KeyCache::new(ks.data.join("keys"));
+    assert_eq!(cache.revisions(KeyKind::SigSecret, "acme-admission").unwrap().len(), 1);
+    assert_eq!(cache.revisions(KeyKind::BoxSecret, "acme-keyserver").unwrap().len(), 1);
+    assert_eq!(cache.revisions(KeyKind::SymSecret, "acme").unwrap().len(), 1);
+    let pin_before = create(&ks, &["--node", "n1"]).pin;
+    assert!(pin_before.matches(&admission_public(&ks).key), "the join string pins the admission key");
+
+    ks.kill9();
+    ks.spawn();
+    assert_eq!(ks.admin_secret(), secret, "ADMIN_SECRET is never replaced");
+    assert_eq!(cache.revisions(KeyKind::SigSecret, "acme-admission").unwrap().len(), 1);
+    assert_eq!(cache.revisions(KeyKind::SymSecret, "acme").unwrap().len(), 1);
+    assert_eq!(create(&ks, &["--node", "n2"]).pin, pin_before);
+    let log = ks.log_text();
+    assert!(!log.contains(&secret), "the admin secret is not logged");
+}
+
+#[test]
+fn tokens_are_created_listed_and_revoked_over_the_noise_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let out = ks
+        .admit(&[
+            "token",
+            "create",
+            "--node",
+            "web1",
+            "--group",
+            "web",
+            "--group",
+            "admin",
+            "--ttl",
+            "30m",
+            "--from",
+            "10.0.0.0/8",
+        ])
+        .ok()
+        .to_string();
+    let join = JoinString::parse(out.lines().last().unwrap()).unwrap();
+    let id = join.id.to_string();
+    assert!(out.contains(&format!("Token {id} for node web1")), "{out}");
+
+    let list = ks.admit(&["token", "list"]).ok().to_string();
+    let row = list.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{list}"));
+    for want in ["web1", "unused", "10.0.0.0/8", "admin,web"] {
+        assert!(row.contains(want), "{want} missing: {row}");
+    }
+    let secret_text = join.encode().split('-').nth(2).unwrap().to_string();
+    assert!(!list.contains(&secret_text));
+
+    // Lower case is accepted: ids are typed by humans.
+    assert!(ks.admit(&["token", "revoke", &id.to_lowercase()]).ok().contains(&format!("Token {id} revoked")));
+    let list = ks.admit(&["token", "list"]).ok().to_string();
+    assert!(list.lines().any(|l| l.starts_with(&id) && l.contains("revoked")), "{list}");
+
+    let err = ks.admit(&["token", "revoke", "ZZZZZZZZ"]).fails().to_string();
+    assert!(err.contains("no token ZZZZZZZZ"), "{err}");
+    let err = ks.admit(&["token", "revoke", "ABC"]).fails().to_string();
+    assert!(err.contains("token id") && err.contains("8 characters"), "{err}");
+
+    // Nothing secret reached the keyserver's log, state or audit.
+    let audit = std::fs::read_to_string(ks.data.join("audit.jsonl")).unwrap();
+    let state = std::fs::read_to_string(ks.data.join("state.json")).unwrap();
+    for (what, text) in [("log", ks.log_text()), ("audit", audit.clone()), ("state", state)] {
+        assert!(!text.contains(&secret_text), "the token secret is in the {what}");
+    }
+    let events: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["token_created", "token_revoked"]);
+    assert_eq!(mode(&ks.data.join("state.json")), 0o600);
+    assert_eq!(mode(&ks.data.join("audit.jsonl")), 0o600);
+}
+
+#[test]
+fn bad_requests_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let err = ks.admit(&["token", "create", "--node", "bad name"]).fails().to_string();
+    assert!(err.contains("invalid node name"), "{err}");
+    let err = ks.admit(&["token", "create", "--node", "n", "--ttl", "25h"]).fails().to_string();
+    assert!(err.contains("24 h"), "{err}");
+    // A malformed duration is a usage error (clap's exit code 2), caught before connecting.
+    let run = ks.admit(&["token", "create", "--node", "n", "--ttl", "1w"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("the unit must be s, m, h or d"), "{run:?}");
+    let err = ks.admit(&["token", "create", "--node", "n", "--from", "10.0.0.0/40"]).fails().to_string();
+    assert!(err.contains("not an address range"), "{err}");
+    let err = ks.admit(&["token", "create", "--node", "n", "--group", "a,b"]).fails().to_string();
+    assert!(err.contains("invalid group"), "{err}");
+    // Nothing was minted by any of them.
+    let list = ks.admit(&["token", "list"]).ok().to_string();
+    assert_eq!(list.lines().count(), 1, "{list}");
+}
+
+#[test]
+fn a_wrong_or_missing_admin_secret_is_refused_and_not_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let wrong = "not-the-admin-secret-0123456789";
+    let err = ks.admit_env(&["token", "list"], &[("WARREN_KEYSERVER_SECRET", wrong)]).fails().to_string();
+    assert!(err.contains("refused the handshake"), "{err}");
+    let err = ks.admit_env(&["token", "create", "--node", "n"], &[]).fails().to_string();
+    assert!(err.contains("WARREN_KEYSERVER_SECRET") && err.contains("--data-path"), "{err}");
+    // The keyserver's own folder works on its host.
+    let data = ks.data.to_str().unwrap().to_string();
+    ks.admit_env(&["token", "list", "--data-path", &data], &[]).ok();
+    let missing = dir.path().join("nowhere");
+    let err =
+        ks.admit_env(&["token", "list", "--data-path", missing.to_str().unwrap()], &[]).fails().to_string();
+    assert!(err.contains("ADMIN_SECRET does not exist"), "{err}");
+    let log = ks.log_text();
+    assert!(log.contains("handshake refused"), "{log}");
+    assert!(!log.contains(wrong) && !log.contains(&ks.admin_secret()));
+    assert!(!err.contains(&ks.admin_secret()));
+}
+
+#[test]
+fn garbage_on_the_port_does_not_stop_the_keyserver() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let mut rng = support::rng::Rng::new(13);
+    for port in [&ks.addr, &ks.join] {
+        for n in [0usize, 1, 7, 100, 5000] {
+            let mut s = std::net::TcpStream::connect(port).unwrap();
+            let bytes = rng.bytes(n);
+            let _ = s.write_all(&bytes);
+        }
+        // A join-port header announcing 4 GiB, and a claim that is not a sealed box.
+        let mut s = std::net::TcpStream::connect(port).unwrap();
+        let _ = s.write_all(&[3, 0xff, 0xff, 0xff, 0xff]);
+        let mut s = std::net::TcpStream::connect(port).unwrap();
+        let _ = s.write_all(&[3, 0, 0, 0, 4, 1, 2, 3, 4]);
+    }
+    let mut s = std::net::TcpStream::connect(&ks.addr).unwrap();
+    let _ = s.write_all(&[0xff; 64 * 1024]);
+    drop(s);
+    let join = create(&ks, &["--node", "after-garbage"]).encode().to_string();
+    keyserver::join(&ks.join, &join, "after-garbage", &dir.path().join("n")).ok();
+    assert!(!ks.log_text().contains("panicked"));
+}
+
+/// The token a real keyserver minted survives its kill -9: the state file it wrote loads, the
+/// token claims once (with this library's state machine: claims over the network are the next
+/// slice), and a restarted process still lists it.
+#[test]
+fn unexpired_tokens_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = Keyserver::start(dir.path(), "acme");
+    let join = create(&ks, &["--node", "n1", "--group", "web"]);
+    let short = create(&ks, &["--node", "n2", "--ttl", "1s"]);
+    ks.kill9();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ks.spawn();
+    let list = ks.admit(&["token", "list"]).ok().to_string();
+    assert!(list.lines().any(|l| l.starts_with(&join.id.to_string()) && l.contains("unused")), "{list}");
+    assert!(!list.contains(&short.id.to_string()), "an expired token is purged at start: {list}");
+    ks.kill9();
+
+    let cache = KeyCache::new(ks.data.join("keys"));
+    let admission =
+        SigSecretKey::try_from(&cache.latest(KeyKind::SigSecret, "acme-admission").unwrap()).unwrap();
+    let store = Store::open(&ks.data).unwrap();
+    let mut core = KsCore::new(store.load("acme").unwrap(), admission, OsRng);
+    let (_, sig) = SigSecretKey::generate("n1").unwrap();
+    let (boxk, _) = BoxSecretKeyFile::generate("n1").unwrap();
+    let digest = Claim::pop_digest(&join.id, "n1", &sig.public(), &boxk, &join.pin);
+    let claim = Claim {
+        token_id: join.id,
+        secret: join.secret.clone(),
+        node: "n1".into(),
+        node_sig: sig.public(),
+        node_box: boxk,
+        pop: sodium::sign_detached(&digest, &sig.key),
+        peer: None,
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claimed = core.claim(now, &claim).unwrap();
+    let cgc = Cgc::verify(&claimed.cgc, &admission_public(&ks)).unwrap();
+    assert_eq!((cgc.node.as_str(), cgc.groups.clone()), ("n1", vec!["web".to_string()]));
+}
+
+/// Three nodes admitted from tokens form an encrypted ring; nobody copied a key.
+#[test]
+fn three_nodes_admitted_from_tokens_form_an_encrypted_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let mut sups = Vec::new();
+    for (i, name) in ["node-a", "node-b", "node-c"].into_iter().enumerate() {
+        let out = ks.admit(&["token", "create", "--node", name, "--group", "web"]).ok().to_string();
+        let join = out.lines().last().unwrap().to_string();
+        let node_dir = dir.path().join(name);
+        let out = keyserver::join(&ks.join, &join, name, &node_dir).ok().to_string();
+        assert!(out.contains(&format!("Admitted {name} to acme")), "{out}");
+        assert!(out.lines().last().unwrap().contains("warren sup run --ring acme"), "{out}");
+        let cgc_text = std::fs::read_to_string(node_dir.join("data/admission/cgc")).unwrap();
+        let cgc = Cgc::verify(&cgc_text, &admission_public(&ks)).unwrap();
+        assert_eq!((cgc.node.as_str(), cgc.groups.clone()), (name, vec!["web".to_string()]));
+        let mut a = fast_timings();
+        a.extend(args(&["--ring", "acme", "--cache-key-path", node_dir.join("keys").to_str().unwrap()]));
+        if i > 0 {
+            a.extend(args(&["--peer", &sups.iter().map(|s: &Sup| s.gossip.clone()).next().unwrap()]));
+        }
+        sups.push(Sup::start(dir.path(), 90 + i as u8, a, vec![]));
+    }
+    let ids = member_ids(&sups);
+    let refs: Vec<&Sup> = sups.iter().collect();
+    wait_until(Duration::from_secs(30), "all admitted members alive", || all_see_alive(&refs, &ids));
+    for s in &sups {
+        let status: serde_json::Value =
+            serde_json::from_str(s.cli(&["sup", "status", "--json"]).ok()).unwrap();
+        assert_eq!(status["encrypted"], true, "{status}");
+        assert_eq!(status["ring"], "acme", "{status}");
+    }
+    // The ring key they share is the keyserver's, delivered, not copied.
+    let ks_ring = KeyCache::new(ks.data.join("keys")).latest(KeyKind::SymSecret, "acme").unwrap();
+    for name in ["node-a", "node-b", "node-c"] {
+        let node_ring =
+            KeyCache::new(dir.path().join(name).join("keys")).latest(KeyKind::SymSecret, "acme").unwrap();
+        assert_eq!(node_ring.bytes(), ks_ring.bytes());
+    }
+}
+
+/// A lost reply is safe (the same node retries and gets the same CGC); another node with the
+/// same join string is refused and audited; a fake keyserver (other admission key) is refused
+/// by the node before it sends the secret; a replayed token after revocation gets nothing.
+#[test]
+fn join_refusals_retry_theft_and_fake_keyserver() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    std::fs::create_dir(dir.path().join("fake")).unwrap();
+    let fake = Keyserver::start(&dir.path().join("fake"), "acme");
+    let join = ks.admit(&["token", "create", "--node", "n1"]).ok().lines().last().unwrap().to_string();
+
+    let err = keyserver::join(&fake.join, &join, "n1", &dir.path().join("n1")).fails().to_string();
+    assert!(err.contains("does not match the pin"), "{err}");
+    assert!(fake.log_text().lines().all(|l| !l.contains("claim")), "the fake saw no claim");
+
+    let err = keyserver::join(&ks.join, &join, "other-name", &dir.path().join("n1")).fails().to_string();
+    assert!(err.contains("is for node \"n1\""), "{err}");
+
+    let first = keyserver::join(&ks.join, &join, "n1", &dir.path().join("n1")).ok().to_string();
+    let again = keyserver::join(&ks.join, &join, "n1", &dir.path().join("n1")).ok().to_string();
+    assert_eq!(first, again, "a retry gets the same CGC");
+
+    let err = keyserver::join(&ks.join, &join, "n1", &dir.path().join("thief")).fails().to_string();
+    assert!(err.contains("suspected theft"), "{err}");
+    let audit = std::fs::read_to_string(ks.data.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"suspected_theft\""), "{audit}");
+
+    // A typo is caught before anything is sent.
+    let mut typo = join.clone();
+    typo.replace_range(10..11, if &join[10..11] == "A" { "B" } else { "A" });
+    let err = keyserver::join(&ks.join, &typo, "n1", &dir.path().join("n1")).fails().to_string();
+    assert!(err.contains("typo"), "{err}");
+
+    let id = JoinString::parse(&join).unwrap().id.to_string();
+    ks.admit(&["token", "revoke", &id]).ok();
+    let err = keyserver::join(&ks.join, &join, "n1", &dir.path().join("n1")).fails().to_string();
+    assert!(err.contains("revoked"), "{err}");
+    let secret_text = join.split('-').nth(2).unwrap().to_string();
+    for text in [ks.log_text(), audit, std::fs::read_to_string(ks.data.join("state.json")).unwrap()] {
+        assert!(!text.contains(&secret_text));
+    }
+}
+
+#[test]
+fn new_commands_have_help() {
+    for args in [
+        &["keyserver", "run", "--help"][..],
+        &["admit", "token", "create", "--help"],
+        &["admit", "token", "list", "--help"],
+        &["admit", "token", "revoke", "--help"],
+        &["admit", "join", "--help"],
+    ] {
+        let out = cli::warren(args).ok().to_string();
+        assert!(out.contains("--keyserver") || out.contains("--data-path"), "{args:?}: {out}");
+    }
+    let out = cli::warren(&["keyserver", "run", "--help"]).ok().to_string();
+    assert!(out.contains("9637") && out.contains("--ring"), "{out}");
+}
