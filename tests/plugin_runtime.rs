@@ -9,7 +9,7 @@ use support::files::{dead_pid, plant_temp_file};
 use support::plugins::{install, registry, wasm_bytes};
 use warren::plugins::{
     CacheOutcome, CredentialError, Grant, Health, Member, PackageIdent, PluginError, PluginState, Role,
-    ServiceContext, ServicePaths, World, WitVersion,
+    ServiceContext, ServicePaths, WitVersion, World,
 };
 
 fn ctx(config: &str) -> ServiceContext {

@@ -143,7 +143,9 @@ pub mod compat {
     }
 
     /// A 0.1.0 resolve's answer as 0.2.0's.
-    pub fn resolved(r: Result<types1::Credential, types1::CredentialError>) -> Result<Credential, CredentialError> {
+    pub fn resolved(
+        r: Result<types1::Credential, types1::CredentialError>,
+    ) -> Result<Credential, CredentialError> {
         r.map(Into::into).map_err(Into::into)
     }
 
@@ -186,8 +188,12 @@ pub mod compat {
             assert_eq!((new.value.as_str(), new.ttl_seconds), ("v", Some(7)));
             assert_eq!(new.watch_paths, vec!["/run/secrets/x".to_string()]);
             let e = |old| resolved(Err(old)).unwrap_err();
-            assert!(matches!(e(types1::CredentialError::NotFound("a".into())), CredentialError::NotFound(m) if m == "a"));
-            assert!(matches!(e(types1::CredentialError::Denied("b".into())), CredentialError::Denied(m) if m == "b"));
+            assert!(
+                matches!(e(types1::CredentialError::NotFound("a".into())), CredentialError::NotFound(m) if m == "a")
+            );
+            assert!(
+                matches!(e(types1::CredentialError::Denied("b".into())), CredentialError::Denied(m) if m == "b")
+            );
             assert!(matches!(
                 e(types1::CredentialError::InvalidReference("c".into())),
                 CredentialError::InvalidReference(m) if m == "c"

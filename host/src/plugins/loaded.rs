@@ -51,9 +51,8 @@ fn either_version(
     current: impl FnOnce(InstancePre<StoreState>) -> wasmtime::Result<Pre>,
     previous: impl FnOnce(InstancePre<StoreState>) -> wasmtime::Result<Pre>,
 ) -> wasmtime::Result<Pre> {
-    current(pre.clone()).or_else(|e| {
-        previous(pre).map_err(|_| e.context(format!("(nor {})", WitVersion::V0_1)))
-    })
+    current(pre.clone())
+        .or_else(|e| previous(pre).map_err(|_| e.context(format!("(nor {})", WitVersion::V0_1))))
 }
 
 enum Bound {
@@ -313,7 +312,9 @@ impl CredentialSourceHandle {
     pub fn resolve(&self, reference: &str) -> Result<Result<Credential, CredentialError>, PluginError> {
         self.0.call(|store, bound| match bound {
             Bound::Cred(b) => b.warren_plugin_credentials().call_resolve(store, reference),
-            Bound::Cred1(b) => b.warren_plugin_credentials().call_resolve(store, reference).map(compat::resolved),
+            Bound::Cred1(b) => {
+                b.warren_plugin_credentials().call_resolve(store, reference).map(compat::resolved)
+            }
             _ => unreachable!("checked in new"),
         })
     }

@@ -19,7 +19,7 @@ use super::loaded::{CredentialSourceHandle, HookHandle, LoadedPlugin, TopologyHa
 use super::manifest::Manifest;
 use super::policy::{self, Grant, Limits};
 use super::signing::{self, SignatureStatus, TrustMode, TrustedKeys};
-use super::{EngineOptions, PluginEngine, PluginError, World, WitVersion, wasm};
+use super::{EngineOptions, PluginEngine, PluginError, WitVersion, World, wasm};
 use crate::crypto::sodium::blake2b_256;
 
 /// Largest plugin file accepted (componentize-py plugins are ~18 MB).
