@@ -129,7 +129,9 @@ fn hook_example_bound_to_hello_http_serves_init_and_health_and_follows_user_toml
     // and its next check says CRITICAL. The process stays.
     let pid = pid_of(&sup, "hello-http").unwrap();
     user_toml(&sup.data, "hello-http", "fail_health = true\n[http]\nlisten = \"127.0.0.70\"\nport = 8080\n");
-    wait_until(Duration::from_secs(20), "CRITICAL", || health(&sup, "hello-http").as_deref() == Some("CRITICAL"));
+    wait_until(Duration::from_secs(20), "CRITICAL", || {
+        health(&sup, "hello-http").as_deref() == Some("CRITICAL")
+    });
     wait_log(&sup, "the plugin's reconfigure", "reconfigure hello-http.default");
     assert!(!logs.join("reconfigure.stdout.log").exists(), "the reconfigure script ran too");
     assert_eq!(pid_of(&sup, "hello-http"), Some(pid), "reconfigured, not restarted");
@@ -188,11 +190,15 @@ fn a_trapping_or_spinning_hooks_plugin_is_a_failed_hook_and_everything_else_runs
     assert_ne!(load.code, 0, "{load:?}");
     assert!(load.stderr.contains("ran past its 200 ms deadline"), "{load:?}");
     let s = status(&sup, "spun").unwrap();
-    assert!(s["last_failure"].as_str().unwrap().contains("the init hook failed: plugin hook-faulty ran past"), "{s}");
+    assert!(
+        s["last_failure"].as_str().unwrap().contains("the init hook failed: plugin hook-faulty ran past"),
+        "{s}"
+    );
     assert_eq!(sup.cli(&["svc", "stop", "acme/spun"]).code, 0);
 
     // A plugin built against warren:plugin@0.1.0 serves hooks too (its health answer: WARNING).
-    let load = sup.cli(&["svc", "load", "acme/old", "--hooks-plugin", "hook-v0-1", "--health-check-interval", "1"]);
+    let load =
+        sup.cli(&["svc", "load", "acme/old", "--hooks-plugin", "hook-v0-1", "--health-check-interval", "1"]);
     assert_eq!(load.code, 0, "{load:?}\n{}", sup.log_tail());
     wait_log(&sup, "the 0.1.0 plugin's init", "hook-v0-1 init old.default");
     wait_until(Duration::from_secs(20), "WARNING", || health(&sup, "old").as_deref() == Some("WARNING"));
@@ -224,10 +230,21 @@ fn an_unknown_plugin_is_refused_at_load_and_a_removed_one_is_a_failed_hook_until
     );
     let wrong = sup.cli(&["svc", "load", "acme/bound", "--hooks-plugin", "standalone"]);
     assert_ne!(wrong.code, 0);
-    assert!(wrong.stderr.contains("standalone is a topology-policy plugin, not a lifecycle-hook"), "{wrong:?}");
+    assert!(
+        wrong.stderr.contains("standalone is a topology-policy plugin, not a lifecycle-hook"),
+        "{wrong:?}"
+    );
     assert!(status(&sup, "bound").is_none() && !sup.data.join("specs/bound.spec").exists(), "nothing loaded");
 
-    let load = sup.cli(&["svc", "load", "acme/bound", "--hooks-plugin", "hook-example", "--health-check-interval", "1"]);
+    let load = sup.cli(&[
+        "svc",
+        "load",
+        "acme/bound",
+        "--hooks-plugin",
+        "hook-example",
+        "--health-check-interval",
+        "1",
+    ]);
     assert_eq!(load.code, 0, "{load:?}\n{}", sup.log_tail());
     wait_until(Duration::from_secs(20), "OK", || health(&sup, "bound").as_deref() == Some("OK"));
     let pid = pid_of(&sup, "bound").unwrap();
@@ -272,11 +289,19 @@ fn suitability_and_file_updated_run_the_script_or_the_bound_plugin() {
         std::fs::write(p.join("SVC_USER"), "nobody").unwrap();
         for (hook, script) in hooks {
             std::fs::write(p.join("hooks").join(hook), script).unwrap();
-            std::fs::set_permissions(p.join("hooks").join(hook), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(p.join("hooks").join(hook), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
         }
     };
     let updated = "#!/bin/sh\necho updated >> \"$WARREN_SVC_PATH/var/updated\"\n";
-    pkg("scripted", &[("run", SLEEPER), ("suitability", "#!/bin/sh\necho thinking\necho 42\n"), ("file-updated", updated)]);
+    pkg(
+        "scripted",
+        &[
+            ("run", SLEEPER),
+            ("suitability", "#!/bin/sh\necho thinking\necho 42\n"),
+            ("file-updated", updated),
+        ],
+    );
     pkg("wrong", &[("run", SLEEPER), ("suitability", "#!/bin/sh\necho many\n")]);
     pkg("plain", &[("run", SLEEPER)]);
     // The plugin serves these events: the package's own scripts for them are not run.
@@ -297,9 +322,13 @@ fn suitability_and_file_updated_run_the_script_or_the_bound_plugin() {
             hook_plugins: Some(registry.clone()),
             member_id: "member-under-test".into(),
         });
-        for (name, plugin) in
-            [("scripted", None), ("wrong", None), ("plain", None), ("plugged", Some("hook-example")), ("old", Some("hook-v0-1"))]
-        {
+        for (name, plugin) in [
+            ("scripted", None),
+            ("wrong", None),
+            ("plain", None),
+            ("plugged", Some("hook-example")),
+            ("old", Some("hook-v0-1")),
+        ] {
             let view = services
                 .load(LoadRequest {
                     ident: format!("acme/{name}").parse().unwrap(),

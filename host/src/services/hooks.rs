@@ -240,6 +240,9 @@ impl std::fmt::Debug for HookRunner {
     }
 }
 
+/// A suitability hook's answer: the number, or why there is none; None: no such hook.
+pub type Suitability = Option<Result<u64, String>>;
+
 /// What a plugin call gave, or the failed hook it is.
 type PluginCall<R> = Result<R, HookOutcome>;
 
@@ -315,7 +318,7 @@ impl HookRunner {
 
     /// This member's suitability for leadership (for elections): the plugin's answer, or the
     /// number the suitability script prints (Habitat's). None: the service has no such hook.
-    pub async fn suitability(&self) -> Option<Result<u64, String>> {
+    pub async fn suitability(&self) -> Suitability {
         if let Some(p) = self.plugin_for(Hook::Suitability) {
             return Some(
                 call(p, Hook::Suitability, |h, c| h.suitability(c)).await.map_err(|f| f.to_string()),

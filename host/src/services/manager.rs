@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::backoff::BackoffPolicy;
-use super::hooks::{Hook, HookContext, HookOutcome, HookRunner, PluginHooks};
+use super::hooks::{Hook, HookContext, HookOutcome, HookRunner, PluginHooks, Suitability};
 use super::package::{PackageError, PackageIdent, PackageMeta, PackageStore};
 use super::spec::{BindingMode, DesiredState, ServiceSpec, SpecDir, Topology};
 use super::state::Desired;
@@ -105,13 +105,16 @@ pub struct ServiceDetail {
     pub cfg: toml::Table,
 }
 
+/// A reply that is itself a receiver: the service's task answers on it, not the manager.
+type Answer<T> = oneshot::Sender<Result<oneshot::Receiver<T>, SvcError>>;
+
 enum Request {
     Load(Box<LoadRequest>, oneshot::Sender<Result<watch::Receiver<ServiceView>, SvcError>>),
     Unload(String, Option<Duration>, oneshot::Sender<Result<oneshot::Receiver<()>, SvcError>>),
     Want(String, Want, oneshot::Sender<Result<watch::Receiver<ServiceView>, SvcError>>),
     Status(oneshot::Sender<Vec<ServiceInfo>>),
-    Suitability(String, oneshot::Sender<Result<oneshot::Receiver<Option<Result<u64, String>>>, SvcError>>),
-    FileUpdated(String, String, oneshot::Sender<Result<oneshot::Receiver<Option<HookOutcome>>, SvcError>>),
+    Suitability(String, Answer<Suitability>),
+    FileUpdated(String, String, Answer<Option<HookOutcome>>),
     /// `stop`: stop every service (supervisor shutdown); else leave them for a reattach.
     Exit {
         stop: bool,
@@ -192,7 +195,7 @@ impl Services {
 
     /// The service's suitability for leadership, from its suitability hook (script or bound
     /// plugin); `Ok(None)`: it has none. For elections.
-    pub async fn suitability(&self, name: &str) -> Result<Option<Result<u64, String>>, SvcError> {
+    pub async fn suitability(&self, name: &str) -> Result<Suitability, SvcError> {
         let answer = self.ask(|r| Request::Suitability(name.to_string(), r)).await??;
         answer.await.map_err(|_| SvcError::NotLoaded(name.to_string()))
     }

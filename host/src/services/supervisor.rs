@@ -80,7 +80,7 @@ pub enum Command {
     Reconfigure,
     /// This member's suitability for leadership (the election asks): the suitability hook's
     /// answer, None without one.
-    Suitability(oneshot::Sender<Option<Result<u64, String>>>),
+    Suitability(oneshot::Sender<super::hooks::Suitability>),
     /// A file the service consumes was updated (a config-file upload): run file-updated.
     FileUpdated {
         file: String,

@@ -39,7 +39,8 @@ impl Guest for HookExample {
 
     fn health_check(ctx: ServiceContext) -> Health {
         let health = if config_bool(&ctx.config_toml, "fail_health") { Health::Critical } else { Health::Ok };
-        event("health-check", &ctx, &[("health".into(), format!("{health:?}"))]);
+        let label = if health == Health::Ok { "ok" } else { "critical" };
+        event("health-check", &ctx, &[("health".into(), label.into())]);
         health
     }
 
