@@ -253,6 +253,11 @@ fn an_unknown_plugin_is_refused_at_load_and_a_removed_one_is_a_failed_hook_until
     std::fs::remove_file(folder.join("hook-example.wasm")).unwrap();
     wait_until(Duration::from_secs(20), "UNKNOWN", || health(&sup, "bound").as_deref() == Some("UNKNOWN"));
     wait_log(&sup, "the missing plugin", "lifecycle-hook plugin hook-example is not loaded");
+    // The gateway's health endpoint says why, as a failed check's stderr.
+    let gateway = sup.get("/services/bound/default/health").unwrap();
+    let body = gateway.json().unwrap();
+    assert_eq!(body["status"], "UNKNOWN", "{body}");
+    assert!(body["stderr"].as_str().unwrap().contains("hook-example is not loaded"), "{body}");
     assert_eq!(pid_of(&sup, "bound"), Some(pid));
 
     // Back (hot reload): the next check is served again.
