@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The warren demo: a local, encrypted 3-member ring on the built-in defaults, with signed
 # credential plugins loaded from a drop-in folder, and the gateway's bearer token kept in a
-# file (`auth_token = "FILE:..."`) that rotates without a restart.
+# file (`auth_token = "FILE:..."`) that rotates without a restart, and a real service whose
+# lifecycle hooks come from a WebAssembly plugin.
 #
 #   examples/ring-demo.sh              run until Ctrl-C
 #   examples/ring-demo.sh --for 10     stop after 10 seconds (non-interactive)
@@ -22,7 +23,7 @@ done
 here="$(cd "$(dirname "$0")/.." && pwd)"
 WARREN="${WARREN:-$here/target/debug/warren}"
 [ -x "$WARREN" ] || { echo "warren binary not found at $WARREN (run ./scripts/demo.sh, or set WARREN=)" >&2; exit 1; }
-for p in env file; do
+for p in env file hook-example; do
     [ -f "$here/target/plugins/$p.wasm" ] || { echo "target/plugins/$p.wasm missing (scripts/build-plugins.sh)" >&2; exit 1; }
 done
 
@@ -41,7 +42,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-export WARREN_CACHE_KEY_PATH="$work/keys" WARREN_LOG=warn
+# Warnings, and what plugins log (the hook plugin's lines in step 7).
+export WARREN_CACHE_KEY_PATH="$work/keys" WARREN_LOG=warn,warren::plugin=info
 warren() { "$WARREN" "$@"; }
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 say() { printf '\n%s## %s%s\n' "$bold" "$*" "$plain"; }
@@ -53,9 +55,9 @@ say "1. Keys: a ring key (encrypts all gossip) and an origin key (signs plugins)
 run warren ring key generate demo-ring
 run warren origin key generate demo-origin
 
-say "2. Plugins: the env and file credential sources, signed, in a drop-in folder"
+say "2. Plugins: the env and file credential sources and the hook-example lifecycle hook, signed, in a drop-in folder"
 mkdir -p "$work/plugins"
-for p in env file; do
+for p in env file hook-example; do
     cp "$here/target/plugins/$p.wasm" "$work/plugins/$p.wasm"
     run warren plugin sign --origin demo-origin "$work/plugins/$p.wasm"
 done
@@ -163,7 +165,8 @@ chmod 711 "$work"
 # Where it listens, as an operator sets it: user.toml (watched; changes apply without a reload).
 mkdir -p "$work/data-1/user/hello-http"
 printf '[http]\nlisten = "127.0.0.1"\nport = 18080\n' > "$work/data-1/user/hello-http/user.toml"
-run warren svc load "$hart"
+# Its init, health-check, reconfigure and post-stop hooks come from the hook-example plugin.
+run warren svc load "$hart" --hooks-plugin hook-example --health-check-interval 1
 http_get() { # GET / on 127.0.0.1:18080 with bash's /dev/tcp (no curl needed)
     exec 3<>/dev/tcp/127.0.0.1/18080 || return 1
     printf 'GET / HTTP/1.0\r\nHost: demo\r\n\r\n' >&3
@@ -189,10 +192,24 @@ echo '$ GET http://127.0.0.1:9631/services/hello-http/default/health   (curl -H 
 gateway_get /services/hello-http/default/health; echo
 echo '$ GET http://127.0.0.1:9631/services   (a few of its fields)'
 gateway_get /services | grep -o '"\(service_group\|spec_identifier\|desired_state\|health_check\)":"[^"]*"' | tr '\n' ' '; echo
+svc_health() { warren svc status demo-origin/hello-http --json 2>/dev/null | sed -n 's/.*"health":"\([A-Z]*\)".*/\1/p'; }
+wait_health() {
+    start=$SECONDS
+    until [ "$(svc_health)" = "$1" ]; do
+        if [ $((SECONDS - start)) -gt 20 ]; then echo "health did not become $1 in 20 s" >&2; cat "$work/sup-1.log" >&2; exit 1; fi
+        sleep 0.2
+    done
+}
+wait_health OK
+echo
+echo "its hooks run in the hook-example plugin (sandboxed, under its deadline and memory cap); health from it:"
+run warren svc status demo-origin/hello-http --json
+echo "the plugin's own log lines, in supervisor 1's log:"
+sed 's/\x1b\[[0-9;]*m//g' "$work/sup-1.log" | grep -m 2 -F 'warren::plugin: ' | sed 's/^/  /'
 svc_pid() { warren svc status demo-origin/hello-http --json 2>/dev/null | sed -n 's/.*"pid":\([0-9]*\).*/\1/p'; }
 first_pid="$(svc_pid)"
 echo
-echo "a config change: a new message in user.toml, re-rendered, the reconfigure hook runs, no restart"
+echo "a config change: a new message in user.toml, re-rendered, the plugin's reconfigure runs, no restart"
 printf 'message = "Hello again, from user.toml"\n[http]\nlisten = "127.0.0.1"\nport = 18080\n' \
     > "$work/data-1/user/hello-http/user.toml"
 start=$SECONDS
@@ -203,6 +220,16 @@ done
 echo '$ GET http://127.0.0.1:18080/'
 http_get
 echo "(same process: pid $first_pid -> $(svc_pid))"
+echo
+echo "fail_health = true in user.toml: the plugin reads the new config at its next check"
+printf 'fail_health = true\nmessage = "Hello again, from user.toml"\n[http]\nlisten = "127.0.0.1"\nport = 18080\n' \
+    > "$work/data-1/user/hello-http/user.toml"
+wait_health CRITICAL
+echo "health: $(svc_health) (from the plugin; the service keeps running, pid $(svc_pid))"
+printf 'message = "Hello again, from user.toml"\n[http]\nlisten = "127.0.0.1"\nport = 18080\n' \
+    > "$work/data-1/user/hello-http/user.toml"
+wait_health OK
+echo "health: $(svc_health) again"
 echo
 echo "a crash: kill -9 of the service's process; the supervisor restarts it at once"
 kill -9 "$first_pid"

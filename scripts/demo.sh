@@ -8,5 +8,9 @@ cd "$(dirname "$0")/.."
 echo "building warren..."
 cargo build --quiet --bin warren
 echo "building the example plugins..."
-./scripts/build-plugins.sh env file
+./scripts/build-plugins.sh env file hook-example
+# The binary cargo just built (CARGO_TARGET_DIR is honoured), unless WARREN names another.
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+export WARREN="${WARREN:-$target/debug/warren}"
 exec ./examples/ring-demo.sh "$@"

@@ -1,5 +1,6 @@
 //! The README's main job: `examples/ring-demo.sh` (what `./scripts/demo.sh` runs after building)
-//! brings up its ring, rotates the FILE: token, and leaves no supervisor running when it ends.
+//! brings up its ring, rotates the FILE: token, runs a service with its hooks from a plugin, and
+//! leaves no supervisor running when it ends.
 
 mod support;
 
@@ -41,6 +42,10 @@ fn the_demo_rotates_a_file_token_and_leaves_nothing_running() {
         "its health on the gateway: {stdout}"
     );
     assert!(stdout.contains(r#""service_group":"hello-http.default""#), "/services lists it: {stdout}");
+    // The service's hooks come from the hook-example plugin: its health and its log lines.
+    assert!(stdout.contains("\"health\":\"OK\""), "health from the plugin: {stdout}");
+    assert!(stdout.contains("warren::plugin: init hello-http.default"), "the plugin's init: {stdout}");
+    assert!(stdout.contains("health: CRITICAL (from the plugin"), "fail_health is seen: {stdout}");
     // Every process started for the demo names its temp folder on its command line; none may
     // be left once the demo has returned.
     let work = stdout

@@ -8,12 +8,32 @@ use std::path::PathBuf;
 use support::files::{dead_pid, plant_temp_file};
 use support::plugins::{install, registry, wasm_bytes};
 use warren::plugins::{
-    CacheOutcome, CredentialError, Grant, Health, Member, PluginError, PluginState, Role, ServiceContext,
-    World,
+    CacheOutcome, CredentialError, Grant, Health, Member, PackageIdent, PluginError, PluginState, Role,
+    ServiceContext, ServicePaths, WitVersion, World,
 };
 
 fn ctx(config: &str) -> ServiceContext {
-    ServiceContext { service: "redis".into(), group: "default".into(), config_toml: config.into() }
+    let dir = |sub: &str| format!("/data/svc/redis/{sub}");
+    ServiceContext {
+        service: "redis".into(),
+        group: "default".into(),
+        config_toml: config.into(),
+        ident: PackageIdent {
+            origin: "acme".into(),
+            name: "redis".into(),
+            version: "7.0.0".into(),
+            release: "20260101000000".into(),
+        },
+        member_id: "m-1".into(),
+        paths: ServicePaths {
+            svc: "/data/svc/redis".into(),
+            config: dir("config"),
+            data: dir("data"),
+            files: dir("files"),
+            var: dir("var"),
+            logs: dir("logs"),
+        },
+    }
 }
 
 #[test]
@@ -333,6 +353,38 @@ fn lifecycle_hooks_run() {
     assert!(h.reconfigure(&ctx("")).unwrap().is_ok());
     assert!(h.file_updated(&ctx(""), "app.conf").unwrap().is_ok());
     assert!(h.post_stop(&ctx("")).unwrap().is_ok());
+    assert_eq!(h.plugin().info.wit, WitVersion::V0_2);
+}
+
+/// Plugins built against warren:plugin@0.1.0 keep loading and answering: the host links both
+/// versions, and a 0.1.0 hook gets its smaller context.
+#[test]
+fn plugins_built_against_0_1_0_still_load_and_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["hook-v0-1", "cred-v0-1", "hook-example"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    let st = reg.status();
+    assert!(st.iter().all(|s| s.state == PluginState::Loaded), "{st:#?}");
+    let wit = |name: &str| st.iter().find(|s| s.name.as_deref() == Some(name)).and_then(|s| s.wit);
+    assert_eq!(wit("hook-v0-1"), Some(WitVersion::V0_1));
+    assert_eq!(wit("cred-v0-1"), Some(WitVersion::V0_1));
+    assert_eq!(wit("hook-example"), Some(WitVersion::V0_2));
+    assert_eq!(reg.plugins_json()["plugins"][0]["wit"], "0.1.0");
+
+    let h = reg.hook("hook-v0-1").unwrap();
+    assert_eq!(h.init(&ctx("")).unwrap(), Ok(()));
+    assert_eq!(h.health_check(&ctx("")).unwrap(), Health::Warning);
+    assert_eq!(h.suitability(&ctx("")).unwrap(), 7);
+    assert!(h.reconfigure(&ctx("")).unwrap().is_ok());
+    assert!(h.file_updated(&ctx(""), "app.conf").unwrap().unwrap_err().contains("app.conf"));
+    assert!(h.post_stop(&ctx("")).unwrap().is_ok());
+    assert_eq!(h.plugin().faults(), 0);
+
+    let src = reg.get_credential_source("OLDCRED").expect("cred-v0-1 serves OLDCRED");
+    let c = src.resolve("OLDCRED:x").unwrap().unwrap();
+    assert_eq!((c.value.as_str(), c.ttl_seconds), ("old-x", Some(60)));
+    assert!(matches!(src.resolve("OLDCRED:").unwrap(), Err(CredentialError::NotFound(_))));
 }
 
 #[test]

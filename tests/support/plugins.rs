@@ -14,7 +14,8 @@ use warren::plugins::{
 use super::fixtures::repo_root;
 
 const PLUGINS: [&str; 6] = ["env", "file", "vault-kv", "standalone", "leader-follower", "hook-example"];
-const FIXTURES: [&str; 6] = ["spin", "hog", "panicker", "snoop", "snoop-http", "impostor"];
+const FIXTURES: [&str; 9] =
+    ["spin", "hog", "panicker", "snoop", "snoop-http", "impostor", "hook-v0-1", "hook-faulty", "cred-v0-1"];
 
 fn newest_source(dir: &Path, newest: &mut SystemTime) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
@@ -143,6 +144,7 @@ pub fn test_credentials() -> BTreeMap<String, String> {
         ("SNOOP", "snoop"),
         ("SNOOPHTTP", "snoop-http"),
         ("IMPOSTOR", "impostor"),
+        ("OLDCRED", "cred-v0-1"),
     ];
     let extra = fixtures.iter().map(|(s, n)| (s.to_string(), n.to_string())).collect();
     warren::plugins::registry::credentials_with_defaults(&extra)

@@ -54,7 +54,9 @@ pub struct LoadArgs {
     /// Seconds between the shutdown signal and SIGKILL [default: the package's, else 8].
     #[arg(long)]
     pub shutdown_timeout: Option<u32>,
-    /// A lifecycle-hook plugin for the service's hooks (refused for now: not wired yet).
+    /// A loaded lifecycle-hook plugin that serves the service's init, health-check,
+    /// reconfigure, suitability, file-updated and post-stop hooks instead of the package's
+    /// scripts (run and post-run stay scripts).
     #[arg(long, value_name = "NAME")]
     pub hooks_plugin: Option<String>,
     /// Replace the service if it is already loaded.

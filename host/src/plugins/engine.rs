@@ -11,7 +11,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::PluginError;
-use super::bindings::credential_source::CredentialSource;
+use super::bindings::{v0_1, v0_2};
 use super::sandbox::StoreState;
 use crate::crypto::sodium::Blake2b256;
 use crate::fsutil::{self, Existing};
@@ -82,9 +82,18 @@ impl PluginEngine {
         let mut linker = Linker::<StoreState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(engine_err)?;
-        // Adds `host` and `types`, which the other two worlds share.
-        CredentialSource::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
-            .map_err(engine_err)?;
+        // Adds `host` and `types`, which the other two worlds share, at both contract versions
+        // (warren:plugin@0.1.0 plugins keep loading).
+        v0_2::credential_source::CredentialSource::add_to_linker::<StoreState, HasSelf<StoreState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
+        v0_1::credential_source::CredentialSource::add_to_linker::<StoreState, HasSelf<StoreState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
 
         let cache = match &opts.cache_dir {
             Some(dir) => Some(CompileCache::open(dir, &engine)?),

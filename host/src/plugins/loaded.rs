@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use wasmtime::Store;
+use wasmtime::component::InstancePre;
 
-use super::bindings::credential_source::{CredentialSource, CredentialSourcePre};
-use super::bindings::lifecycle_hook::{LifecycleHook, LifecycleHookPre};
-use super::bindings::topology_policy::{TopologyPolicy, TopologyPolicyPre};
-use super::bindings::{Credential, CredentialError, Decision, Health, Member, ServiceContext};
+use super::bindings::{
+    Credential, CredentialError, Decision, Health, Member, ServiceContext, WitVersion, compat, v0_1, v0_2,
+};
 use super::engine::{CacheOutcome, PluginEngine};
 use super::manifest::Manifest;
 use super::policy::Effective;
@@ -25,16 +25,43 @@ const MAX_IDLE: usize = 4;
 /// Longest error text kept from a trap (backtraces can be long).
 const MAX_TRAP_TEXT: usize = 1000;
 
+/// A pre-instantiated component of one world, at the contract version it was built against
+/// (`*1`: warren:plugin@0.1.0).
 enum Pre {
-    Cred(CredentialSourcePre<StoreState>),
-    Topo(TopologyPolicyPre<StoreState>),
-    Hook(LifecycleHookPre<StoreState>),
+    Cred(v0_2::credential_source::CredentialSourcePre<StoreState>),
+    Topo(v0_2::topology_policy::TopologyPolicyPre<StoreState>),
+    Hook(v0_2::lifecycle_hook::LifecycleHookPre<StoreState>),
+    Cred1(v0_1::credential_source::CredentialSourcePre<StoreState>),
+    Topo1(v0_1::topology_policy::TopologyPolicyPre<StoreState>),
+    Hook1(v0_1::lifecycle_hook::LifecycleHookPre<StoreState>),
+}
+
+impl Pre {
+    fn wit(&self) -> WitVersion {
+        match self {
+            Pre::Cred(_) | Pre::Topo(_) | Pre::Hook(_) => WitVersion::V0_2,
+            Pre::Cred1(_) | Pre::Topo1(_) | Pre::Hook1(_) => WitVersion::V0_1,
+        }
+    }
+}
+
+/// The current world first, then the 0.1.0 one; if neither fits, the current one's error.
+fn either_version(
+    pre: InstancePre<StoreState>,
+    current: impl FnOnce(InstancePre<StoreState>) -> wasmtime::Result<Pre>,
+    previous: impl FnOnce(InstancePre<StoreState>) -> wasmtime::Result<Pre>,
+) -> wasmtime::Result<Pre> {
+    current(pre.clone())
+        .or_else(|e| previous(pre).map_err(|_| e.context(format!("(nor {})", WitVersion::V0_1))))
 }
 
 enum Bound {
-    Cred(CredentialSource),
-    Topo(TopologyPolicy),
-    Hook(LifecycleHook),
+    Cred(v0_2::credential_source::CredentialSource),
+    Topo(v0_2::topology_policy::TopologyPolicy),
+    Hook(v0_2::lifecycle_hook::LifecycleHook),
+    Cred1(v0_1::credential_source::CredentialSource),
+    Topo1(v0_1::topology_policy::TopologyPolicy),
+    Hook1(v0_1::lifecycle_hook::LifecycleHook),
 }
 
 struct Warm {
@@ -48,6 +75,8 @@ pub struct PluginInfo {
     pub name: String,
     pub version: String,
     pub world: World,
+    /// The contract version the component was built against.
+    pub wit: WitVersion,
     pub file: PathBuf,
     pub size: u64,
     pub blake2b: String,
@@ -97,15 +126,29 @@ impl LoadedPlugin {
             detail: format!("{e:#}"),
         };
         let pre = match manifest.world {
-            World::CredentialSource => Pre::Cred(CredentialSourcePre::new(instance_pre).map_err(wrong)?),
-            World::TopologyPolicy => Pre::Topo(TopologyPolicyPre::new(instance_pre).map_err(wrong)?),
-            World::LifecycleHook => Pre::Hook(LifecycleHookPre::new(instance_pre).map_err(wrong)?),
-        };
+            World::CredentialSource => either_version(
+                instance_pre,
+                |p| v0_2::credential_source::CredentialSourcePre::new(p).map(Pre::Cred),
+                |p| v0_1::credential_source::CredentialSourcePre::new(p).map(Pre::Cred1),
+            ),
+            World::TopologyPolicy => either_version(
+                instance_pre,
+                |p| v0_2::topology_policy::TopologyPolicyPre::new(p).map(Pre::Topo),
+                |p| v0_1::topology_policy::TopologyPolicyPre::new(p).map(Pre::Topo1),
+            ),
+            World::LifecycleHook => either_version(
+                instance_pre,
+                |p| v0_2::lifecycle_hook::LifecycleHookPre::new(p).map(Pre::Hook),
+                |p| v0_1::lifecycle_hook::LifecycleHookPre::new(p).map(Pre::Hook1),
+            ),
+        }
+        .map_err(wrong)?;
         let mut plugin = LoadedPlugin {
             info: PluginInfo {
                 name,
                 version: manifest.version.clone(),
                 world: manifest.world,
+                wit: pre.wit(),
                 file,
                 size: wasm.len() as u64,
                 blake2b: hex::encode(digest),
@@ -124,6 +167,7 @@ impl LoadedPlugin {
         if manifest.world == World::CredentialSource {
             let schemes = plugin.call(|store, bound| match bound {
                 Bound::Cred(b) => b.warren_plugin_credentials().call_schemes(store),
+                Bound::Cred1(b) => b.warren_plugin_credentials().call_schemes(store),
                 _ => unreachable!("world checked above"),
             })?;
             if schemes.is_empty()
@@ -173,6 +217,9 @@ impl LoadedPlugin {
             Pre::Cred(p) => p.instantiate(&mut store).map(Bound::Cred),
             Pre::Topo(p) => p.instantiate(&mut store).map(Bound::Topo),
             Pre::Hook(p) => p.instantiate(&mut store).map(Bound::Hook),
+            Pre::Cred1(p) => p.instantiate(&mut store).map(Bound::Cred1),
+            Pre::Topo1(p) => p.instantiate(&mut store).map(Bound::Topo1),
+            Pre::Hook1(p) => p.instantiate(&mut store).map(Bound::Hook1),
         };
         match bound {
             Ok(bound) => Ok(Warm { store, bound }),
@@ -265,6 +312,9 @@ impl CredentialSourceHandle {
     pub fn resolve(&self, reference: &str) -> Result<Result<Credential, CredentialError>, PluginError> {
         self.0.call(|store, bound| match bound {
             Bound::Cred(b) => b.warren_plugin_credentials().call_resolve(store, reference),
+            Bound::Cred1(b) => {
+                b.warren_plugin_credentials().call_resolve(store, reference).map(compat::resolved)
+            }
             _ => unreachable!("checked in new"),
         })
     }
@@ -287,6 +337,7 @@ impl TopologyHandle {
     pub fn policy_name(&self) -> Result<String, PluginError> {
         self.0.call(|store, bound| match bound {
             Bound::Topo(b) => b.warren_plugin_topology().call_name(store),
+            Bound::Topo1(b) => b.warren_plugin_topology().call_name(store),
             _ => unreachable!("checked in new"),
         })
     }
@@ -298,6 +349,10 @@ impl TopologyHandle {
     ) -> Result<Decision, PluginError> {
         self.0.call(|store, bound| match bound {
             Bound::Topo(b) => b.warren_plugin_topology().call_decide(store, group, members, current_leader),
+            Bound::Topo1(b) => {
+                let members: Vec<_> = members.iter().map(Into::into).collect();
+                b.warren_plugin_topology().call_decide(store, group, &members, current_leader).map(Into::into)
+            }
             _ => unreachable!("checked in new"),
         })
     }
@@ -307,10 +362,16 @@ impl TopologyHandle {
 #[derive(Clone)]
 pub struct HookHandle(pub(crate) Arc<LoadedPlugin>);
 
+/// One lifecycle call on either contract version: a 0.1.0 hook gets its smaller context, and
+/// its answer comes back as the 0.2.0 type (`From`; the identity for std types).
 macro_rules! hook_call {
-    ($self:ident, $method:ident $(, $arg:expr)*) => {
+    ($self:ident, $method:ident, $ctx:expr $(, $arg:expr)*) => {
         $self.0.call(|store, bound| match bound {
-            Bound::Hook(b) => b.warren_plugin_lifecycle().$method(store $(, $arg)*),
+            Bound::Hook(b) => b.warren_plugin_lifecycle().$method(store, $ctx $(, $arg)*),
+            Bound::Hook1(b) => {
+                let old = v0_1::lifecycle_hook::exports::warren::plugin::lifecycle::ServiceContext::from($ctx);
+                b.warren_plugin_lifecycle().$method(store, &old $(, $arg)*).map(From::from)
+            }
             _ => unreachable!("checked in new"),
         })
     };

@@ -21,7 +21,10 @@ pub mod watcher;
 
 use serde::{Deserialize, Serialize};
 
-pub use bindings::{Credential, CredentialError, Decision, Health, Member, Role, ServiceContext};
+pub use bindings::{
+    Credential, CredentialError, Decision, Health, Member, PackageIdent, Role, ServiceContext, ServicePaths,
+    WitVersion,
+};
 pub use engine::{CacheOutcome, EngineOptions, PluginEngine};
 pub use loaded::{CredentialSourceHandle, HookHandle, LoadedPlugin, TopologyHandle};
 pub use manifest::Manifest;
@@ -31,7 +34,7 @@ pub use runtime::{PluginRuntime, RuntimeError};
 pub use signing::{SignatureStatus, TrustMode};
 pub use watcher::PluginWatcher;
 
-/// The three plugin worlds of warren:plugin@0.1.0.
+/// The three plugin worlds of warren:plugin (0.2.0, and 0.1.0 before it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum World {

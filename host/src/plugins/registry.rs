@@ -19,7 +19,7 @@ use super::loaded::{CredentialSourceHandle, HookHandle, LoadedPlugin, TopologyHa
 use super::manifest::Manifest;
 use super::policy::{self, Grant, Limits};
 use super::signing::{self, SignatureStatus, TrustMode, TrustedKeys};
-use super::{EngineOptions, PluginEngine, PluginError, World, wasm};
+use super::{EngineOptions, PluginEngine, PluginError, WitVersion, World, wasm};
 use crate::crypto::sodium::blake2b_256;
 
 /// Largest plugin file accepted (componentize-py plugins are ~18 MB).
@@ -103,6 +103,8 @@ pub struct PluginStatus {
     pub file: PathBuf,
     pub name: Option<String>,
     pub world: Option<World>,
+    /// The contract version it was built against (known once it loaded).
+    pub wit: Option<WitVersion>,
     pub version: Option<String>,
     pub signer: Option<String>,
     pub signature: Option<SignatureStatus>,
@@ -541,6 +543,7 @@ impl PluginRegistry {
                         file: file.clone(),
                         name: Some(p.info.name.clone()),
                         world: Some(p.info.world),
+                        wit: Some(p.info.wit),
                         version: Some(p.info.version.clone()),
                         signer: p.info.signature.signer().map(str::to_string),
                         signature: Some(p.info.signature.clone()),
@@ -560,6 +563,7 @@ impl PluginRegistry {
                     file: file.clone(),
                     name: f.map(|f| f.0.name.clone()),
                     world: f.map(|f| f.0.world),
+                    wit: None,
                     version: f.map(|f| f.0.version.clone()),
                     signer: f.and_then(|f| f.1.as_ref()).and_then(|s| s.signer().map(str::to_string)),
                     signature: f.and_then(|f| f.1.clone()),

@@ -10,7 +10,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::Level;
-use super::bindings::credential_source::warren::plugin::{host, types};
+use super::bindings::v0_1::credential_source::warren::plugin::{host as host1, types as types1};
+use super::bindings::v0_2::credential_source::warren::plugin::{host, types};
 use super::policy::Effective;
 
 /// Log records a plugin may emit per call, and their size, so a plugin cannot flood the log.
@@ -206,6 +207,14 @@ impl WasiHttpView for StoreState {
 }
 
 impl types::Host for StoreState {}
+impl types1::Host for StoreState {}
+
+/// warren:plugin@0.1.0's `host` is the same function.
+impl host1::Host for StoreState {
+    fn log(&mut self, level: host1::Level, message: String, fields: Vec<(String, String)>) {
+        host::Host::log(self, level.into(), message, fields);
+    }
+}
 
 impl host::Host for StoreState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {

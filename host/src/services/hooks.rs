@@ -1,12 +1,19 @@
-//! Package hooks as scripts (Habitat's set and exit-code meanings). Each short hook runs in a
-//! session of its own with a deadline (then its group is killed), its output appended to
-//! `logs/{hook}.stdout.log` and `logs/{hook}.stderr.log` as Habitat names them.
+//! A service's hooks: package scripts (Habitat's set and exit-code meanings), or for six events
+//! a bound lifecycle-hook plugin. [`HookRunner`] is the one place that decides which serves an
+//! event. Each short script runs in a session of its own with a deadline (then its group is
+//! killed), its output appended to `logs/{hook}.stdout.log` and `logs/{hook}.stderr.log` as
+//! Habitat names them. A plugin is called on tokio's blocking pool under its own grants,
+//! deadline and memory cap; its faults are failed hooks.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::process::{self, SpawnSpec};
 use super::state::ExitStatus;
+use crate::plugins::{HookHandle, PluginError, PluginRegistry, ServiceContext};
 
 /// Habitat's service hooks (the `reload` hook is gone from Habitat; `install` is a package
 /// hook, not a service one).
@@ -47,6 +54,19 @@ impl Hook {
         }
     }
 
+    /// The events a bound lifecycle-hook plugin serves (`run` and `post-run` stay scripts).
+    pub fn plugin_serves(self) -> bool {
+        matches!(
+            self,
+            Hook::Init
+                | Hook::HealthCheck
+                | Hook::Reconfigure
+                | Hook::Suitability
+                | Hook::FileUpdated
+                | Hook::PostStop
+        )
+    }
+
     /// How long a short hook may run before its process group is killed.
     pub fn deadline(self) -> Duration {
         match self {
@@ -64,11 +84,31 @@ pub enum HookOutcome {
     TimedOut(Duration),
     /// It could not be started (missing interpreter, not executable, ...).
     Failed(String),
+    /// The bound plugin answered: `Err` is the failure it reported.
+    Answered {
+        plugin: String,
+        result: Result<(), String>,
+    },
+    /// The bound plugin's answer to a health check.
+    Health {
+        plugin: String,
+        health: crate::plugins::Health,
+    },
+    /// The bound plugin could not answer (trap, deadline, memory cap, not loaded).
+    PluginFailed {
+        plugin: String,
+        error: String,
+    },
 }
 
 impl HookOutcome {
     pub fn ok(&self) -> bool {
-        *self == HookOutcome::Exited(ExitStatus::Code(0))
+        matches!(
+            self,
+            HookOutcome::Exited(ExitStatus::Code(0))
+                | HookOutcome::Answered { result: Ok(()), .. }
+                | HookOutcome::Health { .. }
+        )
     }
 }
 
@@ -78,6 +118,18 @@ impl std::fmt::Display for HookOutcome {
             HookOutcome::Exited(s) => write!(f, "{s}"),
             HookOutcome::TimedOut(d) => write!(f, "timed out after {d:?} (its process group was killed)"),
             HookOutcome::Failed(e) => write!(f, "could not start: {e}"),
+            HookOutcome::Answered { plugin, result: Ok(()) } => write!(f, "plugin {plugin}: ok"),
+            HookOutcome::Answered { plugin, result: Err(e) } => write!(f, "plugin {plugin}: {e}"),
+            HookOutcome::Health { plugin, health } => {
+                let health = match health {
+                    crate::plugins::Health::Ok => "ok",
+                    crate::plugins::Health::Warning => "warning",
+                    crate::plugins::Health::Critical => "critical",
+                    crate::plugins::Health::Unknown => "unknown",
+                };
+                write!(f, "plugin {plugin}: {health}")
+            }
+            HookOutcome::PluginFailed { error, .. } => write!(f, "{error}"),
         }
     }
 }
@@ -157,6 +209,170 @@ impl HookContext {
     }
 }
 
+/// A lifecycle-hook plugin bound to a service (`svc load --hooks-plugin NAME`).
+#[derive(Clone)]
+pub struct PluginHooks {
+    pub name: String,
+    /// Looked up by name at each call, so a reloaded plugin serves the next event and a removed
+    /// one makes it a failed hook. None: the supervisor runs without plugins.
+    pub registry: Option<Arc<PluginRegistry>>,
+    /// The service's context without its config (fixed at load).
+    pub context: ServiceContext,
+    /// The current merged config as TOML: the services manager sends each new one it renders.
+    pub config: watch::Receiver<String>,
+}
+
+/// Who serves a service's hooks: its package scripts, or, for the events of
+/// [`Hook::plugin_serves`], the bound plugin (its package's scripts for those are not run).
+#[derive(Clone)]
+pub struct HookRunner {
+    pub scripts: HookContext,
+    pub plugin: Option<PluginHooks>,
+}
+
+/// Never the context: it holds the config, and so maybe secrets.
+impl std::fmt::Debug for HookRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookRunner")
+            .field("hooks_dir", &self.scripts.hooks_dir)
+            .field("plugin", &self.plugin.as_ref().map(|p| &p.name))
+            .finish()
+    }
+}
+
+/// A suitability hook's answer: the number, or why there is none; None: no such hook.
+pub type Suitability = Option<Result<u64, String>>;
+
+/// What a plugin call gave, or the failed hook it is.
+type PluginCall<R> = Result<R, HookOutcome>;
+
+impl HookRunner {
+    pub fn scripts_only(scripts: HookContext) -> Self {
+        HookRunner { scripts, plugin: None }
+    }
+
+    fn plugin_for(&self, hook: Hook) -> Option<&PluginHooks> {
+        self.plugin.as_ref().filter(|_| hook.plugin_serves())
+    }
+
+    /// Whether the event has a hook (a bound plugin serves its events whatever the package has).
+    pub fn has(&self, hook: Hook) -> bool {
+        self.plugin_for(hook).is_some() || self.scripts.has(hook)
+    }
+
+    /// The run hook always is the package's script.
+    pub fn spawn_spec(
+        &self,
+        hook: Hook,
+        stdout: std::os::fd::OwnedFd,
+        stderr: std::os::fd::OwnedFd,
+    ) -> SpawnSpec {
+        self.scripts.spawn_spec(hook, stdout, stderr)
+    }
+
+    /// Runs the event's hook: the plugin's entry point, or the script.
+    pub async fn run(&self, hook: Hook) -> HookOutcome {
+        self.event(hook, "").await
+    }
+
+    /// Runs the event's hook and returns what this run wrote: a script's output (as
+    /// [`HookContext::run_capturing`]); a plugin writes nothing, so its failure is the stderr.
+    pub async fn run_capturing(&self, hook: Hook) -> (HookOutcome, HookOutput) {
+        if self.plugin_for(hook).is_none() {
+            return self.scripts.run_capturing(hook).await;
+        }
+        let outcome = self.event(hook, "").await;
+        let stderr = if outcome.ok() { String::new() } else { format!("{outcome}\n") };
+        (outcome, HookOutput { stdout: String::new(), stderr })
+    }
+
+    /// The file-updated event (a config-file upload changed `file`): the plugin gets the file's
+    /// name; a script, as Habitat's, gets nothing. None: the service has no such hook.
+    pub async fn file_updated(&self, file: &str) -> Option<HookOutcome> {
+        match self.has(Hook::FileUpdated) {
+            true => Some(self.event(Hook::FileUpdated, file).await),
+            false => None,
+        }
+    }
+
+    async fn event(&self, hook: Hook, file: &str) -> HookOutcome {
+        let Some(p) = self.plugin_for(hook) else { return self.scripts.run(hook).await };
+        let name = p.name.clone();
+        let answered = |result| HookOutcome::Answered { plugin: name.clone(), result };
+        let outcome = match hook {
+            Hook::Init => call(p, hook, |h, c| h.init(c)).await.map(answered),
+            Hook::Reconfigure => call(p, hook, |h, c| h.reconfigure(c)).await.map(answered),
+            Hook::PostStop => call(p, hook, |h, c| h.post_stop(c)).await.map(answered),
+            Hook::FileUpdated => {
+                let file = file.to_string();
+                call(p, hook, move |h, c| h.file_updated(c, &file)).await.map(answered)
+            }
+            Hook::HealthCheck => call(p, hook, |h, c| h.health_check(c))
+                .await
+                .map(|health| HookOutcome::Health { plugin: name.clone(), health }),
+            Hook::Suitability => call(p, hook, |h, c| h.suitability(c)).await.map(|_| answered(Ok(()))),
+            Hook::Run | Hook::PostRun => unreachable!("plugin_serves excludes them"),
+        };
+        outcome.unwrap_or_else(|failed| failed)
+    }
+
+    /// This member's suitability for leadership (for elections): the plugin's answer, or the
+    /// number the suitability script prints (Habitat's). None: the service has no such hook.
+    pub async fn suitability(&self) -> Suitability {
+        if let Some(p) = self.plugin_for(Hook::Suitability) {
+            return Some(
+                call(p, Hook::Suitability, |h, c| h.suitability(c)).await.map_err(|f| f.to_string()),
+            );
+        }
+        if !self.scripts.has(Hook::Suitability) {
+            return None;
+        }
+        let (outcome, output) = self.scripts.run_capturing(Hook::Suitability).await;
+        Some(match outcome.ok() {
+            true => parse_suitability(&output.stdout),
+            false => Err(format!("the suitability hook failed: {outcome}")),
+        })
+    }
+}
+
+/// The last line a suitability script printed, as a number.
+fn parse_suitability(output: &str) -> Result<u64, String> {
+    let last = output.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+    last.parse().map_err(|_| format!("the suitability hook printed {last:?}, not a number (0 to 2^64-1)"))
+}
+
+/// Calls the bound plugin on the blocking pool with the service's current context.
+async fn call<R: Send + 'static>(
+    p: &PluginHooks,
+    hook: Hook,
+    f: impl FnOnce(&HookHandle, &ServiceContext) -> Result<R, PluginError> + Send + 'static,
+) -> PluginCall<R> {
+    let (name, registry) = (p.name.clone(), p.registry.clone());
+    let mut context = p.context.clone();
+    context.config_toml = p.config.borrow().clone();
+    let failed = |name: &str, error: String| HookOutcome::PluginFailed { plugin: name.to_string(), error };
+    let task = tokio::task::spawn_blocking(move || {
+        let registry =
+            registry.ok_or_else(|| format!("plugin {name}: this supervisor runs without plugins"))?;
+        let handle = registry.hook(&name).map_err(|e| match e {
+            PluginError::NotFound(_) => format!(
+                "lifecycle-hook plugin {name} is not loaded (its file was removed, or it failed to load: see GET /plugins)"
+            ),
+            other => other.to_string(),
+        })?;
+        f(&handle, &context).map_err(|e| e.to_string())
+    });
+    // The plugin's own deadline stops it; this bounds a call stuck in a host function.
+    match tokio::time::timeout(hook.deadline(), task).await {
+        Ok(Ok(Ok(r))) => Ok(r),
+        Ok(Ok(Err(error))) => Err(failed(&p.name, error)),
+        Ok(Err(join)) => Err(failed(&p.name, format!("plugin {} call ended abnormally: {join}", p.name))),
+        Err(_) => {
+            Err(failed(&p.name, format!("plugin {} did not return within {:?}", p.name, hook.deadline())))
+        }
+    }
+}
+
 /// What one run of a hook wrote. Habitat's gateway shows a health check's latest output (its
 /// hook logs hold only the latest run); warren's logs keep every run, so this is the part the
 /// run appended, the last [`OUTPUT_CAP`] bytes of each stream.
@@ -207,6 +423,44 @@ fn appended(path: &std::path::Path, mark: u64, cap: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bound_plugin_serves_six_events_and_run_and_post_run_stay_scripts() {
+        let served: Vec<Hook> = Hook::ALL.into_iter().filter(|h| h.plugin_serves()).collect();
+        assert_eq!(
+            served,
+            [
+                Hook::Init,
+                Hook::HealthCheck,
+                Hook::Reconfigure,
+                Hook::Suitability,
+                Hook::FileUpdated,
+                Hook::PostStop
+            ]
+        );
+    }
+
+    #[test]
+    fn suitability_is_the_last_line_printed() {
+        assert_eq!(parse_suitability("starting\n42\n\n"), Ok(42));
+        assert_eq!(parse_suitability(" 7 "), Ok(7));
+        assert!(parse_suitability("").is_err());
+        assert!(parse_suitability("-1").unwrap_err().contains("\"-1\""));
+        assert!(parse_suitability("lots").is_err());
+    }
+
+    #[test]
+    fn plugin_outcomes_read_as_hook_outcomes() {
+        let ok = HookOutcome::Answered { plugin: "p".into(), result: Ok(()) };
+        let refused =
+            HookOutcome::Answered { plugin: "p".into(), result: Err("no: fail_init = true".into()) };
+        let health = HookOutcome::Health { plugin: "p".into(), health: crate::plugins::Health::Critical };
+        let fault = HookOutcome::PluginFailed { plugin: "p".into(), error: "plugin p trapped: x".into() };
+        assert!(ok.ok() && health.ok());
+        assert!(!refused.ok() && !fault.ok());
+        assert_eq!(refused.to_string(), "plugin p: no: fail_init = true");
+        assert_eq!(fault.to_string(), "plugin p trapped: x");
+    }
 
     #[test]
     fn appended_output_is_what_came_after_the_mark_capped_at_a_character() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::backoff::BackoffPolicy;
-use super::hooks::{Hook, HookContext};
+use super::hooks::{Hook, HookContext, HookOutcome, HookRunner, PluginHooks, Suitability};
 use super::package::{PackageError, PackageIdent, PackageMeta, PackageStore};
 use super::spec::{BindingMode, DesiredState, ServiceSpec, SpecDir, Topology};
 use super::state::Desired;
@@ -105,11 +105,16 @@ pub struct ServiceDetail {
     pub cfg: toml::Table,
 }
 
+/// A reply that is itself a receiver: the service's task answers on it, not the manager.
+type Answer<T> = oneshot::Sender<Result<oneshot::Receiver<T>, SvcError>>;
+
 enum Request {
     Load(Box<LoadRequest>, oneshot::Sender<Result<watch::Receiver<ServiceView>, SvcError>>),
     Unload(String, Option<Duration>, oneshot::Sender<Result<oneshot::Receiver<()>, SvcError>>),
     Want(String, Want, oneshot::Sender<Result<watch::Receiver<ServiceView>, SvcError>>),
     Status(oneshot::Sender<Vec<ServiceInfo>>),
+    Suitability(String, Answer<Suitability>),
+    FileUpdated(String, String, Answer<Option<HookOutcome>>),
     /// `stop`: stop every service (supervisor shutdown); else leave them for a reattach.
     Exit {
         stop: bool,
@@ -137,6 +142,11 @@ pub struct ServicesOptions {
     pub plugins: Option<std::sync::Arc<crate::plugins::PluginRuntime>>,
     /// sup.toml's `[services.NAME.config]`: a layer above the package's default.toml.
     pub sup_config: BTreeMap<String, toml::Table>,
+    /// Where `--hooks-plugin NAME` is looked up, at load and at each hook (`sup run`: the
+    /// plugin runtime's registry). None: no plugin can be bound.
+    pub hook_plugins: Option<std::sync::Arc<crate::plugins::PluginRegistry>>,
+    /// This supervisor's member id (a hook plugin's context names it).
+    pub member_id: String,
 }
 
 impl Services {
@@ -183,6 +193,20 @@ impl Services {
         self.ask(Request::Status).await
     }
 
+    /// The service's suitability for leadership, from its suitability hook (script or bound
+    /// plugin); `Ok(None)`: it has none. For elections.
+    pub async fn suitability(&self, name: &str) -> Result<Suitability, SvcError> {
+        let answer = self.ask(|r| Request::Suitability(name.to_string(), r)).await??;
+        answer.await.map_err(|_| SvcError::NotLoaded(name.to_string()))
+    }
+
+    /// Runs the service's file-updated hook (script or bound plugin) for `file`, a file it
+    /// consumes that an upload changed; `Ok(None)`: it has none. For config-file uploads.
+    pub async fn file_updated(&self, name: &str, file: &str) -> Result<Option<HookOutcome>, SvcError> {
+        let answer = self.ask(|r| Request::FileUpdated(name.to_string(), file.to_string(), r)).await??;
+        answer.await.map_err(|_| SvcError::NotLoaded(name.to_string()))
+    }
+
     /// Ends the subsystem: `stop` stops every service first; otherwise they keep running.
     pub async fn exit(&self, stop: bool) {
         let _ = self.ask(|done| Request::Exit { stop, done }).await;
@@ -193,14 +217,26 @@ struct Entry {
     spec: ServiceSpec,
     task: ServiceTask,
     detail: Arc<ServiceDetail>,
+    /// The merged config as TOML (credentials resolved), as a bound hook plugin sees it.
+    config: watch::Sender<String>,
 }
 
-/// What a render changed (paths relative to `hooks/` and `config/`), and the configuration it
-/// rendered (references unresolved).
+/// What a render changed (paths relative to `hooks/` and `config/`), the configuration it
+/// rendered (references unresolved), and the merged config as TOML (references resolved: what
+/// a bound hook plugin gets).
 struct Rendered {
     hooks: Vec<PathBuf>,
     config: Vec<PathBuf>,
     cfg: toml::Table,
+    toml: String,
+}
+
+/// A service ready to start: its task's config, what the gateway shows of it, and the sender
+/// of its config TOML.
+struct Prepared {
+    config: ServiceConfig,
+    detail: ServiceDetail,
+    toml: watch::Sender<String>,
 }
 
 struct Manager {
@@ -291,6 +327,12 @@ impl Manager {
             Request::Want(name, want, reply) => {
                 let _ = reply.send(self.want(&name, want).await);
             }
+            Request::Suitability(name, reply) => {
+                let _ = reply.send(self.ask_task(&name, Command::Suitability).await);
+            }
+            Request::FileUpdated(name, file, reply) => {
+                let _ = reply.send(self.ask_task(&name, |done| Command::FileUpdated { file, done }).await);
+            }
             Request::Status(reply) => {
                 let all = self
                     .services
@@ -355,9 +397,7 @@ impl Manager {
             return Err(SvcError::AlreadyLoaded(name));
         }
         if let Some(plugin) = &req.hooks_plugin {
-            return Err(SvcError::Invalid(format!(
-                "--hooks-plugin {plugin}: lifecycle-hook plugins are not wired to services yet"
-            )));
+            self.check_hooks_plugin(plugin)?;
         }
         let spec = ServiceSpec {
             topology: req.topology,
@@ -394,8 +434,8 @@ impl Manager {
             self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
             Ok(p)
         });
-        let (config, detail) = match prepared {
-            Ok(c) => c,
+        let prepared = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 if let Some(old) = replaced {
                     match self.launch(old, tokio::time::Instant::now() + CREDENTIAL_WAIT).await {
@@ -410,9 +450,48 @@ impl Manager {
                 return Err(e);
             }
         };
-        let view = self.start_task(spec, config, detail, &installed);
+        let view = self.start_task(spec, prepared, &installed);
         tracing::info!(service = %name, "loaded");
         Ok(view)
+    }
+
+    /// `--hooks-plugin NAME` must name a loaded lifecycle-hook plugin.
+    fn check_hooks_plugin(&self, name: &str) -> Result<(), SvcError> {
+        let bad = |why: String| SvcError::Invalid(format!("--hooks-plugin {name}: {why}"));
+        let Some(registry) = &self.options.hook_plugins else {
+            return Err(bad("this supervisor runs without plugins".into()));
+        };
+        match registry.hook(name) {
+            Ok(_) => Ok(()),
+            Err(crate::plugins::PluginError::NotFound(_)) => {
+                let loaded: Vec<String> = registry
+                    .status()
+                    .into_iter()
+                    .filter(|s| s.state != crate::plugins::PluginState::Failed)
+                    .filter(|s| s.world == Some(crate::plugins::World::LifecycleHook))
+                    .filter_map(|s| s.name)
+                    .collect();
+                let loaded = if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") };
+                Err(bad(format!(
+                    "no lifecycle-hook plugin of that name is loaded (loaded lifecycle-hook plugins: {loaded}; \
+                     plugin folder {})",
+                    registry.settings().plugin_dir.display()
+                )))
+            }
+            Err(e) => Err(bad(e.to_string())),
+        }
+    }
+
+    /// Sends a command carrying a reply channel to a service's task; the receiver is the answer.
+    async fn ask_task<T>(
+        &self,
+        name: &str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<oneshot::Receiver<T>, SvcError> {
+        let entry = self.services.get(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        entry.task.commands.send(make(tx)).await.map_err(|_| SvcError::NotLoaded(name.to_string()))?;
+        Ok(rx)
     }
 
     /// A process an earlier supervisor left running for a spec that cannot be launched now
@@ -442,27 +521,27 @@ impl Manager {
         let ident: PackageIdent = spec.ident.parse().map_err(SvcError::Package)?;
         let installed = Pkg::find(&self.options.data_path, &ident)?;
         self.await_credentials(&installed, credentials_by).await?;
-        let (config, detail) = self.prepare(&installed, &spec)?;
-        Ok(self.start_task(spec, config, detail, &installed))
+        let prepared = self.prepare(&installed, &spec)?;
+        Ok(self.start_task(spec, prepared, &installed))
     }
 
     fn start_task(
         &mut self,
         spec: ServiceSpec,
-        config: ServiceConfig,
-        detail: ServiceDetail,
+        prepared: Prepared,
         installed: &Pkg,
     ) -> watch::Receiver<ServiceView> {
+        let Prepared { config, detail, toml } = prepared;
         let name = installed.ident.name.clone();
         let record = config.record.clone();
         let running = supervisor::find_running(&record);
         let task = supervisor::start(config, spec.desired_state.into(), running, self.epoch);
         let view = task.view.clone();
-        self.services.insert(name, Entry { spec, task, detail: Arc::new(detail) });
+        self.services.insert(name, Entry { spec, task, detail: Arc::new(detail), config: toml });
         view
     }
 
-    fn prepare(&self, pkg: &Pkg, spec: &ServiceSpec) -> Result<(ServiceConfig, ServiceDetail), SvcError> {
+    fn prepare(&self, pkg: &Pkg, spec: &ServiceSpec) -> Result<Prepared, SvcError> {
         let name = &pkg.ident.name;
         let svc_dir = self.options.data_path.join("svc").join(name);
         let (user, ids) = service_user(pkg)?;
@@ -509,13 +588,21 @@ impl Manager {
         }
         let rendered = self.render(pkg, spec, user.as_ref())?;
         let group = format!("{name}.{}", spec.group);
-        let hooks = HookContext {
+        let scripts = HookContext {
             hooks_dir: svc_dir.join("hooks"),
             logs_dir: svc_dir.join("logs"),
             cwd: svc_dir.clone(),
             env: environment(pkg, &svc_dir, &group, user.as_ref()),
             ids,
         };
+        let (toml, toml_rx) = watch::channel(rendered.toml);
+        let plugin = spec.hooks_plugin.as_ref().map(|plugin| PluginHooks {
+            name: plugin.clone(),
+            registry: self.options.hook_plugins.clone(),
+            context: self.hook_context(pkg, spec, &svc_dir),
+            config: toml_rx,
+        });
+        let hooks = HookRunner { scripts, plugin };
         let proc_dir = self.options.data_path.join("proc");
         crate::fsutil::create_private_dir(&proc_dir)
             .map_err(io(format!("creating {}", proc_dir.display())))?;
@@ -543,12 +630,38 @@ impl Manager {
             svc_dir,
             user: user.map(|u| u.name),
             group: gid.and_then(users::group_name),
-            env: config.hooks.env.iter().map(|(k, v)| (lossy(k), lossy(v))).collect(),
+            env: config.hooks.scripts.env.iter().map(|(k, v)| (lossy(k), lossy(v))).collect(),
             shutdown_timeout: config.shutdown_timeout,
             record: config.record.clone(),
             cfg: rendered.cfg,
         };
-        Ok((config, detail))
+        Ok(Prepared { config, detail, toml })
+    }
+
+    /// What a bound hook plugin is told about the service, but its config.
+    fn hook_context(&self, pkg: &Pkg, spec: &ServiceSpec, svc_dir: &Path) -> crate::plugins::ServiceContext {
+        let id = &pkg.ident;
+        let path = |sub: &str| svc_dir.join(sub).display().to_string();
+        crate::plugins::ServiceContext {
+            service: id.name.clone(),
+            group: spec.group.clone(),
+            config_toml: String::new(),
+            ident: crate::plugins::PackageIdent {
+                origin: id.origin.clone(),
+                name: id.name.clone(),
+                version: id.version.clone().unwrap_or_default(),
+                release: id.release.clone().unwrap_or_default(),
+            },
+            member_id: self.options.member_id.clone(),
+            paths: crate::plugins::ServicePaths {
+                svc: svc_dir.display().to_string(),
+                config: path("config"),
+                data: path("data"),
+                files: path("files"),
+                var: path("var"),
+                logs: path("logs"),
+            },
+        }
     }
 
     /// Renders the package's hooks and `config/` into the service's directory from its
@@ -565,6 +678,8 @@ impl Manager {
         // value.
         let written = self.layers(pkg)?;
         let cfg = self.with_credentials(name, written.clone())?;
+        let toml =
+            toml::to_string(&cfg).map_err(|e| SvcError::Invalid(format!("services.{name}.config: {e}")))?;
         let data = self.template_data(pkg, spec, &svc_dir, cfg, user);
         let hb = template::registry();
         let invalid = |e: template::TemplateError| SvcError::Invalid(e.to_string());
@@ -579,7 +694,7 @@ impl Manager {
         let config =
             template::render_dir(&hb, &pkg.dir.join("config"), &svc_dir.join("config"), &data, 0o644, &[])
                 .map_err(invalid)?;
-        Ok(Rendered { hooks, config, cfg: written })
+        Ok(Rendered { hooks, config, cfg: written, toml })
     }
 
     /// The service's configuration layers merged, credential references as written.
@@ -758,14 +873,26 @@ impl Manager {
         let restart_hooks = rendered.hooks.iter().any(|h| h == Path::new("run") || h == Path::new("init"));
         let Some(entry) = self.services.get_mut(name) else { return };
         Arc::make_mut(&mut entry.detail).cfg = rendered.cfg;
+        // A bound plugin reads the config itself: a changed config is news to it even when no
+        // rendered file changed, and it serves reconfigure whatever the package has.
+        let plugin = spec.hooks_plugin.is_some();
+        let toml_changed = entry.config.send_if_modified(|t| {
+            let changed = *t != rendered.toml;
+            if changed {
+                t.clone_from(&rendered.toml);
+            }
+            changed
+        });
         let command = if restart_hooks {
             Some(Command::Restart)
         } else if !rendered.config.is_empty() || !rendered.hooks.is_empty() {
-            Some(if pkg.dir.join("hooks/reconfigure").is_file() {
+            Some(if plugin || pkg.dir.join("hooks/reconfigure").is_file() {
                 Command::Reconfigure
             } else {
                 Command::Restart
             })
+        } else if plugin && toml_changed {
+            Some(Command::Reconfigure)
         } else {
             None
         };

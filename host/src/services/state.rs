@@ -79,8 +79,9 @@ pub enum Input {
     },
     /// The run hook or the config changed with no reconfigure hook: restart now.
     Restart,
+    /// `error`: why it failed (None: it succeeded).
     InitFinished {
-        ok: bool,
+        error: Option<String>,
     },
     Spawned {
         pid: u32,
@@ -274,15 +275,15 @@ impl ServiceState {
             (Phase::Up { pid, .. }, Input::Restart) => self.stop(now, pid, true),
             (Phase::Backoff { .. }, Input::Restart) if self.desired == Desired::Up => self.begin(now),
             (_, Input::Restart) => vec![],
-            (Phase::Initializing, Input::InitFinished { ok }) => {
+            (Phase::Initializing, Input::InitFinished { error }) => {
                 if self.desired == Desired::Down {
                     self.enter(now, Phase::Down);
                     vec![]
-                } else if ok {
+                } else if let Some(why) = error {
+                    self.failed(now, Duration::ZERO, FailedHook::Init, format!("the init hook failed: {why}"))
+                } else {
                     self.enter(now, Phase::Starting);
                     vec![Action::Spawn]
-                } else {
-                    self.failed(now, Duration::ZERO, FailedHook::Init, "the init hook failed".into())
                 }
             }
             (Phase::Starting, Input::Spawned { pid }) => {
@@ -341,7 +342,7 @@ mod tests {
     fn start_runs_init_then_spawns_and_stop_terminates_then_kills() {
         let mut s = svc(true);
         assert_eq!(s.handle(MS(0), Input::Want(Desired::Up)), vec![Action::RunInit]);
-        assert_eq!(s.handle(MS(5), Input::InitFinished { ok: true }), vec![Action::Spawn]);
+        assert_eq!(s.handle(MS(5), Input::InitFinished { error: None }), vec![Action::Spawn]);
         assert!(!s.settled());
         assert_eq!(s.handle(MS(6), Input::Spawned { pid: 10 }), vec![]);
         assert!(s.settled() && s.is_up() && s.since == MS(6));
@@ -411,8 +412,12 @@ mod tests {
         let mut s = svc(true);
         s.handle(MS(0), Input::Want(Desired::Up));
         // First failure restarts at once (init again), the second waits.
-        assert_eq!(s.handle(MS(1), Input::InitFinished { ok: false }), vec![Action::RunInit]);
-        let a = s.handle(MS(2), Input::InitFinished { ok: false });
+        assert_eq!(
+            s.handle(MS(1), Input::InitFinished { error: Some("exit code 1".into()) }),
+            vec![Action::RunInit]
+        );
+        let a = s.handle(MS(2), Input::InitFinished { error: Some("exit code 1".into()) });
+        assert_eq!(s.last_failure.as_ref().unwrap().what, "the init hook failed: exit code 1", "it says why");
         assert!(matches!(a[..], [Action::WakeAt(_)]), "{a:?}");
         assert_eq!(s.last_failure.as_ref().map(|f| (f.hook, f.at)), Some((FailedHook::Init, MS(2))));
         assert_eq!(s.handle(MS(3), Input::Want(Desired::Down)), vec![]);
@@ -420,7 +425,7 @@ mod tests {
         // Stop while init runs: init's end leaves it down, nothing spawned.
         s.handle(MS(10), Input::Want(Desired::Up));
         s.handle(MS(11), Input::Want(Desired::Down));
-        assert_eq!(s.handle(MS(12), Input::InitFinished { ok: true }), vec![]);
+        assert_eq!(s.handle(MS(12), Input::InitFinished { error: None }), vec![]);
         assert_eq!(s.phase, Phase::Down);
     }
 

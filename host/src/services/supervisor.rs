@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::backoff::BackoffPolicy;
-use super::hooks::{Hook, HookContext, HookOutcome, HookOutput};
+use super::hooks::{Hook, HookOutcome, HookOutput, HookRunner};
 use super::output::{self, Stream};
 use super::process::{self, OutputFifo, Process, ProcessRecord};
 use super::state::{Action, Desired, ExitStatus, FailedHook, Input, Phase, ServiceState};
@@ -21,7 +21,7 @@ pub struct ServiceConfig {
     /// `NAME.GROUP`, the log prefix and Habitat's service group.
     pub group: String,
     pub ident: String,
-    pub hooks: HookContext,
+    pub hooks: HookRunner,
     /// `{data_path}/proc/NAME.json`: the running process, for a reattach after a crash.
     pub record: PathBuf,
     /// `{data_path}/proc/NAME.{out,err}`: the output FIFOs (the supervisor's, 0600).
@@ -34,7 +34,8 @@ pub struct ServiceConfig {
 }
 
 /// Habitat's health: the health-check hook's exit code (0 OK, 1 WARNING, 2 CRITICAL, else
-/// UNKNOWN); without the hook, up is OK and down is CRITICAL.
+/// UNKNOWN), or a bound plugin's answer (UNKNOWN when it fails); without the hook, up is OK
+/// and down is CRITICAL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     Ok,
@@ -58,6 +59,12 @@ impl Health {
             HookOutcome::Exited(ExitStatus::Code(0)) => Health::Ok,
             HookOutcome::Exited(ExitStatus::Code(1)) => Health::Warning,
             HookOutcome::Exited(ExitStatus::Code(2)) => Health::Critical,
+            HookOutcome::Health { health, .. } => match health {
+                crate::plugins::Health::Ok => Health::Ok,
+                crate::plugins::Health::Warning => Health::Warning,
+                crate::plugins::Health::Critical => Health::Critical,
+                crate::plugins::Health::Unknown => Health::Unknown,
+            },
             _ => Health::Unknown,
         }
     }
@@ -71,6 +78,14 @@ pub enum Command {
     Restart,
     /// The rendered config changed: run the reconfigure hook (while the service is up).
     Reconfigure,
+    /// This member's suitability for leadership (the election asks): the suitability hook's
+    /// answer, None without one.
+    Suitability(oneshot::Sender<super::hooks::Suitability>),
+    /// A file the service consumes was updated (a config-file upload): run file-updated.
+    FileUpdated {
+        file: String,
+        done: oneshot::Sender<Option<HookOutcome>>,
+    },
     /// Ends the task. `stop`: stop the service first (supervisor shutdown, unload); otherwise
     /// leave it running for the next supervisor process to reattach (`sup restart`).
     Exit {
@@ -227,6 +242,23 @@ impl Shell {
                         }
                         continue;
                     }
+                    // On a task of their own: the loop keeps supervising meanwhile.
+                    Some(Command::Suitability(reply)) => {
+                        let hooks = self.config.hooks.clone();
+                        tokio::spawn(async move { let _ = reply.send(hooks.suitability().await); });
+                        continue;
+                    }
+                    Some(Command::FileUpdated { file, done }) => {
+                        let (hooks, group) = (self.config.hooks.clone(), self.config.group.clone());
+                        tokio::spawn(async move {
+                            let outcome = hooks.file_updated(&file).await;
+                            if let Some(o) = &outcome {
+                                log_hook(&group, Hook::FileUpdated, o);
+                            }
+                            let _ = done.send(outcome);
+                        });
+                        continue;
+                    }
                     Some(Command::Exit { stop, done }) => {
                         if stop {
                             self.stop_for_exit(&mut commands).await;
@@ -242,7 +274,7 @@ impl Shell {
                 outcome = wait_init(&mut self.init) => {
                     self.init = None;
                     self.log_hook(Hook::Init, &outcome);
-                    Input::InitFinished { ok: outcome.ok() }
+                    Input::InitFinished { error: (!outcome.ok()).then(|| outcome.to_string()) }
                 },
                 _ = sleep(wake_in) => {
                     self.wake = None;
@@ -332,7 +364,7 @@ impl Shell {
                 status = wait(&self.process) => self.exited(status),
                 outcome = wait_init(&mut self.init) => {
                     self.init = None;
-                    Input::InitFinished { ok: outcome.ok() }
+                    Input::InitFinished { error: (!outcome.ok()).then(|| outcome.to_string()) }
                 },
                 _ = sleep(wake_in) => { self.wake = None; Input::Timer },
                 // Later commands wait: the supervisor is going away.
@@ -453,11 +485,7 @@ impl Shell {
     }
 
     fn log_hook(&self, hook: Hook, outcome: &HookOutcome) {
-        if outcome.ok() {
-            tracing::info!(service = %self.config.group, hook = hook.file_name(), "hook succeeded");
-        } else {
-            tracing::warn!(service = %self.config.group, hook = hook.file_name(), "hook failed: {outcome}");
-        }
+        log_hook(&self.config.group, hook, outcome);
     }
 
     fn fifo(&self, stream: Stream) -> std::io::Result<OutputFifo> {
@@ -503,7 +531,7 @@ impl Shell {
 
     fn start_pumps(&self, (out, err): (tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Receiver)) {
         for (fifo, stream) in [(out, Stream::Out), (err, Stream::Err)] {
-            let (prefix, logs) = (self.config.group.clone(), self.config.hooks.logs_dir.clone());
+            let (prefix, logs) = (self.config.group.clone(), self.config.hooks.scripts.logs_dir.clone());
             tokio::spawn(async move { output::pump(fifo, prefix, stream, &logs).await });
         }
     }
@@ -518,6 +546,14 @@ impl Shell {
 
     fn remove_record(&self) {
         let _ = std::fs::remove_file(&self.config.record);
+    }
+}
+
+fn log_hook(group: &str, hook: Hook, outcome: &HookOutcome) {
+    if outcome.ok() {
+        tracing::info!(service = %group, hook = hook.file_name(), "hook succeeded");
+    } else {
+        tracing::warn!(service = %group, hook = hook.file_name(), "hook failed: {outcome}");
     }
 }
 

@@ -380,6 +380,8 @@ impl Supervisor {
             files: Some(opts.files.clone()),
             plugins: opts.plugins.clone(),
             sup_config: opts.service_config.clone(),
+            hook_plugins: opts.plugins.as_ref().map(|p| p.registry.clone()),
+            member_id: id.to_string(),
         });
         let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel(1);
         let ctl_handler = ctl::SupCtl {

@@ -5,7 +5,14 @@
 //! * [`split_reference`] parses `SCHEME:rest` credential references.
 //! * [`config_value`], [`config_bool`], [`config_u64`] read simple top-level `key = value`
 //!   lines from a service's TOML configuration (enough for hooks; not a TOML parser).
+//!
+//! The helpers do not depend on the contract's generated types; a plugin generates those itself
+//! from `wit/` ([`CONTRACT`]), or from `wit/v0.1.0/` to target the previous contract, which the
+//! host still loads.
 #![cfg_attr(not(test), no_std)]
+
+/// The WIT package the bundled plugins are built against.
+pub const CONTRACT: &str = "warren:plugin@0.2.0";
 
 /// Name of the custom section holding the plugin manifest (TOML bytes).
 pub const MANIFEST_SECTION: &str = "warren-manifest";

@@ -1,5 +1,6 @@
-//! Example lifecycle hook. Logs every event through the host, and reads three top-level keys of
-//! the service's config TOML:
+//! Example lifecycle hook (warren:plugin@0.2.0). Logs every event through the host with the
+//! service's package ident, the member running it and its data directory, and reads three
+//! top-level keys of the service's config TOML:
 //! * `fail_init = true`   → `init` fails;
 //! * `fail_health = true` → `health-check` answers `critical` (else `ok`);
 //! * `suitability = N`    → `suitability` answers N (default 0).
@@ -14,10 +15,14 @@ use warren_plugin_guest::{config_bool, config_u64};
 struct HookExample;
 
 fn event(name: &str, ctx: &ServiceContext, extra: &[(String, String)]) {
+    let id = &ctx.ident;
     let mut fields = vec![
         ("event".to_string(), name.to_string()),
         ("service".to_string(), ctx.service.clone()),
         ("group".to_string(), ctx.group.clone()),
+        ("ident".to_string(), format!("{}/{}/{}/{}", id.origin, id.name, id.version, id.release)),
+        ("member_id".to_string(), ctx.member_id.clone()),
+        ("data".to_string(), ctx.paths.data.clone()),
     ];
     fields.extend_from_slice(extra);
     log(Level::Info, &format!("{name} {}.{}", ctx.service, ctx.group), &fields);
@@ -34,7 +39,8 @@ impl Guest for HookExample {
 
     fn health_check(ctx: ServiceContext) -> Health {
         let health = if config_bool(&ctx.config_toml, "fail_health") { Health::Critical } else { Health::Ok };
-        event("health-check", &ctx, &[("health".into(), format!("{health:?}"))]);
+        let label = if health == Health::Ok { "ok" } else { "critical" };
+        event("health-check", &ctx, &[("health".into(), label.into())]);
         health
     }
 
