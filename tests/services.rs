@@ -734,3 +734,19 @@ fn a_failed_replacement_brings_the_old_service_back_and_an_unsupervisable_leftov
     let log = std::fs::read_to_string(&sup.log).unwrap();
     assert!(log.contains("cannot be supervised"), "{}", sup.log_tail());
 }
+
+#[test]
+fn a_post_run_hook_still_running_when_the_service_ends_is_killed_and_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let sup = Sup::start(dir.path(), 62, fast_timings(), vec![]);
+    let post_run = "#!/bin/sh\necho $$ > \"$WARREN_SVC_PATH/data/post-run-pid\"\nexec sleep 1000\n";
+    install(&sup, "lingering", &[("run", SLEEPER), ("post-run", post_run)], &[]);
+    assert_eq!(sup.cli(&["svc", "load", "acme/lingering"]).code, 0);
+    let file = svc_dir(&sup, "lingering").join("data/post-run-pid");
+    let hook =
+        wait_for(Duration::from_secs(20), || std::fs::read_to_string(&file).ok()?.trim().parse::<u32>().ok())
+            .expect("the post-run hook started");
+    assert!(alive(hook));
+    assert_eq!(sup.cli(&["svc", "stop", "acme/lingering"]).code, 0);
+    wait_until(Duration::from_secs(20), "the abandoned post-run hook gone", || !alive(hook));
+}

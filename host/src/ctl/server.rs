@@ -515,14 +515,16 @@ async fn connection<H: CtlHandler>(
             }
         };
         let read = tokio::select! {
-            r = tokio::time::timeout(limit, next) => r,
-            // Only a session waiting for its next request is cut short by a stop.
-            _ = stopping.wait_for(|s| *s), if served > 0 => return,
+            // A retired secret wins over a request that arrived with it.
+            biased;
             // The secret it authenticated with is retired: no further request on it.
             () = rotated => {
                 tracing::debug!(%peer, "ctl gateway: the ctl secret changed; closing the session");
                 return;
             }
+            // Only a session waiting for its next request is cut short by a stop.
+            _ = stopping.wait_for(|s| *s), if served > 0 => return,
+            r = tokio::time::timeout(limit, next) => r,
         };
         let frame = match read {
             Err(_) if served > 0 => {

@@ -197,13 +197,34 @@ impl HookContext {
             Ok(p) => p,
             Err(e) => return HookOutcome::Failed(e.to_string()),
         };
+        let mut running = KillOnDrop(Some(proc));
+        let proc = running.0.as_ref().expect("just set");
         let limit = hook.deadline();
-        match tokio::time::timeout(limit, proc.wait()).await {
+        let outcome = match tokio::time::timeout(limit, proc.wait()).await {
             Ok(status) => HookOutcome::Exited(status),
             Err(_) => {
                 let _ = proc.signal_group(libc::SIGKILL);
                 let _ = proc.wait().await;
                 HookOutcome::TimedOut(limit)
+            }
+        };
+        running.0 = None;
+        outcome
+    }
+}
+
+/// A hook process whose run was abandoned (the task waiting for it was cancelled: the service
+/// ended, or was unloaded) is killed with its group and reaped, never left behind.
+struct KillOnDrop(Option<process::Process>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = p.signal_group(libc::SIGKILL);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = p.wait().await;
+                });
             }
         }
     }
