@@ -705,11 +705,13 @@ fn ctrl_c_at_the_secret_prompt_leaves_the_terminal_echoing() {
     read_until(&mut master, &mut seen, "FILE:/path [");
     let mut secret_prompt = seen.rsplit("FILE:/path [").next().unwrap_or_default().to_string();
     read_until(&mut master, &mut secret_prompt, "]: ");
-    assert!(!echoing(&slave), "echo is off at the secret prompt");
-    // What Ctrl-C on a controlling terminal delivers.
+    let off_at_prompt = !echoing(&slave);
+    // What Ctrl-C on a controlling terminal delivers (before any assertion, so a failing one
+    // leaves no client behind).
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     use std::os::unix::process::ExitStatusExt as _;
+    assert!(off_at_prompt, "echo is off at the secret prompt");
     assert_eq!(out.status.signal(), Some(libc::SIGINT), "it dies of the signal: {out:?}");
     assert!(echoing(&slave), "echo is back on");
     assert!(!cli_toml.exists(), "nothing was written");

@@ -601,29 +601,15 @@ fn kill_and_see_restarted(sup: &Sup, name: &str, pid: u32) -> u32 {
 fn credential_references_in_a_services_config_resolve_rotate_and_never_reach_the_log() {
     use support::files::write_atomic;
     let dir = tempfile::tempdir().unwrap();
-    let (plugins, secrets) = (dir.path().join("plugins"), dir.path().join("secrets"));
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::create_dir_all(&secrets).unwrap();
-    std::fs::copy(support::plugins::wasm("file"), plugins.join("file.wasm")).unwrap();
-    write_atomic(&secrets.join("pw"), "first-Zq81");
+    let secrets = dir.path().join("secrets");
     // The reference sits in sup.toml's layer for the service; a later one comes from user.toml.
-    let config = dir.path().join("sup.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "plugin_trust = \"off\"\n[plugins.file]\nread_paths = [\"{s}\"]\n\
-             [services.vaulted.config]\npassword = \"FILE:{s}/pw\"\nport = \"HTTP:80\"\n",
-            s = secrets.display()
-        ),
-    )
-    .unwrap();
+    let services = format!(
+        "[services.vaulted.config]\npassword = \"FILE:{s}/pw\"\nport = \"HTTP:80\"\n",
+        s = secrets.display()
+    );
     let mut extra = fast_timings();
-    extra.extend(support::ring::args(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--plugin-path",
-        plugins.to_str().unwrap(),
-    ]));
+    extra.extend(support::plugins::with_file_plugin(dir.path(), &services));
+    write_atomic(&secrets.join("pw"), "first-Zq81");
     let mut sup = Sup::start(dir.path(), 60, extra, vec![]);
     let pkg = install(
         &sup,

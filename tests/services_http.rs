@@ -125,29 +125,14 @@ fn health_answers_habitats_codes_with_the_last_checks_output() {
     let dir = tempfile::tempdir().unwrap();
     // Its config names a secret (a FILE: reference in sup.toml's layer for it): the gateway
     // shows the reference as written, never the value.
-    let (plugins, secrets) = (dir.path().join("plugins"), dir.path().join("secrets"));
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::create_dir_all(&secrets).unwrap();
-    std::fs::copy(support::plugins::wasm("file"), plugins.join("file.wasm")).unwrap();
-    support::files::write_atomic(&secrets.join("pw"), "secret-Hq72");
-    let config = dir.path().join("sup.toml");
+    let secrets = dir.path().join("secrets");
     let reference = format!("FILE:{}/pw", secrets.display());
-    std::fs::write(
-        &config,
-        format!(
-            "plugin_trust = \"off\"\n[plugins.file]\nread_paths = [\"{}\"]\n\
-             [services.checked.config]\npassword = \"{reference}\"\n",
-            secrets.display()
-        ),
-    )
-    .unwrap();
     let mut extra = fast_timings();
-    extra.extend(support::ring::args(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--plugin-path",
-        plugins.to_str().unwrap(),
-    ]));
+    extra.extend(support::plugins::with_file_plugin(
+        dir.path(),
+        &format!("[services.checked.config]\npassword = \"{reference}\"\n"),
+    ));
+    support::files::write_atomic(&secrets.join("pw"), "secret-Hq72");
     let sup = Sup::start(dir.path(), 71, extra, vec![]);
     // Each run says which run it is, on both streams, and exits with the code in data/health.
     let check = "#!/bin/sh\nd=\"$WARREN_SVC_PATH/data\"\nn=$(( $(cat \"$d/runs\" 2>/dev/null || echo 0) + 1 ))\necho $n > \"$d/runs\"\ncode=$(cat \"$d/health\" 2>/dev/null || echo 0)\necho \"run $n exits $code\"\necho \"stderr of run $n\" >&2\nexit $code\n";

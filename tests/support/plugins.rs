@@ -92,6 +92,22 @@ pub fn wasm(name: &str) -> PathBuf {
     if FIXTURES.contains(&name) { fixture_path(name) } else { plugin_path(name) }
 }
 
+/// `sup run` arguments for a supervisor in `dir` with the file plugin (`dir/plugins/file.wasm`)
+/// granted `dir/secrets` (created; put the secret files there), its sup.toml being that grant
+/// followed by `more_toml`.
+pub fn with_file_plugin(dir: &std::path::Path, more_toml: &str) -> Vec<String> {
+    let (plugins, secrets) = (dir.join("plugins"), dir.join("secrets"));
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::copy(wasm("file"), plugins.join("file.wasm")).unwrap();
+    let config = dir.join("sup.toml");
+    let grant = format!("plugin_trust = \"off\"\n[plugins.file]\nread_paths = [\"{}\"]\n", secrets.display());
+    std::fs::write(&config, grant + more_toml).unwrap();
+    ["--config", config.to_str().unwrap(), "--plugin-path", plugins.to_str().unwrap()]
+        .map(String::from)
+        .to_vec()
+}
+
 pub fn wasm_bytes(name: &str) -> Vec<u8> {
     std::fs::read(wasm(name)).unwrap()
 }
