@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod groups;
 pub mod http;
 pub mod plugins;
 pub mod ring;

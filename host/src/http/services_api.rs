@@ -78,18 +78,8 @@ async fn list(State(api): State<ServicesApi>) -> Response {
     Json(body).into_response()
 }
 
-/// Habitat's names: a service and a group of letters, digits, `-` and `_`, an optional org.
 fn service_group(svc: &str, group: &str, org: Option<&str>) -> Option<String> {
-    let ok = |s: &str| {
-        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
-    if !ok(svc) || !ok(group) || !org.is_none_or(ok) {
-        return None;
-    }
-    Some(match org {
-        Some(o) => format!("{svc}.{group}@{o}"),
-        None => format!("{svc}.{group}"),
-    })
+    crate::groups::ServiceGroup::new(svc, group, org).ok().map(|g| g.to_string())
 }
 
 /// The loaded service of that group, or the response that says why there is none: 400 for a
