@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// A peer to join through, HOST[:PORT] (repeatable). Re-announced to while unreachable.
     #[arg(long = "peer")]
     pub peers: Vec<String>,
+    /// The org of this supervisor's service groups (SERVICE.GROUP@ORG): plaintext `config
+    /// apply` and `file upload` for them are refused, encrypted ones need the group's key
+    /// [default: `org` in the config file, else none].
+    #[arg(long, value_name = "ORG")]
+    pub org: Option<String>,
     /// Mark this supervisor a permanent peer: others keep probing it even once confirmed dead.
     #[arg(long)]
     pub permanent_peer: bool,
@@ -256,6 +261,10 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => GatewayToken::None,
     };
     let ctl = ctl_options(&config, &plugins, args.ctl_handshake_timeout)?;
+    let org = args.org.clone().or_else(|| config.org.clone());
+    if let Some(o) = org.as_deref().filter(|o| !crate::groups::name::is_name(o)) {
+        bail!("org {o:?}: use 1 to 64 letters, digits, '-' and '_'");
+    }
     let opts = SupOptions {
         listen_gossip: args.listen_gossip,
         listen_http: args.listen_http,
@@ -278,6 +287,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
             cooldown: args.service_restart_cooldown_period,
         },
         service_config: config.services.iter().map(|(name, s)| (name.clone(), s.config.clone())).collect(),
+        org,
     };
     match sup::run(opts).context("supervisor failed")? {
         sup::Exit::Stopped | sup::Exit::Departed => Ok(()),

@@ -96,6 +96,10 @@ pub struct SupConfig {
     pub plugins: BTreeMap<String, Grant>,
     #[serde(default)]
     pub services: BTreeMap<String, ServiceSection>,
+    /// The org of this supervisor's service groups (`SERVICE.GROUP@ORG`); with one, plaintext
+    /// `config apply` and `file upload` for them are refused.
+    #[serde(default)]
+    pub org: Option<String>,
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -128,6 +132,7 @@ impl std::fmt::Debug for SupConfig {
             .field("credentials", &self.credentials)
             .field("plugins", &self.plugins)
             .field("services", &self.services)
+            .field("org", &self.org)
             .finish()
     }
 }

@@ -147,6 +147,8 @@ pub struct ServicesOptions {
     pub hook_plugins: Option<std::sync::Arc<crate::plugins::PluginRegistry>>,
     /// This supervisor's member id (a hook plugin's context names it).
     pub member_id: String,
+    /// `sup run --org`: a service's group is `NAME.GROUP@ORG` across the ring.
+    pub org: Option<String>,
 }
 
 impl Services {

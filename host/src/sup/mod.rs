@@ -83,6 +83,8 @@ pub struct SupOptions {
     pub service_backoff: crate::services::backoff::BackoffPolicy,
     /// sup.toml's `[services.NAME.config]` tables: a config layer of each service.
     pub service_config: std::collections::BTreeMap<String, toml::Table>,
+    /// `--org`: the org of this supervisor's service groups.
+    pub org: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -382,6 +384,7 @@ impl Supervisor {
             sup_config: opts.service_config.clone(),
             hook_plugins: opts.plugins.as_ref().map(|p| p.registry.clone()),
             member_id: id.to_string(),
+            org: opts.org.clone(),
         });
         let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel(1);
         let ctl_handler = ctl::SupCtl {
