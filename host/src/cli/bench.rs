@@ -46,6 +46,9 @@ pub enum BenchCommand {
     /// `ctl ping` round trips with the Noise channel and with Habitat's plaintext handshake
     /// against a plain TCP echo of the same payload, sequential and with concurrent clients.
     Ctl(super::bench_ctl::CtlBenchArgs),
+    /// Encrypted `config apply` at one of N supervisors → the reconfigure hook run on all,
+    /// against a HashiCorp Serf user event → its handler run on all, in the same run.
+    Config(super::bench_config::ConfigBenchArgs),
     /// warren's service supervision against Debian's supervisord and s6 (installed with apt
     /// when missing): kill -9 → new process, load → running, PSS and idle CPU with N services.
     Svc(super::bench_svc::SvcBenchArgs),
@@ -64,6 +67,7 @@ impl BenchCommand {
             BenchCommand::Verify { size_mb, rounds, dir } => bench_verify(size_mb, rounds.max(1), dir),
             BenchCommand::Ring(args) => super::bench_ring::bench_ring(args),
             BenchCommand::Ctl(args) => super::bench_ctl::run(args),
+            BenchCommand::Config(args) => super::bench_config::run(args),
             BenchCommand::Svc(args) => super::bench_svc::run(args),
             BenchCommand::Plugins { plugin, calls, spawns } => {
                 super::bench_plugins::run(&plugin, calls, spawns)

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use super::serf::Serf;
 use crate::crypto::{KeyCache, RingKey};
 use crate::http::client;
 
@@ -29,12 +30,12 @@ pub struct RingBenchArgs {
     pub no_serf: bool,
 }
 
-struct Agent {
-    child: Child,
-    http: String,
-    ctl: String,
-    data: std::path::PathBuf,
-    id: String,
+pub(crate) struct Agent {
+    pub child: Child,
+    pub http: String,
+    pub ctl: String,
+    pub data: std::path::PathBuf,
+    pub id: String,
 }
 
 impl Drop for Agent {
@@ -114,27 +115,20 @@ fn time_all(
     times.into_iter().collect::<Option<Vec<_>>>().and_then(|v| v.into_iter().max())
 }
 
-struct Figures {
-    event: f64,
-    detect: f64,
-    pss_mib: f64,
-}
-
-fn bench_config(
-    name: &str,
+/// Starts `n` supervisors of this binary on 127.0.0.100 and up, in one ring encrypted with
+/// the ring key `bench` of `cache`, each with `data(i)` as its data path and `flags` added.
+pub(crate) fn start_ring(
+    n: usize,
+    cache: &std::path::Path,
+    data: impl Fn(usize) -> std::path::PathBuf,
     flags: &[&str],
-    args: &RingBenchArgs,
-    dir: &std::path::Path,
-) -> anyhow::Result<Figures> {
+) -> anyhow::Result<Vec<Agent>> {
     let exe = std::env::current_exe().context("locating the warren binary")?;
-    let cache = dir.join("keys");
-    KeyCache::new(&cache).write(&RingKey::generate("bench")?.to_file())?;
-    let n = args.members;
     let mut agents = Vec::new();
     let mut seed = String::new();
     for i in 0..n {
-        let ip = format!("127.0.0.{}", 100 + u32::from(i));
-        let data = dir.join(format!("{name}-data-{i}"));
+        let ip = format!("127.0.0.{}", 100 + i);
+        let data = data(i);
         // Port 0: each supervisor binds free ports and records them in listen.json.
         let mut cmd = Command::new(&exe);
         cmd.args(["sup", "run", "--listen-gossip", &format!("{ip}:0"), "--listen-http", &format!("{ip}:0")])
@@ -144,7 +138,7 @@ fn bench_config(
         }
         let child = cmd
             .args(["--ring", "bench", "--cache-key-path"])
-            .arg(&cache)
+            .arg(cache)
             .arg("--data-path")
             .arg(&data)
             .args(flags)
@@ -180,13 +174,38 @@ fn bench_config(
         }
         agents.push(agent);
     }
+    Ok(agents)
+}
+
+/// Waits until every agent sees every other alive, then lets join-time gossip settle.
+pub(crate) fn wait_converged(agents: &[Agent]) -> anyhow::Result<()> {
     let refs: Vec<&Agent> = agents.iter().collect();
     let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
     let all_alive = |b: &serde_json::Value| ids.iter().all(|id| b["member"]["health"][id] == "Alive");
     time_all(&refs, Instant::now(), Duration::from_secs(60), all_alive)
         .context("the ring did not converge")?;
-    // Let join-time gossip settle before measuring.
     std::thread::sleep(Duration::from_secs(2));
+    Ok(())
+}
+
+struct Figures {
+    event: f64,
+    detect: f64,
+    pss_mib: f64,
+}
+
+fn bench_config(
+    name: &str,
+    flags: &[&str],
+    args: &RingBenchArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<Figures> {
+    let cache = dir.join("keys");
+    KeyCache::new(&cache).write(&RingKey::generate("bench")?.to_file())?;
+    let n = args.members;
+    let mut agents = start_ring(usize::from(n), &cache, |i| dir.join(format!("{name}-data-{i}")), flags)?;
+    wait_converged(&agents)?;
+    let refs: Vec<&Agent> = agents.iter().collect();
 
     let mut events = Vec::new();
     for round in 0..args.rounds {
@@ -239,128 +258,20 @@ fn bench_config(
     Ok(Figures { event, detect, pss_mib })
 }
 
-/// Seconds since the epoch, as `date +%s.%N` writes them.
-fn epoch() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// Waits until every file exists and returns the latest timestamp written in them.
-fn wait_files(paths: &[std::path::PathBuf], limit: Duration) -> Option<f64> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        let stamps: Vec<Option<f64>> = paths
-            .iter()
-            .map(|p| std::fs::read_to_string(p).ok().and_then(|t| t.lines().next()?.trim().parse().ok()))
-            .collect();
-        if stamps.iter().all(Option::is_some) {
-            return stamps.into_iter().flatten().reduce(f64::max);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
-/// A port free for TCP and UDP on 127.0.0.100 right now, for Serf, which cannot report the port
-/// it bound. Another process may take it before Serf starts; the bench then fails clearly.
-fn free_port() -> anyhow::Result<u16> {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.100:0")?;
-        let port = tcp.local_addr()?.port();
-        if std::net::UdpSocket::bind(("127.0.0.100", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-}
-
-struct Agents(Vec<Child>);
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The same measurements on HashiCorp Serf agents (encrypted, LAN profile), timed by event
-/// handlers that write a timestamp when a user event or a member failure reaches them.
+/// The same measurements on HashiCorp Serf agents (encrypted, LAN profile).
 fn bench_serf(args: &RingBenchArgs, dir: &std::path::Path) -> anyhow::Result<Figures> {
-    use base64::Engine as _;
-    let bind = free_port()?;
-    let rpc = free_port()?;
-    let n = usize::from(args.members);
-    let key = base64::engine::general_purpose::STANDARD.encode(crate::crypto::sodium::random_array::<32>());
-    let mut agents = Agents(Vec::new());
-    for i in 0..n {
-        let ip = format!("127.0.0.{}", 100 + i);
-        let ev = dir.join(format!("serf-ev-{i}"));
-        let fail = dir.join(format!("serf-fail-{i}"));
-        let child = Command::new("serf")
-            .arg("agent")
-            .arg(format!("-node=n{i}"))
-            .arg(format!("-bind={ip}:{bind}"))
-            .arg(format!("-rpc-addr={ip}:{rpc}"))
-            .arg(format!("-encrypt={key}"))
-            .arg(format!("-join=127.0.0.100:{bind}"))
-            .arg(format!("-event-handler=user:bench=date +%s.%N >> {}", ev.display()))
-            .arg(format!("-event-handler=member-failed=date +%s.%N >> {}", fail.display()))
-            .arg("-log-level=err")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting serf")?;
-        agents.0.push(child);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let alive = |i: usize| -> usize {
-        Command::new("serf")
-            .args(["members", "-status=alive", &format!("-rpc-addr=127.0.0.{}:{rpc}", 100 + i)])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
-            .unwrap_or(0)
-    };
-    let start = Instant::now();
-    while (0..n).any(|i| alive(i) != n) {
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("serf agents did not converge");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(2));
+    let mut serf = Serf::start(usize::from(args.members), dir)?;
+    let n = serf.len();
     let mut events = Vec::new();
     for round in 0..args.rounds {
-        let files: Vec<_> = (0..n).map(|i| dir.join(format!("serf-ev-{i}"))).collect();
-        for f in &files {
-            let _ = std::fs::remove_file(f);
-        }
-        let origin = 100 + (round as usize % n);
-        let t0 = epoch();
-        Command::new("serf")
-            .args(["event", "-coalesce=false", &format!("-rpc-addr=127.0.0.{origin}:{rpc}"), "bench", "x"])
-            .output()?;
-        let last =
-            wait_files(&files, Duration::from_secs(30)).context("a serf event did not reach every agent")?;
-        events.push(last - t0);
+        events.push(serf.event(round as usize % n)?);
         std::thread::sleep(Duration::from_millis(500));
     }
     events.sort_by(f64::total_cmp);
-    let rss: Vec<u64> = agents.0.iter().filter_map(|c| pss_kib(c.id())).collect();
-    let pss_mib = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64 / 1024.0;
+    let pss_mib = serf.pss_mib();
     let mut detects = Vec::new();
     for k in 0..usize::from(args.kills).min(n - 2) {
-        let victim = n - 1 - k;
-        let files: Vec<_> = (0..victim).map(|i| dir.join(format!("serf-fail-{i}"))).collect();
-        for f in &files {
-            let _ = std::fs::remove_file(f);
-        }
-        let t0 = epoch();
-        let _ = agents.0[victim].kill();
-        let _ = agents.0[victim].wait();
-        let last = wait_files(&files, Duration::from_secs(120))
-            .context("serf did not mark the killed agent failed")?;
-        detects.push(last - t0);
+        detects.push(serf.kill(n - 1 - k)?);
         std::thread::sleep(Duration::from_secs(1));
     }
     detects.sort_by(f64::total_cmp);
@@ -398,7 +309,7 @@ pub fn bench_ring(args: RingBenchArgs) -> anyhow::Result<()> {
             &args,
             &dir,
         )?;
-        let measured = if args.no_serf || !serf_installed()? {
+        let measured = if args.no_serf || !super::serf::installed()? {
             None
         } else {
             match bench_serf(&args, &dir) {
@@ -427,29 +338,4 @@ pub fn bench_ring(args: RingBenchArgs) -> anyhow::Result<()> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
-}
-
-/// Serf is the baseline: install Debian's package when it is missing and we may (root with
-/// apt-get), as the README's commands install what they need. False when it cannot be had.
-fn serf_installed() -> anyhow::Result<bool> {
-    let have = || Command::new("serf").arg("version").output().is_ok_and(|o| o.status.success());
-    if have() {
-        return Ok(true);
-    }
-    let root = rustix::process::geteuid().is_root();
-    if root && Command::new("apt-get").arg("--version").output().is_ok() {
-        outln!("  installing serf (Debian's package) for the baseline...")?;
-        let quiet = |c: &mut Command| {
-            c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status()
-        };
-        let installed = quiet(Command::new("apt-get").args(["install", "-y", "serf"]))
-            .is_ok_and(|s| s.success())
-            || (quiet(Command::new("apt-get").arg("update")).is_ok_and(|s| s.success())
-                && quiet(Command::new("apt-get").args(["install", "-y", "serf"])).is_ok_and(|s| s.success()));
-        if installed && have() {
-            return Ok(true);
-        }
-    }
-    outln!("  serf is not installed and could not be installed (apt-get install serf)")?;
-    Ok(false)
 }

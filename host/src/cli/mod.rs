@@ -13,6 +13,7 @@ macro_rules! outln {
 pub mod admit;
 pub mod admit_join;
 pub mod bench;
+pub mod bench_config;
 pub mod bench_ctl;
 pub mod bench_plugins;
 pub mod bench_ring;
@@ -28,6 +29,7 @@ pub mod pkg;
 pub mod plugin;
 pub mod remote;
 pub mod ring;
+pub mod serf;
 pub mod status;
 pub mod sup;
 pub mod svc;
