@@ -269,6 +269,8 @@ pub fn is_ctl_command(a: &[&str]) -> bool {
             | ["ring", "rumor", ..]
             | ["svc", "load" | "unload" | "start" | "stop" | "status", ..]
             | ["pkg", "install", ..]
+            | ["config", "apply", ..]
+            | ["file", "upload", ..]
     )
 }
 

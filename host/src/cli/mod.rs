@@ -22,6 +22,7 @@ pub mod boxcmd;
 pub mod clisetup;
 pub mod credential;
 pub mod ctl;
+pub mod groups;
 pub mod keys;
 pub mod keyserver;
 pub mod origin;
@@ -57,6 +58,12 @@ pub enum Command {
     /// Service groups (their encryption keys).
     #[command(subcommand)]
     Svc(svc::SvcCommand),
+    /// A service group's configuration, applied to every member (config apply).
+    #[command(subcommand)]
+    Config(groups::ConfigCommand),
+    /// Files for every member of a service group (file upload).
+    #[command(subcommand)]
+    File(groups::FileCommand),
     /// Run and manage supervisors (run, status, depart, restart, ctl secret).
     #[command(subcommand)]
     Sup(sup::SupCommand),
@@ -115,6 +122,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ring(cmd) => cmd.run(),
         Command::User(cmd) => cmd.run(),
         Command::Svc(cmd) => cmd.run(),
+        Command::Config(cmd) => groups::run_config(cmd),
+        Command::File(cmd) => groups::run_file(cmd),
         Command::Sup(cmd) => sup::run(cmd),
         Command::Ctl(cmd) => ctl::run(cmd),
         Command::Cli(cmd) => clisetup::run(cmd),

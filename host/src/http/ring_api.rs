@@ -16,6 +16,8 @@ pub struct RingApi {
     pub ring: RingHandle,
     /// The ctl gateway's counters, appended to `/metrics`.
     pub ctl_metrics: Option<std::sync::Arc<crate::ctl::CtlMetrics>>,
+    /// The census, kept current from ring events by its own task.
+    pub census: tokio::sync::watch::Receiver<std::sync::Arc<crate::groups::census::Census>>,
 }
 
 pub fn routes(api: RingApi) -> Router {
@@ -35,10 +37,8 @@ async fn butterfly(State(api): State<RingApi>) -> Response {
 }
 
 async fn census(State(api): State<RingApi>) -> Response {
-    let status = api.ring.status();
-    let local = status.id.to_string();
-    axum::Json(api.ring.with_rumors(|s| super::views::census_from(&status.members, s, &local)))
-        .into_response()
+    let census = api.census.borrow().clone();
+    axum::Json(census.to_json()).into_response()
 }
 
 async fn metrics(State(api): State<RingApi>) -> Response {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::ring::core::{Health, MemberView};
 use crate::ring::metrics::Metrics;
 use crate::ring::proto;
-use crate::ring::rumor::{Rumor, RumorKey, RumorKind, RumorStore};
+use crate::ring::rumor::{Rumor, RumorKind, RumorStore};
 use crate::ring::shell::RingStatus;
 use crate::ring::wire::Reject;
 
@@ -33,29 +33,7 @@ fn election_status(s: i32) -> &'static str {
     }
 }
 
-/// A service's TOML config as a JSON object (empty if it does not parse).
-fn toml_to_json(bytes: &[u8]) -> Value {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|t| toml::from_str::<toml::Value>(t).ok())
-        .and_then(|v| serde_json::to_value(v).ok())
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}))
-}
-
-fn sys_json(sys: Option<&proto::SysInfo>) -> Value {
-    let s = sys.cloned().unwrap_or_default();
-    json!({
-        "ctl_gateway_ip": s.ctl_gateway_ip,
-        "ctl_gateway_port": s.ctl_gateway_port,
-        "gossip_ip": s.gossip_ip,
-        "gossip_port": s.gossip_port,
-        "hostname": s.hostname,
-        "http_gateway_ip": s.http_gateway_ip,
-        "http_gateway_port": s.http_gateway_port,
-        "ip": s.ip,
-    })
-}
+use crate::groups::census::{sys_json, toml_to_json};
 
 fn election_json(e: &proto::ElectionRumor) -> Value {
     json!({
@@ -178,120 +156,6 @@ pub fn butterfly_from(members: &[MemberView], store: &RumorStore) -> Value {
         "service": section(service, RumorKind::Service),
         "service_config": section(service_config, RumorKind::ServiceConfig),
         "service_file": section(service_file, RumorKind::ServiceFile),
-    })
-}
-
-/// `GET /census`: the service groups this supervisor knows, with each member's health. One
-/// pass over the service rumors (grouped by key order); configs and files are key lookups.
-pub fn census_from(members: &[MemberView], store: &RumorStore, local: &str) -> Value {
-    let health: BTreeMap<String, &MemberView> = members.iter().map(|m| (m.ident.id.to_string(), m)).collect();
-    let mut groups = Map::new();
-    let elections: BTreeMap<&str, &proto::ElectionRumor> = store
-        .of_kind(RumorKind::Election)
-        .filter_map(|r| if let Rumor::Election(e) = r { Some((e.service_group.as_str(), e)) } else { None })
-        .collect();
-    let updates: BTreeMap<&str, &proto::ElectionRumor> = store
-        .of_kind(RumorKind::ElectionUpdate)
-        .filter_map(
-            |r| if let Rumor::ElectionUpdate(e) = r { Some((e.service_group.as_str(), e)) } else { None },
-        )
-        .collect();
-    let status_of =
-        |e: Option<&&proto::ElectionRumor>| e.map(|e| election_status(e.status)).unwrap_or("None");
-    let leader_of = |e: Option<&&proto::ElectionRumor>| {
-        e.filter(|e| e.status == proto::ElectionStatus::ElectionFinished as i32)
-            .map(|e| json!(e.member_id))
-            .unwrap_or(Value::Null)
-    };
-    for r in store.of_kind(RumorKind::Service) {
-        let Rumor::Service(s) = r else { continue };
-        let group = s.service_group.as_str();
-        let (service, group_part) = group.split_once('.').unwrap_or((group, "default"));
-        let (group_name, org) = match group_part.split_once('@') {
-            Some((g, o)) => (g, json!(o)),
-            None => (group_part, Value::Null),
-        };
-        let election = elections.get(group);
-        let update = updates.get(group);
-        let h = health.get(&s.member_id).map(|m| m.health);
-        let leader = election.is_some_and(|e| e.member_id == s.member_id && e.status == 2);
-        let update_leader = update.is_some_and(|e| e.member_id == s.member_id && e.status == 2);
-        let pkg: Vec<&str> = s.package.split('/').collect();
-        let entry = json!({
-            "alive": h == Some(Health::Alive) || h == Some(Health::Suspect),
-            "cfg": toml_to_json(&s.cfg),
-            "confirmed": h == Some(Health::Confirmed) || h == Some(Health::Left),
-            "departed": h == Some(Health::Departed),
-            "election_is_finished": election.is_some_and(|e| e.status == 2),
-            "election_is_no_quorum": election.is_some_and(|e| e.status == 1),
-            "election_is_running": election.is_some_and(|e| e.status == 0),
-            "follower": election.is_some_and(|e| e.status == 2) && !leader,
-            "group": group_name,
-            "leader": leader,
-            "member_id": s.member_id,
-            "org": org,
-            "package": s.package,
-            "persistent": health.get(&s.member_id).is_some_and(|m| m.ident.persistent),
-            "pkg": {
-                "origin": pkg.first().copied().unwrap_or(""),
-                "name": pkg.get(1).copied().unwrap_or(""),
-                "version": pkg.get(2).copied().unwrap_or(""),
-                "release": pkg.get(3).copied().unwrap_or(""),
-            },
-            "service": service,
-            "suspect": h == Some(Health::Suspect),
-            "sys": sys_json(s.sys.as_ref()),
-            "update_election_is_finished": update.is_some_and(|e| e.status == 2),
-            "update_election_is_no_quorum": update.is_some_and(|e| e.status == 1),
-            "update_election_is_running": update.is_some_and(|e| e.status == 0),
-            "update_follower": update.is_some_and(|e| e.status == 2) && !update_leader,
-            "update_leader": update_leader,
-        });
-        let g = groups.entry(group.to_string()).or_insert_with(|| {
-            let config_key =
-                RumorKey { kind: RumorKind::ServiceConfig, a: group.to_string(), b: String::new() };
-            let config = match store.get(&config_key) {
-                Some(Rumor::ServiceConfig(c)) => {
-                    Some(json!({ "incarnation": c.incarnation, "value": toml_to_json(&c.config) }))
-                }
-                _ => None,
-            };
-            let mut files = Map::new();
-            for r in store.of_group(RumorKind::ServiceFile, group) {
-                if let Rumor::ServiceFile(f) = r {
-                    files.insert(
-                        f.filename.clone(),
-                        json!({ "body": f.body, "filename": f.filename, "incarnation": f.incarnation }),
-                    );
-                }
-            }
-            json!({
-                "changed_service_files": [],
-                "election_status": status_of(election),
-                "leader_id": leader_of(election),
-                "local_member_id": local,
-                "population": {},
-                "service_config": config.unwrap_or(Value::Null),
-                "service_files": Value::Object(files),
-                "service_group": group,
-                "update_election_status": status_of(update),
-                "update_leader_id": leader_of(update),
-            })
-        });
-        if let Some(pop) = g.get_mut("population").and_then(Value::as_object_mut) {
-            pop.insert(s.member_id.clone(), entry);
-        }
-    }
-    json!({
-        "census_groups": Value::Object(groups),
-        "changed": true,
-        "last_election_counter": store.counter(RumorKind::Election),
-        "last_election_update_counter": store.counter(RumorKind::ElectionUpdate),
-        "last_membership_counter": store.counter(RumorKind::Member),
-        "last_service_config_counter": store.counter(RumorKind::ServiceConfig),
-        "last_service_counter": store.counter(RumorKind::Service),
-        "last_service_file_counter": store.counter(RumorKind::ServiceFile),
-        "local_member_id": local,
     })
 }
 

@@ -87,6 +87,12 @@ pub enum RumorError {
     OverBudget(usize),
     #[error("rumor names member {0:?}, which is not a member id (32 hex digits)")]
     BadMemberId(String),
+    #[error("version 0 is never applied (Habitat's services start at 0); use 1 or more")]
+    VersionZero,
+    #[error("version {offered} is not newer than the current version {current}; use {} or more", current + 1)]
+    StaleVersion { offered: u64, current: u64 },
+    #[error("only service config and service file rumors carry a version")]
+    NotVersioned,
 }
 
 impl Rumor {

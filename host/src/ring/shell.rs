@@ -39,6 +39,10 @@ pub enum Command {
         rumor: Rumor,
         reply: oneshot::Sender<Result<bool, RumorError>>,
     },
+    Publish {
+        rumor: Rumor,
+        reply: oneshot::Sender<Result<bool, RumorError>>,
+    },
     Depart {
         member: MemberId,
         reply: oneshot::Sender<Result<bool, RumorError>>,
@@ -120,6 +124,11 @@ impl RingHandle {
     /// Spreads a rumor said by this member (the ring numbers it). Returns whether it was news.
     pub async fn inject(&self, rumor: Rumor) -> Result<Result<bool, RumorError>, RingGone> {
         self.ask(|reply| Command::Inject { rumor, reply }).await
+    }
+
+    /// A config or file rumor at its author's version (see `RingCore::publish`).
+    pub async fn publish(&self, rumor: Rumor) -> Result<Result<bool, RumorError>, RingGone> {
+        self.ask(|reply| Command::Publish { rumor, reply }).await
     }
 
     pub async fn depart(&self, member: MemberId) -> Result<Result<bool, RumorError>, RingGone> {
@@ -358,6 +367,9 @@ impl Loop {
         match cmd {
             Command::Inject { rumor, reply } => {
                 let _ = reply.send(self.core.inject(rumor));
+            }
+            Command::Publish { rumor, reply } => {
+                let _ = reply.send(self.core.publish(rumor));
             }
             Command::Depart { member, reply } => {
                 self.core.set_wall_clock(unix_now());

@@ -1,7 +1,7 @@
 //! The supervisor's side of the ctl gateway: where its secret comes from, and what each
 //! request does to the ring (`ctl ping`, `sup status`, `sup depart`, `sup restart`,
-//! `ring key ...`), `pkg install` (see [`super::pkg_install`]) and `svc ...` (see
-//! [`super::ctl_svc`]).
+//! `ring key ...`), `pkg install` (see [`super::pkg_install`]), `svc ...` (see
+//! [`super::ctl_svc`]) and `config apply` / `file upload` (see [`super::ctl_cfg`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -122,6 +122,8 @@ pub struct SupCtl {
     pub restart: mpsc::Sender<()>,
     /// `svc load|unload|start|stop|status`.
     pub services: Services,
+    /// `sup run --org`: `config apply` and `file upload` refuse plaintext for its groups.
+    pub org: Option<String>,
     /// `pkg install`: the key cache packages are verified against, and the package store.
     pub installer: super::pkg_install::Installer,
 }
@@ -207,6 +209,9 @@ impl CtlHandler for SupCtl {
             CtlRequest::SvcStart(r) => ctl_svc::start(&self.services, r, &out).await,
             CtlRequest::SvcStop(r) => ctl_svc::stop(&self.services, r, &out).await,
             CtlRequest::SvcStatus(r) => ctl_svc::status(&self.services, r, &out).await,
+            CtlRequest::SvcValidateCfg(r) => self.groups().validate(r),
+            CtlRequest::SvcSetCfg(r) => self.groups().set_cfg(r, &out).await,
+            CtlRequest::SvcFilePut(r) => self.groups().file_put(r, &out).await,
             other => Err(err(
                 ErrCode::NotSupported,
                 format!("{} is not supported by this supervisor yet", other.name()),
@@ -223,6 +228,10 @@ impl CtlHandler for SupCtl {
 }
 
 impl SupCtl {
+    fn groups(&self) -> super::ctl_cfg::GroupCtl<'_> {
+        super::ctl_cfg::GroupCtl { ring: &self.ring, org: self.org.as_deref() }
+    }
+
     fn status(&self) -> proto::SupStatusReply {
         let c = self.ring.status();
         let json = |v: serde_json::Value| Some(v.to_string());

@@ -3,6 +3,7 @@
 //! gracefully (others see "left" at once, not after a suspicion timeout).
 
 pub mod ctl;
+pub mod ctl_cfg;
 pub mod ctl_svc;
 pub mod keywatch;
 pub mod pkg_install;
@@ -352,7 +353,14 @@ impl Supervisor {
             _ => None,
         };
         let ctl_metrics = Arc::new(crate::ctl::CtlMetrics::default());
-        let api = ring_api::RingApi { ring: ring.clone(), ctl_metrics: Some(ctl_metrics.clone()) };
+        let census = crate::groups::follow::spawn(ring.clone())
+            .await
+            .map_err(|e| SupError::Runtime(std::io::Error::other(e.to_string())))?;
+        let api = ring_api::RingApi {
+            ring: ring.clone(),
+            ctl_metrics: Some(ctl_metrics.clone()),
+            census: census.clone(),
+        };
         let mut parts = vec![ring_api::routes(api)];
         if let Some(plugins) = &opts.plugins {
             parts.push(plugins_api::routes(plugins.clone()));
@@ -393,6 +401,7 @@ impl Supervisor {
             plugins: opts.plugins.clone(),
             restart: restart_tx,
             services: services.clone(),
+            org: opts.org.clone(),
             installer: pkg_install::Installer {
                 keys: cache.clone(),
                 store,
@@ -410,6 +419,12 @@ impl Supervisor {
         service_sys["ctl_gateway_port"] = ctl.addr.port().into();
         service_sys["permanent"] = opts.permanent_peer.into();
         service_sys["version"] = env!("CARGO_PKG_VERSION").into();
+        crate::groups::publish::spawn(
+            ring.clone(),
+            services.clone(),
+            opts.org.clone(),
+            sys_info(&service_sys),
+        );
         parts.push(http::services_api::routes(http::services_api::ServicesApi {
             services: services.clone(),
             data_path: opts.data_path.clone(),
@@ -545,4 +560,20 @@ fn write_listen_file(data_path: &std::path::Path, gossip: SocketAddr, http: Sock
 /// This host's name (`sys.hostname` in templates).
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// Where this supervisor's services run, as Service rumors tell it (Habitat's SysInfo).
+fn sys_info(sys: &serde_json::Value) -> crate::ring::proto::SysInfo {
+    let text = |k: &str| sys[k].as_str().unwrap_or_default().to_string();
+    let port = |k: &str| sys[k].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
+    crate::ring::proto::SysInfo {
+        ip: text("ip"),
+        hostname: text("hostname"),
+        gossip_ip: text("gossip_ip"),
+        gossip_port: port("gossip_port"),
+        http_gateway_ip: text("http_gateway_ip"),
+        http_gateway_port: port("http_gateway_port"),
+        ctl_gateway_ip: text("ctl_gateway_ip"),
+        ctl_gateway_port: port("ctl_gateway_port"),
+    }
 }

@@ -86,6 +86,26 @@ impl RingCore {
         Ok(rumor)
     }
 
+    /// Makes a versioned rumor this member's own, keeping its version: 0 and anything not
+    /// above what the ring holds for the key are refused.
+    pub(super) fn own_versioned(&self, mut rumor: Rumor) -> Result<Rumor, RumorError> {
+        let me = self.me.id.to_string();
+        match &mut rumor {
+            Rumor::ServiceConfig(c) => c.from_id = me,
+            Rumor::ServiceFile(f) => f.from_id = me,
+            _ => return Err(RumorError::NotVersioned),
+        }
+        let offered = rumor.incarnation().unwrap_or(0);
+        if offered == 0 {
+            return Err(RumorError::VersionZero);
+        }
+        let held = self.with_store(|s| s.get(&rumor.key()).and_then(Rumor::incarnation));
+        match held {
+            Some(current) if current >= offered => Err(RumorError::StaleVersion { offered, current }),
+            _ => Ok(rumor),
+        }
+    }
+
     /// Drops departed members' tombstones and rumors once `departed_retention` has passed.
     pub(super) fn expire_departed(&mut self) {
         if self.wall == 0 {

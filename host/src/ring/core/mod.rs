@@ -504,6 +504,16 @@ impl RingCore {
         Ok(news)
     }
 
+    /// Spreads a config or file rumor at the version its author chose (`config apply`,
+    /// `file upload`): Habitat silently drops a version the ring already holds (#3009); here
+    /// the caller hears it, with the version to beat.
+    pub fn publish(&mut self, rumor: Rumor) -> Result<bool, RumorError> {
+        let rumor = self.own_versioned(rumor)?;
+        let news = self.merge_rumor(rumor, Origin::Local)?.is_some();
+        self.drain();
+        Ok(news)
+    }
+
     /// Departs a member from the ring for good (`warren sup depart`).
     pub fn depart(&mut self, member: MemberId) -> Result<bool, RumorError> {
         let rumor =

@@ -128,6 +128,44 @@ fn the_core_numbers_injected_rumors_and_refuses_member_rumors() {
 }
 
 #[test]
+fn published_versions_are_kept_and_a_version_the_ring_holds_is_refused_with_the_current_one() {
+    let (mut a, mut b) = pair();
+    let cfg = |v: u64, text: &str| {
+        Rumor::ServiceConfig(proto::ServiceConfigRumor {
+            service_group: "redis.default@acme".into(),
+            incarnation: v,
+            config: text.as_bytes().to_vec(),
+            ..Default::default()
+        })
+    };
+    assert_eq!(a.publish(cfg(0, "x = 1")), Err(RumorError::VersionZero));
+    assert!(a.publish(cfg(7, "x = 1")).unwrap());
+    let current = |c: &RingCore| {
+        c.with_store(|s| s.of_kind(RumorKind::ServiceConfig).filter_map(Rumor::incarnation).max())
+    };
+    assert_eq!(current(&a), Some(7), "the author's version, not the ring's numbering");
+    // Habitat drops an equal or older version without a word (#3009): here it is an error
+    // that names the version to beat, whoever holds it.
+    assert_eq!(a.publish(cfg(7, "x = 2")), Err(RumorError::StaleVersion { offered: 7, current: 7 }));
+    let mut now = Duration::ZERO;
+    exchange(&mut a, &mut b, &mut now, 50);
+    assert_eq!(current(&b), Some(7));
+    assert_eq!(b.publish(cfg(3, "x = 3")), Err(RumorError::StaleVersion { offered: 3, current: 7 }));
+    let e = b.publish(cfg(3, "x = 3")).unwrap_err().to_string();
+    assert!(e.contains("current version 7") && e.contains("use 8"), "{e}");
+    assert!(b.publish(cfg(8, "x = 3")).unwrap());
+    let file = Rumor::ServiceFile(proto::ServiceFileRumor {
+        service_group: "redis.default@acme".into(),
+        filename: "a.conf".into(),
+        incarnation: 1,
+        ..Default::default()
+    });
+    assert!(b.publish(file).unwrap(), "files are versioned per name");
+    let svc = Rumor::Service(proto::ServiceRumor { incarnation: 9, ..Default::default() });
+    assert_eq!(b.publish(svc), Err(RumorError::NotVersioned));
+}
+
+#[test]
 fn a_store_bigger_than_one_frame_still_converges_by_chunks() {
     let (mut a, mut b) = pair();
     // 24 rumors of 900 KB: ~21 MiB, more than any one frame may carry.
