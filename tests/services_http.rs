@@ -82,6 +82,28 @@ fn services_of_a_real_supervisor_follow_habitats_schema_behind_the_token() {
     assert!(std::path::Path::new(s["spec_file"].as_str().unwrap()).is_file(), "{}", s["spec_file"]);
     assert_eq!(s["last_process_state"], Value::Null, "never failed");
 
+    // The ring hears of it: a Service rumor with its exported config, in /census and
+    // /butterfly, both valid against Habitat's schemas.
+    wait_until(Duration::from_secs(20), "the service in /census", || {
+        get_json(&sup, "/census").1["census_groups"]["hello-http.default"]["population"][sup.member_id()]
+            .is_object()
+    });
+    let (code, census) = get_json(&sup, "/census");
+    assert_eq!(code, 200);
+    let errors = Validator::habitat().errors("http_gateway_census_schema.json", &census);
+    assert!(errors.is_empty(), "/census: {}\n{census:#}", errors.join("\n"));
+    let group = &census["census_groups"]["hello-http.default"];
+    let me = &group["population"][sup.member_id()];
+    assert_eq!(me["package"], ident.as_str());
+    assert_eq!(me["cfg"], json!({"port": 8070}), "only what EXPORTS names, from the merged config");
+    assert_eq!((&me["alive"], &me["service"], &me["group"]), (&json!(true), &json!("hello-http"), &json!("default")));
+    assert_eq!(me["sys"]["ip"], "127.0.0.70");
+    assert!(me["pkg_incarnation"].as_u64().is_some_and(|i| i >= 1), "{me}");
+    assert_eq!(group["election_status"], "None");
+    let (_, butterfly) = get_json(&sup, "/butterfly");
+    let errors = Validator::habitat().errors("http_gateway_butterfly_schema.json", &butterfly);
+    assert!(errors.is_empty(), "/butterfly: {}\n{butterfly:#}", errors.join("\n"));
+
     // One service: the same item, in the list schema's item shape.
     let (code, one) = get_json(&sup, "/services/hello-http/default");
     assert_eq!(code, 200);
