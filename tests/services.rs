@@ -736,3 +736,75 @@ fn a_post_run_hook_still_running_when_the_service_ends_is_killed_and_reaped() {
     assert_eq!(sup.cli(&["svc", "stop", "acme/lingering"]).code, 0);
     wait_until(Duration::from_secs(20), "the abandoned post-run hook gone", || !alive(hook));
 }
+
+/// The lines of a file, or nothing while it is missing.
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn an_app_bound_to_a_db_group_waits_for_it_then_follows_its_members() {
+    use support::keys::{ring_key, ring_key_env};
+    use support::ring::{all_see_alive, member_ids, start_ring};
+    let dir = tempfile::tempdir().unwrap();
+    let env = ring_key_env(&ring_key("ring", "20240101000000"));
+    let mut sups = start_ring(dir.path(), 90, 3, &fast_timings(), std::slice::from_ref(&env));
+    let ids = member_ids(&sups);
+    {
+        let refs: Vec<&Sup> = sups.iter().collect();
+        wait_until(Duration::from_secs(30), "3 alive", || all_see_alive(&refs, &ids));
+    }
+    let run = [("run", "#!/bin/sh\nexec sleep 100000\n")];
+    for (i, port) in [(0, 5432), (1, 5433)] {
+        let pkg = install(&sups[i], "db", &run, &[("EXPORTS", "port=port\n")]);
+        std::fs::write(pkg.join("default.toml"), format!("port = {port}\nsecret = \"not-exported\"\n"))
+            .unwrap();
+    }
+    // Hooks run as the service's user (nobody, as root): it writes where it owns.
+    let reconfigure = "#!/bin/sh\necho x >> {{pkg.svc_var_path}}/reconfigured\n";
+    let app = install(&sups[2], "app", &[run[0], ("reconfigure", reconfigure)], &[]);
+    let marker = svc_dir(&sups[2], "app").join("var/reconfigured");
+    std::fs::create_dir_all(app.join("config")).unwrap();
+    std::fs::write(
+        app.join("config/db.conf"),
+        "{{#eachAlive bind.database.members as |m|}}{{m.sys.ip}}:{{m.cfg.port}}{{m.cfg.secret}} {{/eachAlive}}\nfirst {{bind.database.first.cfg.port}}\n",
+    )
+    .unwrap();
+    let conf = svc_dir(&sups[2], "app").join("config/db.conf");
+
+    // Strict (the default): loaded, but it waits, and says for what.
+    let load = sups[2].cli(&["svc", "load", "acme/app", "--bind", "database:db.default"]);
+    assert_eq!(load.code, 0, "{load:?}");
+    assert!(
+        load.stdout.contains("waits for its binds: database (db.default has no member)"),
+        "{}",
+        load.stdout
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(pid_of(&sups[2], "app").is_none() && !conf.exists(), "it must not start before its bind is met");
+
+    // The first db member: the app starts, its template sees that member's exported port.
+    assert_eq!(sups[0].cli(&["svc", "load", "acme/db"]).code, 0);
+    wait_until(Duration::from_secs(30), "the app up with one db member", || {
+        pid_of(&sups[2], "app").is_some() && read(&conf).contains("127.0.0.90:5432 ")
+    });
+    assert!(read(&conf).contains("first 5432"), "{}", read(&conf));
+    assert!(!read(&conf).contains("not-exported"), "only EXPORTS travel: {}", read(&conf));
+
+    // A second member joins the group: rendered again, reconfigure runs, no restart.
+    let pid = pid_of(&sups[2], "app").unwrap();
+    assert_eq!(sups[1].cli(&["svc", "load", "acme/db"]).code, 0);
+    wait_until(Duration::from_secs(30), "both db members in the app's config", || {
+        let c = read(&conf);
+        c.contains("127.0.0.90:5432 ") && c.contains("127.0.0.91:5433 ")
+    });
+    wait_until(Duration::from_secs(20), "reconfigure ran", || lines(&marker) >= 1);
+    assert_eq!(pid_of(&sups[2], "app"), Some(pid), "a bind change reconfigures, it does not restart");
+
+    // One db member's supervisor dies: it drops out of eachAlive once the ring confirms it.
+    sups[1].kill9();
+    wait_until(Duration::from_secs(40), "the dead member gone from the app's config", || {
+        let c = read(&conf);
+        c.contains("127.0.0.90:5432 ") && !c.contains("127.0.0.91")
+    });
+}

@@ -327,6 +327,7 @@ fn suitability_and_file_updated_run_the_script_or_the_bound_plugin() {
             hook_plugins: Some(registry.clone()),
             member_id: "member-under-test".into(),
             org: None,
+            census: None,
         });
         for (name, plugin) in [
             ("scripted", None),

@@ -96,7 +96,10 @@ fn services_of_a_real_supervisor_follow_habitats_schema_behind_the_token() {
     let me = &group["population"][sup.member_id()];
     assert_eq!(me["package"], ident.as_str());
     assert_eq!(me["cfg"], json!({"port": 8070}), "only what EXPORTS names, from the merged config");
-    assert_eq!((&me["alive"], &me["service"], &me["group"]), (&json!(true), &json!("hello-http"), &json!("default")));
+    assert_eq!(
+        (&me["alive"], &me["service"], &me["group"]),
+        (&json!(true), &json!("hello-http"), &json!("default"))
+    );
     assert_eq!(me["sys"]["ip"], "127.0.0.70");
     assert!(me["pkg_incarnation"].as_u64().is_some_and(|i| i >= 1), "{me}");
     assert_eq!(group["election_status"], "None");

@@ -41,11 +41,11 @@ pub struct LoadArgs {
     /// not acted on yet.
     #[arg(long, default_value = "standalone", value_parser = ["standalone", "leader"])]
     pub topology: String,
-    /// NAME:SERVICE.GROUP[@ORG] (repeatable).
+    /// NAME:SERVICE.GROUP[@ORG] (repeatable): the group's members in templates as
+    /// `bind.NAME.members` / `bind.NAME.first`; a change renders again.
     #[arg(long = "bind", value_name = "NAME:SERVICE.GROUP[@ORG]")]
     pub binds: Vec<String>,
-    /// strict: wait for binds before starting; relaxed: start anyway. Recorded in the spec;
-    /// binds are not acted on yet.
+    /// strict: wait until every bind has an alive member before starting; relaxed: start anyway.
     #[arg(long, default_value = "strict", value_parser = ["strict", "relaxed"])]
     pub binding_mode: String,
     /// Seconds between health checks.
@@ -107,24 +107,8 @@ fn ident(text: &str) -> anyhow::Result<proto::PackageIdent> {
 }
 
 fn bind(text: &str) -> anyhow::Result<proto::ServiceBind> {
-    let bad = || anyhow::anyhow!("--bind {text:?}: expected NAME:SERVICE.GROUP[@ORG]");
-    let (name, rest) = text.split_once(':').ok_or_else(bad)?;
-    let (sg, org) = match rest.split_once('@') {
-        Some((sg, org)) => (sg, Some(org.to_string())),
-        None => (rest, None),
-    };
-    let (service, group) = sg.split_once('.').ok_or_else(bad)?;
-    if name.is_empty() || service.is_empty() || group.is_empty() {
-        return Err(bad());
-    }
-    Ok(proto::ServiceBind {
-        name: name.into(),
-        service_group: proto::ServiceGroup {
-            service: service.into(),
-            group: group.into(),
-            organization: org,
-        },
-    })
+    let (name, group) = crate::services::binds::parse(text).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    Ok(proto::ServiceBind { name, service_group: crate::sup::ctl_cfg::group_to_proto(&group) })
 }
 
 fn load(a: LoadArgs) -> anyhow::Result<()> {

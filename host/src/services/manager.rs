@@ -19,6 +19,7 @@ use super::state::Desired;
 use super::supervisor::{self, Command, ServiceConfig, ServiceTask, ServiceView};
 use super::users;
 use super::{config, template};
+use crate::groups::census::Census;
 
 /// Habitat's default when neither the request, the spec nor the package says.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
@@ -43,6 +44,9 @@ pub enum SvcError {
     /// A credential reference of the config has no value (yet).
     #[error("{0}")]
     Unresolved(String),
+    /// Loaded with strict binds that have no alive member yet: it starts once they do.
+    #[error("{name} waits for its binds: {}; it starts once each has an alive member", waiting.join(", "))]
+    WaitingForBinds { name: String, waiting: Vec<String> },
 }
 
 /// `svc load`'s request, after the client's flags are read.
@@ -149,6 +153,8 @@ pub struct ServicesOptions {
     pub member_id: String,
     /// `sup run --org`: a service's group is `NAME.GROUP@ORG` across the ring.
     pub org: Option<String>,
+    /// The ring's census, for binds (None: no bind is ever satisfied).
+    pub census: Option<watch::Receiver<Arc<Census>>>,
 }
 
 impl Services {
@@ -162,6 +168,8 @@ impl Services {
             epoch: Instant::now(),
             followed: BTreeMap::new(),
             rotated_tx,
+            waiting: BTreeMap::new(),
+            bound: BTreeMap::new(),
         };
         tokio::spawn(manager.run(rx, rotated));
         Services { tx }
@@ -249,6 +257,10 @@ struct Manager {
     /// sends the service's name to `rotated_tx` when the value changes.
     followed: BTreeMap<String, BTreeMap<String, tokio::task::JoinHandle<()>>>,
     rotated_tx: mpsc::Sender<String>,
+    /// Services with strict binds not satisfied yet: started once the census satisfies them.
+    waiting: BTreeMap<String, ServiceSpec>,
+    /// What each running service's templates last saw of its binds.
+    bound: BTreeMap<String, serde_json::Value>,
 }
 
 /// How long a load waits for the credentials its config references to resolve.
@@ -287,9 +299,11 @@ impl Manager {
             None => (None, None),
         };
         self.restore().await;
+        let mut census = self.options.census.clone();
         loop {
             tokio::select! {
                 Some(name) = rotated.recv() => self.credential_changed(&name).await,
+                Some(()) = census_changed(&mut census) => self.binds_changed().await,
                 req = rx.recv() => match req {
                     Some(req) => {
                         if !self.request(req).await {
@@ -374,6 +388,11 @@ impl Manager {
             match spec {
                 Ok(spec) => {
                     let name = spec.name().to_string();
+                    if let Some(waiting) = self.unsatisfied(&spec) {
+                        tracing::warn!(service = %name, waiting = ?waiting, "waiting for its binds to start");
+                        self.waiting.insert(name, spec);
+                        continue;
+                    }
                     match self.launch(spec, deadline).await {
                         Ok(_) => {}
                         // It starts (or reattaches what still runs) once they resolve.
@@ -409,6 +428,19 @@ impl Manager {
             hooks_plugin: req.hooks_plugin,
             ..ServiceSpec::new(installed.ident.to_string(), req.group, req.health_check_interval)
         };
+        for bind in &spec.binds {
+            super::binds::parse(bind).map_err(SvcError::Invalid)?;
+        }
+        if !self.services.contains_key(&name)
+            && let Some(waiting) = self.unsatisfied(&spec)
+        {
+            // Habitat's strict mode: the spec stays, the service starts once its binds can be met.
+            self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
+            tracing::info!(service = %name, waiting = ?waiting, "loaded; waiting for its binds");
+            self.waiting.insert(name.clone(), spec);
+            return Err(SvcError::WaitingForBinds { name, waiting });
+        }
+        self.waiting.remove(&name);
         // Its credentials first, while a service it replaces still runs.
         let wait = tokio::time::Instant::now() + CREDENTIAL_WAIT;
         let credentials = self.await_credentials(&installed, wait).await;
@@ -843,7 +875,7 @@ impl Manager {
                 "service_group": format!("{}.{}", id.name, spec.group),
             },
             "sys": self.options.sys,
-            "bind": {},
+            "bind": self.bind_data(spec).0,
         })
     }
 
@@ -908,11 +940,72 @@ impl Manager {
         }
     }
 
+    /// The service's binds as templates see them, and those not satisfied.
+    fn bind_data(&self, spec: &ServiceSpec) -> (serde_json::Value, Vec<String>) {
+        let census = self.options.census.as_ref().map(|c| c.borrow().clone());
+        super::binds::data(&spec.binds, census.as_deref())
+    }
+
+    /// Strict binds that no alive member satisfies yet (None: it may start).
+    fn unsatisfied(&self, spec: &ServiceSpec) -> Option<Vec<String>> {
+        if spec.binding_mode != BindingMode::Strict || spec.binds.is_empty() {
+            return None;
+        }
+        let (_, waiting) = self.bind_data(spec);
+        (!waiting.is_empty()).then_some(waiting)
+    }
+
+    /// The census changed: start services whose binds are now satisfied, and render again
+    /// those whose binds look different.
+    async fn binds_changed(&mut self) {
+        let ready: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, spec)| self.unsatisfied(spec).is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in ready {
+            let Some(spec) = self.waiting.remove(&name) else { continue };
+            match self.launch(spec, tokio::time::Instant::now() + CREDENTIAL_WAIT).await {
+                Ok(_) => tracing::info!(service = %name, "its binds are satisfied; started"),
+                Err(e) => {
+                    tracing::error!(service = %name, error = %e, "its binds are satisfied but it cannot start")
+                }
+            }
+        }
+        let mut changed = Vec::new();
+        for (name, entry) in &self.services {
+            if entry.spec.binds.is_empty() {
+                continue;
+            }
+            let (now, _) = self.bind_data(&entry.spec);
+            if self.bound.get(name) != Some(&now) {
+                changed.push((name.clone(), now));
+            }
+        }
+        for (name, now) in changed {
+            let first = self.bound.insert(name.clone(), now).is_none();
+            if !first {
+                tracing::info!(service = %name, "its binds changed; rendering again");
+            }
+            self.rerender(&name).await;
+        }
+    }
+
     async fn unload(
         &mut self,
         name: &str,
         timeout: Option<Duration>,
     ) -> Result<oneshot::Receiver<()>, SvcError> {
+        if self.waiting.remove(name).is_some() {
+            // Never started: nothing to stop.
+            self.specs().remove(name).map_err(|e| SvcError::Invalid(e.to_string()))?;
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(());
+            tracing::info!(service = %name, "unloaded (it was waiting for its binds)");
+            return Ok(rx);
+        }
+        self.bound.remove(name);
         let entry = self.services.remove(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
         self.specs().remove(name).map_err(|e| SvcError::Invalid(e.to_string()))?;
         self.unfollow(name);
@@ -1035,6 +1128,13 @@ fn environment(
     set("WARREN_PKG_PATH", pkg.dir.clone().into());
     set("WARREN_SVC_PATH", svc_dir.into());
     env
+}
+
+async fn census_changed(rx: &mut Option<watch::Receiver<Arc<Census>>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.changed().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_batch(

@@ -14,6 +14,7 @@
 //!   Habitat's handlebars names.
 
 pub mod backoff;
+pub mod binds;
 pub mod build;
 pub mod config;
 pub mod hooks;

@@ -35,6 +35,7 @@ fn svc_err(e: SvcError) -> NetErr {
         SvcError::Package(_) | SvcError::Invalid(_) | SvcError::Unresolved(_) => ErrCode::InvalidPayload,
         SvcError::Io { .. } => ErrCode::Io,
         SvcError::Stopped => ErrCode::Internal,
+        SvcError::WaitingForBinds { .. } => ErrCode::Conflict,
     };
     err(code, e)
 }
@@ -163,7 +164,15 @@ pub async fn load(services: &Services, r: proto::SvcLoad, out: &ReplySink) -> Re
         hooks_plugin: r.hooks_plugin.clone().filter(|p| !p.is_empty()),
         force: r.force.unwrap_or(false),
     };
-    let view = services.load(req).await.map_err(svc_err)?;
+    let view = match services.load(req).await {
+        Ok(v) => v,
+        // Loaded: it starts by itself once its binds are satisfied (Habitat's strict mode).
+        Err(e @ SvcError::WaitingForBinds { .. }) => {
+            let _ = out.line(format!("The {ident} service was loaded; {e}")).await;
+            return Ok(Reply::ok());
+        }
+        Err(e) => return Err(svc_err(e)),
+    };
     let ident = view.borrow().ident.clone();
     let _ = out.line(format!("The {ident} service was successfully loaded")).await;
     if r.no_wait.unwrap_or(false) {

@@ -393,6 +393,7 @@ impl Supervisor {
             hook_plugins: opts.plugins.as_ref().map(|p| p.registry.clone()),
             member_id: id.to_string(),
             org: opts.org.clone(),
+            census: Some(census.clone()),
         });
         let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel(1);
         let ctl_handler = ctl::SupCtl {
