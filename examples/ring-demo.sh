@@ -89,6 +89,7 @@ for i in 1 2 3; do
         --listen-ctl "127.0.0.$i:9632" \
         --peer 127.0.0.1:9638 \
         --ring demo-ring \
+        --org demo \
         --config "$work/sup.toml" \
         --plugin-path "$work/plugins" \
         --data-path "$work/data-$i" \
@@ -167,8 +168,8 @@ mkdir -p "$work/data-1/user/hello-http"
 printf '[http]\nlisten = "127.0.0.1"\nport = 18080\n' > "$work/data-1/user/hello-http/user.toml"
 # Its init, health-check, reconfigure and post-stop hooks come from the hook-example plugin.
 run warren svc load "$hart" --hooks-plugin hook-example --health-check-interval 1
-http_get() { # GET / on 127.0.0.1:18080 with bash's /dev/tcp (no curl needed)
-    exec 3<>/dev/tcp/127.0.0.1/18080 || return 1
+http_get() { # GET / on 127.0.0.1:${1:-18080} with bash's /dev/tcp (no curl needed)
+    exec 3<>/dev/tcp/127.0.0.1/"${1:-18080}" || return 1
     printf 'GET / HTTP/1.0\r\nHost: demo\r\n\r\n' >&3
     sed '1,/^\r$/d' <&3
     exec 3<&-
@@ -240,6 +241,44 @@ until [ -n "$(svc_pid)" ] && [ "$(svc_pid)" != "$first_pid" ] && http_get >/dev/
 done
 echo "restarted: pid $first_pid -> $(svc_pid), answering again"
 run warren svc status
+
+say "8. A service group: hello-http on all three (--org demo), one encrypted config apply for every member"
+for i in 2 3; do
+    mkdir -p "$work/data-$i/user/hello-http"
+    printf '[http]\nlisten = "127.0.0.1"\nport = 1808%s\n' "$i" > "$work/data-$i/user/hello-http/user.toml"
+    run warren svc load "$hart" --remote-sup "127.0.0.$i" >/dev/null
+done
+echo "hello-http.default@demo now runs on 127.0.0.1:18080, :18082 and :18083"
+run warren user key generate demo-operator
+run warren svc key generate hello-http.default demo
+echo "(the group's secret key is in every member's key cache; the operator's public key too)"
+printf 'message = "Hello from one config apply, to every member"\n' > "$work/group.toml"
+echo
+echo "plaintext for a group of the supervisors' org is refused, with the reason:"
+if warren config apply hello-http.default@demo 1 "$work/group.toml" 2>"$work/refused.txt"; then
+    echo "!! plaintext was accepted" >&2; exit 1
+fi
+sed 's/^/  /' "$work/refused.txt"
+run warren config apply hello-http.default@demo 1 "$work/group.toml" --user demo-operator
+start=$SECONDS
+for port in 18080 18082 18083; do
+    until http_get "$port" 2>/dev/null | grep -q "one config apply"; do
+        if [ $((SECONDS - start)) -gt 30 ]; then echo "port $port did not re-render in 30 s" >&2; cat "$work/sup-1.log" >&2; exit 1; fi
+        sleep 0.2
+    done
+    printf '$ GET http://127.0.0.1:%s/   ' "$port"
+    http_get "$port"
+done
+echo "(every member decrypted it with the group's key and re-rendered within $((SECONDS - start)) s; the gossip carried only BOX-1)"
+echo
+echo "the same version again is refused, and the reply names the current one (Habitat drops it silently):"
+if warren config apply hello-http.default@demo 1 "$work/group.toml" --user demo-operator 2>"$work/refused.txt"; then
+    echo "!! an old version was accepted" >&2; exit 1
+fi
+sed 's/^/  /' "$work/refused.txt"
+echo
+echo '$ GET http://127.0.0.1:9631/census   (the group, its members and the config version)'
+gateway_get /census | grep -o '"hello-http.default@demo"\|"incarnation":[0-9]*,"value"\|"alive":true' | sort | uniq -c | sed 's/^/  /'
 
 if [ -n "$FOR" ]; then
     sleep "$FOR"

@@ -46,6 +46,17 @@ fn the_demo_rotates_a_file_token_and_leaves_nothing_running() {
     assert!(stdout.contains("\"health\":\"OK\""), "health from the plugin: {stdout}");
     assert!(stdout.contains("warren::plugin: init hello-http.default"), "the plugin's init: {stdout}");
     assert!(stdout.contains("health: CRITICAL (from the plugin"), "fail_health is seen: {stdout}");
+    // Step 8: one encrypted config apply re-renders all three members; plaintext and an old
+    // version are refused with their reasons.
+    assert!(stdout.contains("belongs to org demo"), "plaintext refused: {stdout}");
+    for port in [18080, 18082, 18083] {
+        assert!(
+            stdout.contains(&format!("GET http://127.0.0.1:{port}/   Hello from one config apply")),
+            "member on {port} re-rendered: {stdout}"
+        );
+    }
+    assert!(stdout.contains("current version 1; use 2"), "an old version is refused: {stdout}");
+    assert!(stdout.contains("3 \"alive\":true"), "the census lists the three members: {stdout}");
     // Every process started for the demo names its temp folder on its command line; none may
     // be left once the demo has returned.
     let work = stdout
