@@ -1,8 +1,13 @@
 //! Service groups across the ring: the same service on many supervisors, named
 //! `SERVICE.GROUP[@ORG]` as Habitat names them.
+//!
+//! - [`name`]: the one parser of group names; [`payload`]: what a config or file may be.
+//! - [`inbox`]: which gossiped configs and files to apply (pure); [`metrics`]: its counters.
 
 pub mod census;
 pub mod follow;
+pub mod inbox;
+pub mod metrics;
 pub mod name;
 pub mod payload;
 pub mod publish;
