@@ -328,6 +328,7 @@ fn suitability_and_file_updated_run_the_script_or_the_bound_plugin() {
             member_id: "member-under-test".into(),
             org: None,
             census: None,
+            initial_gossip: Vec::new(),
         });
         for (name, plugin) in [
             ("scripted", None),

@@ -2,8 +2,9 @@
 //! recursively, anything else is replaced): the package's `default.toml`, then sup.toml's
 //! `[services.NAME.config]` (warren's), then the `WARREN_<PKGNAME>` environment variable of the
 //! supervisor (TOML or JSON; Habitat's `HAB_<PKGNAME>`), then `{data_path}/user/NAME/user.toml`
-//! (watched), then gossip (service groups, a later issue). Strings of any layer may be
-//! credential references ([`references`], [`resolve`]).
+//! (watched), then the service group's gossiped config (in memory only, its strings escaped:
+//! see `manager/gossip.rs`). Strings of the other layers may be credential references
+//! ([`references`], [`resolve`]).
 
 use std::path::{Path, PathBuf};
 

@@ -394,6 +394,7 @@ impl Supervisor {
             member_id: id.to_string(),
             org: opts.org.clone(),
             census: Some(census.clone()),
+            initial_gossip: Vec::new(),
         });
         let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel(1);
         let ctl_handler = ctl::SupCtl {

@@ -3,13 +3,15 @@
 //! `{data_path}/specs`; at start every spec comes back to its desired state, reattaching to
 //! processes that outlived an earlier supervisor process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
+
+mod gossip;
 
 use super::backoff::BackoffPolicy;
 use super::hooks::{Hook, HookContext, HookOutcome, HookRunner, PluginHooks, Suitability};
@@ -19,7 +21,10 @@ use super::state::Desired;
 use super::supervisor::{self, Command, ServiceConfig, ServiceTask, ServiceView};
 use super::users;
 use super::{config, template};
+use crate::groups::ServiceGroup;
 use crate::groups::census::Census;
+use crate::groups::inbox::{Decision, Payload};
+use gossip::GossipLayers;
 
 /// Habitat's default when neither the request, the spec nor the package says.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
@@ -119,6 +124,8 @@ enum Request {
     Status(oneshot::Sender<Vec<ServiceInfo>>),
     Suitability(String, Answer<Suitability>),
     FileUpdated(String, String, Answer<Option<HookOutcome>>),
+    /// A service group's gossiped config or file, decided on by the group inbox.
+    Gossip(Decision),
     /// `stop`: stop every service (supervisor shutdown); else leave them for a reattach.
     Exit {
         stop: bool,
@@ -130,6 +137,7 @@ enum Request {
 #[derive(Clone)]
 pub struct Services {
     tx: mpsc::Sender<Request>,
+    groups: watch::Receiver<BTreeSet<String>>,
 }
 
 /// Where services live and how they restart.
@@ -155,6 +163,9 @@ pub struct ServicesOptions {
     pub org: Option<String>,
     /// The ring's census, for binds (None: no bind is ever satisfied).
     pub census: Option<watch::Receiver<Arc<Census>>>,
+    /// The gossiped configs and files the ring held at start, in place before any restored
+    /// service first renders.
+    pub initial_gossip: Vec<Decision>,
 }
 
 impl Services {
@@ -162,6 +173,15 @@ impl Services {
     pub fn start(options: ServicesOptions) -> Services {
         let (tx, rx) = mpsc::channel(32);
         let (rotated_tx, rotated) = mpsc::channel(64);
+        let (groups_tx, groups) = watch::channel(BTreeSet::new());
+        let mut options = options;
+        let mut layers = GossipLayers::default();
+        for d in std::mem::take(&mut options.initial_gossip) {
+            match d.payload {
+                Payload::Config(t) => layers.set_config(&d.group, t),
+                Payload::File { name, bytes } => layers.add_pending_file(&d.group, name, bytes),
+            }
+        }
         let manager = Manager {
             options,
             services: BTreeMap::new(),
@@ -170,9 +190,21 @@ impl Services {
             rotated_tx,
             waiting: BTreeMap::new(),
             bound: BTreeMap::new(),
+            gossip: layers,
+            groups: groups_tx,
         };
         tokio::spawn(manager.run(rx, rotated));
-        Services { tx }
+        Services { tx, groups }
+    }
+
+    /// The groups (`SVC.GROUP[@ORG]`) of the loaded services, as they change.
+    pub fn loaded(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.groups.clone()
+    }
+
+    /// Hands a group's gossiped config or file to its services (without waiting for them).
+    pub async fn gossip(&self, decision: Decision) -> Result<(), SvcError> {
+        self.tx.send(Request::Gossip(decision)).await.map_err(|_| SvcError::Stopped)
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, SvcError> {
@@ -261,6 +293,10 @@ struct Manager {
     waiting: BTreeMap<String, ServiceSpec>,
     /// What each running service's templates last saw of its binds.
     bound: BTreeMap<String, serde_json::Value>,
+    /// The gossip layer of each group and the files known at start.
+    gossip: GossipLayers,
+    /// Publishes the loaded services' groups (the group inbox follows them).
+    groups: watch::Sender<BTreeSet<String>>,
 }
 
 /// How long a load waits for the credentials its config references to resolve.
@@ -300,6 +336,9 @@ impl Manager {
         };
         self.restore().await;
         let mut census = self.options.census.clone();
+        // Files known at start were written as their services were prepared.
+        self.gossip.clear_pending();
+        self.publish_groups();
         loop {
             tokio::select! {
                 Some(name) = rotated.recv() => self.credential_changed(&name).await,
@@ -349,6 +388,7 @@ impl Manager {
             Request::FileUpdated(name, file, reply) => {
                 let _ = reply.send(self.ask_task(&name, |done| Command::FileUpdated { file, done }).await);
             }
+            Request::Gossip(decision) => self.gossiped(decision).await,
             Request::Status(reply) => {
                 let all = self
                     .services
@@ -372,6 +412,7 @@ impl Manager {
                 for w in waits {
                     let _ = w.await;
                 }
+                self.publish_groups();
                 let _ = done.send(());
                 return false;
             }
@@ -572,6 +613,7 @@ impl Manager {
         let task = supervisor::start(config, spec.desired_state.into(), running, self.epoch);
         let view = task.view.clone();
         self.services.insert(name, Entry { spec, task, detail: Arc::new(detail), config: toml });
+        self.publish_groups();
         view
     }
 
@@ -612,6 +654,7 @@ impl Manager {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
                 .map_err(io(format!("chmod {}", dir.display())))?;
         }
+        self.write_pending_files(name, spec, &svc_dir.join("files"));
         let run = pkg.run_source();
         if !run.is_file() {
             return Err(SvcError::Invalid(format!(
@@ -711,7 +754,9 @@ impl Manager {
         // What the gateway shows is the config as written: a credential reference, never its
         // value.
         let written = self.layers(pkg)?;
-        let cfg = self.with_credentials(name, written.clone())?;
+        // The gossip layer (top) is not shown by the gateway: it may have come encrypted.
+        let layer = self.gossip.layer(&self.group_of(name, spec));
+        let cfg = self.with_credentials(name, gossip::with_layer(written.clone(), layer))?;
         let toml =
             toml::to_string(&cfg).map_err(|e| SvcError::Invalid(format!("services.{name}.config: {e}")))?;
         let data = self.template_data(pkg, spec, &svc_dir, cfg, user);
@@ -992,6 +1037,22 @@ impl Manager {
         }
     }
 
+    /// The service's group across the ring: `NAME.GROUP@ORG` (`NAME.GROUP` without `--org`).
+    fn group_of(&self, name: &str, spec: &ServiceSpec) -> String {
+        ServiceGroup::new(name, &spec.group, self.options.org.as_deref())
+            .map(|g| g.to_string())
+            .unwrap_or_else(|_| format!("{name}.{}", spec.group))
+    }
+
+    fn publish_groups(&self) {
+        let groups: BTreeSet<String> = self.services.iter().map(|(n, e)| self.group_of(n, &e.spec)).collect();
+        self.groups.send_if_modified(|g| {
+            let changed = *g != groups;
+            *g = groups;
+            changed
+        });
+    }
+
     async fn unload(
         &mut self,
         name: &str,
@@ -1009,6 +1070,11 @@ impl Manager {
         let entry = self.services.remove(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
         self.specs().remove(name).map_err(|e| SvcError::Invalid(e.to_string()))?;
         self.unfollow(name);
+        let group = self.group_of(name, &entry.spec);
+        self.publish_groups();
+        if !self.services.iter().any(|(n, e)| self.group_of(n, &e.spec) == group) {
+            self.gossip.forget(&group);
+        }
         let (tx, rx) = oneshot::channel();
         if let Some(within) = timeout {
             // The stop begins with the short timeout; the exit then waits for it.
