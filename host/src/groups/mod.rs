@@ -2,8 +2,10 @@
 //! `SERVICE.GROUP[@ORG]` as Habitat names them.
 //!
 //! - [`name`]: the one parser of group names; [`payload`]: what a config or file may be.
-//! - [`inbox`]: which gossiped configs and files to apply (pure); [`metrics`]: its counters.
+//! - [`inbox`]: which gossiped configs and files to apply (pure); [`apply`]: the task that
+//!   feeds it from the ring and hands its decisions to the services; [`metrics`]: its counters.
 
+pub mod apply;
 pub mod census;
 pub mod follow;
 pub mod inbox;

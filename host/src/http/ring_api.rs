@@ -18,6 +18,8 @@ pub struct RingApi {
     pub ctl_metrics: Option<std::sync::Arc<crate::ctl::CtlMetrics>>,
     /// The census, kept current from ring events by its own task.
     pub census: tokio::sync::watch::Receiver<std::sync::Arc<crate::groups::census::Census>>,
+    /// The service groups' gossiped config and file counters, appended to `/metrics`.
+    pub group_metrics: Option<std::sync::Arc<crate::groups::metrics::GroupMetrics>>,
 }
 
 pub fn routes(api: RingApi) -> Router {
@@ -47,6 +49,9 @@ async fn metrics(State(api): State<RingApi>) -> Response {
     let mut body = api.ring.with_rumors(|s| super::views::metrics(&status, s, &m));
     if let Some(ctl) = &api.ctl_metrics {
         body.push_str(&ctl.render());
+    }
+    if let Some(groups) = &api.group_metrics {
+        body.push_str(&groups.render());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -353,6 +353,7 @@ impl Supervisor {
             _ => None,
         };
         let ctl_metrics = Arc::new(crate::ctl::CtlMetrics::default());
+        let group_metrics = Arc::new(crate::groups::metrics::GroupMetrics::default());
         let census = crate::groups::follow::spawn(ring.clone())
             .await
             .map_err(|e| SupError::Runtime(std::io::Error::other(e.to_string())))?;
@@ -360,6 +361,7 @@ impl Supervisor {
             ring: ring.clone(),
             ctl_metrics: Some(ctl_metrics.clone()),
             census: census.clone(),
+            group_metrics: Some(group_metrics.clone()),
         };
         let mut parts = vec![ring_api::routes(api)];
         if let Some(plugins) = &opts.plugins {
@@ -383,6 +385,12 @@ impl Supervisor {
             "http_gateway_ip": http_addr.ip().to_string(),
             "http_gateway_port": http_addr.port(),
         });
+        // What the ring holds for the groups of the services about to be restored: their
+        // gossip layers are in place before they first render.
+        let mut inbox = crate::groups::inbox::Inbox::new(opts.org.clone());
+        let spec_groups = restored_groups(&opts.data_path, opts.org.as_deref());
+        let initial_gossip =
+            crate::groups::apply::initial(&mut inbox, &ring, &spec_groups, &cache, &group_metrics);
         let services = crate::services::Services::start(crate::services::ServicesOptions {
             data_path: opts.data_path.clone(),
             policy: opts.service_backoff,
@@ -394,8 +402,18 @@ impl Supervisor {
             member_id: id.to_string(),
             org: opts.org.clone(),
             census: Some(census.clone()),
-            initial_gossip: Vec::new(),
+            initial_gossip,
         });
+        let _group_apply = crate::groups::apply::GroupApply {
+            inbox,
+            ring: ring.clone(),
+            services: services.clone(),
+            cache: cache.clone(),
+            files: opts.files.clone(),
+            metrics: group_metrics,
+            initial_groups: spec_groups,
+        }
+        .spawn();
         let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel(1);
         let ctl_handler = ctl::SupCtl {
             ring: ring.clone(),
@@ -507,6 +525,17 @@ impl Supervisor {
             }
         })
     }
+}
+
+/// The groups (`SVC.GROUP[@ORG]`) of the services whose specs are on disk.
+fn restored_groups(data_path: &std::path::Path, org: Option<&str>) -> std::collections::BTreeSet<String> {
+    crate::services::spec::SpecDir::new(data_path)
+        .load_all()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| crate::groups::ServiceGroup::new(s.name(), &s.group, org).ok())
+        .map(|g| g.to_string())
+        .collect()
 }
 
 /// How a supervisor ended.
