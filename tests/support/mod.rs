@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod files;
 pub mod fixtures;
+pub mod groups;
 pub mod keys;
 pub mod keyserver;
 pub mod packages;
