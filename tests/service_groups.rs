@@ -127,6 +127,19 @@ fn configs_reach_every_member_that_can_open_them_and_nothing_else_applies() {
     assert_eq!(rendered(&sups[0]).as_deref(), Some(secret.as_str()));
     assert_eq!(marks(&sups[0], "reconfigured"), 1, "the restored service rendered without its gossip layer");
 
+    // Refusals are logged once per incarnation, not at every rescan; a wait names the key.
+    for s in &sups {
+        let log = std::fs::read_to_string(&s.log).unwrap();
+        assert_eq!(
+            log.matches("plaintext for a group of this supervisor's org").count(),
+            1,
+            "{}",
+            s.log.display()
+        );
+    }
+    let log3 = std::fs::read_to_string(&sups[2].log).unwrap();
+    assert!(log3.lines().any(|l| l.contains("waits for a key") && l.contains(USER_KEY)), "{log3}");
+
     // The decrypted value is in the rendered file and nowhere else: not in a log, not in the
     // persisted rumors or anywhere else under the data paths.
     for s in &sups {

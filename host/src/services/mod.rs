@@ -5,7 +5,8 @@
 //!   under `{data_path}/pkgs` and its all-or-nothing install; [`plan`]: plan.toml, the source
 //!   of `warren pkg build`; [`build`]: a source directory into a signed `.hart`.
 //! - [`manager`]: the subsystem (one task owns the loaded services), reached through
-//!   [`Services`] commands: load, unload, start, stop, status. Specs in [`spec`].
+//!   [`Services`] commands: load, unload, start, stop, status. Specs in [`spec`]. Its
+//!   `gossip` part holds each service group's gossiped config layer and writes its files.
 //! - [`state`]: one service's lifecycle, a pure state machine (inputs in, actions out), with
 //!   [`backoff`] for restart delays; [`supervisor`] is the task that carries it out.
 //! - [`process`]: spawning in a session of its own, pidfds, reattaching after a crash, the
