@@ -75,7 +75,7 @@ fn configs_reach_every_member_that_can_open_them_and_nothing_else_applies() {
     });
 
     // Plaintext for the org's own group: refused by all three, nothing rendered.
-    send_config(&sups[0], GROUP, 1, Body::Plain("x = \"plain\"\n"));
+    send_config(&sups[0], dir.path(), GROUP, 1, Body::Plain("x = \"plain\"\n"));
     wait_until(LIMIT, "plaintext refused everywhere", || {
         sups.iter().all(|s| counted(s, "config", "plaintext_refused") == 1)
     });
@@ -84,7 +84,7 @@ fn configs_reach_every_member_that_can_open_them_and_nothing_else_applies() {
     if let warren::crypto::boxes::BoxMessage::Signed { ciphertext, .. } = &mut msg {
         ciphertext[0] ^= 0x20;
     }
-    send_config(&sups[0], GROUP, 2, Body::Raw(&msg.to_text()));
+    send_config(&sups[0], dir.path(), GROUP, 2, Body::Raw(&msg.to_text()));
     wait_until(LIMIT, "tampered config dropped", || {
         sups[..2].iter().all(|s| counted(s, "config", "undecryptable") == 1)
     });
@@ -94,7 +94,7 @@ fn configs_reach_every_member_that_can_open_them_and_nothing_else_applies() {
     // Member 2 is down while the real config goes out.
     assert!(sups[1].term(), "member 2 stops cleanly");
     let secret = format!("s3cr3t-{}", std::process::id());
-    send_config(&sups[0], GROUP, 3, Body::Encrypted(&format!("x = \"{secret}\"\n")));
+    send_config(&sups[0], dir.path(), GROUP, 3, Body::Encrypted(&format!("x = \"{secret}\"\n")));
     wait_until(LIMIT, "member 1 renders the new value", || {
         rendered(&sups[0]).as_deref() == Some(secret.as_str())
     });
@@ -163,7 +163,7 @@ fn files_reach_a_member_that_joins_later_and_bad_names_are_refused() {
     let first = Sup::start(dir.path(), 156, sup_args(), vec![]);
     load_redis(&first, &hart);
     let body = "maxmemory 2mb\n";
-    send_file(&first, GROUP, 1, "redis.conf", Body::Encrypted(body));
+    send_file(&first, dir.path(), GROUP, 1, "redis.conf", Body::Encrypted(body));
     let path = |s: &Sup| s.data.join("svc/redis/files/redis.conf");
     wait_until(LIMIT, "the file is written", || {
         std::fs::read_to_string(path(&first)).ok().as_deref() == Some(body)
@@ -175,8 +175,9 @@ fn files_reach_a_member_that_joins_later_and_bad_names_are_refused() {
         assert_eq!(mode, 0o640);
     }
     // A name that climbs out of files/ is refused (and counted), plaintext ones too.
-    send_file(&first, GROUP, 1, "../escape", Body::Encrypted("gotcha"));
-    send_file(&first, GROUP, 1, "plain.conf", Body::Plain("gotcha"));
+    let forged = support::groups::boxed(b"gotcha").to_text();
+    send_file(&first, dir.path(), GROUP, 1, "../escape", Body::Raw(&forged));
+    send_file(&first, dir.path(), GROUP, 1, "plain.conf", Body::Plain("gotcha"));
     wait_until(LIMIT, "bad name counted", || counted(&first, "file", "invalid") == 1);
     wait_until(LIMIT, "plaintext counted", || counted(&first, "file", "plaintext_refused") == 1);
     assert!(files_containing(&first.data, b"gotcha").is_empty());

@@ -1,6 +1,6 @@
 //! Service groups under real supervisors: Habitat's e2e keys (the user mctesterson and the
 //! service group redis.default@e2e), a small `redis` package, and the one place configs and
-//! files are sent to a group (today `ring rumor inject`; `config apply` / `file upload` later).
+//! files are sent to a group (`config apply` / `file upload`, or a forged rumor).
 
 use std::path::{Path, PathBuf};
 
@@ -46,39 +46,61 @@ pub fn boxed(plain: &[u8]) -> boxes::BoxMessage {
 
 /// What to send.
 pub enum Body<'a> {
-    Plain(&'a str),
-    /// Encrypted from mctesterson to the group's service key.
+    /// As a user does: `config apply` / `file upload --user mctesterson`, which encrypt it to
+    /// the group's service key.
     Encrypted(&'a str),
-    /// Sent as is, flagged encrypted (a tampered or foreign message).
+    /// Plaintext, injected as a rumor (the ctl gateway refuses it for its own org; a rogue
+    /// member would not).
+    Plain(&'a str),
+    /// Sent as is, flagged encrypted, injected (a tampered or misaddressed message).
     Raw(&'a str),
 }
 
-fn payload(body: &Body<'_>) -> (String, bool) {
-    match body {
+fn inject(sup: &Sup, mut rumor: serde_json::Value, body: &Body<'_>, field: &str) {
+    let (text, encrypted) = match body {
         Body::Plain(t) => (t.to_string(), false),
-        Body::Encrypted(t) => (boxed(t.as_bytes()).to_text(), true),
         Body::Raw(t) => (t.to_string(), true),
+        Body::Encrypted(t) => (boxed(t.as_bytes()).to_text(), true),
+    };
+    rumor[field] = text.into();
+    rumor["encrypted"] = encrypted.into();
+    assert_eq!(sup.inject(&rumor), Ok(true), "{rumor}");
+}
+
+/// `config apply` / `file upload` of `path` as mctesterson, with the fixture cache.
+fn apply(sup: &Sup, what: &[&str], group: &str, version: u64, path: &Path) {
+    let cache = fixture_cache("cache_keys");
+    let version = version.to_string();
+    let mut a = what.to_vec();
+    a.extend([group, &version, path.to_str().unwrap(), "--user", "mctesterson"]);
+    a.extend(["--cache-key-path", cache.to_str().unwrap()]);
+    let run = sup.cli(&a);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
+/// Applies a config to `group` through `sup` at `version` (`tmp`: a folder for the file).
+pub fn send_config(sup: &Sup, tmp: &Path, group: &str, version: u64, body: Body<'_>) {
+    if let Body::Encrypted(text) = body {
+        let path = tmp.join(format!("config-{version}.toml"));
+        std::fs::write(&path, text).unwrap();
+        return apply(sup, &["config", "apply"], group, version, &path);
     }
+    let rumor = serde_json::json!({"type": "service_config", "service_group": group, "incarnation": version});
+    inject(sup, rumor, &body, "config");
 }
 
-/// Applies a config to `group` through `sup` at `version`.
-pub fn send_config(sup: &Sup, group: &str, version: u64, body: Body<'_>) {
-    let (text, encrypted) = payload(&body);
+/// Uploads a file to `group` through `sup` at `version` (`tmp`: a folder for the file).
+pub fn send_file(sup: &Sup, tmp: &Path, group: &str, version: u64, filename: &str, body: Body<'_>) {
+    if let Body::Encrypted(text) = body {
+        let dir = tmp.join(format!("upload-{version}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(filename), text).unwrap();
+        return apply(sup, &["file", "upload"], group, version, &dir.join(filename));
+    }
     let rumor = serde_json::json!({
-        "type": "service_config", "service_group": group, "incarnation": version,
-        "config": text, "encrypted": encrypted,
+        "type": "service_file", "service_group": group, "incarnation": version, "filename": filename,
     });
-    assert_eq!(sup.inject(&rumor), Ok(true), "config {version} for {group}");
-}
-
-/// Uploads a file to `group` through `sup` at `version`.
-pub fn send_file(sup: &Sup, group: &str, version: u64, filename: &str, body: Body<'_>) {
-    let (text, encrypted) = payload(&body);
-    let rumor = serde_json::json!({
-        "type": "service_file", "service_group": group, "incarnation": version,
-        "filename": filename, "body": text, "encrypted": encrypted,
-    });
-    assert_eq!(sup.inject(&rumor), Ok(true), "file {filename} {version} for {group}");
+    inject(sup, rumor, &body, "body");
 }
 
 /// `warren_service_group_rumors_total{kind=KIND,outcome=OUTCOME}` of a supervisor.
