@@ -15,13 +15,9 @@ use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 use super::ServiceGroup;
-use crate::crypto::boxes::BoxMessage;
+use super::payload::{self, PayloadError};
 use crate::crypto::{BoxPublicKey, BoxSecretKeyFile, KeyId};
 
-/// Habitat's limit on a config or a file (`hab config apply`, `hab file upload`).
-pub const MAX_PAYLOAD: usize = 64 * 1024;
-/// A BOX-1 message around the largest payload: base64 of it plus the header lines.
-const MAX_MESSAGE: usize = (MAX_PAYLOAD + 64).div_ceil(3) * 4 + 1024;
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 pub const MAX_RETRY: Duration = Duration::from_secs(60);
 
@@ -163,11 +159,6 @@ fn refuse(outcome: Outcome, why: impl Into<String>) -> Failure {
     Failure::Drop(outcome, why.into())
 }
 
-/// A plain file name: no folders, nothing that climbs out of `files/`.
-pub fn valid_filename(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0']) && !name.contains("..")
-}
-
 /// Habitat's user keys are bare names; service keys are `SVC.GROUP@ORG`, origin keys are
 /// origins (no `.` or `@` either, but never the sender of a config).
 fn is_user_key(id: &KeyId) -> bool {
@@ -265,15 +256,14 @@ impl Inbox {
         }
     }
 
+    // The checks are the ones the CLI and the ctl gateway make (`payload`): a rumor from a
+    // member that skipped them meets them here.
     fn evaluate(&self, o: &Offer<'_>, keys: &dyn Keys) -> Result<Payload, Failure> {
         let group: ServiceGroup = o.group.parse().map_err(|e| refuse(Outcome::Invalid, format!("{e}")))?;
-        if o.kind == Kind::File && !valid_filename(o.filename) {
-            return Err(refuse(Outcome::Invalid, format!("{:?} is not a plain file name", o.filename)));
+        if o.kind == Kind::File {
+            payload::check_file_name(o.filename).map_err(|e| refuse(Outcome::Invalid, e.to_string()))?;
         }
         let plain: Zeroizing<Vec<u8>> = if o.encrypted {
-            if o.payload.len() > MAX_MESSAGE {
-                return Err(refuse(Outcome::Invalid, format!("{} bytes, over the limit", o.payload.len())));
-            }
             self.decrypt(&group, o.payload, keys)?
         } else {
             if group.org.is_some() && group.org == self.org {
@@ -284,46 +274,33 @@ impl Inbox {
             }
             Zeroizing::new(o.payload.to_vec())
         };
-        if plain.len() > MAX_PAYLOAD {
-            return Err(refuse(
-                Outcome::Invalid,
-                format!("{} bytes, over the {MAX_PAYLOAD} byte limit", plain.len()),
-            ));
-        }
+        // Their errors never quote the payload.
+        let invalid = |e: PayloadError| refuse(Outcome::Invalid, e.to_string());
         match o.kind {
-            Kind::Config => {
-                let text = std::str::from_utf8(&plain).map_err(|_| refuse(Outcome::Invalid, "not UTF-8"))?;
-                // toml's message may quote the text; only its position is kept.
-                let table = toml::from_str::<toml::Table>(text).map_err(|e| {
-                    let at = e.span().map(|s| format!(" at byte {}", s.start)).unwrap_or_default();
-                    refuse(Outcome::Invalid, format!("not TOML{at}"))
-                })?;
-                Ok(Payload::Config(table))
+            Kind::Config => Ok(Payload::Config(payload::check_config(&plain).map_err(invalid)?)),
+            Kind::File => {
+                payload::check_size("the file", &plain).map_err(invalid)?;
+                Ok(Payload::File { name: o.filename.to_string(), bytes: plain })
             }
-            Kind::File => Ok(Payload::File { name: o.filename.to_string(), bytes: plain }),
         }
     }
 
     fn decrypt(
         &self,
         group: &ServiceGroup,
-        payload: &[u8],
+        sealed: &[u8],
         keys: &dyn Keys,
     ) -> Result<Zeroizing<Vec<u8>>, Failure> {
-        // Not the parser's message: it quotes the first line, which may be plaintext sent as
-        // if it were encrypted.
-        let msg = BoxMessage::parse(payload)
-            .map_err(|_| refuse(Outcome::Undecryptable, "not a well-formed BOX-1 message"))?;
+        let msg = payload::check_sealed(sealed, group).map_err(|e| match e {
+            e @ PayloadError::TooLarge { .. } => refuse(Outcome::Invalid, e.to_string()),
+            // Not the parser's message: it quotes the first line, which may be plaintext sent
+            // as if it were encrypted.
+            PayloadError::NotBox(_) => refuse(Outcome::Undecryptable, "not a well-formed BOX-1 message"),
+            e => refuse(Outcome::Undecryptable, e.to_string()),
+        })?;
         let (Some(sender), receiver) = (msg.sender(), msg.receiver()) else {
             return Err(refuse(Outcome::Undecryptable, "an anonymous box: no sender to trust"));
         };
-        let wanted = group.to_string();
-        if receiver.name != wanted {
-            return Err(refuse(
-                Outcome::Undecryptable,
-                format!("encrypted for {receiver}, not for {wanted}"),
-            ));
-        }
         if !is_user_key(sender) {
             return Err(refuse(Outcome::Undecryptable, format!("sent by {sender}, which is not a user key")));
         }
@@ -336,7 +313,8 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::boxes;
+    use crate::crypto::boxes::{self, BoxMessage};
+    use crate::groups::payload::{MAX_PAYLOAD, MAX_SEALED};
     use std::cell::RefCell;
 
     #[derive(Default)]
@@ -509,10 +487,10 @@ mod tests {
             dropped(inbox.offer(file("big", next(), &boxed(&w, &big)), &w.cache, now)),
             Outcome::Invalid
         );
-        let huge = vec![b'A'; MAX_MESSAGE + 1];
+        let huge = vec![b'A'; MAX_SEALED + 1];
         assert_eq!(dropped(inbox.offer(file("big", next(), &huge), &w.cache, now)), Outcome::Invalid);
         let body = boxed(&w, b"hello");
-        for name in ["../escape", "a/b", "", ".", "..", "nul\0", "x..y"] {
+        for name in ["../escape", "a/b", "", ".", "..", "nul\0", "a\\b"] {
             assert_eq!(
                 dropped(inbox.offer(file(name, 1, &body), &w.cache, now)),
                 Outcome::Invalid,

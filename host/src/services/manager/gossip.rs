@@ -8,7 +8,8 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::Manager;
-use crate::groups::inbox::{Decision, Payload, valid_filename};
+use crate::groups::inbox::{Decision, Payload};
+use crate::groups::payload::check_file_name;
 use crate::services::spec::ServiceSpec;
 use crate::services::supervisor::Command;
 use crate::services::{config, users};
@@ -83,7 +84,7 @@ pub fn with_layer(mut cfg: toml::Table, layer: Option<toml::Table>) -> toml::Tab
 /// `files_dir` when running as root. Returns false when the file already held these bytes.
 pub fn write_file(files_dir: &Path, name: &str, bytes: &[u8], as_root: bool) -> std::io::Result<bool> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    if !valid_filename(name) {
+    if check_file_name(name).is_err() {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain file name"));
     }
     let dest = files_dir.join(name);
