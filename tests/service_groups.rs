@@ -194,4 +194,14 @@ fn files_reach_a_member_that_joins_later_and_bad_names_are_refused() {
     wait_until(LIMIT, "its file-updated ran", || marks(&later, "file-updated") == 1);
     assert_eq!(counted(&later, "file", "applied"), 1);
     assert_eq!(counted(&later, "file", "invalid"), 1, "the bad name is refused there too");
+
+    // An exported key set by a gossiped config is what the census (and so binds) sees.
+    send_config(&first, dir.path(), GROUP, 1, Body::Encrypted("port = 7000\n"));
+    let exported = |s: &Sup, of: &Sup| {
+        let census: serde_json::Value = s.get("/census")?.json().ok()?;
+        census["census_groups"][GROUP]["population"][of.member_id()]["cfg"]["port"].as_i64()
+    };
+    wait_until(LIMIT, "the census shows the gossiped port", || {
+        exported(&later, &first) == Some(7000) && exported(&first, &later) == Some(7000)
+    });
 }

@@ -108,8 +108,8 @@ pub fn counted(sup: &Sup, kind: &str, outcome: &str) -> u64 {
     sup.metric(&format!("warren_service_group_rumors_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}"))
 }
 
-/// The source of `redis`: renders `{{cfg.x}}` into config/value.txt; its reconfigure and
-/// file-updated hooks append a line to data/reconfigured and data/file-updated.
+/// The source of `redis`: renders `{{cfg.x}}` into config/value.txt and exports `port`; its
+/// reconfigure and file-updated hooks append a line to data/reconfigured and data/file-updated.
 pub fn redis_src(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
     let src = dir.join("redis-src");
@@ -117,10 +117,10 @@ pub fn redis_src(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(src.join("config")).unwrap();
     std::fs::write(
         src.join("plan.toml"),
-        "name = \"redis\"\nversion = \"0.1.0\"\nsvc_user = \"nobody\"\nsvc_group = \"nogroup\"\n",
+        "name = \"redis\"\nversion = \"0.1.0\"\nsvc_user = \"nobody\"\nsvc_group = \"nogroup\"\nexports = { port = \"port\" }\n",
     )
     .unwrap();
-    std::fs::write(src.join("default.toml"), "x = \"initial\"\n").unwrap();
+    std::fs::write(src.join("default.toml"), "x = \"initial\"\nport = 6379\n").unwrap();
     std::fs::write(src.join("config/value.txt"), "{{cfg.x}}").unwrap();
     let hooks = [
         ("run", "#!/bin/sh\nexec sleep 1000\n"),

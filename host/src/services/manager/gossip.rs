@@ -50,6 +50,11 @@ impl GossipLayers {
         self.pending_files.remove(group);
     }
 
+    /// The group's layer as gossiped.
+    pub fn raw(&self, group: &str) -> Option<toml::Table> {
+        self.configs.get(group).cloned()
+    }
+
     /// The group's layer with every string escaped: a gossiped value is never read as a
     /// credential reference (`FILE:/etc/shadow` from the ring stays that text).
     pub fn layer(&self, group: &str) -> Option<toml::Table> {

@@ -110,7 +110,8 @@ pub struct ServiceDetail {
     /// `{data_path}/proc/NAME.json`: the running process (pid and start time), for a reattach.
     pub record: PathBuf,
     /// The merged configuration last rendered, credential references as written (never their
-    /// values); a layer that stops parsing keeps the old one.
+    /// values), the group's gossiped layer included; a layer that stops parsing keeps the old
+    /// one.
     pub cfg: toml::Table,
 }
 
@@ -753,10 +754,13 @@ impl Manager {
         let svc_dir = self.options.data_path.join("svc").join(name);
         // What the gateway shows is the config as written: a credential reference, never its
         // value.
-        let written = self.layers(pkg)?;
-        // The gossip layer (top) is not shown by the gateway: it may have come encrypted.
-        let layer = self.gossip.layer(&self.group_of(name, spec));
-        let cfg = self.with_credentials(name, gossip::with_layer(written.clone(), layer))?;
+        let group = self.group_of(name, spec);
+        let layers = self.layers(pkg)?;
+        let cfg =
+            self.with_credentials(name, gossip::with_layer(layers.clone(), self.gossip.layer(&group)))?;
+        // The gossip layer's values as they are (Habitat's /services and exported keys show
+        // them); its escape is only for rendering.
+        let written = gossip::with_layer(layers, self.gossip.raw(&group));
         let toml =
             toml::to_string(&cfg).map_err(|e| SvcError::Invalid(format!("services.{name}.config: {e}")))?;
         let data = self.template_data(pkg, spec, &svc_dir, cfg, user);
