@@ -277,6 +277,12 @@ if warren config apply hello-http.default@demo 1 "$work/group.toml" --user demo-
 fi
 sed 's/^/  /' "$work/refused.txt"
 echo
+# Each member's Service rumor reaches supervisor 1's census within a gossip round or two.
+start=$SECONDS
+until [ "$(gateway_get /census 2>/dev/null | grep -o '"alive":true' | wc -l)" -ge 3 ]; do
+    if [ $((SECONDS - start)) -gt 20 ]; then echo "the census did not show 3 members in 20 s" >&2; exit 1; fi
+    sleep 0.2
+done
 echo '$ GET http://127.0.0.1:9631/census   (the group, its members and the config version)'
 gateway_get /census | grep -o '"hello-http.default@demo"\|"incarnation":[0-9]*,"value"\|"alive":true' | sort | uniq -c | sed 's/^/  /'
 
