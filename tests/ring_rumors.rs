@@ -259,36 +259,14 @@ fn config_apply_and_file_upload_spread_at_their_version_and_say_why_when_refused
         });
         client.call(&req, |_| {}).map(|_| ()).map_err(|e| e.to_string())
     };
-    let sealed = warren(&[
-        "box",
-        "encrypt",
-        "--to",
-        "redis.default@acme",
-        "--from",
-        "ops",
-        "--cache-key-path",
-        keys,
-        path_str(&conf),
-    ])
-    .ok()
-    .trim()
-    .to_string();
+    let seal_to = |to: &str| {
+        let args = ["box", "encrypt", "--to", to, "--from", "ops", "--cache-key-path", keys, path_str(&conf)];
+        warren(&args).ok().trim().to_string()
+    };
+    let sealed = seal_to("redis.default@acme");
     let e = put("../escape", sealed.as_bytes(), true).unwrap_err();
     assert!(e.contains("plain file name"), "{e}");
-    let to_other = warren(&[
-        "box",
-        "encrypt",
-        "--to",
-        "redis.other@acme",
-        "--from",
-        "ops",
-        "--cache-key-path",
-        keys,
-        path_str(&conf),
-    ])
-    .ok()
-    .trim()
-    .to_string();
+    let to_other = seal_to("redis.other@acme");
     let e = put("app.conf", to_other.as_bytes(), true).unwrap_err();
     assert!(e.contains("not to the group redis.default@acme"), "{e}");
     let e = put("app.conf", b"not a box", true).unwrap_err();
