@@ -147,6 +147,12 @@ fn configs_reach_every_member_that_can_open_them_and_nothing_else_applies() {
         assert!(!log.contains(&secret), "{} logs the secret", s.log.display());
         let found = files_containing(&s.data, secret.as_bytes());
         assert_eq!(found, [s.data.join("svc/redis/config/value.txt").display().to_string()]);
+        // ...which only the supervisor and the service's group may read.
+        use std::os::unix::fs::MetadataExt as _;
+        let file = std::fs::metadata(s.data.join("svc/redis/config/value.txt")).unwrap();
+        let dir = std::fs::metadata(s.data.join("svc/redis/config")).unwrap();
+        assert_eq!(file.mode() & 0o777, 0o640);
+        assert_eq!(file.gid(), dir.gid(), "the file takes its folder's group (the service's)");
     }
 }
 

@@ -115,6 +115,21 @@ pub fn render(hb: &Handlebars<'_>, path: &Path, text: &str, data: &Value) -> Res
         .map_err(|e| TemplateError::Render { path: path.to_path_buf(), message: e.to_string() })
 }
 
+/// Replaces `to` in one rename, with `mode` (whatever the umask) and `group` set before it
+/// appears.
+fn write(to: &Path, bytes: &[u8], mode: u32, group: Option<u32>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut f = crate::fsutil::AtomicFile::create(to, mode, crate::fsutil::Existing::Replace)?;
+    f.file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::fchown(f.file(), None, Some(gid))?;
+    }
+    f.file().write_all(bytes)?;
+    f.commit()?;
+    Ok(())
+}
+
 /// Renders every file of `src` (recursively) into `dst` with `mode`; returns the relative paths
 /// whose content changed. Files in `dst` that `src` no longer has are removed (and count).
 /// `extra` adds single files: (source path, path relative to `dst`).
@@ -146,6 +161,12 @@ pub fn render_dir(
             }
         }
     }
+    // Rendered files take the folder's group (the service's, under root), so a mode like 0640
+    // lets the service read its config and nobody else.
+    let group = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(dst).ok().filter(|_| super::users::is_root()).map(|m| m.gid())
+    };
     let mut rendered = Vec::new();
     let mut changed = Vec::new();
     for (from, rel) in sources {
@@ -156,13 +177,7 @@ pub fn render_dir(
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
-            crate::fsutil::write_atomic(&to, out.as_bytes(), mode, crate::fsutil::Existing::Replace)
-                .map_err(io(&to))?;
-            {
-                use std::os::unix::fs::PermissionsExt as _;
-                // The umask may have narrowed the mode at creation.
-                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).map_err(io(&to))?;
-            }
+            write(&to, out.as_bytes(), mode, group).map_err(io(&to))?;
             changed.push(rel.clone());
         }
         rendered.push(rel);

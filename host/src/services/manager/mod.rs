@@ -775,7 +775,7 @@ impl Manager {
             template::render_dir(&hb, &pkg.dir.join("hooks"), &svc_dir.join("hooks"), &data, 0o755, &extra)
                 .map_err(invalid)?;
         let config =
-            template::render_dir(&hb, &pkg.dir.join("config"), &svc_dir.join("config"), &data, 0o644, &[])
+            template::render_dir(&hb, &pkg.dir.join("config"), &svc_dir.join("config"), &data, 0o640, &[])
                 .map_err(invalid)?;
         Ok(Rendered { hooks, config, cfg: written, toml })
     }
