@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
+pub mod election;
 pub mod ctl;
 pub mod fsutil;
 #[doc(hidden)]
