@@ -109,6 +109,20 @@ impl GroupElection {
 
     /// The ring's health of a member that runs this group (Departed and Left stop counting).
     pub fn member_health(&mut self, id: &str, health: Health) -> Outputs {
+        self.set_health(id, health);
+        self.step()
+    }
+
+    /// Several changes the ring saw at once, applied before deciding: a member that learns of
+    /// a departure and of a join in one push-pull must not count the group in between.
+    pub fn members_changed<'a>(&mut self, changes: impl IntoIterator<Item = (&'a str, Health)>) -> Outputs {
+        for (id, health) in changes {
+            self.set_health(id, health);
+        }
+        self.step()
+    }
+
+    fn set_health(&mut self, id: &str, health: Health) {
         if id != self.me {
             let now = self.now;
             let entry = self.members.entry(id.to_string()).or_insert(MemberHealth { health, since: now });
@@ -116,7 +130,6 @@ impl GroupElection {
                 *entry = MemberHealth { health, since: now };
             }
         }
-        self.step()
     }
 
     /// The member no longer runs this group (its service rumor is gone).

@@ -6,7 +6,8 @@
 //! round in the shell).
 //!
 //! # The shell's side
-//! In: [`GroupElection::member_health`] / [`GroupElection::member_removed`] for every member that
+//! In: [`GroupElection::members_changed`] (or one at a time [`GroupElection::member_health`],
+//! [`GroupElection::member_removed`]) for every member that
 //! has a service rumor in the group (the ring's `Alive`, `Suspect`, `Confirmed`, `Departed`,
 //! `Left`); [`GroupElection::rumor_received`] for every election rumor of the group (the
 //! machine merges it by the ring's own rules, [`crate::ring::Rumor::merge_into`], so its copy

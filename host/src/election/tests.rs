@@ -40,6 +40,8 @@ fn best_ranked_member_starts_term_zero_after_settling_and_finishes_with_all_vote
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].term, out[0].votes.clone()), (0, vec!["c".to_string()]));
     assert_eq!(c.view().status, ElectionStatus::ElectionInProgress);
+    assert_eq!(c.view().reason, Reason::Started, "the transition says why");
+    ticks(&mut c, 1);
     assert_eq!(c.view().reason, Reason::WaitingForVotes { missing: vec!["a".into(), "b".into()] });
     c.rumor_received(rumor("c", 0, &["a", "c"], WireStatus::ElectionRunning)).unwrap();
     assert_eq!(c.view().status, ElectionStatus::ElectionInProgress);
