@@ -2,9 +2,10 @@
 //! no clock: time is the count of `tick` calls.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::quorum::{count, MemberHealth, Quorum};
-use super::types::{ElectionConfig, ElectionStatus, ElectionView, Reason, Vote};
+use super::types::{DeadMemberRule, ElectionConfig, ElectionStatus, ElectionView, Reason, Vote};
 use crate::ring::proto::{ElectionRumor, ElectionStatus as WireStatus};
 use crate::ring::{Health, Rumor};
 
@@ -43,7 +44,7 @@ pub struct GroupElection {
     now: u64,
     members: BTreeMap<String, MemberHealth>,
     /// The group's rumor as the ring store holds it (same merge rules).
-    cur: Option<ElectionRumor>,
+    cur: Option<Arc<ElectionRumor>>,
     vote: Option<Vote>,
     /// Without a restored vote record: no vote in a term up to this one (seen while settling).
     floor: Option<u64>,
@@ -58,6 +59,9 @@ pub struct GroupElection {
     stepped_down: Option<u64>,
     view: ElectionView,
     rejected: u64,
+    /// Bumped on every health change; with `now` it keys the cached count.
+    members_version: u64,
+    counted: Option<(u64, u64, Quorum)>,
 }
 
 impl GroupElection {
@@ -81,6 +85,8 @@ impl GroupElection {
             stepped_down: None,
             view: ElectionView::initial(),
             rejected: 0,
+            members_version: 0,
+            counted: None,
         }
     }
 
@@ -95,7 +101,7 @@ impl GroupElection {
 
     /// The group's rumor as this member holds it.
     pub fn rumor(&self) -> Option<&ElectionRumor> {
-        self.cur.as_ref()
+        self.cur.as_deref()
     }
 
     /// Received rumors refused so far.
@@ -129,12 +135,14 @@ impl GroupElection {
             if entry.health != health {
                 *entry = MemberHealth { health, since: now };
             }
+            self.members_version += 1;
         }
     }
 
     /// The member no longer runs this group (its service rumor is gone).
     pub fn member_removed(&mut self, id: &str) -> Outputs {
         self.members.remove(id);
+        self.members_version += 1;
         self.step()
     }
 
@@ -150,15 +158,17 @@ impl GroupElection {
     }
 
     /// A rumor for this group arrived (from the ring, after or instead of its store merge).
-    pub fn rumor_received(&mut self, r: ElectionRumor) -> Result<Outputs, RumorRejected> {
-        if let Err(e) = self.validate(&r) {
+    pub fn rumor_received(&mut self, r: &ElectionRumor) -> Result<Outputs, RumorRejected> {
+        if let Err(e) = self.validate(r) {
             self.rejected += 1;
             return Err(e);
         }
         if !self.restored && self.settling() {
             self.floor = Some(self.floor.map_or(r.term, |f| f.max(r.term)));
         }
-        self.suits.insert(r.member_id.clone(), r.suitability);
+        if self.suits.get(&r.member_id) != Some(&r.suitability) {
+            self.suits.insert(r.member_id.clone(), r.suitability);
+        }
         self.absorb(r);
         Ok(self.step())
     }
@@ -177,10 +187,21 @@ impl GroupElection {
     }
 
     /// Merges by the ring's own rules, so this copy matches the ring store's.
-    fn absorb(&mut self, r: ElectionRumor) -> bool {
-        let merged = match &self.cur {
-            None => Some(r),
-            Some(old) => match Rumor::Election(r).merge_into(&Rumor::Election(old.clone())) {
+    fn absorb(&mut self, r: &ElectionRumor) -> bool {
+        let merged = match self.cur.as_deref() {
+            None => Some(r.clone()),
+            // Most gossip is an older term or a copy of what we hold (the same candidate, no
+            // new vote, no newer status): skip the merge, which would only clone to say so.
+            Some(old)
+                if r.term < old.term
+                    || (r.term == old.term
+                        && r.member_id == old.member_id
+                        && r.status <= old.status
+                        && r.votes.iter().all(|v| old.votes.contains(v))) =>
+            {
+                None
+            }
+            Some(old) => match Rumor::Election(r.clone()).merge_into(&Rumor::Election(old.clone())) {
                 Some(Rumor::Election(m)) => Some(m),
                 _ => None,
             },
@@ -192,13 +213,13 @@ impl GroupElection {
         if m.status == WireStatus::ElectionFinished as i32 {
             self.finished_term = Some(self.finished_term.map_or(m.term, |t| t.max(m.term)));
         }
-        self.cur = Some(m);
+        self.cur = Some(Arc::new(m));
         self.progress_at = self.now;
         true
     }
 
     fn publish(&mut self, r: ElectionRumor, out: &mut Outputs) {
-        self.absorb(r.clone());
+        self.absorb(&r);
         out.rumors.push(r);
     }
 
@@ -224,13 +245,24 @@ impl GroupElection {
 
     fn step(&mut self) -> Outputs {
         let mut out = Outputs::default();
-        let q = count(&self.me, &self.members, self.cfg.dead_rule, self.now);
-        let (status, term, leader_id, reason) = match self.cur.clone() {
+        let q = match self.counted.take() {
+            // Only the grace rule depends on the clock.
+            Some((v, now, q))
+                if v == self.members_version
+                    && (now == self.now || self.cfg.dead_rule == DeadMemberRule::CountUntilDeparted) =>
+            {
+                q
+            }
+            _ => count(&self.me, &self.members, self.cfg.dead_rule, self.now),
+        };
+        let cur = self.cur.clone();
+        let (status, term, leader_id, reason) = match cur.as_deref() {
             None => self.no_election(&q, &mut out),
             Some(c) if c.status == WireStatus::ElectionFinished as i32 => self.finished(c, &q, &mut out),
             Some(c) => self.running(c, &q, &mut out),
         };
         let view = ElectionView { status, term, leader_id, reason, warning: q.warning() };
+        self.counted = Some((self.members_version, self.now, q));
         if view != self.view {
             self.view = view.clone();
             out.changed = Some(view);
@@ -253,7 +285,7 @@ impl GroupElection {
 
     fn finished(
         &mut self,
-        c: ElectionRumor,
+        c: &ElectionRumor,
         q: &Quorum,
         out: &mut Outputs,
     ) -> (ElectionStatus, u64, Option<String>, Reason) {
@@ -268,23 +300,23 @@ impl GroupElection {
                 // Others may have moved on while this side had no majority: start afresh.
                 return self.new_term(t + 1, Reason::RegainedQuorum, out);
             }
-            return (ElectionStatus::ElectionFinished, t, Some(c.member_id.clone()), Reason::Elected { leader: c.member_id });
+            return (ElectionStatus::ElectionFinished, t, Some(c.member_id.clone()), Reason::Elected { leader: c.member_id.clone() });
         }
         let health = self.members.get(&c.member_id).map(|m| m.health);
         match health {
             Some(Health::Alive | Health::Suspect) if q.has() => {
                 self.need_since = None;
-                (ElectionStatus::ElectionFinished, t, Some(c.member_id.clone()), Reason::Elected { leader: c.member_id })
+                (ElectionStatus::ElectionFinished, t, Some(c.member_id.clone()), Reason::Elected { leader: c.member_id.clone() })
             }
             Some(Health::Alive | Health::Suspect) => (ElectionStatus::ElectionNoQuorum, t, None, Self::no_quorum(q)),
             // Confirmed, departed, left, or unknown to the ring (Habitat: unknown = departed).
-            _ => self.need_new_term(t, q, Reason::LeaderGone { leader: c.member_id, health }, out),
+            _ => self.need_new_term(t, q, Reason::LeaderGone { leader: c.member_id.clone(), health }, out),
         }
     }
 
     fn running(
         &mut self,
-        c: ElectionRumor,
+        c: &ElectionRumor,
         q: &Quorum,
         out: &mut Outputs,
     ) -> (ElectionStatus, u64, Option<String>, Reason) {
@@ -314,7 +346,7 @@ impl GroupElection {
         } else {
             let health = self.members.get(&c.member_id).map(|m| m.health);
             if matches!(health, Some(Health::Confirmed | Health::Departed | Health::Left)) {
-                return self.need_new_term(t, q, Reason::CandidateGone { candidate: c.member_id }, out);
+                return self.need_new_term(t, q, Reason::CandidateGone { candidate: c.member_id.clone() }, out);
             }
             if self.can_vote(t) {
                 let mut v = c.clone();
@@ -324,11 +356,11 @@ impl GroupElection {
                 v.from_id = self.me.clone();
                 self.vote = Some(Vote { term: t, candidate: c.member_id.clone() });
                 self.publish(v, out);
-                Reason::Voted { candidate: c.member_id }
+                Reason::Voted { candidate: c.member_id.clone() }
             } else if self.vote.as_ref().is_some_and(|v| v.term == t && v.candidate == c.member_id) {
-                Reason::Voted { candidate: c.member_id }
+                Reason::Voted { candidate: c.member_id.clone() }
             } else {
-                Reason::VotedOther { candidate: c.member_id }
+                Reason::VotedOther { candidate: c.member_id.clone() }
             }
         };
         if !q.has() {

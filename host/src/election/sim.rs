@@ -4,6 +4,7 @@
 //! `WARREN_ELECTION_SEED=<seed> cargo test -p warren --lib election::sim -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::time::Instant;
 
 use super::{ElectionConfig, ElectionStatus, GroupElection, Outputs, Vote};
@@ -41,11 +42,11 @@ pub(super) struct Node {
     pub up: bool,
     pub core: GroupElection,
     pub side: u8,
-    /// Ring membership this member knows, with the round it last heard from each.
-    pub heard: BTreeMap<String, u64>,
-    /// Departed / left members this member knows of.
-    pub tombs: BTreeMap<String, Health>,
-    reported: BTreeMap<String, Health>,
+    /// Ring membership this member knows (by node index), with the round it last heard from each.
+    pub heard: Vec<Option<u64>>,
+    /// Departed / left members this member knows of (by node index).
+    pub tombs: Vec<Option<Health>>,
+    reported: Vec<Option<Health>>,
     /// The vote record on "disk": survives a same-id restart.
     disk: Option<Vote>,
 }
@@ -53,7 +54,7 @@ pub(super) struct Node {
 struct Msg {
     at: u64,
     to: usize,
-    rumor: ElectionRumor,
+    rumor: Rc<ElectionRumor>,
 }
 
 /// The simulated ring and its members; also the harness of the scenario tests.
@@ -106,11 +107,10 @@ impl World {
             w.add_node(0);
         }
         // Everyone starts knowing everyone (they joined before the service started).
-        let ids: Vec<String> = w.nodes.iter().map(|n| n.id.clone()).collect();
-        for n in &mut w.nodes {
-            for id in &ids {
-                if *id != n.id {
-                    n.heard.insert(id.clone(), 0);
+        for (i, n) in w.nodes.iter_mut().enumerate() {
+            for (j, h) in n.heard.iter_mut().enumerate() {
+                if i != j {
+                    *h = Some(0);
                 }
             }
         }
@@ -127,14 +127,20 @@ impl World {
         let id = self.fresh_id();
         let suit = if self.rng.chance(300) { self.rng.below(3) } else { 0 };
         let core = GroupElection::new(&id, GROUP, suit, self.cfg, None);
+        for n in &mut self.nodes {
+            n.heard.push(None);
+            n.tombs.push(None);
+            n.reported.push(None);
+        }
+        let len = self.nodes.len() + 1;
         self.nodes.push(Node {
             id,
             up: true,
             core,
             side,
-            heard: BTreeMap::new(),
-            tombs: BTreeMap::new(),
-            reported: BTreeMap::new(),
+            heard: vec![None; len],
+            tombs: vec![None; len],
+            reported: vec![None; len],
             disk: None,
         });
         self.nodes.len() - 1
@@ -148,9 +154,13 @@ impl World {
         self.nodes.iter().map(|n| n.id.clone()).collect()
     }
 
-    fn log(&mut self, s: String) {
-        if let Some(t) = &mut self.trace {
-            t.push(format!("r{} {s}", self.round));
+    /// Formats only when tracing (a replay), not in the 10,000-schedule run.
+    fn log(&mut self, s: impl FnOnce(&World) -> String) {
+        if self.trace.is_some() {
+            let line = format!("r{} {}", self.round, s(self));
+            if let Some(t) = &mut self.trace {
+                t.push(line);
+            }
         }
     }
 
@@ -169,7 +179,7 @@ impl World {
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].up = false;
         self.stable_since = self.round;
-        self.log(format!("kill {}", short(&self.nodes[i].id)));
+        self.log(|w| format!("kill {}", short(&w.nodes[i].id)));
     }
 
     /// Graceful stop: the member says it left (its side learns it at once, others later).
@@ -178,7 +188,7 @@ impl World {
         let mut told = false;
         for j in 0..self.nodes.len() {
             if j != i && self.connected(i, j) {
-                self.nodes[j].tombs.insert(id.clone(), Health::Left);
+                self.nodes[j].tombs[i] = Some(Health::Left);
                 told = true;
             }
         }
@@ -188,7 +198,7 @@ impl World {
         }
         self.nodes[i].up = false;
         self.stable_since = self.round;
-        self.log(format!("leave {}", short(&id)));
+        self.log(|_| format!("leave {}", short(&id)));
     }
 
     /// Same id, vote record from disk, everything else fresh.
@@ -196,16 +206,16 @@ impl World {
         let n = &mut self.nodes[i];
         n.core = GroupElection::new(&n.id, GROUP, 0, self.cfg, n.disk.clone());
         n.up = true;
-        n.reported.clear();
+        n.reported.iter_mut().for_each(|r| *r = None);
         self.join_from_side(i);
-        self.log(format!("restart {}", short(&self.nodes[i].id)));
+        self.log(|w| format!("restart {}", short(&w.nodes[i].id)));
     }
 
     /// A replacement with a new id (lost disk, new pod) joins on `side`.
     pub fn replace(&mut self, side: u8) -> usize {
         let i = self.add_node(side);
         self.join_from_side(i);
-        self.log(format!("join {} on side {side}", short(&self.nodes[i].id)));
+        self.log(|w| format!("join {} on side {side}", short(&w.nodes[i].id)));
         i
     }
 
@@ -215,32 +225,30 @@ impl World {
         if let Some(s) = seed {
             let heard = self.nodes[s].heard.clone();
             let tombs = self.nodes[s].tombs.clone();
-            let sid = self.nodes[s].id.clone();
-            let me = self.nodes[i].id.clone();
             // Its own store survives on disk (a new id starts empty): union with the seed's.
             let n = &mut self.nodes[i];
-            for (id, r) in heard {
-                let e = n.heard.entry(id).or_insert(r);
-                *e = (*e).max(r);
+            for (j, r) in heard.into_iter().enumerate() {
+                n.heard[j] = n.heard[j].max(r);
             }
-            n.heard.remove(&me);
-            n.heard.insert(sid, self.round);
-            for (id, h) in tombs {
-                n.tombs.entry(id).or_insert(h);
+            n.heard[i] = None;
+            n.heard[s] = Some(self.round);
+            for (j, h) in tombs.into_iter().enumerate() {
+                n.tombs[j] = n.tombs[j].or(h);
             }
-            n.tombs.remove(&me);
+            n.tombs[i] = None;
         }
     }
 
     /// The operator departs a member from a live member of `side`.
     pub fn depart(&mut self, id: &str, side: u8) {
-        for n in &mut self.nodes {
-            if n.up && n.side == side && n.id != id {
-                n.tombs.insert(id.to_string(), Health::Departed);
+        let d = self.idx(id);
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if n.up && n.side == side && i != d {
+                n.tombs[d] = Some(Health::Departed);
             }
         }
         self.departed.insert(id.to_string());
-        self.log(format!("depart {}", short(id)));
+        self.log(|_| format!("depart {}", short(id)));
     }
 
     pub fn set_sides(&mut self, sides: &[u8]) {
@@ -248,7 +256,7 @@ impl World {
             n.side = *s;
         }
         self.stable_since = self.round;
-        self.log(format!("sides {sides:?}"));
+        self.log(|_| format!("sides {sides:?}"));
     }
 
     pub fn heal(&mut self) {
@@ -271,60 +279,55 @@ impl World {
         let sides: BTreeSet<u8> = self.nodes.iter().filter(|n| n.up).map(|n| n.side).collect();
         for side in sides {
             let on: Vec<usize> = (0..n).filter(|&i| self.nodes[i].up && self.nodes[i].side == side).collect();
-            let mut heard: BTreeMap<String, u64> = BTreeMap::new();
-            let mut tombs: BTreeMap<String, Health> = BTreeMap::new();
+            let mut heard: Vec<Option<u64>> = vec![None; n];
+            let mut tombs: Vec<Option<Health>> = vec![None; n];
             for &i in &on {
-                for (id, &r) in &self.nodes[i].heard {
-                    let e = heard.entry(id.clone()).or_insert(r);
-                    *e = (*e).max(r);
-                }
-                for (id, &h) in &self.nodes[i].tombs {
-                    tombs.entry(id.clone()).or_insert(h);
+                for j in 0..n {
+                    heard[j] = heard[j].max(self.nodes[i].heard[j]);
+                    tombs[j] = tombs[j].or(self.nodes[i].tombs[j]);
                 }
             }
             if on.len() > 1 {
                 for &i in &on {
-                    heard.insert(self.nodes[i].id.clone(), self.round);
+                    heard[i] = Some(self.round);
                 }
             }
+            // Everyone on the side now knows the same, except about itself.
             for &i in &on {
                 let node = &mut self.nodes[i];
-                let own = node.heard.remove(&node.id);
                 node.heard.clone_from(&heard);
-                node.heard.remove(&node.id);
-                drop(own);
+                node.heard[i] = None;
                 node.tombs.clone_from(&tombs);
-                node.tombs.remove(&node.id);
+                node.tombs[i] = None;
             }
         }
         for i in 0..n {
             if !self.nodes[i].up {
                 continue;
             }
-            let changes: Vec<(String, Health)> = {
+            let changes: Vec<(usize, Health)> = {
                 let node = &self.nodes[i];
-                node.heard
-                    .iter()
-                    .map(|(id, &r)| {
-                        let age = self.round - r;
-                        let h = match node.tombs.get(id) {
-                            Some(t) => *t,
+                (0..n)
+                    .filter_map(|j| {
+                        let age = self.round - node.heard[j]?;
+                        let h = match node.tombs[j] {
+                            Some(t) => t,
                             None if age >= self.confirm_after => Health::Confirmed,
                             None if age >= self.suspect_after => Health::Suspect,
                             None => Health::Alive,
                         };
-                        (id.clone(), h)
+                        (node.reported[j] != Some(h)).then_some((j, h))
                     })
-                    .filter(|(id, h)| node.reported.get(id) != Some(h))
                     .collect()
             };
             if changes.is_empty() {
                 continue;
             }
-            for (id, h) in &changes {
-                self.nodes[i].reported.insert(id.clone(), *h);
+            for &(j, h) in &changes {
+                self.nodes[i].reported[j] = Some(h);
             }
-            let out = self.nodes[i].core.members_changed(changes.iter().map(|(id, h)| (id.as_str(), *h)));
+            let ids: Vec<(String, Health)> = changes.iter().map(|&(j, h)| (self.nodes[j].id.clone(), h)).collect();
+            let out = self.nodes[i].core.members_changed(ids.iter().map(|(id, h)| (id.as_str(), *h)));
             self.handle(i, out);
         }
         // Deliver what is due, in queue order (delays already reorder it).
@@ -344,7 +347,7 @@ impl World {
             if from.is_some_and(|f| self.nodes[f].side != self.nodes[m.to].side) {
                 continue;
             }
-            match self.nodes[m.to].core.rumor_received(m.rumor) {
+            match self.nodes[m.to].core.rumor_received(&m.rumor) {
                 Ok(out) => self.handle(m.to, out),
                 Err(e) => self.fail(format!("sim rumor rejected: {e}")),
             }
@@ -367,7 +370,7 @@ impl World {
             let to = peers[self.rng.below(peers.len() as u64) as usize];
             if let Some(mut r) = self.nodes[i].core.rumor().cloned() {
                 r.from_id = self.nodes[i].id.clone();
-                self.send(to, r);
+                self.send(to, Rc::new(r));
             }
         }
         self.check_views();
@@ -391,7 +394,7 @@ impl World {
         }
     }
 
-    fn send(&mut self, to: usize, rumor: ElectionRumor) {
+    fn send(&mut self, to: usize, rumor: Rc<ElectionRumor>) {
         if self.rng.chance(self.loss) {
             return;
         }
@@ -409,6 +412,7 @@ impl World {
             if r.status == WireStatus::ElectionFinished as i32 && r.member_id == me {
                 self.check_finish(i, &r);
             }
+            let r = Rc::new(r);
             for j in 0..self.nodes.len() {
                 if j != i && self.connected(i, j) {
                     self.send(j, r.clone());
@@ -416,7 +420,7 @@ impl World {
             }
         }
         if let Some(v) = out.changed {
-            self.log(format!("{} {:?} t{} leader {:?}: {}", short(&me), v.status, v.term, v.leader_id.as_deref().map(short), v.reason));
+            self.log(|_| format!("{} {:?} t{} leader {:?}: {}", short(&me), v.status, v.term, v.leader_id.as_deref().map(short), v.reason));
 
         }
     }
@@ -428,8 +432,14 @@ impl World {
         let mut gone = BTreeSet::new();
         for n in self.nodes.iter().filter(|n| n.up && n.side == side) {
             pop.insert(n.id.clone());
-            pop.extend(n.heard.keys().cloned());
-            gone.extend(n.tombs.keys().cloned());
+            for (j, m) in self.nodes.iter().enumerate() {
+                if n.heard[j].is_some() {
+                    pop.insert(m.id.clone());
+                }
+                if n.tombs[j].is_some() {
+                    gone.insert(m.id.clone());
+                }
+            }
         }
         pop.retain(|id| !gone.contains(id));
         pop
@@ -454,7 +464,7 @@ impl World {
         if self.round - self.stable_since > self.confirm_after && on_side * 2 <= pop.len() {
             self.fail(format!("minority side ({on_side} of {}) finished term {}", pop.len(), r.term));
         }
-        self.log(format!("{} FINISHED term {} votes {}", short(&me), r.term, r.votes.len()));
+        self.log(|_| format!("{} FINISHED term {} votes {}", short(&me), r.term, r.votes.len()));
     }
 
     /// `Some(leader)` when every live member shows the same finished leader, itself live.
@@ -603,10 +613,12 @@ fn random_schedules_keep_one_leader_per_term_and_converge() {
         assert!(r.is_ok(), "seed {seed}: {}", r.unwrap_err());
         return;
     }
+    // WARREN_ELECTION_SCHEDULES: a shorter (or longer) run while working on the module.
+    let schedules: u64 = std::env::var("WARREN_ELECTION_SCHEDULES").ok().and_then(|s| s.parse().ok()).unwrap_or(SCHEDULES);
     let start = Instant::now();
     let mut worst = 0;
     let mut total = 0;
-    for seed in 0..SCHEDULES {
+    for seed in 0..schedules {
         match schedule(seed, false) {
             Ok(r) => {
                 worst = worst.max(r);
@@ -618,8 +630,8 @@ fn random_schedules_keep_one_leader_per_term_and_converge() {
         }
     }
     eprintln!(
-        "election sim: {SCHEDULES} schedules (groups of 3, 5, 7) in {:.1?}; converged after the heal in {:.1} rounds on average, {worst} at most (bound {CONVERGE_BOUND})",
+        "election sim: {schedules} schedules (groups of 3, 5, 7) in {:.1?}; converged after the heal in {:.1} rounds on average, {worst} at most (bound {CONVERGE_BOUND})",
         start.elapsed(),
-        total as f64 / SCHEDULES as f64
+        total as f64 / schedules.max(1) as f64
     );
 }

@@ -43,9 +43,9 @@ fn best_ranked_member_starts_term_zero_after_settling_and_finishes_with_all_vote
     assert_eq!(c.view().reason, Reason::Started, "the transition says why");
     ticks(&mut c, 1);
     assert_eq!(c.view().reason, Reason::WaitingForVotes { missing: vec!["a".into(), "b".into()] });
-    c.rumor_received(rumor("c", 0, &["a", "c"], WireStatus::ElectionRunning)).unwrap();
+    c.rumor_received(&rumor("c", 0, &["a", "c"], WireStatus::ElectionRunning)).unwrap();
     assert_eq!(c.view().status, ElectionStatus::ElectionInProgress);
-    let out = c.rumor_received(rumor("c", 0, &["b", "c"], WireStatus::ElectionRunning)).unwrap();
+    let out = c.rumor_received(&rumor("c", 0, &["b", "c"], WireStatus::ElectionRunning)).unwrap();
     assert_eq!(out.rumors[0].status, WireStatus::ElectionFinished as i32);
     assert_eq!(c.view().leader_id.as_deref(), Some("c"));
     assert_eq!(out.changed.unwrap().reason, Reason::Elected { leader: "c".into() });
@@ -55,15 +55,15 @@ fn best_ranked_member_starts_term_zero_after_settling_and_finishes_with_all_vote
 fn a_voter_votes_once_per_term() {
     let mut a = core("a", &["b", "c"]);
     ticks(&mut a, 3);
-    let out = a.rumor_received(rumor("b", 4, &["b"], WireStatus::ElectionRunning)).unwrap();
+    let out = a.rumor_received(&rumor("b", 4, &["b"], WireStatus::ElectionRunning)).unwrap();
     assert_eq!(out.rumors[0].votes, vec!["a", "b"]);
     assert_eq!(a.vote(), Some(&Vote { term: 4, candidate: "b".into() }));
     // A better candidate in the same term replaces b, but a's vote is spent.
-    let out = a.rumor_received(rumor("c", 4, &["c"], WireStatus::ElectionRunning)).unwrap();
+    let out = a.rumor_received(&rumor("c", 4, &["c"], WireStatus::ElectionRunning)).unwrap();
     assert!(out.rumors.is_empty());
     assert_eq!(a.view().reason, Reason::VotedOther { candidate: "c".into() });
     // In the next term a votes again.
-    let out = a.rumor_received(rumor("c", 5, &["c"], WireStatus::ElectionRunning)).unwrap();
+    let out = a.rumor_received(&rumor("c", 5, &["c"], WireStatus::ElectionRunning)).unwrap();
     assert_eq!(out.rumors[0].votes, vec!["a", "c"]);
 }
 
@@ -71,10 +71,10 @@ fn a_voter_votes_once_per_term() {
 fn a_restored_vote_is_never_cast_twice_and_a_fresh_member_skips_the_terms_it_saw() {
     let mut a = GroupElection::new("a", G, 0, ElectionConfig::default(), Some(Vote { term: 4, candidate: "b".into() }));
     a.member_health("c", Health::Alive);
-    let out = a.rumor_received(rumor("c", 4, &["c"], WireStatus::ElectionRunning)).unwrap();
+    let out = a.rumor_received(&rumor("c", 4, &["c"], WireStatus::ElectionRunning)).unwrap();
     assert!(out.rumors.is_empty(), "voted for b in term 4 before the restart");
     let mut fresh = core("a", &["c"]);
-    fresh.rumor_received(rumor("c", 4, &["c"], WireStatus::ElectionRunning)).unwrap();
+    fresh.rumor_received(&rumor("c", 4, &["c"], WireStatus::ElectionRunning)).unwrap();
     assert!(ticks(&mut fresh, 5).iter().all(|r| r.term != 4 || r.member_id == "a" && r.term > 4));
     assert!(fresh.rumor().unwrap().votes == vec!["c"], "no vote in a term seen while settling");
 }
@@ -83,7 +83,7 @@ fn a_restored_vote_is_never_cast_twice_and_a_fresh_member_skips_the_terms_it_saw
 fn leader_gone_starts_a_new_term_and_only_with_quorum() {
     let mut a = core("a", &["b", "c"]);
     ticks(&mut a, 3);
-    a.rumor_received(rumor("c", 2, &["a", "b", "c"], WireStatus::ElectionFinished)).unwrap();
+    a.rumor_received(&rumor("c", 2, &["a", "b", "c"], WireStatus::ElectionFinished)).unwrap();
     assert_eq!(a.view().leader_id.as_deref(), Some("c"));
     let out = a.member_health("c", Health::Confirmed);
     // a ranks 1 of {a, b}: defers, then starts term 3.
@@ -95,7 +95,7 @@ fn leader_gone_starts_a_new_term_and_only_with_quorum() {
     // Without quorum nobody starts anything.
     let mut m = core("a", &["b", "c"]);
     ticks(&mut m, 3);
-    m.rumor_received(rumor("c", 2, &["a", "b", "c"], WireStatus::ElectionFinished)).unwrap();
+    m.rumor_received(&rumor("c", 2, &["a", "b", "c"], WireStatus::ElectionFinished)).unwrap();
     m.member_health("b", Health::Suspect);
     m.member_health("c", Health::Confirmed);
     assert!(ticks(&mut m, 50).is_empty());
@@ -107,7 +107,7 @@ fn leader_gone_starts_a_new_term_and_only_with_quorum() {
 fn a_leader_that_loses_quorum_steps_down_and_starts_a_new_term_when_it_is_back() {
     let mut c = core("c", &["a", "b"]);
     ticks(&mut c, 3);
-    c.rumor_received(rumor("c", 0, &["a", "b", "c"], WireStatus::ElectionRunning)).unwrap();
+    c.rumor_received(&rumor("c", 0, &["a", "b", "c"], WireStatus::ElectionRunning)).unwrap();
     assert_eq!(c.view().leader_id.as_deref(), Some("c"));
     c.member_health("a", Health::Suspect);
     c.member_health("b", Health::Suspect);
@@ -123,14 +123,14 @@ fn bad_rumors_are_refused_and_counted() {
     let mut a = core("a", &["b"]);
     let mut r = rumor("b", 1, &["b"], WireStatus::ElectionRunning);
     r.service_group = "other.default".into();
-    assert!(matches!(a.rumor_received(r), Err(RumorRejected::OtherGroup(_))));
+    assert!(matches!(a.rumor_received(&r), Err(RumorRejected::OtherGroup(_))));
     let mut r = rumor("b", 1, &["b"], WireStatus::ElectionRunning);
     r.status = 99;
-    assert_eq!(a.rumor_received(r), Err(RumorRejected::BadStatus(99)));
-    assert_eq!(a.rumor_received(rumor("", 1, &[], WireStatus::ElectionRunning)), Err(RumorRejected::BadCandidate));
+    assert_eq!(a.rumor_received(&r), Err(RumorRejected::BadStatus(99)));
+    assert_eq!(a.rumor_received(&rumor("", 1, &[], WireStatus::ElectionRunning)), Err(RumorRejected::BadCandidate));
     let mut r = rumor("b", 1, &[], WireStatus::ElectionRunning);
     r.votes = vec!["x".repeat(500)];
-    assert_eq!(a.rumor_received(r), Err(RumorRejected::BadVotes));
+    assert_eq!(a.rumor_received(&r), Err(RumorRejected::BadVotes));
     assert_eq!(a.rejected(), 4);
     assert!(a.rumor().is_none());
 }
