@@ -166,7 +166,9 @@ impl GroupElection {
         if !self.restored && self.settling() {
             self.floor = Some(self.floor.map_or(r.term, |f| f.max(r.term)));
         }
-        if self.suits.get(&r.member_id) != Some(&r.suitability) {
+        // Only current rumors say what a member's suitability is now (old terms linger in gossip).
+        let current = self.cur.as_ref().is_none_or(|c| r.term >= c.term);
+        if current && self.suits.get(&r.member_id) != Some(&r.suitability) {
             self.suits.insert(r.member_id.clone(), r.suitability);
         }
         self.absorb(r);
@@ -241,6 +243,15 @@ impl GroupElection {
         };
         let mine = key(&self.me);
         q.alive.iter().filter(|id| key(id) > mine).count()
+    }
+
+    /// 0..stagger_ticks, from the member id and the term (FNV-1a: stable across builds).
+    fn jitter(&self, term: u64) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.me.bytes().chain(term.to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h % self.cfg.stagger_ticks.max(1)
     }
 
     fn step(&mut self) -> Outputs {
@@ -387,7 +398,9 @@ impl GroupElection {
         }
         let since = *self.need_since.get_or_insert(self.now);
         let rank = self.rank(q);
-        let wait = rank as u64 * self.cfg.stagger_ticks;
+        // Plus a per-member, per-term offset: two members that rank alike (views differ for a
+        // moment) do not fire together term after term.
+        let wait = rank as u64 * self.cfg.stagger_ticks + self.jitter(t);
         let waited = self.now - since;
         if waited < wait {
             return (ElectionStatus::ElectionInProgress, t, None, Reason::Deferring { rank, ticks_left: wait - waited });

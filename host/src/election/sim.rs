@@ -53,6 +53,7 @@ pub(super) struct Node {
 
 struct Msg {
     at: u64,
+    from: usize,
     to: usize,
     rumor: Rc<ElectionRumor>,
 }
@@ -331,20 +332,11 @@ impl World {
             self.handle(i, out);
         }
         // Deliver what is due, in queue order (delays already reorder it).
-        let due: Vec<Msg> = {
-            let (due, later): (Vec<Msg>, Vec<Msg>) =
-                std::mem::take(&mut self.net).into_iter().partition(|m| m.at <= self.round);
-            self.net = later;
-            due
-        };
+        let round = self.round;
+        let due: Vec<Msg> = self.net.extract_if(.., |m| m.at <= round).collect();
         for m in due {
-            // A message crosses only if the receiver is up and on the sender's side now: the
-            // sender is not tracked, so check the receiver's side against any live sender side.
-            if !self.nodes[m.to].up {
-                continue;
-            }
-            let from = self.nodes.iter().position(|n| n.id == m.rumor.from_id);
-            if from.is_some_and(|f| self.nodes[f].side != self.nodes[m.to].side) {
+            // A message in flight crosses only if the receiver is up and on the sender's side now.
+            if !self.nodes[m.to].up || self.nodes[m.from].side != self.nodes[m.to].side {
                 continue;
             }
             match self.nodes[m.to].core.rumor_received(&m.rumor) {
@@ -368,9 +360,8 @@ impl World {
                 continue;
             }
             let to = peers[self.rng.below(peers.len() as u64) as usize];
-            if let Some(mut r) = self.nodes[i].core.rumor().cloned() {
-                r.from_id = self.nodes[i].id.clone();
-                self.send(to, Rc::new(r));
+            if let Some(r) = self.nodes[i].core.rumor().cloned() {
+                self.send(i, to, Rc::new(r));
             }
         }
         self.check_views();
@@ -394,14 +385,14 @@ impl World {
         }
     }
 
-    fn send(&mut self, to: usize, rumor: Rc<ElectionRumor>) {
+    fn send(&mut self, from: usize, to: usize, rumor: Rc<ElectionRumor>) {
         if self.rng.chance(self.loss) {
             return;
         }
         let copies = if self.rng.chance(self.dup) { 2 } else { 1 };
         for _ in 0..copies {
             let at = self.round + 1 + self.rng.below(self.delay + 1);
-            self.net.push(Msg { at, to, rumor: rumor.clone() });
+            self.net.push(Msg { at, from, to, rumor: rumor.clone() });
         }
     }
 
@@ -415,7 +406,7 @@ impl World {
             let r = Rc::new(r);
             for j in 0..self.nodes.len() {
                 if j != i && self.connected(i, j) {
-                    self.send(j, r.clone());
+                    self.send(i, j, r.clone());
                 }
             }
         }
@@ -491,7 +482,7 @@ pub(super) fn short(id: &str) -> String {
 
 /// Rounds the heal phase may take before the election must have converged.
 const CONVERGE_BOUND: u64 = 150;
-const FAULT_ROUNDS: u64 = 60;
+const FAULT_ROUNDS: u64 = 40;
 
 /// One random schedule; `Err` describes the first broken property.
 fn schedule(seed: u64, trace: bool) -> Result<u64, String> {

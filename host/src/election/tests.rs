@@ -86,10 +86,12 @@ fn leader_gone_starts_a_new_term_and_only_with_quorum() {
     a.rumor_received(&rumor("c", 2, &["a", "b", "c"], WireStatus::ElectionFinished)).unwrap();
     assert_eq!(a.view().leader_id.as_deref(), Some("c"));
     let out = a.member_health("c", Health::Confirmed);
-    // a ranks 1 of {a, b}: defers, then starts term 3.
+    // a ranks 1 of {a, b}: defers one stagger (4 ticks) plus its jitter (< 4), then starts term 3.
     assert!(out.rumors.is_empty());
-    assert!(matches!(a.view().reason, Reason::Deferring { rank: 1, .. }));
-    let out = ticks(&mut a, 4);
+    let Reason::Deferring { rank: 1, ticks_left } = a.view().reason else { panic!("{:?}", a.view().reason) };
+    assert!((4..8).contains(&ticks_left), "{ticks_left}");
+    assert!(ticks(&mut a, ticks_left - 1).is_empty());
+    let out = ticks(&mut a, 1);
     assert_eq!(out.last().map(|r| (r.term, r.member_id.as_str())), Some((3, "a")));
     assert_eq!(a.view().status, ElectionStatus::ElectionInProgress);
     // Without quorum nobody starts anything.
