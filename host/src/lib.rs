@@ -4,8 +4,8 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
-pub mod election;
 pub mod ctl;
+pub mod election;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;

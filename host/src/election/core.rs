@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::quorum::{count, MemberHealth, Quorum};
+use super::quorum::{MemberHealth, Quorum, count};
 use super::types::{DeadMemberRule, ElectionConfig, ElectionStatus, ElectionView, Reason, Vote};
 use crate::ring::proto::{ElectionRumor, ElectionStatus as WireStatus};
 use crate::ring::{Health, Rumor};
@@ -282,11 +282,19 @@ impl GroupElection {
     }
 
     fn no_quorum(q: &Quorum) -> Reason {
-        Reason::NoQuorum { alive: q.alive.len(), population: q.population.len(), counted_dead: q.counted_dead.clone() }
+        Reason::NoQuorum {
+            alive: q.alive.len(),
+            population: q.population.len(),
+            counted_dead: q.counted_dead.clone(),
+        }
     }
 
     /// No rumor known: after settling, the best-ranked member starts term 0 first.
-    fn no_election(&mut self, q: &Quorum, out: &mut Outputs) -> (ElectionStatus, u64, Option<String>, Reason) {
+    fn no_election(
+        &mut self,
+        q: &Quorum,
+        out: &mut Outputs,
+    ) -> (ElectionStatus, u64, Option<String>, Reason) {
         let wait = self.cfg.settle_ticks + self.rank(q) as u64 * self.cfg.stagger_ticks;
         if self.now < wait {
             return (ElectionStatus::None, 0, None, Reason::Settling);
@@ -311,15 +319,27 @@ impl GroupElection {
                 // Others may have moved on while this side had no majority: start afresh.
                 return self.new_term(t + 1, Reason::RegainedQuorum, out);
             }
-            return (ElectionStatus::ElectionFinished, t, Some(c.member_id.clone()), Reason::Elected { leader: c.member_id.clone() });
+            return (
+                ElectionStatus::ElectionFinished,
+                t,
+                Some(c.member_id.clone()),
+                Reason::Elected { leader: c.member_id.clone() },
+            );
         }
         let health = self.members.get(&c.member_id).map(|m| m.health);
         match health {
             Some(Health::Alive | Health::Suspect) if q.has() => {
                 self.need_since = None;
-                (ElectionStatus::ElectionFinished, t, Some(c.member_id.clone()), Reason::Elected { leader: c.member_id.clone() })
+                (
+                    ElectionStatus::ElectionFinished,
+                    t,
+                    Some(c.member_id.clone()),
+                    Reason::Elected { leader: c.member_id.clone() },
+                )
             }
-            Some(Health::Alive | Health::Suspect) => (ElectionStatus::ElectionNoQuorum, t, None, Self::no_quorum(q)),
+            Some(Health::Alive | Health::Suspect) => {
+                (ElectionStatus::ElectionNoQuorum, t, None, Self::no_quorum(q))
+            }
             // Confirmed, departed, left, or unknown to the ring (Habitat: unknown = departed).
             _ => self.need_new_term(t, q, Reason::LeaderGone { leader: c.member_id.clone(), health }, out),
         }
@@ -345,7 +365,12 @@ impl GroupElection {
                 done.from_id = self.me.clone();
                 self.publish(done, out);
                 self.need_since = None;
-                return (ElectionStatus::ElectionFinished, t, Some(self.me.clone()), Reason::Elected { leader: self.me.clone() });
+                return (
+                    ElectionStatus::ElectionFinished,
+                    t,
+                    Some(self.me.clone()),
+                    Reason::Elected { leader: self.me.clone() },
+                );
             }
             if !q.has() && c.status == WireStatus::ElectionRunning as i32 {
                 let mut nq = c.clone();
@@ -357,7 +382,12 @@ impl GroupElection {
         } else {
             let health = self.members.get(&c.member_id).map(|m| m.health);
             if matches!(health, Some(Health::Confirmed | Health::Departed | Health::Left)) {
-                return self.need_new_term(t, q, Reason::CandidateGone { candidate: c.member_id.clone() }, out);
+                return self.need_new_term(
+                    t,
+                    q,
+                    Reason::CandidateGone { candidate: c.member_id.clone() },
+                    out,
+                );
             }
             if self.can_vote(t) {
                 let mut v = c.clone();
@@ -403,13 +433,23 @@ impl GroupElection {
         let wait = rank as u64 * self.cfg.stagger_ticks + self.jitter(t);
         let waited = self.now - since;
         if waited < wait {
-            return (ElectionStatus::ElectionInProgress, t, None, Reason::Deferring { rank, ticks_left: wait - waited });
+            return (
+                ElectionStatus::ElectionInProgress,
+                t,
+                None,
+                Reason::Deferring { rank, ticks_left: wait - waited },
+            );
         }
         self.new_term(t + 1, why, out)
     }
 
     /// Starts a candidacy at the first term >= `min` this member may vote in.
-    fn new_term(&mut self, min: u64, why: Reason, out: &mut Outputs) -> (ElectionStatus, u64, Option<String>, Reason) {
+    fn new_term(
+        &mut self,
+        min: u64,
+        why: Reason,
+        out: &mut Outputs,
+    ) -> (ElectionStatus, u64, Option<String>, Reason) {
         let mut term = min;
         if let Some(v) = &self.vote {
             term = term.max(v.term + 1);

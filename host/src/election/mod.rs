@@ -58,5 +58,5 @@ mod sim;
 mod tests;
 
 pub use self::core::{GroupElection, Outputs, RumorRejected};
-pub use quorum::{count, MemberHealth, Quorum};
+pub use quorum::{MemberHealth, Quorum, count};
 pub use types::{DeadMemberRule, ElectionConfig, ElectionStatus, ElectionView, Reason, Vote, Warning};

@@ -42,7 +42,8 @@ impl Quorum {
 /// so themselves, or an operator did); suspects count but do not vote; confirmed members per
 /// `rule`.
 pub fn count(me: &str, members: &BTreeMap<String, MemberHealth>, rule: DeadMemberRule, now: u64) -> Quorum {
-    let mut q = Quorum { population: vec![me.to_string()], alive: vec![me.to_string()], counted_dead: vec![] };
+    let mut q =
+        Quorum { population: vec![me.to_string()], alive: vec![me.to_string()], counted_dead: vec![] };
     for (id, m) in members {
         if id == me {
             continue;

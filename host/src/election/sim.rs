@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::{ElectionConfig, ElectionStatus, GroupElection, Outputs, Vote};
-use crate::ring::proto::{ElectionRumor, ElectionStatus as WireStatus};
+use super::{DeadMemberRule, ElectionConfig, ElectionStatus, GroupElection, Outputs, Vote};
 use crate::ring::Health;
+use crate::ring::proto::{ElectionRumor, ElectionStatus as WireStatus};
 
 pub(super) const GROUP: &str = "redis.default";
 
@@ -327,7 +327,8 @@ impl World {
             for &(j, h) in &changes {
                 self.nodes[i].reported[j] = Some(h);
             }
-            let ids: Vec<(String, Health)> = changes.iter().map(|&(j, h)| (self.nodes[j].id.clone(), h)).collect();
+            let ids: Vec<(String, Health)> =
+                changes.iter().map(|&(j, h)| (self.nodes[j].id.clone(), h)).collect();
             let out = self.nodes[i].core.members_changed(ids.iter().map(|(id, h)| (id.as_str(), *h)));
             self.handle(i, out);
         }
@@ -376,7 +377,13 @@ impl World {
             if let (ElectionStatus::ElectionFinished, Some(l)) = (v.status, v.leader_id.as_deref()) {
                 let prev = *shown.entry(v.term).or_insert(l);
                 if prev != l {
-                    clash = Some(format!("term {}: {} shows leader {}, another shows {}", v.term, short(&n.id), short(l), short(prev)));
+                    clash = Some(format!(
+                        "term {}: {} shows leader {}, another shows {}",
+                        v.term,
+                        short(&n.id),
+                        short(l),
+                        short(prev)
+                    ));
                 }
             }
         }
@@ -411,8 +418,16 @@ impl World {
             }
         }
         if let Some(v) = out.changed {
-            self.log(|_| format!("{} {:?} t{} leader {:?}: {}", short(&me), v.status, v.term, v.leader_id.as_deref().map(short), v.reason));
-
+            self.log(|_| {
+                format!(
+                    "{} {:?} t{} leader {:?}: {}",
+                    short(&me),
+                    v.status,
+                    v.term,
+                    v.leader_id.as_deref().map(short),
+                    v.reason
+                )
+            });
         }
     }
 
@@ -440,22 +455,31 @@ impl World {
         let me = self.nodes[i].id.clone();
         // A term whose every witness died and was departed may be reused; a live one may not.
         let prev = self.finishers.insert(r.term, me.clone());
-        if let Some(prev) = prev.filter(|p| *p != me) {
-            if self.nodes.iter().any(|n| n.up && n.id == prev) {
-                self.fail(format!("two leaders in term {}: {} and {}", r.term, short(&prev), short(&me)));
-            }
+        if let Some(prev) = prev.filter(|p| *p != me && self.nodes.iter().any(|n| n.up && n.id == *p)) {
+            self.fail(format!("two leaders in term {}: {} and {}", r.term, short(&prev), short(&me)));
+        }
+        self.log(|_| format!("{} FINISHED term {} votes {}", short(&me), r.term, r.votes.len()));
+        // The grace rule deliberately stops counting the long dead: these checks are the
+        // default rule's promise.
+        if self.cfg.dead_rule != DeadMemberRule::CountUntilDeparted {
+            return;
         }
         let side = self.nodes[i].side;
         let pop = self.true_population(side);
         let voters = r.votes.iter().filter(|v| pop.contains(*v)).count();
         if voters * 2 <= pop.len() {
-            self.fail(format!("{} finished term {} with {voters} votes of a population of {}", short(&me), r.term, pop.len()));
+            self.fail(format!(
+                "{} finished term {} with {voters} votes of a population of {}",
+                short(&me),
+                r.term,
+                pop.len()
+            ));
         }
-        let on_side = pop.iter().filter(|id| self.nodes.iter().any(|n| n.up && n.side == side && &n.id == *id)).count();
+        let on_side =
+            pop.iter().filter(|id| self.nodes.iter().any(|n| n.up && n.side == side && &n.id == *id)).count();
         if self.round - self.stable_since > self.confirm_after && on_side * 2 <= pop.len() {
             self.fail(format!("minority side ({on_side} of {}) finished term {}", pop.len(), r.term));
         }
-        self.log(|_| format!("{} FINISHED term {} votes {}", short(&me), r.term, r.votes.len()));
     }
 
     /// `Some(leader)` when every live member shows the same finished leader, itself live.
@@ -465,7 +489,9 @@ impl World {
         let leader = first.leader_id.clone()?;
         let all = self.nodes.iter().filter(|n| n.up).all(|n| {
             let v = n.core.view();
-            v.status == ElectionStatus::ElectionFinished && v.leader_id.as_ref() == Some(&leader) && v.term == first.term
+            v.status == ElectionStatus::ElectionFinished
+                && v.leader_id.as_ref() == Some(&leader)
+                && v.term == first.term
         });
         let live = self.nodes.iter().any(|n| n.up && n.id == leader);
         (all && live).then_some(leader)
@@ -543,7 +569,12 @@ fn schedule(seed: u64, trace: bool) -> Result<u64, String> {
         return Err(e);
     }
     if quorate {
-        took.ok_or_else(|| format!("{live} of {} live and connected, no agreed leader after {CONVERGE_BOUND} rounds", pop.len()))
+        took.ok_or_else(|| {
+            format!(
+                "{live} of {} live and connected, no agreed leader after {CONVERGE_BOUND} rounds",
+                pop.len()
+            )
+        })
     } else {
         // No majority alive: nobody may show a leader.
         match w.nodes.iter().find(|n| n.up && n.core.view().status == ElectionStatus::ElectionFinished) {
@@ -557,7 +588,9 @@ fn random_fault(w: &mut World) {
     let n = w.nodes.len();
     let up: Vec<usize> = (0..n).filter(|&i| w.nodes[i].up).collect();
     let down: Vec<usize> = (0..n)
-        .filter(|&i| !w.nodes[i].up && !w.left.contains(&w.nodes[i].id) && !w.departed.contains(&w.nodes[i].id))
+        .filter(|&i| {
+            !w.nodes[i].up && !w.left.contains(&w.nodes[i].id) && !w.departed.contains(&w.nodes[i].id)
+        })
         .collect();
     match w.rng.below(8) {
         0 | 1 if up.len() > 1 => {
@@ -605,7 +638,8 @@ fn random_schedules_keep_one_leader_per_term_and_converge() {
         return;
     }
     // WARREN_ELECTION_SCHEDULES: a shorter (or longer) run while working on the module.
-    let schedules: u64 = std::env::var("WARREN_ELECTION_SCHEDULES").ok().and_then(|s| s.parse().ok()).unwrap_or(SCHEDULES);
+    let schedules: u64 =
+        std::env::var("WARREN_ELECTION_SCHEDULES").ok().and_then(|s| s.parse().ok()).unwrap_or(SCHEDULES);
     let start = Instant::now();
     let mut worst = 0;
     let mut total = 0;

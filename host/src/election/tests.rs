@@ -1,8 +1,8 @@
 //! Unit tests of the state machine, driven by hand (no simulated network).
 
 use super::*;
-use crate::ring::proto::{ElectionRumor, ElectionStatus as WireStatus};
 use crate::ring::Health;
+use crate::ring::proto::{ElectionRumor, ElectionStatus as WireStatus};
 
 const G: &str = "db.default";
 
@@ -69,7 +69,13 @@ fn a_voter_votes_once_per_term() {
 
 #[test]
 fn a_restored_vote_is_never_cast_twice_and_a_fresh_member_skips_the_terms_it_saw() {
-    let mut a = GroupElection::new("a", G, 0, ElectionConfig::default(), Some(Vote { term: 4, candidate: "b".into() }));
+    let mut a = GroupElection::new(
+        "a",
+        G,
+        0,
+        ElectionConfig::default(),
+        Some(Vote { term: 4, candidate: "b".into() }),
+    );
     a.member_health("c", Health::Alive);
     let out = a.rumor_received(&rumor("c", 4, &["c"], WireStatus::ElectionRunning)).unwrap();
     assert!(out.rumors.is_empty(), "voted for b in term 4 before the restart");
@@ -129,7 +135,10 @@ fn bad_rumors_are_refused_and_counted() {
     let mut r = rumor("b", 1, &["b"], WireStatus::ElectionRunning);
     r.status = 99;
     assert_eq!(a.rumor_received(&r), Err(RumorRejected::BadStatus(99)));
-    assert_eq!(a.rumor_received(&rumor("", 1, &[], WireStatus::ElectionRunning)), Err(RumorRejected::BadCandidate));
+    assert_eq!(
+        a.rumor_received(&rumor("", 1, &[], WireStatus::ElectionRunning)),
+        Err(RumorRejected::BadCandidate)
+    );
     let mut r = rumor("b", 1, &[], WireStatus::ElectionRunning);
     r.votes = vec!["x".repeat(500)];
     assert_eq!(a.rumor_received(&r), Err(RumorRejected::BadVotes));

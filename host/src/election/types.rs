@@ -147,7 +147,9 @@ pub enum Warning {
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Warning::Small(n) => write!(f, "group has {n} member(s): an election needs 3 to survive a failure"),
+            Warning::Small(n) => {
+                write!(f, "group has {n} member(s): an election needs 3 to survive a failure")
+            }
             Warning::Even(n) => {
                 write!(f, "group has {n} members: an even count tolerates no more failures than {}", n - 1)
             }
