@@ -34,8 +34,11 @@
 //! - **Votes**: a member votes at most once per term (kept in [`Vote`]); its vote goes to the
 //!   group's current candidate. Only the candidate finishes, when it has quorum and the votes
 //!   of every alive member. Two candidates of one term would need disjoint majorities, so a term
-//!   has at most one leader. A same-term rumor that replaces a finished one cannot finish, so it
-//!   starts a new term.
+//!   has at most one leader. Habitat instead moves votes to a better candidate of the same term,
+//!   which can finish two leaders in one term (the simulation finds it when that is allowed). So
+//!   suitability decides who *starts* a term (rank) and which of two simultaneous candidacies
+//!   the ring keeps; a better member that arrives later does not contest a running term. A
+//!   same-term rumor that replaces a finished one cannot finish, so it starts a new term.
 //! - **New term** (term + 1, the starter is the candidate): when the leader or candidate is
 //!   confirmed dead, departed, left, or unknown to the ring; when the election made no progress
 //!   for `stuck_ticks`; when a leader that stepped down has quorum again. Only a member with
@@ -46,6 +49,14 @@
 //!   loses quorum steps down (`ElectionNoQuorum`, reason `LostQuorum`).
 //! - **Restart without a vote record**: the member does not vote in any term it saw while
 //!   settling (it may have voted in it before), which costs one extra term, never a second vote.
+//!
+//! # Known limit
+//! Quorum is counted over the members the ring knows, and the ring has no agreement on who the
+//! members are. A member that joins one side of a partition (or a member that restarts alone
+//! with an old member list) is unknown to the other side, which can then hold a majority of a
+//! shorter list and elect in the same term. The simulation therefore adds new ids only to a
+//! whole ring and restarts members through a live seed; closing this needs membership changes
+//! approved by a quorum (as Raft does), which the ring's rumors cannot express today.
 mod core;
 mod quorum;
 mod types;
