@@ -12,6 +12,8 @@ use crate::ring::{Health, Rumor};
 /// Longest member id and most votes a received rumor may carry; beyond them it is rejected.
 const MAX_ID_LEN: usize = 128;
 const MAX_VOTES: usize = 4096;
+/// Highest term accepted from others: far beyond any real group (terms only grow by one).
+pub const MAX_TERM: u64 = u64::MAX >> 1;
 
 /// What one event produced.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -33,6 +35,8 @@ pub enum RumorRejected {
     BadVotes,
     #[error("election rumor has unknown status {0}")]
     BadStatus(i32),
+    #[error("election rumor has term {0}, over the {MAX_TERM} limit")]
+    BadTerm(u64),
 }
 
 /// One service group's election on one member.
@@ -179,6 +183,9 @@ impl GroupElection {
         if r.service_group != self.group {
             return Err(RumorRejected::OtherGroup(r.service_group.chars().take(MAX_ID_LEN).collect()));
         }
+        if r.term > MAX_TERM {
+            return Err(RumorRejected::BadTerm(r.term));
+        }
         if r.member_id.is_empty() || r.member_id.len() > MAX_ID_LEN {
             return Err(RumorRejected::BadCandidate);
         }
@@ -317,7 +324,7 @@ impl GroupElection {
             }
             if self.stepped_down == Some(t) {
                 // Others may have moved on while this side had no majority: start afresh.
-                return self.new_term(t + 1, Reason::RegainedQuorum, out);
+                return self.new_term(t.saturating_add(1), Reason::RegainedQuorum, out);
             }
             return (
                 ElectionStatus::ElectionFinished,
@@ -440,7 +447,7 @@ impl GroupElection {
                 Reason::Deferring { rank, ticks_left: wait - waited },
             );
         }
-        self.new_term(t + 1, why, out)
+        self.new_term(t.saturating_add(1), why, out)
     }
 
     /// Starts a candidacy at the first term >= `min` this member may vote in.
@@ -452,10 +459,10 @@ impl GroupElection {
     ) -> (ElectionStatus, u64, Option<String>, Reason) {
         let mut term = min;
         if let Some(v) = &self.vote {
-            term = term.max(v.term + 1);
+            term = term.max(v.term.saturating_add(1));
         }
         if let Some(f) = self.floor {
-            term = term.max(f + 1);
+            term = term.max(f.saturating_add(1));
         }
         self.vote = Some(Vote { term, candidate: self.me.clone() });
         self.need_since = None;

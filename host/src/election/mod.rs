@@ -68,6 +68,6 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{GroupElection, Outputs, RumorRejected};
+pub use self::core::{GroupElection, MAX_TERM, Outputs, RumorRejected};
 pub use quorum::{MemberHealth, Quorum, count};
 pub use types::{DeadMemberRule, ElectionConfig, ElectionStatus, ElectionView, Reason, Vote, Warning};

@@ -142,7 +142,16 @@ fn bad_rumors_are_refused_and_counted() {
     let mut r = rumor("b", 1, &[], WireStatus::ElectionRunning);
     r.votes = vec!["x".repeat(500)];
     assert_eq!(a.rumor_received(&r), Err(RumorRejected::BadVotes));
-    assert_eq!(a.rejected(), 4);
+    let r = rumor("b", u64::MAX, &["b"], WireStatus::ElectionRunning);
+    assert_eq!(a.rumor_received(&r), Err(RumorRejected::BadTerm(u64::MAX)));
+    // The highest accepted term still leaves room for the next one.
+    let mut top = core("a", &["b", "c"]);
+    ticks(&mut top, 3);
+    top.rumor_received(&rumor("c", MAX_TERM, &["a", "b", "c"], WireStatus::ElectionFinished)).unwrap();
+    top.member_health("c", Health::Departed);
+    let out = ticks(&mut top, 12);
+    assert!(out.iter().any(|r| r.term == MAX_TERM + 1), "{out:?}");
+    assert_eq!(a.rejected(), 5);
     assert!(a.rumor().is_none());
 }
 
