@@ -347,6 +347,8 @@ impl GroupElection {
             Some(Health::Alive | Health::Suspect) => {
                 (ElectionStatus::ElectionNoQuorum, t, None, Self::no_quorum(q))
             }
+            // A joiner may hear the election before the ring tells it who the leader is.
+            None if self.settling() => (ElectionStatus::ElectionInProgress, t, None, Reason::Settling),
             // Confirmed, departed, left, or unknown to the ring (Habitat: unknown = departed).
             _ => self.need_new_term(t, q, Reason::LeaderGone { leader: c.member_id.clone(), health }, out),
         }

@@ -164,3 +164,14 @@ fn small_and_even_groups_carry_a_warning() {
     a.member_health("d", Health::Alive);
     assert_eq!(a.view().warning, Some(Warning::Even(4)));
 }
+
+#[test]
+fn a_joiner_that_hears_the_election_before_the_leader_does_not_start_a_term() {
+    let mut j = core("a", &["b", "c"]);
+    let out = j.rumor_received(&rumor("d", 7, &["b", "c", "d"], WireStatus::ElectionFinished)).unwrap();
+    assert!(out.rumors.is_empty());
+    assert!(ticks(&mut j, 2).is_empty(), "still settling: d may be a member the ring has not named yet");
+    j.member_health("d", Health::Alive);
+    assert_eq!(j.view().leader_id.as_deref(), Some("d"));
+    assert!(ticks(&mut j, 20).is_empty());
+}
