@@ -5,6 +5,7 @@ pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod ctl;
+pub mod election;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
