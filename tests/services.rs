@@ -807,4 +807,10 @@ fn an_app_bound_to_a_db_group_waits_for_it_then_follows_its_members() {
         let c = read(&conf);
         c.contains("127.0.0.90:5432 ") && !c.contains("127.0.0.91")
     });
+    // The other unloads db: its supervisor runs on, but it is no db member any more.
+    assert_eq!(sups[0].cli(&["svc", "unload", "acme/db"]).code, 0);
+    wait_until(Duration::from_secs(30), "no db member left in the app's config", || {
+        let c = read(&conf);
+        c.contains("first \n") && !c.contains("127.0.0.90")
+    });
 }

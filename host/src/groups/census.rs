@@ -110,6 +110,11 @@ impl Census {
                     .insert(d.member_id.clone(), MemberState { health: Health::Departed, persistent: false });
                 None
             }
+            Rumor::Service(s) if s.unloaded => {
+                let g = self.groups.get_mut(&s.service_group)?;
+                Arc::make_mut(g).members.remove(&s.member_id)?;
+                Some(s.service_group.clone())
+            }
             Rumor::Service(s) => {
                 self.group_mut(&s.service_group).members.insert(s.member_id.clone(), s.clone());
                 Some(s.service_group.clone())
@@ -366,6 +371,15 @@ mod tests {
             },
         });
         assert_eq!(c.alive_members("db.default").len(), 1);
+        // A member that unloads the service says so last: it leaves the group.
+        let Event::RumorChanged { rumor: Rumor::Service(mut last), origin } = svc(1, "db.default", 3, "")
+        else {
+            unreachable!()
+        };
+        last.unloaded = true;
+        assert_eq!(c.apply(&Event::RumorChanged { rumor: Rumor::Service(last), origin }), vec!["db.default"]);
+        assert!(c.alive_members("db.default").is_empty());
+        assert!(c.to_json()["census_groups"].get("db.default").is_none(), "an empty group is not shown");
     }
 
     #[test]

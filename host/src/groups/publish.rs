@@ -29,6 +29,7 @@ pub fn service_rumor(info: &ServiceInfo, org: Option<&str>, sys: &SysInfo) -> Op
         package: info.detail.pkg.ident.to_string(),
         cfg: exported(&info.detail.pkg.meta.exports, &info.detail.cfg).into_bytes(),
         sys: Some(sys.clone()),
+        unloaded: false,
     })
 }
 
@@ -48,15 +49,47 @@ pub fn exported(exports: &BTreeMap<String, String>, cfg: &toml::Table) -> String
 }
 
 /// Publishes every loaded service's rumor, and again whenever it changes, until the services
-/// subsystem stops.
+/// subsystem stops. A service that is no longer loaded (unloaded now, or while the supervisor
+/// was down) gets a last rumor that says so.
 pub fn spawn(ring: RingHandle, services: Services, org: Option<String>, sys: SysInfo) {
     tokio::spawn(async move {
         let mut told: BTreeMap<String, ServiceRumor> = BTreeMap::new();
+        let me = ring.status().id.to_string();
+        // What this member said before a restart is in the store: what is not loaded any more
+        // is withdrawn after the first look at the services.
+        let mut before: Vec<ServiceRumor> = ring.with_rumors(|s| {
+            s.of_kind(crate::ring::RumorKind::Service)
+                .filter_map(|r| match r {
+                    Rumor::Service(s) if s.member_id == me && !s.unloaded => Some(s.clone()),
+                    _ => None,
+                })
+                .collect()
+        });
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let Ok(loaded) = services.status().await else { return };
+            let current: Vec<ServiceRumor> =
+                loaded.iter().filter_map(|i| service_rumor(i, org.as_deref(), &sys)).collect();
+            let gone: Vec<ServiceRumor> = told
+                .extract_if(.., |group, _| !current.iter().any(|c| &c.service_group == group))
+                .map(|(_, r)| r)
+                .chain(
+                    before.drain(..).filter(|b| !current.iter().any(|c| c.service_group == b.service_group)),
+                )
+                .collect();
+            for mut last in gone {
+                last.unloaded = true;
+                let group = last.service_group.clone();
+                match ring.inject(Rumor::Service(last)).await {
+                    Ok(Ok(_)) => {
+                        tracing::info!(group = %group, "service rumor withdrawn: no longer loaded here")
+                    }
+                    Ok(Err(e)) => tracing::warn!(group = %group, error = %e, "service rumor not withdrawn"),
+                    Err(_) => return,
+                }
+            }
             for info in &loaded {
                 let Some(rumor) = service_rumor(info, org.as_deref(), &sys) else { continue };
                 if told.get(&rumor.service_group) == Some(&rumor) {

@@ -99,6 +99,7 @@ impl RumorRequest {
                     package,
                     cfg: cfg.into_bytes(),
                     sys: None,
+                    unloaded: false,
                 })
             }
             RumorRequest::ServiceConfig { service_group, incarnation, config, encrypted } => {
