@@ -306,6 +306,10 @@ impl GroupElection {
         if self.now < wait {
             return (ElectionStatus::None, 0, None, Reason::Settling);
         }
+        let members = q.population.len();
+        if members < self.cfg.min_members {
+            return (ElectionStatus::None, 0, None, Reason::TooFew { members, need: self.cfg.min_members });
+        }
         self.new_term(0, Reason::Started, out)
     }
 

@@ -58,7 +58,10 @@
 //! whole ring and restarts members through a live seed; closing this needs membership changes
 //! approved by a quorum (as Raft does), which the ring's rumors cannot express today.
 mod core;
+mod local;
+pub mod metrics;
 mod quorum;
+pub mod shell;
 mod types;
 
 #[cfg(test)]
@@ -69,5 +72,7 @@ mod sim;
 mod tests;
 
 pub use self::core::{GroupElection, MAX_TERM, Outputs, RumorRejected};
+pub use local::{LocalElections, Step};
 pub use quorum::{MemberHealth, Quorum, count};
+pub use shell::{Elections, ElectionsOptions, Views};
 pub use types::{DeadMemberRule, ElectionConfig, ElectionStatus, ElectionView, Reason, Vote, Warning};

@@ -547,7 +547,9 @@ fn schedule(seed: u64, trace: bool) -> Result<u64, String> {
     w.step();
     let pop = w.true_population(0);
     let live = w.nodes.iter().filter(|n| n.up && pop.contains(&n.id)).count();
-    let quorate = live * 2 > pop.len();
+    // A group that never heard of an election waits for `min_members` before its first.
+    let started = w.nodes.iter().any(|n| n.up && n.core.rumor().is_some());
+    let quorate = live * 2 > pop.len() && (started || pop.len() >= ElectionConfig::default().min_members);
     let mut took = None;
     // Without a majority, a while is enough to see nobody claims a leader.
     let bound = if quorate { CONVERGE_BOUND } else { 3 * w.confirm_after };

@@ -29,6 +29,10 @@ pub struct ElectionConfig {
     /// Extra wait per rank (members ordered by suitability, then id) before starting a new
     /// term, so the best member usually starts it alone and no two terms duel.
     pub stagger_ticks: u64,
+    /// The first election of a group waits for this many members (this one included), so the
+    /// first supervisors of a group being brought up do not elect alone. Once a term finished,
+    /// a smaller group goes on electing (Habitat #4759).
+    pub min_members: usize,
 }
 
 impl Default for ElectionConfig {
@@ -38,6 +42,7 @@ impl Default for ElectionConfig {
             settle_ticks: 3,
             stuck_ticks: 12,
             stagger_ticks: 4,
+            min_members: 3,
         }
     }
 }
@@ -64,6 +69,8 @@ pub enum ElectionStatus {
 pub enum Reason {
     /// Listening for the group's election before starting one.
     Settling,
+    /// No election yet, and too few members to start the first one.
+    TooFew { members: usize, need: usize },
     /// No election known: this member started one.
     Started,
     /// The leader is confirmed dead, departed, left or unknown to the ring.
@@ -94,6 +101,9 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Settling => write!(f, "listening for the group's election before starting one"),
+            Reason::TooFew { members, need } => {
+                write!(f, "waiting for {need} members to start the first election; the group has {members}")
+            }
             Reason::Started => write!(f, "no election known: started one"),
             Reason::LeaderGone { leader, health } => match health {
                 Some(h) => write!(f, "leader {leader} is {}: new term", h.label()),

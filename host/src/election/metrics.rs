@@ -1,0 +1,134 @@
+//! The elections' `/metrics`: per group the status, term and whether this member leads, and
+//! counters of transitions, published and refused rumors. The shell writes, the gateway reads.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::shell::{Views, status_label};
+
+#[derive(Debug, Default)]
+pub struct ElectionMetrics {
+    transitions: AtomicU64,
+    published: AtomicU64,
+    rejected: AtomicU64,
+    /// Rendered per-group lines, replaced on every view change.
+    groups: Mutex<String>,
+}
+
+impl ElectionMetrics {
+    pub fn transition(&self) {
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_views(&self, views: &Views) {
+        let mut out = String::new();
+        let statuses = ["none", "in-progress", "no-quorum", "finished"];
+        for (group, v) in views {
+            let g = escape(group);
+            for s in statuses {
+                let on = u8::from(status_label(v) == s);
+                let _ = writeln!(out, "warren_election_status{{group=\"{g}\",status=\"{s}\"}} {on}");
+            }
+            let _ = writeln!(out, "warren_election_term{{group=\"{g}\"}} {}", v.term);
+            let leader = v.leader_id.as_deref().map(escape).unwrap_or_default();
+            let _ = writeln!(out, "warren_election_leader{{group=\"{g}\",leader=\"{leader}\"}} 1");
+        }
+        *self.groups.lock().unwrap_or_else(|e| e.into_inner()) = out;
+    }
+
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let help = |out: &mut String, name: &str, kind: &str, text: &str| {
+            let _ = write!(out, "# HELP {name} {text}\n# TYPE {name} {kind}\n");
+        };
+        help(
+            &mut out,
+            "warren_election_status",
+            "gauge",
+            "1 for the status each group's election has on this member.",
+        );
+        help(
+            &mut out,
+            "warren_election_term",
+            "gauge",
+            "The election term each group is in, as this member sees it.",
+        );
+        help(
+            &mut out,
+            "warren_election_leader",
+            "gauge",
+            "The leader each group has on this member (empty: none while not finished).",
+        );
+        out.push_str(&self.groups.lock().unwrap_or_else(|e| e.into_inner()));
+        for (name, text, v) in [
+            ("warren_election_transitions_total", "Election view changes on this member.", &self.transitions),
+            (
+                "warren_election_rumors_published_total",
+                "Election rumors this member published.",
+                &self.published,
+            ),
+            (
+                "warren_election_rumors_rejected_total",
+                "Election rumors refused as malformed.",
+                &self.rejected,
+            ),
+        ] {
+            help(&mut out, name, "counter", text);
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+        out
+    }
+}
+
+/// Prometheus label values escape backslash, quote and newline.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::election::{ElectionStatus, ElectionView, Reason};
+
+    #[test]
+    fn renders_each_group_and_the_counters() {
+        let m = ElectionMetrics::default();
+        let mut views = Views::new();
+        views.insert(
+            "db.default".into(),
+            ElectionView {
+                status: ElectionStatus::ElectionFinished,
+                term: 3,
+                leader_id: Some("abc".into()),
+                reason: Reason::Elected { leader: "abc".into() },
+                warning: None,
+            },
+        );
+        m.set_views(&views);
+        m.transition();
+        m.rejected();
+        let text = m.render();
+        for line in [
+            "warren_election_status{group=\"db.default\",status=\"finished\"} 1\n",
+            "warren_election_status{group=\"db.default\",status=\"none\"} 0\n",
+            "warren_election_term{group=\"db.default\"} 3\n",
+            "warren_election_leader{group=\"db.default\",leader=\"abc\"} 1\n",
+            "warren_election_transitions_total 1\n",
+            "warren_election_rumors_rejected_total 1\n",
+            "warren_election_rumors_published_total 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert_eq!(escape("a\"b\\"), "a\\\"b\\\\");
+    }
+}
