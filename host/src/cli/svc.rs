@@ -37,9 +37,10 @@ pub struct LoadArgs {
     /// The service group.
     #[arg(long, default_value = "default")]
     pub group: String,
-    /// standalone, or leader (a leader-follower group). Recorded in the spec; elections are
-    /// not acted on yet.
-    #[arg(long, default_value = "standalone", value_parser = ["standalone", "leader"])]
+    /// standalone (the default: no coordination), leader (a leader-follower group: the
+    /// `leader-follower` topology-policy plugin and the native election), or the name() of any
+    /// loaded topology-policy plugin. A policy that is not loaded fails the load.
+    #[arg(long, default_value = "standalone", value_name = "NAME")]
     pub topology: String,
     /// NAME:SERVICE.GROUP[@ORG] (repeatable): the group's members in templates as
     /// `bind.NAME.members` / `bind.NAME.first`; a change renders again.
@@ -135,6 +136,7 @@ fn load(a: LoadArgs) -> anyhow::Result<()> {
         } else {
             proto::Topology::Standalone
         } as i32),
+        topology_policy: (a.topology != "leader" && a.topology != "standalone").then(|| a.topology.clone()),
         health_check_interval: Some(proto::HealthCheckInterval { seconds: a.health_check_interval }),
         shutdown_timeout: a.shutdown_timeout,
         hooks_plugin: a.hooks_plugin,

@@ -279,7 +279,15 @@ impl GroupElection {
             Some(c) if c.status == WireStatus::ElectionFinished as i32 => self.finished(c, &q, &mut out),
             Some(c) => self.running(c, &q, &mut out),
         };
-        let view = ElectionView { status, term, leader_id, reason, warning: q.warning() };
+        let view = ElectionView {
+            status,
+            term,
+            leader_id,
+            reason,
+            warning: q.warning(),
+            alive: q.alive.len(),
+            population: q.population.len(),
+        };
         self.counted = Some((self.members_version, self.now, q));
         if view != self.view {
             self.view = view.clone();

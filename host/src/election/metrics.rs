@@ -112,6 +112,8 @@ mod tests {
                 leader_id: Some("abc".into()),
                 reason: Reason::Elected { leader: "abc".into() },
                 warning: None,
+                alive: 3,
+                population: 3,
             },
         );
         m.set_views(&views);

@@ -176,9 +176,17 @@ pub struct ElectionView {
     pub leader_id: Option<String>,
     pub reason: Reason,
     pub warning: Option<Warning>,
+    /// Alive members and the population they are counted against (quorum: alive >
+    /// population / 2), this member included.
+    pub alive: usize,
+    pub population: usize,
 }
 
 impl ElectionView {
+    pub fn has_quorum(&self) -> bool {
+        self.alive > self.population / 2
+    }
+
     pub(crate) fn initial() -> Self {
         ElectionView {
             status: ElectionStatus::None,
@@ -186,6 +194,8 @@ impl ElectionView {
             leader_id: None,
             reason: Reason::Settling,
             warning: None,
+            alive: 1,
+            population: 1,
         }
     }
 }

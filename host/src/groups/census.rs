@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
+use crate::election::{ElectionStatus, ElectionView, Views};
 use crate::ring::core::{Event, Health, MemberView};
 use crate::ring::proto;
 use crate::ring::rumor::{Rumor, RumorKind, RumorStore};
@@ -171,8 +172,13 @@ impl Census {
             .unwrap_or_default()
     }
 
-    /// One member of a group as templates and `/census` show it (Habitat's census member).
+    /// One member of a group as templates and `/census` show it (Habitat's census member),
+    /// with the group's election as the ring store holds it.
     pub fn member_json(&self, group: &Group, s: &proto::ServiceRumor) -> Value {
+        self.member_json_in(&Elected::from_rumor(&group.election), &Elected::from_rumor(&group.update), s)
+    }
+
+    fn member_json_in(&self, election: &Elected, update: &Elected, s: &proto::ServiceRumor) -> Value {
         let state = self.member(&s.member_id);
         let h = state.map(|m| m.health);
         let (service, group_part) = s.service_group.split_once('.').unwrap_or((&s.service_group, "default"));
@@ -180,27 +186,20 @@ impl Census {
             Some((g, o)) => (g, json!(o)),
             None => (group_part, Value::Null),
         };
-        let finished = |e: &Option<proto::ElectionRumor>| {
-            e.as_ref().is_some_and(|e| e.status == proto::ElectionStatus::ElectionFinished as i32)
-        };
-        let is = |e: &Option<proto::ElectionRumor>, st: proto::ElectionStatus| {
-            e.as_ref().is_some_and(|e| e.status == st as i32)
-        };
-        let leads = |e: &Option<proto::ElectionRumor>| {
-            finished(e) && e.as_ref().is_some_and(|e| e.member_id == s.member_id)
-        };
+        let leads = |e: &Elected| e.leader.as_deref() == Some(s.member_id.as_str());
+        let finished = |e: &Elected| e.status == "ElectionFinished";
         let pkg: Vec<&str> = s.package.split('/').collect();
         json!({
             "alive": matches!(h, Some(Health::Alive | Health::Suspect)),
             "cfg": toml_to_json(&s.cfg),
             "confirmed": matches!(h, Some(Health::Confirmed | Health::Left)),
             "departed": h == Some(Health::Departed),
-            "election_is_finished": finished(&group.election),
-            "election_is_no_quorum": is(&group.election, proto::ElectionStatus::ElectionNoQuorum),
-            "election_is_running": is(&group.election, proto::ElectionStatus::ElectionRunning),
-            "follower": finished(&group.election) && !leads(&group.election),
+            "election_is_finished": finished(election),
+            "election_is_no_quorum": election.status == "ElectionNoQuorum",
+            "election_is_running": election.status == "ElectionInProgress",
+            "follower": finished(election) && !leads(election),
             "group": group_name,
-            "leader": leads(&group.election),
+            "leader": leads(election),
             "member_id": s.member_id,
             "org": org,
             "package": s.package,
@@ -215,21 +214,33 @@ impl Census {
             "service": service,
             "suspect": h == Some(Health::Suspect),
             "sys": sys_json(s.sys.as_ref()),
-            "update_election_is_finished": finished(&group.update),
-            "update_election_is_no_quorum": is(&group.update, proto::ElectionStatus::ElectionNoQuorum),
-            "update_election_is_running": is(&group.update, proto::ElectionStatus::ElectionRunning),
-            "update_follower": finished(&group.update) && !leads(&group.update),
-            "update_leader": leads(&group.update),
+            "update_election_is_finished": finished(update),
+            "update_election_is_no_quorum": update.status == "ElectionNoQuorum",
+            "update_election_is_running": update.status == "ElectionInProgress",
+            "update_follower": finished(update) && !leads(update),
+            "update_leader": leads(update),
         })
     }
 
-    /// `GET /census` in Habitat's shape. Groups appear once a member has told its service
-    /// (a config for a group nobody runs is held, not shown, as in Habitat).
+    /// `GET /census` in Habitat's shape, with the elections as the ring store holds them.
     pub fn to_json(&self) -> Value {
+        self.to_json_with(&Views::new())
+    }
+
+    /// `GET /census` in Habitat's shape. Groups appear once a member has told its service
+    /// (a config for a group nobody runs is held, not shown, as in Habitat). A group this
+    /// member elects in shows its own election's view: a member without quorum names no
+    /// leader even while the store still holds the last finished rumor.
+    pub fn to_json_with(&self, local: &Views) -> Value {
         let mut groups = Map::new();
         for (name, g) in self.groups.iter().filter(|(_, g)| !g.members.is_empty()) {
-            let population: Map<String, Value> =
-                g.members.values().map(|s| (s.member_id.clone(), self.member_json(g, s))).collect();
+            let election = local.get(name).map_or_else(|| Elected::from_rumor(&g.election), Elected::from_view);
+            let update = Elected::from_rumor(&g.update);
+            let population: Map<String, Value> = g
+                .members
+                .values()
+                .map(|s| (s.member_id.clone(), self.member_json_in(&election, &update, s)))
+                .collect();
             let files: Map<String, Value> = g
                 .files
                 .values()
@@ -249,16 +260,16 @@ impl Census {
                 name.clone(),
                 json!({
                     "changed_service_files": [],
-                    "election_status": census_status(&g.election),
-                    "leader_id": leader_of(&g.election),
+                    "election_status": election.status,
+                    "leader_id": election.leader,
                     "local_member_id": self.local,
                     "pkg_incarnation": pkg_incarnation,
                     "population": population,
                     "service_config": config.unwrap_or(Value::Null),
                     "service_files": files,
                     "service_group": name,
-                    "update_election_status": census_status(&g.update),
-                    "update_leader_id": leader_of(&g.update),
+                    "update_election_status": update.status,
+                    "update_leader_id": update.leader,
                 }),
             );
         }
@@ -277,21 +288,37 @@ impl Census {
     }
 }
 
-/// Habitat's census names for an election's state.
-fn census_status(e: &Option<proto::ElectionRumor>) -> &'static str {
-    match e.as_ref().map(|e| proto::ElectionStatus::try_from(e.status)) {
-        None => "None",
-        Some(Ok(proto::ElectionStatus::ElectionRunning)) => "ElectionInProgress",
-        Some(Ok(proto::ElectionStatus::ElectionNoQuorum)) => "ElectionNoQuorum",
-        Some(Ok(proto::ElectionStatus::ElectionFinished)) => "ElectionFinished",
-        Some(Err(_)) => "None",
-    }
+/// A group's election as the census shows it: Habitat's status name and the leader, set only
+/// once finished.
+struct Elected {
+    status: &'static str,
+    leader: Option<String>,
 }
 
-fn leader_of(e: &Option<proto::ElectionRumor>) -> Value {
-    e.as_ref()
-        .filter(|e| e.status == proto::ElectionStatus::ElectionFinished as i32)
-        .map_or(Value::Null, |e| json!(e.member_id))
+impl Elected {
+    fn from_rumor(e: &Option<proto::ElectionRumor>) -> Elected {
+        let status = match e.as_ref().map(|e| proto::ElectionStatus::try_from(e.status)) {
+            None | Some(Err(_)) => "None",
+            Some(Ok(proto::ElectionStatus::ElectionRunning)) => "ElectionInProgress",
+            Some(Ok(proto::ElectionStatus::ElectionNoQuorum)) => "ElectionNoQuorum",
+            Some(Ok(proto::ElectionStatus::ElectionFinished)) => "ElectionFinished",
+        };
+        let leader = e
+            .as_ref()
+            .filter(|e| e.status == proto::ElectionStatus::ElectionFinished as i32)
+            .map(|e| e.member_id.clone());
+        Elected { status, leader }
+    }
+
+    fn from_view(v: &ElectionView) -> Elected {
+        let status = match v.status {
+            ElectionStatus::None => "None",
+            ElectionStatus::ElectionInProgress => "ElectionInProgress",
+            ElectionStatus::ElectionNoQuorum => "ElectionNoQuorum",
+            ElectionStatus::ElectionFinished => "ElectionFinished",
+        };
+        Elected { status, leader: v.leader_id.clone() }
+    }
 }
 
 /// A service's TOML config as a JSON object (empty if it does not parse).

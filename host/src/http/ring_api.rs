@@ -20,6 +20,8 @@ pub struct RingApi {
     pub census: tokio::sync::watch::Receiver<std::sync::Arc<crate::groups::census::Census>>,
     /// The service groups' gossiped config and file counters, appended to `/metrics`.
     pub group_metrics: Option<std::sync::Arc<crate::groups::metrics::GroupMetrics>>,
+    /// This member's elections: their views override the store's rumors in `/census`.
+    pub elections: crate::election::Elections,
 }
 
 pub fn routes(api: RingApi) -> Router {
@@ -40,7 +42,8 @@ async fn butterfly(State(api): State<RingApi>) -> Response {
 
 async fn census(State(api): State<RingApi>) -> Response {
     let census = api.census.borrow().clone();
-    axum::Json(census.to_json()).into_response()
+    let views = api.elections.views().borrow().clone();
+    axum::Json(census.to_json_with(&views)).into_response()
 }
 
 async fn metrics(State(api): State<RingApi>) -> Response {
@@ -53,6 +56,7 @@ async fn metrics(State(api): State<RingApi>) -> Response {
     if let Some(groups) = &api.group_metrics {
         body.push_str(&groups.render());
     }
+    body.push_str(&api.elections.metrics().render());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -12,7 +12,7 @@ use crate::services::ServiceInfo;
 use crate::services::backoff::BackoffPolicy;
 use crate::services::hooks::Hook;
 use crate::services::package::PackageIdent;
-use crate::services::spec::{BindingMode, Topology};
+use crate::services::spec::BindingMode;
 use crate::services::state::{Desired, FailedHook};
 use crate::services::supervisor::Health;
 
@@ -239,7 +239,7 @@ pub fn service(info: &ServiceInfo, hooks: &[Hook], ctx: &Context) -> Value {
         "spec_identifier": spec.ident,
         "svc_encrypted_password": spec.svc_encrypted_password,
         "sys": ctx.sys,
-        "topology": match spec.topology { Topology::Standalone => "standalone", Topology::Leader => "leader" },
+        "topology": spec.topology.as_str(),
         "update_strategy": known(spec.update_strategy.as_deref(), &["none", "at-once", "rolling"]),
         "update_condition": known(spec.update_condition.as_deref(), &["latest", "track-channel"]),
         // warren re-renders as soon as user.toml changes, so no user change is ever pending.

@@ -10,12 +10,42 @@ use serde::{Deserialize, Serialize};
 use super::state::Desired;
 use crate::fsutil::{self, Existing};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+/// `topology`: Habitat's `standalone` (the default; no plugin needed) and `leader` (the
+/// `leader-follower` policy), or the `name()` of any topology-policy plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(from = "String", into = "String")]
 pub enum Topology {
     #[default]
     Standalone,
     Leader,
+    Policy(String),
+}
+
+impl Topology {
+    /// As `svc load --topology` and the spec file write it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Topology::Standalone => "standalone",
+            Topology::Leader => "leader",
+            Topology::Policy(p) => p,
+        }
+    }
+}
+
+impl From<String> for Topology {
+    fn from(s: String) -> Topology {
+        match s.as_str() {
+            "standalone" => Topology::Standalone,
+            "leader" => Topology::Leader,
+            _ => Topology::Policy(s),
+        }
+    }
+}
+
+impl From<Topology> for String {
+    fn from(t: Topology) -> String {
+        t.as_str().to_string()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

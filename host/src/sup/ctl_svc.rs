@@ -146,8 +146,9 @@ pub async fn load(services: &Services, r: proto::SvcLoad, out: &ReplySink) -> Re
     let req = LoadRequest {
         ident: ident.clone(),
         group: r.group.clone().unwrap_or_else(|| "default".into()),
-        topology: match r.topology.map(proto::Topology::try_from) {
-            Some(Ok(proto::Topology::Leader)) => Topology::Leader,
+        topology: match (r.topology_policy.clone(), r.topology.map(proto::Topology::try_from)) {
+            (Some(policy), _) => Topology::from(policy),
+            (None, Some(Ok(proto::Topology::Leader))) => Topology::Leader,
             _ => Topology::Standalone,
         },
         binds,

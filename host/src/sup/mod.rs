@@ -357,11 +357,23 @@ impl Supervisor {
         let census = crate::groups::follow::spawn(ring.clone())
             .await
             .map_err(|e| SupError::Runtime(std::io::Error::other(e.to_string())))?;
+        let elections = crate::election::Elections::spawn(
+            ring.clone(),
+            census.clone(),
+            crate::election::ElectionsOptions {
+                me: id.to_string(),
+                data_path: opts.data_path.clone(),
+                tick: (opts.ring.gossip_interval * 2).max(std::time::Duration::from_millis(100)),
+                config: crate::election::ElectionConfig::default(),
+                has_peers: !opts.peers.is_empty(),
+            },
+        );
         let api = ring_api::RingApi {
             ring: ring.clone(),
             ctl_metrics: Some(ctl_metrics.clone()),
             census: census.clone(),
             group_metrics: Some(group_metrics.clone()),
+            elections: elections.clone(),
         };
         let mut parts = vec![ring_api::routes(api)];
         if let Some(plugins) = &opts.plugins {
