@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use support::files::{dead_pid, plant_temp_file};
 use support::plugins::{install, registry, wasm_bytes};
 use warren::plugins::{
-    CacheOutcome, CredentialError, Grant, Health, Member, PackageIdent, PluginError, PluginState, Role,
-    ServiceContext, ServicePaths, WitVersion, World,
+    CacheOutcome, CredentialError, Decision, ElectionStatus, Grant, GroupView, Health, Member, PackageIdent,
+    PluginError, PluginState, Role, ServiceContext, ServicePaths, TopologyHealth, WitVersion, World,
+    policy_for,
 };
 
 fn ctx(config: &str) -> ServiceContext {
@@ -312,6 +313,34 @@ fn junk_and_core_modules_are_refused() {
     assert!(reg.status().iter().all(|s| s.state == PluginState::Failed));
 }
 
+fn member(id: &str, health: TopologyHealth, suitability: u64) -> Member {
+    Member { id: id.into(), health, suitability }
+}
+
+/// A view of group `group` from member "b": a alive, b suspect, c confirmed, d departed.
+fn view(group: &str, leader: Option<&str>, status: ElectionStatus, quorum: bool) -> GroupView {
+    GroupView {
+        group: group.into(),
+        self_id: "b".into(),
+        members: vec![
+            member("a", TopologyHealth::Alive, 1),
+            member("b", TopologyHealth::Suspect, 2),
+            member("c", TopologyHealth::Confirmed, 3),
+            member("d", TopologyHealth::Departed, 4),
+        ],
+        leader: leader.map(Into::into),
+        term: 2,
+        status,
+        quorum,
+        alive: 2,
+        population: 3,
+    }
+}
+
+fn roles(d: &Decision) -> Vec<(&str, Role)> {
+    d.roles.iter().map(|(id, r)| (id.as_str(), *r)).collect()
+}
+
 #[test]
 fn topology_policies_decide() {
     let dir = tempfile::tempdir().unwrap();
@@ -320,22 +349,134 @@ fn topology_policies_decide() {
     reg.load_dir().unwrap();
     let lf = reg.topology("leader-follower").unwrap();
     assert_eq!(lf.policy_name().unwrap(), "leader-follower");
-    let members = vec![
-        Member { id: "a".into(), alive: true, suitability: 1 },
-        Member { id: "b".into(), alive: true, suitability: 2 },
-        Member { id: "c".into(), alive: false, suitability: 3 },
-    ];
-    let d = lf.decide("redis.default", &members, Some("a")).unwrap();
-    assert!(!d.election_needed);
+    assert_eq!(lf.plugin().info.wit, WitVersion::V0_2);
+    let d = lf.decide(&view("redis.default", Some("a"), ElectionStatus::Finished, true)).unwrap();
+    assert!(d.election_needed);
     assert_eq!(
-        d.roles,
-        vec![("a".into(), Role::Leader), ("b".into(), Role::Follower), ("c".into(), Role::None)]
+        roles(&d),
+        vec![("a", Role::Leader), ("b", Role::Follower), ("c", Role::None), ("d", Role::None)]
     );
-    assert!(lf.decide("redis.default", &members, Some("c")).unwrap().election_needed);
+    // Habitat's gate: no election finished, no quorum, or a dead leader: nobody has a role.
+    for (leader, status, quorum) in [
+        (None, ElectionStatus::InProgress, true),
+        (Some("a"), ElectionStatus::NoQuorum, false),
+        (Some("a"), ElectionStatus::Finished, false),
+        (Some("c"), ElectionStatus::Finished, true),
+    ] {
+        let d = lf.decide(&view("redis.default", leader, status, quorum)).unwrap();
+        assert!(d.election_needed);
+        assert!(d.roles.iter().all(|(_, r)| *r == Role::None), "{leader:?} {status:?} {quorum}: {d:?}");
+    }
     let sa = reg.topology("standalone").unwrap();
-    let d = sa.decide("redis.default", &members, None).unwrap();
+    let d = sa.decide(&view("web.default", None, ElectionStatus::None, true)).unwrap();
     assert!(!d.election_needed);
-    assert!(d.roles.iter().all(|(_, r)| matches!(r, Role::Standalone | Role::None)));
+    assert_eq!(d.roles.len(), 4);
+    assert!(d.roles.iter().all(|(_, r)| *r == Role::Standalone));
+    assert_eq!((lf.plugin().faults(), sa.plugin().faults()), (0, 0));
+}
+
+/// A 0.1.0 policy gets the 0.2.0 view as its old arguments: suspect is alive, confirmed and
+/// departed are not, the leader is the view's leader.
+#[test]
+fn a_0_1_0_topology_policy_decides_from_the_converted_view() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["topo-v0-1"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    let old = reg.topology("topo-v0-1").unwrap();
+    assert_eq!(old.plugin().info.wit, WitVersion::V0_1);
+    assert_eq!(old.loaded_name(), "old-policy");
+    let d = old.decide(&view("redis.default", Some("c"), ElectionStatus::Finished, true)).unwrap();
+    assert!(!d.election_needed, "a leader was passed as current-leader");
+    assert_eq!(
+        roles(&d),
+        vec![("a", Role::Follower), ("b", Role::Follower), ("c", Role::Leader), ("d", Role::None)]
+    );
+    let mut v = view("redis.default", None, ElectionStatus::InProgress, true);
+    v.members[0].suitability = 0; // topo-v0-1 leaves such a member out: suitability arrives too
+    let d = old.decide(&v).unwrap();
+    assert!(d.election_needed);
+    assert_eq!(roles(&d), vec![("b", Role::Follower), ("c", Role::None), ("d", Role::None)]);
+    assert_eq!(old.plugin().faults(), 0);
+}
+
+#[test]
+fn a_faulty_topology_policy_is_an_error_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["topo-faulty"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    let p = reg.topology_named("faulty-policy").unwrap();
+    let mut ok = view("fine.default", None, ElectionStatus::InProgress, true);
+    ok.members.push(member("term-2", TopologyHealth::Alive, 0));
+    let good = |p: &warren::plugins::TopologyHandle| {
+        let d = p.decide(&ok).unwrap();
+        assert!(d.election_needed);
+        assert_eq!(roles(&d).last(), Some(&("term-2", Role::Leader)), "the view's term arrived");
+    };
+    good(&p);
+    match p.decide(&view("panic.default", None, ElectionStatus::None, true)) {
+        Err(PluginError::Trap { plugin, message }) => {
+            assert_eq!(plugin, "topo-faulty");
+            assert!(!message.is_empty());
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    good(&p);
+    assert!(matches!(
+        p.decide(&view("spin.default", None, ElectionStatus::None, true)),
+        Err(PluginError::Deadline { timeout_ms: 200, .. })
+    ));
+    for (group, says) in [("stranger.default", "not-a-member"), ("twice.default", "two roles")] {
+        match p.decide(&view(group, None, ElectionStatus::None, true)) {
+            Err(e @ PluginError::BadAnswer { .. }) => assert!(e.to_string().contains(says), "{e}"),
+            other => panic!("{group}: expected a refused answer, got {other:?}"),
+        }
+    }
+    good(&p);
+    assert_eq!(p.plugin().faults(), 4);
+    let st = reg.status();
+    assert_eq!((st[0].state, st[0].faults), (PluginState::Loaded, 4));
+}
+
+#[test]
+fn topology_named_finds_a_policy_by_what_name_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &["leader-follower", "standalone", "topo-v0-1", "topo-faulty", "env"]);
+    let reg = registry(dir.path(), &[]);
+    reg.load_dir().unwrap();
+    for (flag, plugin) in [
+        ("leader", "leader-follower"),
+        ("standalone", "standalone"),
+        ("old-policy", "topo-v0-1"),
+        ("faulty-policy", "topo-faulty"),
+    ] {
+        let h = reg.topology_named(policy_for(flag)).unwrap();
+        assert_eq!((h.plugin().name(), h.loaded_name()), (plugin, policy_for(flag)));
+    }
+    let named = |name: &str| reg.status().into_iter().find(|s| s.name.as_deref() == Some(name)).unwrap();
+    assert_eq!(named("topo-faulty").topology_name.as_deref(), Some("faulty-policy"));
+    assert_eq!(named("env").topology_name, None);
+    assert_eq!(reg.plugins_json()["plugins"].as_array().unwrap().len(), 5);
+    // By file name, or by a name no policy answers: refused, listing the loaded policies.
+    for missing in ["topo-faulty", "raft", "env"] {
+        let e = reg.topology_named(missing).err().expect("no such policy");
+        assert!(matches!(e, PluginError::NoTopology { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("{missing:?}")), "{text}");
+        assert!(
+            text.contains(
+                "loaded topology policies: leader-follower, standalone, faulty-policy (plugin topo-faulty), \
+                 old-policy (plugin topo-v0-1)"
+            ),
+            "{text}"
+        );
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let reg = registry(empty.path(), &[]);
+    reg.load_dir().unwrap();
+    let text = reg.topology_named("leader-follower").err().unwrap().to_string();
+    assert!(text.ends_with("no topology policy is loaded"), "{text}");
 }
 
 #[test]

@@ -138,3 +138,39 @@ fn warn_mode_loads_unsigned_and_records_it() {
     assert_eq!(st[0].state, PluginState::Loaded);
     assert_eq!(st[0].signer, None);
 }
+
+/// `warren plugin inspect` reads a topology policy of either contract version without running
+/// it; `warren plugin list` loads it and shows the name `svc load --topology` selects it by.
+#[test]
+fn topology_policies_inspect_and_list() {
+    let keys = tempfile::tempdir().unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    install(plugins.path(), &["leader-follower", "topo-v0-1"]);
+    for name in ["leader-follower", "topo-v0-1"] {
+        let file = plugins.path().join(format!("{name}.wasm"));
+        let j = json(&warren(&["plugin", "inspect", "--json", file.to_str().unwrap()], keys.path()));
+        assert_eq!(
+            (&j["name"], &j["world"]),
+            (&serde_json::json!(name), &serde_json::json!("topology-policy"))
+        );
+        assert_eq!(j["manifest_error"], serde_json::Value::Null);
+        let text = warren(&["plugin", "inspect", file.to_str().unwrap()], keys.path());
+        assert!(text.ok().contains("world:     topology-policy"), "{text:?}");
+    }
+    let dir = plugins.path().to_str().unwrap();
+    let j = json(&warren(&["plugin", "list", "--json", "--plugin-path", dir], keys.path()));
+    let policies: Vec<(&str, &str, &str)> = j["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (p["name"].as_str().unwrap(), p["wit"].as_str().unwrap(), p["topology_name"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        policies,
+        vec![("leader-follower", "0.2.0", "leader-follower"), ("topo-v0-1", "0.1.0", "old-policy")]
+    );
+    let text = warren(&["plugin", "list", "--plugin-path", dir], keys.path());
+    assert!(text.ok().contains("policy old-policy"), "{text:?}");
+}

@@ -14,8 +14,19 @@ use warren::plugins::{
 use super::fixtures::repo_root;
 
 const PLUGINS: [&str; 6] = ["env", "file", "vault-kv", "standalone", "leader-follower", "hook-example"];
-const FIXTURES: [&str; 9] =
-    ["spin", "hog", "panicker", "snoop", "snoop-http", "impostor", "hook-v0-1", "hook-faulty", "cred-v0-1"];
+const FIXTURES: [&str; 11] = [
+    "spin",
+    "hog",
+    "panicker",
+    "snoop",
+    "snoop-http",
+    "impostor",
+    "hook-v0-1",
+    "hook-faulty",
+    "cred-v0-1",
+    "topo-v0-1",
+    "topo-faulty",
+];
 
 fn newest_source(dir: &Path, newest: &mut SystemTime) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };

@@ -174,12 +174,14 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             )?;
             for s in status {
                 outln!(
-                    "{:<18} {:<18} {:<8} {:<7} {}{}",
+                    "{:<18} {:<18} {:<8} {:<7} {}{}{}",
                     s.name.as_deref().unwrap_or("?"),
                     s.world.map_or("?".into(), |w| w.to_string()),
                     s.version.as_deref().unwrap_or("?"),
                     format!("{:?}", s.state).to_lowercase(),
                     s.file.display(),
+                    // What `svc load --topology` names it by.
+                    s.topology_name.map(|t| format!("  policy {t}")).unwrap_or_default(),
                     s.last_error.map(|e| format!("\n    error: {e}")).unwrap_or_default()
                 )?;
             }

@@ -14,6 +14,8 @@ pub mod v0_2 {
             path: "../wit",
             world: "topology-policy",
             with: { "warren:plugin/host": super::credential_source::warren::plugin::host },
+            // So the host can tell a changed decision (or view) from the last one.
+            additional_derives: [PartialEq, Eq],
         });
     }
 
@@ -54,7 +56,9 @@ pub use v0_2::credential_source::warren::plugin::types::{Credential, CredentialE
 pub use v0_2::lifecycle_hook::exports::warren::plugin::lifecycle::{
     Health, PackageIdent, ServiceContext, ServicePaths,
 };
-pub use v0_2::topology_policy::exports::warren::plugin::topology::{Decision, Member, Role};
+pub use v0_2::topology_policy::exports::warren::plugin::topology::{
+    Decision, ElectionStatus, GroupView, Member, MemberHealth as TopologyHealth, Role,
+};
 
 /// The contract version a component was built against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -86,7 +90,10 @@ pub mod compat {
     use super::v0_1::credential_source::warren::plugin::{host as host1, types as types1};
     use super::v0_1::lifecycle_hook::exports::warren::plugin::lifecycle as lifecycle1;
     use super::v0_1::topology_policy::exports::warren::plugin::topology as topology1;
-    use super::{Credential, CredentialError, Decision, Health, Level, Member, Role, ServiceContext};
+    use super::{
+        Credential, CredentialError, Decision, GroupView, Health, Level, Member, Role, ServiceContext,
+        TopologyHealth,
+    };
 
     /// `From` between two enums whose cases have the same names and payloads.
     macro_rules! same_cases {
@@ -125,10 +132,20 @@ pub mod compat {
         }
     }
 
+    /// 0.1.0 knows only alive or not: a suspect is still alive (the ring has not confirmed it
+    /// dead, and the election still counts it), confirmed, departed and left are not.
     impl From<&Member> for topology1::Member {
         fn from(m: &Member) -> Self {
-            topology1::Member { id: m.id.clone(), alive: m.alive, suitability: m.suitability }
+            let alive = matches!(m.health, TopologyHealth::Alive | TopologyHealth::Suspect);
+            topology1::Member { id: m.id.clone(), alive, suitability: m.suitability }
         }
+    }
+
+    /// 0.1.0's `decide(group, members, current-leader)` arguments from a 0.2.0 view: its
+    /// group, its members (health down to `alive`) and its leader. Self id, term, status and
+    /// the quorum counts have no 0.1.0 counterpart and are dropped.
+    pub fn decide_args(view: &GroupView) -> (&str, Vec<topology1::Member>, Option<&str>) {
+        (view.group.as_str(), view.members.iter().map(Into::into).collect(), view.leader.as_deref())
     }
 
     /// 0.1.0 hooks get the context they were built for: no ident, member id or paths.
@@ -205,10 +222,34 @@ pub mod compat {
         }
 
         #[test]
-        fn topology_members_go_down_and_decisions_come_up() {
-            let m = Member { id: "m1".into(), alive: true, suitability: 9 };
-            let old = topology1::Member::from(&m);
-            assert_eq!((old.id.as_str(), old.alive, old.suitability), ("m1", true, 9));
+        fn topology_views_go_down_and_decisions_come_up() {
+            let m = |id: &str, health| Member { id: id.into(), health, suitability: 9 };
+            let view = GroupView {
+                group: "redis.default".into(),
+                self_id: "m1".into(),
+                members: vec![
+                    m("m1", TopologyHealth::Alive),
+                    m("m2", TopologyHealth::Suspect),
+                    m("m3", TopologyHealth::Confirmed),
+                    m("m4", TopologyHealth::Departed),
+                    m("m5", TopologyHealth::Left),
+                ],
+                leader: Some("m2".into()),
+                term: 4,
+                status: super::super::ElectionStatus::Finished,
+                quorum: true,
+                alive: 2,
+                population: 3,
+            };
+            let (group, members, leader) = decide_args(&view);
+            assert_eq!((group, leader), ("redis.default", Some("m2")));
+            let seen: Vec<_> = members.iter().map(|m| (m.id.as_str(), m.alive, m.suitability)).collect();
+            assert_eq!(
+                seen,
+                vec![("m1", true, 9), ("m2", true, 9), ("m3", false, 9), ("m4", false, 9), ("m5", false, 9)]
+            );
+            let none = GroupView { leader: None, ..view };
+            assert_eq!(decide_args(&none).2, None);
             let d = Decision::from(topology1::Decision {
                 election_needed: true,
                 roles: vec![("m1".into(), topology1::Role::Leader), ("m2".into(), topology1::Role::None)],

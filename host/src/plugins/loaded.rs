@@ -11,14 +11,14 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::bindings::{
-    Credential, CredentialError, Decision, Health, Member, ServiceContext, WitVersion, compat, v0_1, v0_2,
+    Credential, CredentialError, Decision, GroupView, Health, ServiceContext, WitVersion, compat, v0_1, v0_2,
 };
 use super::engine::{CacheOutcome, PluginEngine};
 use super::manifest::Manifest;
 use super::policy::Effective;
 use super::sandbox::StoreState;
 use super::signing::SignatureStatus;
-use super::{PluginError, World};
+use super::{PluginError, World, topology};
 
 /// Idle instances kept per plugin; more concurrent callers get fresh ones.
 const MAX_IDLE: usize = 4;
@@ -88,6 +88,9 @@ pub struct PluginInfo {
     /// Schemes it declares that `[credentials]` assigns to another plugin or to none: it gets
     /// no references of these.
     pub unassigned_schemes: Vec<String>,
+    /// What `name()` answered when it loaded (topology policies only): the name
+    /// `svc load --topology` selects it by.
+    pub topology_name: Option<String>,
     pub compile_cache: CacheOutcome,
 }
 
@@ -156,6 +159,7 @@ impl LoadedPlugin {
                 policy,
                 schemes: Vec::new(),
                 unassigned_schemes: Vec::new(),
+                topology_name: None,
                 compile_cache: cache,
             },
             engine,
@@ -182,6 +186,16 @@ impl LoadedPlugin {
             let (owned, unassigned) = schemes.into_iter().partition(|s| owns_scheme(s));
             plugin.info.schemes = owned;
             plugin.info.unassigned_schemes = unassigned;
+        } else if manifest.world == World::TopologyPolicy {
+            // Asked once: a policy is selected by this name, so one that cannot say it does not load.
+            let policy = plugin.call(|store, bound| match bound {
+                Bound::Topo(b) => b.warren_plugin_topology().call_name(store),
+                Bound::Topo1(b) => b.warren_plugin_topology().call_name(store),
+                _ => unreachable!("world checked above"),
+            })?;
+            topology::check_policy_name(&policy)
+                .map_err(|detail| PluginError::BadAnswer { plugin: plugin.info.name.clone(), detail })?;
+            plugin.info.topology_name = Some(policy);
         } else {
             let warm = plugin.instantiate()?;
             plugin.idle.lock().unwrap_or_else(|p| p.into_inner()).push(warm);
@@ -341,20 +355,29 @@ impl TopologyHandle {
             _ => unreachable!("checked in new"),
         })
     }
-    pub fn decide(
-        &self,
-        group: &str,
-        members: &[Member],
-        current_leader: Option<&str>,
-    ) -> Result<Decision, PluginError> {
-        self.0.call(|store, bound| match bound {
-            Bound::Topo(b) => b.warren_plugin_topology().call_decide(store, group, members, current_leader),
+    /// The name `name()` gave when the plugin loaded.
+    pub fn loaded_name(&self) -> &str {
+        self.0.info.topology_name.as_deref().unwrap_or(&self.0.info.name)
+    }
+    /// The policy's decision for `view`. A trap, the deadline, the memory cap or an invalid
+    /// answer (a role for a non-member, two roles for one member) is an error, counted as a
+    /// fault; a 0.1.0 policy gets the view as 0.1.0's arguments ([`compat::decide_args`]).
+    pub fn decide(&self, view: &GroupView) -> Result<Decision, PluginError> {
+        let decision = self.0.call(|store, bound| match bound {
+            Bound::Topo(b) => b.warren_plugin_topology().call_decide(store, view),
             Bound::Topo1(b) => {
-                let members: Vec<_> = members.iter().map(Into::into).collect();
-                b.warren_plugin_topology().call_decide(store, group, &members, current_leader).map(Into::into)
+                let (group, members, leader) = compat::decide_args(view);
+                b.warren_plugin_topology().call_decide(store, group, &members, leader).map(Into::into)
             }
             _ => unreachable!("checked in new"),
-        })
+        })?;
+        topology::check_decision(view, &decision).map_err(|detail| {
+            self.0.faults.fetch_add(1, Ordering::Relaxed);
+            let err = PluginError::BadAnswer { plugin: self.0.info.name.clone(), detail };
+            tracing::warn!(plugin = %self.0.info.name, group = %view.group, error = %err, "topology decision refused");
+            err
+        })?;
+        Ok(decision)
     }
 }
 

@@ -16,20 +16,21 @@ pub mod registry;
 pub mod runtime;
 pub mod sandbox;
 pub mod signing;
+pub mod topology;
 pub mod wasm;
 pub mod watcher;
 
 use serde::{Deserialize, Serialize};
 
 pub use bindings::{
-    Credential, CredentialError, Decision, Health, Member, PackageIdent, Role, ServiceContext, ServicePaths,
-    WitVersion,
+    Credential, CredentialError, Decision, ElectionStatus, GroupView, Health, Member, PackageIdent, Role,
+    ServiceContext, ServicePaths, TopologyHealth, WitVersion,
 };
 pub use engine::{CacheOutcome, EngineOptions, PluginEngine};
 pub use loaded::{CredentialSourceHandle, HookHandle, LoadedPlugin, TopologyHandle};
 pub use manifest::Manifest;
 pub use policy::{Effective, Grant, Limits};
-pub use registry::{PluginRegistry, PluginState, PluginStatus, RegistrySettings};
+pub use registry::{PluginRegistry, PluginState, PluginStatus, RegistrySettings, policy_for};
 pub use runtime::{PluginRuntime, RuntimeError};
 pub use signing::{SignatureStatus, TrustMode};
 pub use watcher::PluginWatcher;
@@ -98,6 +99,10 @@ pub enum PluginError {
     BadAnswer { plugin: String, detail: String },
     #[error("no plugin named {0:?}")]
     NotFound(String),
+    #[error("no topology-policy plugin whose name() is {name:?} is loaded from {dir}; {}", loaded_policies(.loaded))]
+    NoTopology { name: String, dir: String, loaded: Vec<String> },
+    #[error("topology policy {name:?} is ambiguous: plugins {} all answer name() = {name:?}, and none is {name}.wasm", .plugins.join(", "))]
+    AmbiguousTopology { name: String, plugins: Vec<String> },
     #[error("plugin name {name:?} is already provided by {other}")]
     DuplicateName { name: String, other: String },
     #[error(
@@ -107,6 +112,15 @@ pub enum PluginError {
     NameMismatch { file: String, name: String },
     #[error("plugin folder watcher: {0}")]
     Watch(String),
+}
+
+/// "loaded topology policies: a, b" or that there is none.
+fn loaded_policies(loaded: &[String]) -> String {
+    if loaded.is_empty() {
+        "no topology policy is loaded".to_string()
+    } else {
+        format!("loaded topology policies: {}", loaded.join(", "))
+    }
 }
 
 impl PluginError {

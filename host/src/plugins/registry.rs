@@ -117,6 +117,8 @@ pub struct PluginStatus {
     pub schemes: Vec<String>,
     /// Schemes the plugin declares but `[credentials]` does not assign to it.
     pub unassigned_schemes: Vec<String>,
+    /// What a topology policy's `name()` answered (what `svc load --topology` selects).
+    pub topology_name: Option<String>,
     pub calls: u64,
     pub faults: u64,
 }
@@ -195,6 +197,24 @@ pub fn read_plugin_file(path: &Path) -> Result<Vec<u8>, PluginError> {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// The topology policy name for a `--topology` flag: Habitat's `leader` is the bundled
+/// `leader-follower` policy; any other value (`standalone`, a custom policy) names itself.
+pub fn policy_for(topology_flag: &str) -> &str {
+    match topology_flag {
+        "leader" => "leader-follower",
+        other => other,
+    }
+}
+
+/// A policy as an error lists it: its `name()`, and its plugin name when that differs.
+fn describe_policy(p: &LoadedPlugin) -> String {
+    match p.info.topology_name.as_deref() {
+        Some(n) if n == p.name() => n.to_string(),
+        Some(n) => format!("{n} (plugin {})", p.name()),
+        None => format!("? (plugin {})", p.name()),
+    }
 }
 
 /// What one load did to the set of serving plugins.
@@ -520,8 +540,37 @@ impl PluginRegistry {
         self.serving().iter().flat_map(|p| p.info.schemes.clone()).collect()
     }
 
+    /// The topology policy by plugin (file) name.
     pub fn topology(&self, name: &str) -> Result<TopologyHandle, PluginError> {
         TopologyHandle::new(self.plugin(name).ok_or_else(|| PluginError::NotFound(name.to_string()))?)
+    }
+
+    /// The serving topology policy whose `name()` (asked when it loaded) is `name`: what
+    /// `svc load --topology` selects (map Habitat's flag with [`policy_for`] first). When two
+    /// answer the same name, the one installed as `name.wasm` wins; otherwise that is an error.
+    /// None: the error lists the policies that are loaded.
+    pub fn topology_named(&self, name: &str) -> Result<TopologyHandle, PluginError> {
+        let policies: Vec<Arc<LoadedPlugin>> =
+            self.serving().into_iter().filter(|p| p.info.world == World::TopologyPolicy).collect();
+        let matching: Vec<&Arc<LoadedPlugin>> =
+            policies.iter().filter(|p| p.info.topology_name.as_deref() == Some(name)).collect();
+        let chosen = match matching.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(PluginError::NoTopology {
+                    name: name.to_string(),
+                    dir: self.settings.plugin_dir.display().to_string(),
+                    loaded: policies.iter().map(|p| describe_policy(p)).collect(),
+                });
+            }
+            many => many.iter().find(|p| p.name() == name).copied().ok_or_else(|| {
+                PluginError::AmbiguousTopology {
+                    name: name.to_string(),
+                    plugins: many.iter().map(|p| p.name().to_string()).collect(),
+                }
+            })?,
+        };
+        TopologyHandle::new(chosen.clone())
     }
 
     pub fn hook(&self, name: &str) -> Result<HookHandle, PluginError> {
@@ -554,6 +603,7 @@ impl PluginRegistry {
                         size: Some(p.info.size),
                         schemes: p.info.schemes.clone(),
                         unassigned_schemes: p.info.unassigned_schemes.clone(),
+                        topology_name: p.info.topology_name.clone(),
                         calls: p.calls(),
                         faults: p.faults(),
                     };
@@ -574,6 +624,7 @@ impl PluginRegistry {
                     size: f.map(|f| f.3),
                     schemes: Vec::new(),
                     unassigned_schemes: Vec::new(),
+                    topology_name: None,
                     calls: 0,
                     faults: 0,
                 }
@@ -588,5 +639,34 @@ impl PluginRegistry {
             "trust": self.settings.trust.to_string(),
             "plugins": self.status(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn habitat_leader_flag_maps_to_the_leader_follower_policy() {
+        assert_eq!(policy_for("leader"), "leader-follower");
+        assert_eq!(policy_for("standalone"), "standalone");
+        assert_eq!(policy_for("my-raft"), "my-raft");
+        assert_eq!(policy_for(""), "");
+    }
+
+    #[test]
+    fn no_policy_error_lists_the_loaded_ones() {
+        let e = PluginError::NoTopology {
+            name: "raft".into(),
+            dir: "/hab/plugins".into(),
+            loaded: vec!["leader-follower".into(), "solo (plugin standalone)".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no topology-policy plugin whose name() is \"raft\" is loaded from /hab/plugins; \
+             loaded topology policies: leader-follower, solo (plugin standalone)"
+        );
+        let none = PluginError::NoTopology { name: "raft".into(), dir: "/p".into(), loaded: vec![] };
+        assert!(none.to_string().ends_with("no topology policy is loaded"), "{none}");
     }
 }
