@@ -208,12 +208,32 @@ pub fn policy_for(topology_flag: &str) -> &str {
     }
 }
 
+/// Which of the loaded policies, given as (plugin name, `name()`), `name` selects: the only one
+/// whose `name()` it is, or among several the one installed as `name.wasm`.
+fn choose_policy(name: &str, policies: &[(&str, Option<&str>)], dir: &str) -> Result<usize, PluginError> {
+    let matching: Vec<usize> = (0..policies.len()).filter(|&i| policies[i].1 == Some(name)).collect();
+    match matching.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(PluginError::NoTopology {
+            name: name.to_string(),
+            dir: dir.to_string(),
+            loaded: policies.iter().map(|&(plugin, policy)| describe_policy(plugin, policy)).collect(),
+        }),
+        many => many.iter().copied().find(|&i| policies[i].0 == name).ok_or_else(|| {
+            PluginError::AmbiguousTopology {
+                name: name.to_string(),
+                plugins: many.iter().map(|&i| policies[i].0.to_string()).collect(),
+            }
+        }),
+    }
+}
+
 /// A policy as an error lists it: its `name()`, and its plugin name when that differs.
-fn describe_policy(p: &LoadedPlugin) -> String {
-    match p.info.topology_name.as_deref() {
-        Some(n) if n == p.name() => n.to_string(),
-        Some(n) => format!("{n} (plugin {})", p.name()),
-        None => format!("? (plugin {})", p.name()),
+fn describe_policy(plugin: &str, policy: Option<&str>) -> String {
+    match policy {
+        Some(n) if n == plugin => n.to_string(),
+        Some(n) => format!("{n} (plugin {plugin})"),
+        None => format!("? (plugin {plugin})"),
     }
 }
 
@@ -552,25 +572,11 @@ impl PluginRegistry {
     pub fn topology_named(&self, name: &str) -> Result<TopologyHandle, PluginError> {
         let policies: Vec<Arc<LoadedPlugin>> =
             self.serving().into_iter().filter(|p| p.info.world == World::TopologyPolicy).collect();
-        let matching: Vec<&Arc<LoadedPlugin>> =
-            policies.iter().filter(|p| p.info.topology_name.as_deref() == Some(name)).collect();
-        let chosen = match matching.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(PluginError::NoTopology {
-                    name: name.to_string(),
-                    dir: self.settings.plugin_dir.display().to_string(),
-                    loaded: policies.iter().map(|p| describe_policy(p)).collect(),
-                });
-            }
-            many => many.iter().find(|p| p.name() == name).copied().ok_or_else(|| {
-                PluginError::AmbiguousTopology {
-                    name: name.to_string(),
-                    plugins: many.iter().map(|p| p.name().to_string()).collect(),
-                }
-            })?,
-        };
-        TopologyHandle::new(chosen.clone())
+        let pairs: Vec<(&str, Option<&str>)> =
+            policies.iter().map(|p| (p.name(), p.info.topology_name.as_deref())).collect();
+        let dir = self.settings.plugin_dir.display().to_string();
+        let at = choose_policy(name, &pairs, &dir)?;
+        TopologyHandle::new(policies[at].clone())
     }
 
     pub fn hook(&self, name: &str) -> Result<HookHandle, PluginError> {
@@ -652,6 +658,22 @@ mod tests {
         assert_eq!(policy_for("standalone"), "standalone");
         assert_eq!(policy_for("my-raft"), "my-raft");
         assert_eq!(policy_for(""), "");
+    }
+
+    #[test]
+    fn a_policy_is_chosen_by_name_and_a_tie_by_its_file() {
+        let loaded =
+            [("leader-follower", Some("leader-follower")), ("mine", Some("raft")), ("x", Some("raft"))];
+        assert_eq!(choose_policy("leader-follower", &loaded, "/p").unwrap(), 0);
+        let e = choose_policy("raft", &loaded, "/p").unwrap_err();
+        assert!(matches!(e, PluginError::AmbiguousTopology { .. }), "{e}");
+        assert!(e.to_string().contains("plugins mine, x all answer name() = \"raft\""), "{e}");
+        let tie = [("raft", Some("raft")), ("copycat", Some("raft"))];
+        assert_eq!(choose_policy("raft", &tie, "/p").unwrap(), 0);
+        // The plugin (file) name alone selects nothing.
+        let e = choose_policy("mine", &loaded, "/p").unwrap_err();
+        assert!(e.to_string().ends_with("leader-follower, raft (plugin mine), raft (plugin x)"), "{e}");
+        assert!(matches!(choose_policy("raft", &[], "/p"), Err(PluginError::NoTopology { .. })));
     }
 
     #[test]
