@@ -329,6 +329,7 @@ fn suitability_and_file_updated_run_the_script_or_the_bound_plugin() {
             org: None,
             census: None,
             initial_gossip: Vec::new(),
+            elections: None,
         });
         for (name, plugin) in [
             ("scripted", None),

@@ -167,7 +167,10 @@ macro_rules! requests {
     ($($variant:ident($msg:ident)),* $(,)?) => {
         /// A request the gateway serves, decoded from the one request frame of a connection.
         /// `Debug` shows the request's name only (a ring key file is a secret).
+        /// One per connection, never stored in bulk: the size of its largest variant (SvcLoad)
+        /// does not matter, and boxing it would only complicate the match arms.
         #[derive(Clone, PartialEq)]
+        #[allow(clippy::large_enum_variant)]
         pub enum CtlRequest {
             $($variant(proto::$msg),)*
         }

@@ -84,6 +84,17 @@ impl Elections {
         });
     }
 
+    /// A new suitability for a group this member elects in (ignored for any other).
+    pub fn update_suitability(&self, group: &str, suitability: u64) {
+        self.wants.send_if_modified(|w| match w.get_mut(group) {
+            Some(s) if *s != suitability => {
+                *s = suitability;
+                true
+            }
+            _ => false,
+        });
+    }
+
     pub fn views(&self) -> watch::Receiver<Arc<Views>> {
         self.views.clone()
     }

@@ -234,7 +234,8 @@ impl Census {
     pub fn to_json_with(&self, local: &Views) -> Value {
         let mut groups = Map::new();
         for (name, g) in self.groups.iter().filter(|(_, g)| !g.members.is_empty()) {
-            let election = local.get(name).map_or_else(|| Elected::from_rumor(&g.election), Elected::from_view);
+            let election =
+                local.get(name).map_or_else(|| Elected::from_rumor(&g.election), Elected::from_view);
             let update = Elected::from_rumor(&g.update);
             let population: Map<String, Value> = g
                 .members

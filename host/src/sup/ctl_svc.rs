@@ -35,7 +35,7 @@ fn svc_err(e: SvcError) -> NetErr {
         SvcError::Package(_) | SvcError::Invalid(_) | SvcError::Unresolved(_) => ErrCode::InvalidPayload,
         SvcError::Io { .. } => ErrCode::Io,
         SvcError::Stopped => ErrCode::Internal,
-        SvcError::WaitingForBinds { .. } => ErrCode::Conflict,
+        SvcError::WaitingForBinds { .. } | SvcError::WaitingForElection { .. } => ErrCode::Conflict,
     };
     err(code, e)
 }
@@ -167,8 +167,9 @@ pub async fn load(services: &Services, r: proto::SvcLoad, out: &ReplySink) -> Re
     };
     let view = match services.load(req).await {
         Ok(v) => v,
-        // Loaded: it starts by itself once its binds are satisfied (Habitat's strict mode).
-        Err(e @ SvcError::WaitingForBinds { .. }) => {
+        // Loaded: it starts by itself once its binds are satisfied (Habitat's strict mode), or
+        // once its group's election gives it a role.
+        Err(e @ (SvcError::WaitingForBinds { .. } | SvcError::WaitingForElection { .. })) => {
             let _ = out.line(format!("The {ident} service was loaded; {e}")).await;
             return Ok(Reply::ok());
         }

@@ -415,6 +415,7 @@ impl Supervisor {
             org: opts.org.clone(),
             census: Some(census.clone()),
             initial_gossip,
+            elections: Some(elections.clone()),
         });
         let _group_apply = crate::groups::apply::GroupApply {
             inbox,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod gossip;
+mod roles;
 
 use super::backoff::BackoffPolicy;
 use super::hooks::{Hook, HookContext, HookOutcome, HookRunner, PluginHooks, Suitability};
@@ -24,7 +25,9 @@ use super::{config, template};
 use crate::groups::ServiceGroup;
 use crate::groups::census::Census;
 use crate::groups::inbox::{Decision, Payload};
+use crate::plugins::Role;
 use gossip::GossipLayers;
+use roles::ServiceRole;
 
 /// Habitat's default when neither the request, the spec nor the package says.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
@@ -52,6 +55,10 @@ pub enum SvcError {
     /// Loaded with strict binds that have no alive member yet: it starts once they do.
     #[error("{name} waits for its binds: {}; it starts once each has an alive member", waiting.join(", "))]
     WaitingForBinds { name: String, waiting: Vec<String> },
+    /// Loaded with a topology policy that gives this member no role yet: it starts once the
+    /// group's election does (Habitat's gate).
+    #[error("{name} waits for the election of {group} to give it a role ({why}); it starts then")]
+    WaitingForElection { name: String, group: String, why: String },
 }
 
 /// `svc load`'s request, after the client's flags are read.
@@ -167,6 +174,9 @@ pub struct ServicesOptions {
     /// The gossiped configs and files the ring held at start, in place before any restored
     /// service first renders.
     pub initial_gossip: Vec<Decision>,
+    /// This member's elections: services whose topology policy asks for one take part, and
+    /// their roles follow its views (None: no election ever runs).
+    pub elections: Option<crate::election::Elections>,
 }
 
 impl Services {
@@ -191,6 +201,7 @@ impl Services {
             rotated_tx,
             waiting: BTreeMap::new(),
             bound: BTreeMap::new(),
+            roles: BTreeMap::new(),
             gossip: layers,
             groups: groups_tx,
         };
@@ -294,6 +305,8 @@ struct Manager {
     waiting: BTreeMap<String, ServiceSpec>,
     /// What each running service's templates last saw of its binds.
     bound: BTreeMap<String, serde_json::Value>,
+    /// The services loaded with a topology policy: its last decision and the role applied.
+    roles: BTreeMap<String, ServiceRole>,
     /// The gossip layer of each group and the files known at start.
     gossip: GossipLayers,
     /// Publishes the loaded services' groups (the group inbox follows them).
@@ -337,13 +350,18 @@ impl Manager {
         };
         self.restore().await;
         let mut census = self.options.census.clone();
+        let mut views = self.options.elections.as_ref().map(|e| e.views());
         // Files known at start were written as their services were prepared.
         self.gossip.clear_pending();
         self.publish_groups();
         loop {
             tokio::select! {
                 Some(name) = rotated.recv() => self.credential_changed(&name).await,
-                Some(()) = census_changed(&mut census) => self.binds_changed().await,
+                Some(()) = census_changed(&mut census) => {
+                    self.binds_changed().await;
+                    self.roles_changed().await;
+                }
+                Some(()) = census_changed(&mut views) => self.roles_changed().await,
                 req = rx.recv() => match req {
                     Some(req) => {
                         if !self.request(req).await {
@@ -473,6 +491,7 @@ impl Manager {
         for bind in &spec.binds {
             super::binds::parse(bind).map_err(SvcError::Invalid)?;
         }
+        let policy = self.topology_policy(&spec)?;
         if !self.services.contains_key(&name)
             && let Some(waiting) = self.unsatisfied(&spec)
         {
@@ -506,6 +525,7 @@ impl Manager {
         };
         // Nothing is written for a service that cannot be prepared (bad template, user, a
         // credential that does not resolve...); a service it was to replace comes back.
+        self.set_policy(&name, &spec, policy);
         let prepared = self.prepare(&installed, &spec).and_then(|p| {
             self.specs().save(&spec).map_err(|e| SvcError::Invalid(e.to_string()))?;
             Ok(p)
@@ -528,6 +548,14 @@ impl Manager {
         };
         let view = self.start_task(spec, prepared, &installed);
         tracing::info!(service = %name, "loaded");
+        if let Some(r) = self.roles.get(&name).filter(|r| r.gated) {
+            let views = self.options.elections.as_ref().map(|e| e.views().borrow().clone());
+            let why = match views.as_ref().and_then(|v| v.get(&r.group)) {
+                Some(v) => v.reason.to_string(),
+                None => "the election has not started yet".to_string(),
+            };
+            return Err(SvcError::WaitingForElection { name, group: r.group.clone(), why });
+        }
         Ok(view)
     }
 
@@ -597,6 +625,8 @@ impl Manager {
         let ident: PackageIdent = spec.ident.parse().map_err(SvcError::Package)?;
         let installed = Pkg::find(&self.options.data_path, &ident)?;
         self.await_credentials(&installed, credentials_by).await?;
+        let policy = self.topology_policy(&spec)?;
+        self.set_policy(&installed.ident.name, &spec, policy);
         let prepared = self.prepare(&installed, &spec)?;
         Ok(self.start_task(spec, prepared, &installed))
     }
@@ -611,7 +641,21 @@ impl Manager {
         let name = installed.ident.name.clone();
         let record = config.record.clone();
         let running = supervisor::find_running(&record);
-        let task = supervisor::start(config, spec.desired_state.into(), running, self.epoch);
+        // Habitat's gate: a service with a policy starts once the policy gives it a role. One
+        // an earlier supervisor left running keeps running: its role comes with the election.
+        if running.is_some()
+            && let Some(r) = self.roles.get_mut(&name)
+        {
+            r.gated = false;
+        }
+        let desired = match self.roles.get(&name) {
+            Some(r) if r.gated => {
+                tracing::info!(service = %name, group = %r.group, "waiting for the group's election to give this member a role");
+                Desired::Down
+            }
+            _ => spec.desired_state.into(),
+        };
+        let task = supervisor::start(config, desired, running, self.epoch);
         let view = task.view.clone();
         self.services.insert(name, Entry { spec, task, detail: Arc::new(detail), config: toml });
         self.publish_groups();
@@ -918,11 +962,7 @@ impl Manager {
                 "svc_user": user.map(|u| u.name.clone()),
                 "svc_group": pkg.svc_group(),
             },
-            "svc": {
-                "service": id.name,
-                "group": spec.group,
-                "service_group": format!("{}.{}", id.name, spec.group),
-            },
+            "svc": self.svc_data(&id.name, spec),
             "sys": self.options.sys,
             "bind": self.bind_data(spec).0,
         })
@@ -931,6 +971,10 @@ impl Manager {
     /// `user.toml` of a service changed: render again; a changed run or init hook restarts the
     /// service, a changed config runs its reconfigure hook (or restarts it when it has none).
     async fn rerender(&mut self, name: &str) {
+        self.rerender_for(name, Rerender::Changed).await
+    }
+
+    async fn rerender_for(&mut self, name: &str, why: Rerender) {
         let Some(spec) = self.services.get(name).map(|e| e.spec.clone()) else { return };
         let Ok(pkg) = spec
             .ident
@@ -966,7 +1010,11 @@ impl Manager {
             }
             changed
         });
-        let command = if restart_hooks {
+        let reconfigures = plugin || pkg.dir.join("hooks/reconfigure").is_file();
+        let command = if why == Rerender::Quiet {
+            // Rendered before the service first starts: nothing runs yet to tell.
+            None
+        } else if restart_hooks {
             Some(Command::Restart)
         } else if !rendered.config.is_empty() || !rendered.hooks.is_empty() {
             Some(if plugin || pkg.dir.join("hooks/reconfigure").is_file() {
@@ -974,7 +1022,8 @@ impl Manager {
             } else {
                 Command::Restart
             })
-        } else if plugin && toml_changed {
+        } else if (plugin && toml_changed) || (why == Rerender::Role && reconfigures) {
+            // A new role is news to the service even when no rendered file uses it.
             Some(Command::Reconfigure)
         } else {
             None
@@ -987,6 +1036,153 @@ impl Manager {
                 let _ = entry.task.commands.try_send(c);
             }
         }
+    }
+
+    /// `--topology`: the topology-policy plugin it names. `standalone` without such a plugin
+    /// is the built-in standalone (None); any other policy must be loaded.
+    fn topology_policy(
+        &self,
+        spec: &ServiceSpec,
+    ) -> Result<Option<crate::plugins::TopologyHandle>, SvcError> {
+        let flag = spec.topology.as_str();
+        if !crate::groups::name::is_name(flag) {
+            return Err(SvcError::Invalid(format!("--topology {flag:?}: not a policy name")));
+        }
+        let policy = crate::plugins::policy_for(flag);
+        match (&spec.topology, &self.options.hook_plugins) {
+            (Topology::Standalone, None) => Ok(None),
+            (Topology::Standalone, Some(r)) => Ok(r.topology_named(policy).ok()),
+            (_, None) => Err(SvcError::Invalid(format!(
+                "--topology {flag}: needs the topology-policy plugin {policy:?}, and this supervisor runs without plugins"
+            ))),
+            (_, Some(r)) => r
+                .topology_named(policy)
+                .map(Some)
+                .map_err(|e| SvcError::Invalid(format!("--topology {flag}: {e}"))),
+        }
+    }
+
+    /// Records the service's policy and asks it once, so the first render knows the role.
+    fn set_policy(&mut self, name: &str, spec: &ServiceSpec, policy: Option<crate::plugins::TopologyHandle>) {
+        let Some(policy) = policy else {
+            self.roles.remove(name);
+            return;
+        };
+        let group = self.group_of(name, spec);
+        let mut role = ServiceRole::new(group, policy);
+        if let Some(old) = self.roles.remove(name) {
+            role.applied = old.applied;
+            role.elect = old.elect;
+            role.suitability = old.suitability;
+        }
+        self.decide(&mut role);
+        let now = (role.role(&self.options.member_id), role.leader());
+        role.gated = now.0 == Role::None && role.applied.is_none();
+        if now.0 != Role::None {
+            role.applied = Some(now);
+        }
+        self.roles.insert(name.to_string(), role);
+    }
+
+    /// Asks a service's policy about the group as this member sees it now, and joins the
+    /// election when it says so.
+    fn decide(&self, role: &mut ServiceRole) {
+        let census = self.options.census.as_ref().map(|c| c.borrow().clone()).unwrap_or_default();
+        let views = self.options.elections.as_ref().map(|e| e.views().borrow().clone()).unwrap_or_default();
+        let view = roles::group_view(
+            &census,
+            &role.group,
+            &self.options.member_id,
+            views.get(&role.group),
+            role.suitability,
+        );
+        role.decide(&view);
+        if role.elect
+            && let Some(e) = &self.options.elections
+        {
+            e.set(&role.group, Some(role.suitability));
+        }
+    }
+
+    /// The census or an election changed: ask each policy again. A new role (with a new
+    /// leader) renders again and runs reconfigure; a gated service starts with its first role.
+    /// No role (an election in progress, no quorum) changes nothing: hooks are held.
+    async fn roles_changed(&mut self) {
+        let names: Vec<String> = self.roles.keys().cloned().collect();
+        for name in names {
+            let Some(mut role) = self.roles.remove(&name) else { continue };
+            self.decide(&mut role);
+            let now = (role.role(&self.options.member_id), role.leader());
+            let apply = now.0 != Role::None && role.applied.as_ref() != Some(&now);
+            let was_gated = role.gated;
+            if apply {
+                tracing::info!(
+                    service = %name,
+                    group = %role.group,
+                    leader = now.1.as_deref().unwrap_or("none"),
+                    "role: {}", role_label(now.0)
+                );
+                role.applied = Some(now);
+                role.gated = false;
+            }
+            let group = role.group.clone();
+            self.roles.insert(name.clone(), role);
+            if !apply {
+                continue;
+            }
+            if was_gated {
+                self.rerender_for(&name, Rerender::Quiet).await;
+                let Some(entry) = self.services.get(&name) else { continue };
+                let _ = entry.task.commands.send(Command::Want(entry.spec.desired_state.into())).await;
+                tracing::info!(service = %name, "its group's election gave it a role; started");
+                self.ask_suitability(&name, group);
+            } else {
+                self.rerender_for(&name, Rerender::Role).await;
+            }
+        }
+    }
+
+    /// The suitability hook's answer goes to the election (for the next term it starts).
+    fn ask_suitability(&self, name: &str, group: String) {
+        let (Some(entry), Some(elections)) = (self.services.get(name), self.options.elections.clone()) else {
+            return;
+        };
+        let commands = entry.task.commands.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::Suitability(tx)).await.is_err() {
+                return;
+            }
+            match rx.await {
+                Ok(Some(Ok(s))) => elections.update_suitability(&group, s),
+                Ok(Some(Err(e))) => tracing::warn!(service = %name, error = %e, "no suitability; 0 is used"),
+                _ => {}
+            }
+        });
+    }
+
+    /// Templates' `svc`: Habitat's names, with the group's members, leader and this member's role.
+    fn svc_data(&self, name: &str, spec: &ServiceSpec) -> serde_json::Value {
+        let group = self.group_of(name, spec);
+        let census = self.options.census.as_ref().map(|c| c.borrow().clone());
+        let views = self.options.elections.as_ref().map(|e| e.views().borrow().clone());
+        let standalone = (Role::Standalone, None);
+        let applied = match self.roles.get(name) {
+            Some(r) => r.applied.as_ref(),
+            None => Some(&standalone),
+        };
+        let mut svc = roles::svc_data(
+            census.as_deref(),
+            &group,
+            &self.options.member_id,
+            applied,
+            views.as_ref().and_then(|v| v.get(&group)),
+        );
+        svc.insert("service".into(), name.into());
+        svc.insert("group".into(), spec.group.clone().into());
+        svc.insert("service_group".into(), format!("{name}.{}", spec.group).into());
+        serde_json::Value::Object(svc)
     }
 
     /// The service's binds as templates see them, and those not satisfied.
@@ -1072,6 +1268,11 @@ impl Manager {
         }
         self.bound.remove(name);
         let entry = self.services.remove(name).ok_or_else(|| SvcError::NotLoaded(name.to_string()))?;
+        if let Some(r) = self.roles.remove(name)
+            && let Some(e) = &self.options.elections
+        {
+            e.set(&r.group, None);
+        }
         self.specs().remove(name).map_err(|e| SvcError::Invalid(e.to_string()))?;
         self.unfollow(name);
         let group = self.group_of(name, &entry.spec);
@@ -1103,6 +1304,26 @@ impl Manager {
         };
         let _ = entry.task.commands.send(command).await;
         Ok(entry.task.view.clone())
+    }
+}
+
+/// Why a service renders again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rerender {
+    /// Its config, binds or credentials changed.
+    Changed,
+    /// Its role or its group's leader changed: reconfigure runs even if no file changed.
+    Role,
+    /// Before its first start: no hook runs.
+    Quiet,
+}
+
+fn role_label(r: Role) -> &'static str {
+    match r {
+        Role::Standalone => "standalone",
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::None => "none",
     }
 }
 
@@ -1200,7 +1421,7 @@ fn environment(
     env
 }
 
-async fn census_changed(rx: &mut Option<watch::Receiver<Arc<Census>>>) -> Option<()> {
+async fn census_changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Option<()> {
     match rx {
         Some(rx) => rx.changed().await.ok(),
         None => std::future::pending().await,
