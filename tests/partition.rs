@@ -68,6 +68,10 @@ fn a_three_two_partition_splits_the_ring_and_heals_and_a_cut_member_is_alone() {
     for s in &sups {
         assert_eq!(s.health().len(), 5, "{} still lists all 5: {:?}", s.http, views(&sups));
     }
+    // The CLI runs inside the namespace too: the minority's ctl gateway answers while cut off.
+    let status: serde_json::Value =
+        serde_json::from_str(sups[4].cli(&["sup", "status", "--json"]).ok()).unwrap();
+    assert_eq!(status["member_id"], ids[4]);
 
     net.rejoin();
     wait_until(CONVERGE, "5 alive everywhere after the heal", || all_see_alive(&every, &ids));

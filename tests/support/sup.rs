@@ -4,6 +4,10 @@
 //! no port is ever probed, released and then raced for by another test or process. The bound
 //! addresses are read back from `{data}/listen.json`, which `sup run` writes with its pid once
 //! it listens. A restart (`spawn` again) reuses the addresses it had, as a real member would.
+//!
+//! A supervisor may run in a network namespace (`netns::Net::start_sup`): it is started through
+//! `ip netns exec` (which execs in place, so the child's pid is warren's), and its gateways are
+//! queried and its CLI runs from inside that namespace.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
