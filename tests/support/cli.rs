@@ -10,7 +10,20 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_warren");
 /// settings (key cache, data path, config, ring key, token) never decide a test's outcome.
 /// Tests set what they need on the returned command.
 pub fn command() -> Command {
-    let mut cmd = Command::new(BIN);
+    command_via(&[])
+}
+
+/// `command()` run through `prefix` (e.g. `ip netns exec NS`, which execs in place: the child's
+/// pid is warren's own).
+pub fn command_via(prefix: &[&str]) -> Command {
+    let mut cmd = match prefix {
+        [] => Command::new(BIN),
+        [program, args @ ..] => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+    };
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("WARREN_") {
             cmd.env_remove(&name);

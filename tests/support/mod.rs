@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests, one file per concern:
 //!
 //! - `cli`: one-shot `warren` runs with a clean environment, and their outcome (`Run`).
-//! - `sup`: long-running `warren sup run` processes on 127.0.0.x (ports chosen by the kernel).
+//! - `sup`: long-running `warren sup run` processes on 127.0.0.x or in a network namespace
+//!   (ports chosen by the kernel).
+//! - `netns`: network namespaces on bridges (root only) for real partitions, `cut`/`heal`.
 //! - `ring`: ring timings and multi-member rings built from `sup`.
 //! - `keys`: ring and origin keys made with the library.
 //! - `keyserver`: a real `warren keyserver run` process and `warren admit` runs against it.
@@ -21,6 +23,7 @@ pub mod fixtures;
 pub mod groups;
 pub mod keys;
 pub mod keyserver;
+pub mod netns;
 pub mod packages;
 pub mod plugins;
 pub mod ring;

@@ -4,6 +4,10 @@
 //! no port is ever probed, released and then raced for by another test or process. The bound
 //! addresses are read back from `{data}/listen.json`, which `sup run` writes with its pid once
 //! it listens. A restart (`spawn` again) reuses the addresses it had, as a real member would.
+//!
+//! A supervisor may run in a network namespace (`netns::Net::start_sup`): it is started through
+//! `ip netns exec` (which execs in place, so the child's pid is warren's), and its gateways are
+//! queried and its CLI runs from inside that namespace.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +17,7 @@ use std::time::Duration;
 use warren::http::client;
 
 use super::cli::{self, Run};
+use super::netns;
 use super::wait::{wait_for, wait_until};
 
 /// How long a start may take on a loaded machine before the test fails.
@@ -33,6 +38,9 @@ pub struct Sup {
     pub args: Vec<String>,
     pub envs: Vec<(String, String)>,
     pub token: Option<String>,
+    /// The network namespace it runs in (None: the test's own); its gateways are reached from
+    /// inside it, so a cut namespace stays observable.
+    pub netns: Option<String>,
 }
 
 impl Sup {
@@ -46,6 +54,19 @@ impl Sup {
     /// Starts `warren sup run --listen-gossip GOSSIP --listen-http HTTP`; `name` names its data
     /// folder and log under `dir`.
     pub fn start_on(
+        dir: &Path,
+        name: &str,
+        gossip: &str,
+        http: &str,
+        extra: Vec<String>,
+        envs: Vec<(String, String)>,
+    ) -> Sup {
+        Sup::start_in(None, dir, name, gossip, http, extra, envs)
+    }
+
+    /// `start_on` inside network namespace `netns` (see `netns::Net::start_sup`).
+    pub fn start_in(
+        netns: Option<&str>,
         dir: &Path,
         name: &str,
         gossip: &str,
@@ -68,6 +89,7 @@ impl Sup {
             args: extra,
             token: envs.iter().find(|(k, _)| k == "WARREN_GATEWAY_AUTH_TOKEN").map(|(_, v)| v.clone()),
             envs,
+            netns: netns.map(str::to_string),
         };
         s.spawn();
         s
@@ -76,7 +98,7 @@ impl Sup {
     /// Starts (or restarts) the process and waits until its gateway answers.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = cli::command();
+        let mut cmd = self.command();
         cmd.args(["sup", "run", "--listen-gossip", &self.gossip, "--listen-http", &self.http])
             .args(["--listen-ctl", &self.ctl])
             .arg("--data-path")
@@ -143,22 +165,38 @@ impl Sup {
         }
     }
 
+    /// `warren` as this supervisor's neighbour: in its namespace, if it has one.
+    pub fn command(&self) -> std::process::Command {
+        match &self.netns {
+            Some(ns) => cli::command_via(&[netns::ip_path(), "netns", "exec", ns]),
+            None => cli::command(),
+        }
+    }
+
+    /// One request to its HTTP gateway with its token, from inside its namespace.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+        timeout: Duration,
+    ) -> Result<client::Response, client::ClientError> {
+        let send = || client::request(&self.http, method, path, self.token.as_deref(), body, timeout);
+        match &self.netns {
+            Some(ns) => netns::in_netns(ns, send),
+            None => send(),
+        }
+    }
+
     /// GET with this supervisor's token (None if the gateway does not answer).
     pub fn get(&self, path: &str) -> Option<client::Response> {
-        client::request(&self.http, "GET", path, self.token.as_deref(), None, Duration::from_secs(2)).ok()
+        self.request("GET", path, None, Duration::from_secs(2)).ok()
     }
 
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> client::Response {
         let text = body.to_string();
-        client::request(
-            &self.http,
-            "POST",
-            path,
-            self.token.as_deref(),
-            Some(("application/json", text.as_bytes())),
-            Duration::from_secs(5),
-        )
-        .unwrap()
+        self.request("POST", path, Some(("application/json", text.as_bytes())), Duration::from_secs(5))
+            .unwrap()
     }
 
     pub fn butterfly(&self) -> Option<serde_json::Value> {
@@ -198,7 +236,7 @@ impl Sup {
     /// supervisor's own `CTL_SECRET` (found as the client's local file), the others with
     /// `--remote-http` and its token, if any.
     pub fn cli(&self, a: &[&str]) -> Run {
-        let mut cmd = cli::command();
+        let mut cmd = self.command();
         if is_ctl_command(a) {
             self.ctl_env(&mut cmd);
             cmd.args(a).arg("--remote-sup").arg(&self.ctl);
