@@ -189,8 +189,15 @@ pub fn svc_data(
         grp.map(|(_, g)| g.members.keys().filter_map(|id| member(id)).collect()).unwrap_or_default();
     let status = election.map(|v| v.status);
     let mut out = serde_json::Map::new();
+    // The leader's own Service rumor may not be in the census yet (it is told once a second):
+    // its id is known all the same.
+    let leader_json = leader.as_deref().map(|l| match member(l) {
+        Some(m) => m,
+        None if l == me => me_json.clone(),
+        None => json!({ "member_id": l, "leader": true }),
+    });
+    out.insert("leader".into(), leader_json.unwrap_or(Value::Null));
     out.insert("me".into(), me_json);
-    out.insert("leader".into(), leader.as_deref().and_then(member).unwrap_or(Value::Null));
     out.insert("members".into(), Value::Array(members));
     out.insert(
         "role".into(),
