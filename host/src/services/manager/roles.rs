@@ -90,16 +90,6 @@ fn leader_of(d: Option<&Decision>) -> Option<String> {
     d.and_then(|d| d.roles.iter().find(|(_, r)| *r == Role::Leader).map(|(id, _)| id.clone()))
 }
 
-fn health(h: Health) -> TopologyHealth {
-    match h {
-        Health::Alive => TopologyHealth::Alive,
-        Health::Suspect => TopologyHealth::Suspect,
-        Health::Confirmed => TopologyHealth::Confirmed,
-        Health::Departed => TopologyHealth::Departed,
-        Health::Left => TopologyHealth::Left,
-    }
-}
-
 /// The group as this member sees it, for the policy: the census's members (this one always
 /// included, alive), and this member's election when it runs one.
 pub fn group_view(
@@ -119,7 +109,7 @@ pub fn group_view(
                 .map(|id| Member {
                     id: id.clone(),
                     // Unknown to the ring (a restored member list): dead until it says otherwise.
-                    health: health(census.member(id).map_or(Health::Confirmed, |m| m.health)),
+                    health: census.member(id).map_or(Health::Confirmed, |m| m.health).into(),
                     suitability: rumor.filter(|r| r.member_id == *id).map_or(0, |r| r.suitability),
                 })
                 .collect()
@@ -129,18 +119,7 @@ pub fn group_view(
     members.sort_by(|a, b| a.id.cmp(&b.id));
     let counted = |m: &&Member| !matches!(m.health, TopologyHealth::Departed | TopologyHealth::Left);
     let (status, term, leader, alive, population) = match election {
-        Some(v) => (
-            match v.status {
-                ElectionStatus::None => PolicyStatus::None,
-                ElectionStatus::ElectionInProgress => PolicyStatus::InProgress,
-                ElectionStatus::ElectionNoQuorum => PolicyStatus::NoQuorum,
-                ElectionStatus::ElectionFinished => PolicyStatus::Finished,
-            },
-            v.term,
-            v.leader_id.clone(),
-            v.alive,
-            v.population,
-        ),
+        Some(v) => (v.status.into(), v.term, v.leader_id.clone(), v.alive, v.population),
         None => (
             PolicyStatus::None,
             0,
