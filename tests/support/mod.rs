@@ -7,6 +7,8 @@
 //! - `ring`: ring timings and multi-member rings built from `sup`.
 //! - `keys`: ring and origin keys made with the library.
 //! - `keyserver`: a real `warren keyserver run` process and `warren admit` runs against it.
+//! - `leader`: leader-follower groups (kv-leader and the signed leader-follower policy), their
+//!   census and rendered roles.
 //! - `packages`: `warren pkg build` of a source folder (the hello-http example).
 //! - `services`: script packages installed straight into a supervisor's store, `svc status`.
 //! - `schema`: a JSON Schema validator for the keywords Habitat's gateway schemas use.
@@ -23,6 +25,7 @@ pub mod fixtures;
 pub mod groups;
 pub mod keys;
 pub mod keyserver;
+pub mod leader;
 pub mod netns;
 pub mod packages;
 pub mod plugins;
