@@ -188,3 +188,30 @@ fn a_partition_leaves_the_minority_with_the_old_leader_without_quorum_and_heals_
     // to later terms meanwhile); that all five name the same one is the point.
     eprintln!("leaders: {first} before the split, {second} in the majority, {healed} after the heal");
 }
+
+#[test]
+fn bench_election_prints_detection_election_and_what_election_adds() {
+    let plugin = support::plugins::wasm(POLICY);
+    let run = support::cli::warren(&[
+        "bench",
+        "election",
+        "--rounds",
+        "1",
+        "--plugin",
+        support::files::path_str(&plugin),
+    ]);
+    let out = run.ok();
+    for figure in [
+        "round 1: leader ",
+        "detection (every survivor confirms the old leader): median ",
+        "election  (every survivor names the new leader):    median ",
+        "election adds ",
+        "target <= 1 s",
+    ] {
+        assert!(out.contains(figure), "no {figure:?} in:\n{out}\n{}", run.stderr);
+    }
+    // Each figure is a number of seconds.
+    let adds = out.lines().find_map(|l| l.strip_prefix("election adds ")).unwrap();
+    let secs: f64 = adds.split_whitespace().next().unwrap().parse().unwrap_or_else(|e| panic!("{e}: {adds}"));
+    assert!(secs.is_finite(), "{adds}");
+}

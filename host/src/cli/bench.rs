@@ -49,6 +49,9 @@ pub enum BenchCommand {
     /// Encrypted `config apply` at one of N supervisors → the reconfigure hook run on all,
     /// against a HashiCorp Serf user event → its handler run on all, in the same run.
     Config(super::bench_config::ConfigBenchArgs),
+    /// kill -9 of the leader of a 5-member leader-follower group → every survivor names the
+    /// same new leader, against the ring's own detection of the dead leader in the same run.
+    Election(super::bench_election::ElectionBenchArgs),
     /// warren's service supervision against Debian's supervisord and s6 (installed with apt
     /// when missing): kill -9 → new process, load → running, PSS and idle CPU with N services.
     Svc(super::bench_svc::SvcBenchArgs),
@@ -69,6 +72,7 @@ impl BenchCommand {
             BenchCommand::Ctl(args) => super::bench_ctl::run(args),
             BenchCommand::Config(args) => super::bench_config::run(args),
             BenchCommand::Svc(args) => super::bench_svc::run(args),
+            BenchCommand::Election(args) => super::bench_election::run(args),
             BenchCommand::Plugins { plugin, calls, spawns } => {
                 super::bench_plugins::run(&plugin, calls, spawns)
             }

@@ -32,6 +32,8 @@ pub struct RingBenchArgs {
 
 pub(crate) struct Agent {
     pub child: Child,
+    /// The addresses it bound (a restart binds them again).
+    pub gossip: String,
     pub http: String,
     pub ctl: String,
     pub data: std::path::PathBuf,
@@ -66,7 +68,7 @@ pub(crate) fn listening(
     None
 }
 
-fn get_json(http: &str, path: &str) -> Option<serde_json::Value> {
+pub(crate) fn get_json(http: &str, path: &str) -> Option<serde_json::Value> {
     client::request(http, "GET", path, None, None, Duration::from_secs(2))
         .ok()
         .filter(|r| r.status == 200)
@@ -84,9 +86,22 @@ pub(crate) fn pss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// Waits until `pred` holds for every agent; returns the time the last one took, or None.
+/// Waits until `pred` holds for every agent's `/butterfly`; returns the time the last one
+/// took, or None.
 fn time_all(
     agents: &[&Agent],
+    start: Instant,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool + Sync,
+) -> Option<Duration> {
+    time_all_at(agents, "/butterfly", start, limit, pred)
+}
+
+/// Waits until `pred` holds for every agent's gateway `path` (JSON), polled every 5 ms;
+/// returns the time since `start` the last one took, or None once `limit` passed.
+pub(crate) fn time_all_at(
+    agents: &[&Agent],
+    path: &str,
     start: Instant,
     limit: Duration,
     pred: impl Fn(&serde_json::Value) -> bool + Sync,
@@ -100,7 +115,7 @@ fn time_all(
                 let failed = failed.clone();
                 s.spawn(move || {
                     while start.elapsed() < limit && !failed.load(Ordering::Relaxed) {
-                        if get_json(&a.http, "/butterfly").is_some_and(|b| pred(&b)) {
+                        if get_json(&a.http, path).is_some_and(|b| pred(&b)) {
                             return Some(start.elapsed());
                         }
                         std::thread::sleep(Duration::from_millis(5));
@@ -123,58 +138,84 @@ pub(crate) fn start_ring(
     data: impl Fn(usize) -> std::path::PathBuf,
     flags: &[&str],
 ) -> anyhow::Result<Vec<Agent>> {
-    let exe = std::env::current_exe().context("locating the warren binary")?;
-    let mut agents = Vec::new();
-    let mut seed = String::new();
+    let mut agents: Vec<Agent> = Vec::new();
     for i in 0..n {
         let ip = format!("127.0.0.{}", 100 + i);
-        let data = data(i);
         // Port 0: each supervisor binds free ports and records them in listen.json.
-        let mut cmd = Command::new(&exe);
-        cmd.args(["sup", "run", "--listen-gossip", &format!("{ip}:0"), "--listen-http", &format!("{ip}:0")])
-            .args(["--listen-ctl", &format!("{ip}:0")]);
-        if !seed.is_empty() {
-            cmd.args(["--peer", &seed]);
-        }
-        let child = cmd
-            .args(["--ring", "bench", "--cache-key-path"])
-            .arg(cache)
-            .arg("--data-path")
-            .arg(&data)
-            .args(flags)
-            .env("WARREN_LOG", "warn")
-            .env_remove("WARREN_GATEWAY_AUTH_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting a supervisor")?;
-        let pid = child.id();
-        let mut agent =
-            Agent { child, http: String::new(), ctl: String::new(), data: data.clone(), id: String::new() };
-        let (gossip, http_addr, ctl_addr) = listening(&data, pid, Duration::from_secs(20))
-            .with_context(|| format!("supervisor {i} did not start"))?;
-        if seed.is_empty() {
-            seed = gossip;
-        }
-        agent.http = http_addr.clone();
-        agent.ctl = ctl_addr;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && agent.id.is_empty() {
-            if let Ok(id) = std::fs::read_to_string(data.join("MEMBER_ID"))
-                && client::request(&http_addr, "GET", "/", None, None, Duration::from_secs(1))
-                    .is_ok_and(|r| r.status == 200)
-            {
-                agent.id = id.trim().to_string();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if agent.id.is_empty() {
-            bail!("supervisor {i} did not start");
-        }
+        let listen = Listen { gossip: format!("{ip}:0"), http: format!("{ip}:0"), ctl: format!("{ip}:0") };
+        let seed = agents.first().map(|a| a.gossip.clone());
+        let agent = start_agent(&listen, seed.as_deref(), cache, &data(i), flags)
+            .with_context(|| format!("supervisor {i}"))?;
         agents.push(agent);
     }
     Ok(agents)
+}
+
+/// Where a supervisor listens (port 0: the kernel picks).
+pub(crate) struct Listen {
+    pub gossip: String,
+    pub http: String,
+    pub ctl: String,
+}
+
+/// Starts one supervisor of this binary on `listen`, joining `seed` if given, in the ring of
+/// the `bench` key of `cache`, with data path `data` and `flags`; returns once its gateway
+/// answers. Started again with the addresses it bound, it is the same member restarted.
+pub(crate) fn start_agent(
+    listen: &Listen,
+    seed: Option<&str>,
+    cache: &std::path::Path,
+    data: &std::path::Path,
+    flags: &[&str],
+) -> anyhow::Result<Agent> {
+    let exe = std::env::current_exe().context("locating the warren binary")?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["sup", "run", "--listen-gossip", &listen.gossip, "--listen-http", &listen.http])
+        .args(["--listen-ctl", &listen.ctl]);
+    if let Some(seed) = seed {
+        cmd.args(["--peer", seed]);
+    }
+    let child = cmd
+        .args(["--ring", "bench", "--cache-key-path"])
+        .arg(cache)
+        .arg("--data-path")
+        .arg(data)
+        .args(flags)
+        .env("WARREN_LOG", "warn")
+        .env_remove("WARREN_GATEWAY_AUTH_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a supervisor")?;
+    let pid = child.id();
+    let mut agent = Agent {
+        child,
+        gossip: String::new(),
+        http: String::new(),
+        ctl: String::new(),
+        data: data.to_path_buf(),
+        id: String::new(),
+    };
+    let (gossip, http_addr, ctl_addr) =
+        listening(data, pid, Duration::from_secs(20)).context("the supervisor did not start")?;
+    agent.gossip = gossip;
+    agent.http = http_addr.clone();
+    agent.ctl = ctl_addr;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && agent.id.is_empty() {
+        if let Ok(id) = std::fs::read_to_string(data.join("MEMBER_ID"))
+            && client::request(&http_addr, "GET", "/", None, None, Duration::from_secs(1))
+                .is_ok_and(|r| r.status == 200)
+        {
+            agent.id = id.trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if agent.id.is_empty() {
+        bail!("the supervisor's gateway did not answer");
+    }
+    Ok(agent)
 }
 
 /// Waits until every agent sees every other alive, then lets join-time gossip settle.

@@ -15,6 +15,7 @@ pub mod admit_join;
 pub mod bench;
 pub mod bench_config;
 pub mod bench_ctl;
+pub mod bench_election;
 pub mod bench_plugins;
 pub mod bench_ring;
 pub mod bench_svc;
