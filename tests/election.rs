@@ -90,6 +90,7 @@ fn five_members_elect_one_leader_fail_over_after_a_kill_and_take_it_back_as_a_fo
     // Restart the killed one (same data path, same member id): it rejoins as a follower, and
     // from its first answer on it never names itself leader (Habitat #7636) nor does anyone
     // name another leader than the second.
+    let log_before = std::fs::metadata(&sups[li].log).map_or(0, |m| m.len() as usize);
     sups[li].spawn();
     assert_eq!(sups[li].member_id(), first, "same member id after the restart");
     let all: Vec<&Sup> = sups.iter().collect();
@@ -119,6 +120,13 @@ fn five_members_elect_one_leader_fail_over_after_a_kill_and_take_it_back_as_a_fo
         );
     }
     assert!(flips.is_empty(), "the leader changed after the rejoin: {flips:?}\n{}", report(&all));
+    // Not even for a moment between two polls: the restarted member's own log never says it
+    // leads (its restored store still holds the term it led; it waits for a peer's state).
+    let log = std::fs::read_to_string(&sups[li].log).unwrap();
+    let since = log.get(log_before..).unwrap_or_default();
+    for claim in [format!("election: {first} is the leader"), "role: leader".to_string()] {
+        assert!(!since.contains(&claim), "the restarted member claimed the lead ({claim:?}):\n{since}");
+    }
 }
 
 #[test]

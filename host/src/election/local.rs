@@ -24,6 +24,19 @@ pub struct Step {
     pub rejected: Vec<(String, String)>,
 }
 
+impl Step {
+    /// Adds `more`, which happened after `self`: a group's later view replaces its earlier one.
+    pub fn merge(&mut self, more: Step) {
+        self.rumors.extend(more.rumors);
+        for (g, v) in more.changed {
+            self.changed.retain(|(x, _)| *x != g);
+            self.changed.push((g, v));
+        }
+        self.votes_changed |= more.votes_changed;
+        self.rejected.extend(more.rejected);
+    }
+}
+
 struct Group {
     election: GroupElection,
     /// The members last fed, this one excluded, with their health.
@@ -38,17 +51,45 @@ pub struct LocalElections {
     groups: BTreeMap<String, Group>,
     /// Votes restored at start, handed to a group's machine when it starts.
     restored: BTreeMap<String, Vote>,
+    /// While held (see [`LocalElections::hold`]): the groups wanted meanwhile, by suitability.
+    held: Option<BTreeMap<String, u64>>,
 }
 
 impl LocalElections {
     pub fn new(me: &str, cfg: ElectionConfig, restored: BTreeMap<String, Vote>) -> Self {
-        LocalElections { me: me.to_string(), cfg, groups: BTreeMap::new(), restored }
+        LocalElections { me: me.to_string(), cfg, groups: BTreeMap::new(), restored, held: None }
+    }
+
+    /// Elects in no group until [`LocalElections::release`]: for a member that knows of others
+    /// but has not heard the ring's state yet. Its restored store may still name it the leader
+    /// of a term long superseded, with every member it remembers alive (Habitat #7636).
+    pub fn hold(&mut self) {
+        self.held.get_or_insert_default();
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Starts the elections wanted while held, from what `census` knows now.
+    pub fn release(&mut self, census: &Census) -> Step {
+        let mut step = Step::default();
+        for (group, suitability) in self.held.take().unwrap_or_default() {
+            step.merge(self.want(&group, suitability, census));
+        }
+        step
     }
 
     /// Starts this member's election for `group` (or updates its suitability), then feeds it
     /// what the census knows.
     pub fn want(&mut self, group: &str, suitability: u64, census: &Census) -> Step {
         let mut step = Step::default();
+        if let Some(held) = &mut self.held {
+            if held.insert(group.to_string(), suitability).is_none() {
+                step.changed.push((group.to_string(), Some(ElectionView::rejoining())));
+            }
+            return step;
+        }
         match self.groups.get_mut(group) {
             Some(g) => {
                 let before = g.election.vote().cloned();
@@ -71,6 +112,9 @@ impl LocalElections {
     /// ring forgets this member's service in the group).
     pub fn unwant(&mut self, group: &str) -> Step {
         let mut step = Step::default();
+        if self.held.as_mut().is_some_and(|h| h.remove(group).is_some()) {
+            step.changed.push((group.to_string(), None));
+        }
         if self.groups.remove(group).is_some() {
             step.changed.push((group.to_string(), None));
             step.votes_changed = true;
@@ -79,7 +123,7 @@ impl LocalElections {
     }
 
     pub fn is_wanted(&self, group: &str) -> bool {
-        self.groups.contains_key(group)
+        self.groups.contains_key(group) || self.held.as_ref().is_some_and(|h| h.contains_key(group))
     }
 
     /// A new census snapshot: membership, health and the store's rumor of every group here.
@@ -105,7 +149,8 @@ impl LocalElections {
     }
 
     pub fn views(&self) -> BTreeMap<String, ElectionView> {
-        self.groups.iter().map(|(n, g)| (n.clone(), g.election.view().clone())).collect()
+        let held = self.held.iter().flatten().map(|(n, _)| (n.clone(), ElectionView::rejoining()));
+        self.groups.iter().map(|(n, g)| (n.clone(), g.election.view().clone())).chain(held).collect()
     }
 
     /// The votes to persist: every running group's, and restored ones not yet used.
@@ -188,6 +233,35 @@ mod tests {
         MemberId([i; 16]).to_string()
     }
 
+    /// Member `i` runs the group.
+    fn service(i: u8) -> Event {
+        Event::RumorChanged {
+            rumor: Rumor::Service(proto::ServiceRumor {
+                member_id: id(i),
+                service_group: GROUP.into(),
+                incarnation: 1,
+                ..Default::default()
+            }),
+            origin: Origin::Gossip,
+        }
+    }
+
+    /// A finished election of `term` won by member `leader` with the votes of `voters`.
+    fn finished(leader: u8, term: u64, voters: &[u8]) -> Event {
+        Event::RumorChanged {
+            rumor: Rumor::Election(proto::ElectionRumor {
+                member_id: id(leader),
+                from_id: id(leader),
+                service_group: GROUP.into(),
+                term,
+                status: proto::ElectionStatus::ElectionFinished as i32,
+                votes: voters.iter().map(|v| id(*v)).collect(),
+                ..Default::default()
+            }),
+            origin: Origin::Gossip,
+        }
+    }
+
     /// Three members, each with a census that hears every member and service rumor, and a
     /// ring store that merges election rumors the way the ring does.
     struct Cluster {
@@ -201,15 +275,7 @@ mod tests {
             for c in &mut census {
                 for i in 1..=n {
                     c.apply(&Event::MemberUp(MemberId([i; 16])));
-                    c.apply(&Event::RumorChanged {
-                        rumor: Rumor::Service(proto::ServiceRumor {
-                            member_id: id(i),
-                            service_group: GROUP.into(),
-                            incarnation: 1,
-                            ..Default::default()
-                        }),
-                        origin: Origin::Gossip,
-                    });
+                    c.apply(&service(i));
                 }
             }
             let elections = (1..=n)
@@ -294,28 +360,9 @@ mod tests {
         // and a finished election with this member as leader.
         let mut c = Census::new(&id(1));
         for i in 1..=3u8 {
-            c.apply(&Event::RumorChanged {
-                rumor: Rumor::Service(proto::ServiceRumor {
-                    member_id: id(i),
-                    service_group: GROUP.into(),
-                    incarnation: 1,
-                    ..Default::default()
-                }),
-                origin: Origin::Gossip,
-            });
+            c.apply(&service(i));
         }
-        c.apply(&Event::RumorChanged {
-            rumor: Rumor::Election(proto::ElectionRumor {
-                member_id: id(1),
-                from_id: id(1),
-                service_group: GROUP.into(),
-                term: 4,
-                status: proto::ElectionStatus::ElectionFinished as i32,
-                votes: vec![id(1), id(2), id(3)],
-                ..Default::default()
-            }),
-            origin: Origin::Gossip,
-        });
+        c.apply(&finished(1, 4, &[1, 2, 3]));
         let mut e = LocalElections::new(&id(1), ElectionConfig::default(), BTreeMap::new());
         e.want(GROUP, 0, &c);
         for _ in 0..20 {
@@ -327,5 +374,49 @@ mod tests {
         assert_eq!(v.status, ElectionStatus::ElectionNoQuorum);
         let step = e.unwant(GROUP);
         assert_eq!(step.changed, vec![(GROUP.to_string(), None)]);
+    }
+
+    #[test]
+    fn a_restarted_leader_holds_until_the_rings_state_reaches_it() {
+        // Restored from disk: this member led term 4, and the ring (also restored) shows the
+        // two others alive. Meanwhile they elected member 2 in term 5.
+        let mut c = Census::new(&id(1));
+        for i in 1..=3u8 {
+            c.apply(&Event::MemberUp(MemberId([i; 16])));
+            c.apply(&service(i));
+        }
+        c.apply(&finished(1, 4, &[1, 2, 3]));
+        let mut e = LocalElections::new(&id(1), ElectionConfig::default(), BTreeMap::new());
+        e.hold();
+        let step = e.want(GROUP, 0, &c);
+        assert_eq!(step.changed, vec![(GROUP.to_string(), Some(ElectionView::rejoining()))]);
+        for _ in 0..20 {
+            assert!(e.tick().rumors.is_empty() && e.census(&c).rumors.is_empty(), "silent while held");
+        }
+        let v = &e.views()[GROUP];
+        assert_eq!((v.status, v.leader_id.as_deref()), (ElectionStatus::None, None), "{v:?}");
+        assert!(e.is_wanted(GROUP));
+
+        // A peer's state arrives: the newer term, then the sync.
+        c.apply(&finished(2, 5, &[1, 2, 3]));
+        c.apply(&Event::Synced);
+        assert!(c.synced());
+        let step = e.release(&c);
+        assert!(!e.is_held());
+        let v = &e.views()[GROUP];
+        assert_eq!(v.status, ElectionStatus::ElectionFinished, "{v:?}");
+        assert_eq!(v.leader_id, Some(id(2)), "follows the newer term, never its own old one");
+        assert_eq!(step.changed.len(), 1, "{:?}", step.changed);
+    }
+
+    #[test]
+    fn a_group_unwanted_while_held_is_gone_after_the_release() {
+        let c = Census::new(&id(1));
+        let mut e = LocalElections::new(&id(1), ElectionConfig::default(), BTreeMap::new());
+        e.hold();
+        e.want(GROUP, 0, &c);
+        assert_eq!(e.unwant(GROUP).changed, vec![(GROUP.to_string(), None)]);
+        assert!(e.release(&c).changed.is_empty());
+        assert!(e.views().is_empty());
     }
 }

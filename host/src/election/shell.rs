@@ -14,12 +14,12 @@ use super::local::{LocalElections, Step};
 use super::metrics::ElectionMetrics;
 use super::types::{ElectionConfig, ElectionView, Vote};
 use crate::groups::census::Census;
-use crate::ring::{Health, RingHandle, Rumor};
+use crate::ring::{RingHandle, Rumor};
 
 /// Where the votes are kept, under the data path.
 pub const VOTES_FILE: &str = "elections.json";
-/// How long a supervisor started with peers waits to rejoin before it counts its groups anyway
-/// (its restored store may name members the ring has not told it about yet).
+/// How long a supervisor that knows of other members waits for a peer's state before it
+/// elects with what it has (its restored store may be long out of date).
 const JOIN_WAIT: Duration = Duration::from_secs(10);
 /// Largest votes file read back.
 const MAX_VOTES_FILE: u64 = 1 << 20;
@@ -33,7 +33,7 @@ pub struct ElectionsOptions {
     /// One tick per gossip round.
     pub tick: Duration,
     pub config: ElectionConfig,
-    /// Started with `--peer`: wait to rejoin (or [`JOIN_WAIT`]) before electing.
+    /// Started with `--peer`: wait for a peer's state (or [`JOIN_WAIT`]) before electing.
     pub has_peers: bool,
 }
 
@@ -119,7 +119,15 @@ struct Shell {
 impl Shell {
     async fn run(mut self) {
         let started = tokio::time::Instant::now();
-        let mut joined = !self.opts.has_peers;
+        // A member that knows of others (started with peers, or restarted with a restored
+        // member list) elects only once a peer's state reached it, or JOIN_WAIT passed.
+        {
+            let census = self.census.borrow();
+            if (self.opts.has_peers || census.knows_others()) && !census.synced() {
+                self.local.hold();
+            }
+        }
+        let mut warned = false;
         let mut tick = tokio::time::interval(self.opts.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -127,18 +135,20 @@ impl Shell {
                 r = self.census.changed() => {
                     if r.is_err() { return; }
                     let census = self.census.borrow_and_update().clone();
-                    self.local.census(&census)
+                    if self.local.is_held() && census.synced() {
+                        self.local.release(&census)
+                    } else {
+                        self.local.census(&census)
+                    }
                 }
                 r = self.wants.changed() => {
                     if r.is_err() { return; }
-                    if joined { self.sync_wants() } else { Step::default() }
+                    self.sync_wants()
                 }
                 _ = tick.tick() => {
-                    if !joined && (self.rejoined() || started.elapsed() >= JOIN_WAIT) {
-                        joined = true;
-                        let mut step = self.sync_wants();
-                        merge(&mut step, self.local.tick());
-                        step
+                    if self.local.is_held() && started.elapsed() >= JOIN_WAIT {
+                        let census = self.census.borrow().clone();
+                        self.join_wait_over(&census, &mut warned)
                     } else {
                         self.local.tick()
                     }
@@ -148,10 +158,25 @@ impl Shell {
         }
     }
 
-    /// Another member is alive: the ring has rejoined, and the census knows who is there.
-    fn rejoined(&self) -> bool {
-        let me = &self.opts.me;
-        self.ring.status().members.iter().any(|m| m.ident.id.to_string() != *me && m.health == Health::Alive)
+    /// Still held after [`JOIN_WAIT`]. Alone, this member may elect with what it has: members
+    /// it restored but the ring does not know count as dead, so it cannot name itself leader.
+    /// With others alive it waits on for their state, which push-pull brings every few
+    /// seconds; electing from a stale store is what splits a group.
+    fn join_wait_over(&mut self, census: &Census, warned: &mut bool) -> Step {
+        let alive = census.others_alive();
+        if alive == 0 {
+            tracing::info!(
+                "election: no peer answered within {JOIN_WAIT:?}; electing with what this member has"
+            );
+            return self.local.release(census);
+        }
+        if !std::mem::replace(warned, true) {
+            tracing::warn!(
+                "election: {alive} member(s) alive but none of their state reached this member within {JOIN_WAIT:?} \
+                 (is TCP to their gossip ports blocked? push-pull uses it); not electing until it does"
+            );
+        }
+        Step::default()
     }
 
     fn sync_wants(&mut self) -> Step {
@@ -160,10 +185,10 @@ impl Shell {
         let mut step = Step::default();
         let running: Vec<String> = self.local.views().into_keys().collect();
         for g in running.iter().filter(|g| !wants.contains_key(*g)) {
-            merge(&mut step, self.local.unwant(g));
+            step.merge(self.local.unwant(g));
         }
         for (g, s) in &wants {
-            merge(&mut step, self.local.want(g, *s, &census));
+            step.merge(self.local.want(g, *s, &census));
         }
         step
     }
@@ -219,16 +244,6 @@ impl Shell {
         self.metrics.set_views(&views);
         self.views.send_replace(views);
     }
-}
-
-fn merge(into: &mut Step, more: Step) {
-    into.rumors.extend(more.rumors);
-    for (g, v) in more.changed {
-        into.changed.retain(|(x, _)| *x != g);
-        into.changed.push((g, v));
-    }
-    into.votes_changed |= more.votes_changed;
-    into.rejected.extend(more.rejected);
 }
 
 /// Habitat's census names, lower-case for logs: none, in-progress, no-quorum, finished.

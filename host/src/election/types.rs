@@ -67,6 +67,9 @@ pub enum ElectionStatus {
 /// Why the group is where it is: one log line ("why it waits") per change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
+    /// This member knows of others but no peer's state has reached it since it started: what
+    /// it restored from disk (its own old term included) may be long superseded.
+    Rejoining,
     /// Listening for the group's election before starting one.
     Settling,
     /// No election yet, and too few members to start the first one.
@@ -100,6 +103,12 @@ pub enum Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Reason::Rejoining => {
+                write!(
+                    f,
+                    "waiting for a peer's state before electing (what this member restored may be out of date)"
+                )
+            }
             Reason::Settling => write!(f, "listening for the group's election before starting one"),
             Reason::TooFew { members, need } => {
                 write!(f, "waiting for {need} members to start the first election; the group has {members}")
@@ -197,5 +206,10 @@ impl ElectionView {
             alive: 1,
             population: 1,
         }
+    }
+
+    /// A group wanted while this member waits for a peer's state: no status, no leader.
+    pub(crate) fn rejoining() -> Self {
+        ElectionView { reason: Reason::Rejoining, ..Self::initial() }
     }
 }

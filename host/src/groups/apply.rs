@@ -135,7 +135,8 @@ impl GroupApply {
     }
 
     async fn run(mut self) {
-        let Ok(mut events) = self.ring.subscribe().await else { return };
+        let Ok(sub) = self.ring.subscribe().await else { return };
+        let mut events = sub.events;
         // Unseen until the services publish their groups after restoring them.
         let mut loaded: watch::Receiver<BTreeSet<String>> = self.services.loaded();
         if let Err(e) = crate::fsutil::create_private_dir(self.cache.dir()) {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::election::{ElectionStatus, ElectionView, Views};
 use crate::ring::core::{Event, Health, MemberView};
 use crate::ring::proto;
-use crate::ring::rumor::{Rumor, RumorKind, RumorStore};
+use crate::ring::rumor::{Rumor, RumorKind};
 
 /// One service group as the ring tells it.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +40,9 @@ pub struct Census {
     groups: BTreeMap<String, Arc<Group>>,
     /// Changes seen per rumor kind (Habitat's `last_*_counter`).
     counters: [u64; RumorKind::ALL.len()],
+    /// A peer's full state was merged since this supervisor started: what the census holds
+    /// is the ring's, not only what was restored from disk.
+    synced: bool,
 }
 
 impl Census {
@@ -48,7 +51,7 @@ impl Census {
     }
 
     /// The starting point: what the ring holds now. Events from then on keep it current.
-    pub fn from_ring(local: &str, members: &[MemberView], store: &RumorStore) -> Census {
+    pub fn from_ring(local: &str, members: &[MemberView], rumors: &[Rumor]) -> Census {
         let mut c = Census::new(local);
         for m in members {
             c.members.insert(
@@ -56,10 +59,25 @@ impl Census {
                 MemberState { health: m.health, persistent: m.ident.persistent },
             );
         }
-        for r in store.iter() {
+        for r in rumors {
             c.rumor(r);
         }
         c
+    }
+
+    /// Whether a peer's full state reached this member since it started (see [`Event::Synced`]).
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    /// Another member is known (alive or not): a restarted member's restored list counts.
+    pub fn knows_others(&self) -> bool {
+        self.members.keys().any(|id| *id != self.local)
+    }
+
+    /// Other members the ring sees alive.
+    pub fn others_alive(&self) -> usize {
+        self.members.iter().filter(|(id, m)| **id != self.local && m.health == Health::Alive).count()
     }
 
     /// One ring event; returns the groups whose view changed.
@@ -74,6 +92,10 @@ impl Census {
             Event::RumorRemoved { key } => {
                 self.counters[key.kind.index()] += 1;
                 return self.remove(key.kind, &key.a, &key.b).into_iter().collect();
+            }
+            Event::Synced => {
+                self.synced = true;
+                return Vec::new();
             }
         };
         let Some((id, health)) = health else { return Vec::new() };

@@ -12,11 +12,11 @@ use crate::ring::shell::RingGone;
 
 /// Starts following the ring; the receiver always holds the latest census.
 pub async fn spawn(ring: RingHandle) -> Result<watch::Receiver<Arc<Census>>, RingGone> {
-    // Subscribe first, then read the store: an event in between is applied twice, which
-    // changes nothing (a rumor replaces itself), rather than lost.
-    let mut events = ring.subscribe().await?;
-    let status = ring.status();
-    let mut census = ring.with_rumors(|s| Census::from_ring(&status.id.to_string(), &status.members, s));
+    // The subscription starts from the core's own state, not from the mirror or the status
+    // watch (both lag): a change made just before it would otherwise never reach the census.
+    let sub = ring.subscribe().await?;
+    let mut events = sub.events;
+    let mut census = Census::from_ring(&sub.status.id.to_string(), &sub.status.members, &sub.rumors);
     let (tx, rx) = watch::channel(Arc::new(census.clone()));
     tokio::spawn(async move {
         while let Some(first) = events.recv().await {

@@ -66,7 +66,7 @@ pub enum Command {
     },
     /// Every event from now on, lossless (an unbounded queue per subscriber).
     Subscribe {
-        reply: oneshot::Sender<mpsc::UnboundedReceiver<Event>>,
+        reply: oneshot::Sender<Subscription>,
     },
     /// Our state for a push-pull exchange, and the keyring to seal and open its frames.
     PushPullState {
@@ -156,7 +156,10 @@ impl RingHandle {
         self.commands.send(Command::StopForRestart).await.map_err(|_| RingGone::Stopped)
     }
 
-    pub async fn subscribe(&self) -> Result<mpsc::UnboundedReceiver<Event>, RingGone> {
+    /// Every event from now on, with the ring's state at that very point: the status
+    /// watch and [`RingHandle::with_rumors`] lag behind the core, so a reader that subscribed
+    /// and then read them could miss a change made in between, for good.
+    pub async fn subscribe(&self) -> Result<Subscription, RingGone> {
         self.ask(|reply| Command::Subscribe { reply }).await
     }
 
@@ -178,6 +181,13 @@ impl RingHandle {
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
+}
+
+/// A subscriber's start: the core's status and rumors when its events begin.
+pub struct Subscription {
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub status: RingStatus,
+    pub rumors: Vec<Rumor>,
 }
 
 /// The sockets the ring uses, bound by the caller (std sockets: the ring's thread registers
@@ -338,9 +348,12 @@ impl Loop {
                 }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Subscribe { reply }) => {
-                        let (tx, rx) = mpsc::unbounded_channel();
+                        // Every earlier output was flushed at the top of this loop.
+                        let (tx, events) = mpsc::unbounded_channel();
                         event_subs.push(tx);
-                        let _ = reply.send(rx);
+                        let status = status_of(&self.core);
+                        let rumors = self.core.with_store(|s| s.iter().cloned().collect());
+                        let _ = reply.send(Subscription { events, status, rumors });
                     }
                     Some(Command::StopForRestart) => {
                         let _ = self.flush(&mut event_subs).await;

@@ -11,7 +11,7 @@ use prost::Message as _;
 use rand::RngExt;
 
 use super::merge::Origin;
-use super::{Output, RingCore};
+use super::{Event, Output, RingCore};
 use crate::ring::codec::{member_from_proto, member_to_proto};
 use crate::ring::identity::Ident;
 use crate::ring::metrics::Metrics;
@@ -172,6 +172,7 @@ impl RingCore {
         }
         if !msg.more {
             Metrics::inc(&self.metrics.pushpull_ok, 1);
+            self.emit(Event::Synced);
         }
         crate::ring::handler::lock(&self.shared).fresh = true;
         self.forward_news();

@@ -79,6 +79,9 @@ pub enum Event {
     RumorRemoved {
         key: RumorKey,
     },
+    /// A peer's full state (members and rumors) was merged, its changes already reported:
+    /// from here on this member's view is the ring's, not only what it restored from disk.
+    Synced,
 }
 
 /// Everything needed to build a core.
