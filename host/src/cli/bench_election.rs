@@ -119,6 +119,18 @@ fn census_leader(agent: &Agent) -> Option<String> {
         .flatten()
 }
 
+/// One member's election of the group as its `/census` shows it, for error messages.
+fn census_view(agent: &Agent) -> String {
+    let Some(census) = get_json(&agent.http, "/census") else { return "no /census answer".into() };
+    let g = &census["census_groups"][GROUP];
+    let members = g["population"].as_object().map_or(0, |m| m.len());
+    format!(
+        "{}, leader {} ({members} members in its census)",
+        g["election_status"].as_str().unwrap_or("-"),
+        g["leader_id"].as_str().unwrap_or("-"),
+    )
+}
+
 /// Polls every agent until all name the same leader other than `not`; returns it and the time
 /// since `start`.
 fn wait_agreed(agents: &[&Agent], not: Option<&str>, start: Instant) -> anyhow::Result<(String, Duration)> {
@@ -132,7 +144,11 @@ fn wait_agreed(agents: &[&Agent], not: Option<&str>, start: Instant) -> anyhow::
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    bail!("the members did not agree on a leader within {LIMIT:?}")
+    let views: Vec<String> = agents.iter().map(|a| format!("  {}: {}", a.id, census_view(a))).collect();
+    bail!(
+        "the members did not agree on a leader within {LIMIT:?}; their views of {GROUP}:\n{}",
+        views.join("\n")
+    )
 }
 
 /// Service processes outlive a supervisor killed with -9 (by design); this ends the ones
@@ -175,7 +191,17 @@ pub fn run(args: ElectionBenchArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("warren-bench-election-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = run_in(&args, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
+    match &result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        // What each member saw and logged is what explains a failure: keep it.
+        Err(_) => eprintln!(
+            "warren bench election: kept the members' data paths and logs ({}) in {}",
+            super::bench_ring::AGENT_LOG,
+            dir.display()
+        ),
+    }
     result
 }
 

@@ -158,6 +158,9 @@ pub(crate) struct Listen {
     pub ctl: String,
 }
 
+/// Each member's stderr, under its data path.
+pub(crate) const AGENT_LOG: &str = "sup.log";
+
 /// Starts one supervisor of this binary on `listen`, joining `seed` if given, in the ring of
 /// the `bench` key of `cache`, with data path `data` and `flags`; returns once its gateway
 /// answers. Started again with the addresses it bound, it is the same member restarted.
@@ -169,6 +172,15 @@ pub(crate) fn start_agent(
     flags: &[&str],
 ) -> anyhow::Result<Agent> {
     let exe = std::env::current_exe().context("locating the warren binary")?;
+    // Each member's log is kept beside its data (warnings, or WARREN_BENCH_LOG's filter), so
+    // a failed run can be read afterwards.
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join(AGENT_LOG))
+        .context("opening the member's log")?;
+    let filter = std::env::var("WARREN_BENCH_LOG").unwrap_or_else(|_| "warn".to_string());
     let mut cmd = Command::new(&exe);
     cmd.args(["sup", "run", "--listen-gossip", &listen.gossip, "--listen-http", &listen.http])
         .args(["--listen-ctl", &listen.ctl]);
@@ -181,11 +193,11 @@ pub(crate) fn start_agent(
         .arg("--data-path")
         .arg(data)
         .args(flags)
-        .env("WARREN_LOG", "warn")
+        .env("WARREN_LOG", filter)
         .env_remove("WARREN_GATEWAY_AUTH_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .context("starting a supervisor")?;
     let pid = child.id();

@@ -154,13 +154,18 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// Logs go to stderr; `RUST_LOG` (or `WARREN_LOG`) sets the filter, `info` by default.
+/// Colours only on a terminal (and never with `NO_COLOR`): a journal or a log file gets
+/// plain text.
 fn init_tracing() {
+    use std::io::IsTerminal as _;
     let filter = std::env::var("WARREN_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_string());
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }
 
