@@ -124,9 +124,15 @@ pub fn agreed(sups: &[&Sup]) -> Option<String> {
 }
 
 /// Each member's census and rendered role, and the tail of its log, for a failure message.
+/// Under WARREN_TEST_LOG (a run under investigation) each full log is also copied to the
+/// system temp dir, as the test's own temp dir goes with the failure.
 pub fn report(sups: &[&Sup]) -> String {
     sups.iter()
         .map(|s| {
+            if std::env::var_os("WARREN_TEST_LOG").is_some() {
+                let keep = std::env::temp_dir().join(format!("warren-report-{}.log", s.member_id()));
+                let _ = std::fs::copy(&s.log, &keep);
+            }
             format!(
                 "== {} ({}): census {:?}, rendered {:?}\n{}\n",
                 s.member_id(),

@@ -107,7 +107,8 @@ impl Sup {
             // A cache of its own unless the test says otherwise (flag or env): the machine's
             // default cache must not decide plugin trust or ring keys here.
             .env("WARREN_CACHE_KEY_PATH", self.data.join("keys"))
-            .env("WARREN_LOG", "info")
+            // WARREN_TEST_LOG: a finer filter for a run under investigation.
+            .env("WARREN_LOG", std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

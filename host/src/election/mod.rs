@@ -31,6 +31,11 @@
 //!   minority side electing its own leader in a partition longer than the grace.
 //! - **Quorum**: alive > population / 2 (Habitat's formula, no minimum size: #4759). Groups
 //!   below 3 or of even size carry a [`Warning`].
+//! - **Known members only**: the population is the members whose service rumor reached this
+//!   member. An election may finish before a late member's rumor spread; a leader cut off in
+//!   that window with the members it knows keeps a quorum of *its* group (the other side,
+//!   knowing all, elects too, in a later term that wins at the heal). `/metrics` shows each
+//!   member's `warren_election_population`, so an operator can see that all know all.
 //! - **Votes**: a member votes at most once per term (kept in [`Vote`]); its vote goes to the
 //!   group's current candidate. Only the candidate finishes, when it has quorum and the votes
 //!   of every alive member. Two candidates of one term would need disjoint majorities, so a term

@@ -224,6 +224,8 @@ impl Shell {
                         status = status_label(v),
                         term = v.term,
                         leader = v.leader_id.as_deref().unwrap_or("none"),
+                        alive = v.alive,
+                        population = v.population,
                         "election: {}", v.reason
                     );
                     let warning = v.warning.map(|w| w.to_string()).unwrap_or_default();
