@@ -75,6 +75,20 @@ fn five_members_elect_one_leader_fail_over_after_a_kill_and_take_it_back_as_a_fo
     let first = wait_agreed(&all, "one leader agreed by all 5, in /census and on disk");
     let ids = member_ids(&sups);
     assert!(ids.contains(&first), "the leader {first} is a member: {ids:?}");
+    // `svc status` says it too: each member's role, and the election with its leader.
+    for s in &all {
+        let role = if s.member_id() == first { "leader" } else { "follower" };
+        let json: serde_json::Value =
+            serde_json::from_str(s.cli(&["svc", "status", "--json"]).ok().trim()).unwrap();
+        assert_eq!(json["topology"], "leader", "{json}");
+        assert_eq!(json["role"], role, "{json}");
+        assert_eq!(json["election_status"], "finished", "{json}");
+        assert_eq!(json["leader_id"], first.as_str(), "{json}");
+        let table = s.cli(&["svc", "status"]).ok().to_string();
+        let row = table.lines().find(|l| l.contains(GROUP)).unwrap_or_else(|| panic!("no row: {table}"));
+        assert!(row.contains(role) && row.contains(&format!("finished, term ")), "{table}");
+        assert!(row.contains(&format!("leader {}…", &first[..8])), "{table}");
+    }
 
     // kill -9 the leader: the four survivors agree on another member, and its reconfigure hook
     // (and theirs) ran with the new roles.
@@ -180,6 +194,12 @@ fn a_partition_leaves_the_minority_with_the_old_leader_without_quorum_and_heals_
             .then_some(())
     });
     assert!(ok.is_some(), "the minority (with the leader) did not report no quorum:\n{}", report(&minor));
+    for s in &minor {
+        let json: serde_json::Value =
+            serde_json::from_str(s.cli(&["svc", "status", "--json"]).ok().trim()).unwrap();
+        assert_eq!(json["election_status"], "no-quorum", "svc status on {}: {json}", s.http);
+        assert!(json["leader_id"].is_null(), "{json}");
+    }
     let second = wait_for(CONVERGE, || agreed(&major).filter(|l| *l != first))
         .unwrap_or_else(|| panic!("the majority elected no new leader:\n{}", report(&major)));
     for s in &major {

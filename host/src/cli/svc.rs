@@ -169,8 +169,23 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
         outln!("No services loaded.")?;
         return Ok(());
     }
-    let table: Vec<Vec<String>> = rows.iter().map(row).collect();
-    super::status::table(&["package", "type", "desired", "state", "elapsed (s)", "pid", "group"], table)?;
+    // Habitat's columns; with a topology policy loaded, warren's role and election too.
+    let roles = rows.iter().any(|r| r.role.is_some());
+    let mut header = vec!["package", "type", "desired", "state", "elapsed (s)", "pid", "group"];
+    if roles {
+        header.extend(["role", "election"]);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut cells = row(r);
+            if roles {
+                cells.extend(role_cells(r));
+            }
+            cells
+        })
+        .collect();
+    super::status::table(&header, table)?;
     for r in rows.iter().filter(|r| r.failures.unwrap_or(0) > 0) {
         eprintln!(
             "{}.{}: {} failure(s) in a row; last: {}",
@@ -222,6 +237,23 @@ pub fn row(s: &proto::ServiceStatus) -> Vec<String> {
     ]
 }
 
+/// Role and election for a policy service: `leader`, `finished, term 3, leader 4741333…`
+/// (`-` for a standalone one in the same table).
+fn role_cells(s: &proto::ServiceStatus) -> [String; 2] {
+    let Some(role) = &s.role else { return ["-".into(), "-".into()] };
+    let election = match (&s.election_status, s.election_term) {
+        (Some(st), Some(t)) => {
+            let leader = s
+                .leader_id
+                .as_deref()
+                .map(|l| format!(", leader {}…", l.chars().take(8).collect::<String>()));
+            format!("{st}, term {t}{}", leader.unwrap_or_default())
+        }
+        _ => "-".into(),
+    };
+    [role.clone(), election]
+}
+
 pub fn status_json(s: &proto::ServiceStatus) -> serde_json::Value {
     let p = s.process.as_ref();
     serde_json::json!({
@@ -236,6 +268,11 @@ pub fn status_json(s: &proto::ServiceStatus) -> serde_json::Value {
         "restarts": s.restarts,
         "last_failure": s.last_failure,
         "health": s.health,
+        "topology": s.topology,
+        "role": s.role,
+        "election_status": s.election_status,
+        "election_term": s.election_term,
+        "leader_id": s.leader_id,
     })
 }
 

@@ -79,5 +79,5 @@ mod tests;
 pub use self::core::{GroupElection, MAX_TERM, Outputs, RumorRejected};
 pub use local::{LocalElections, Step};
 pub use quorum::{MemberHealth, Quorum, count};
-pub use shell::{Elections, ElectionsOptions, Views};
+pub use shell::{Elections, ElectionsOptions, Views, status_label};
 pub use types::{DeadMemberRule, ElectionConfig, ElectionStatus, ElectionView, Reason, Vote, Warning};

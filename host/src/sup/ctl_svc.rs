@@ -235,6 +235,7 @@ pub async fn unload(services: &Services, r: proto::SvcUnload, out: &ReplySink) -
 /// Habitat's ServiceStatus, with warren's phase and failure counts.
 pub fn status_of(info: &crate::services::ServiceInfo) -> proto::ServiceStatus {
     let v = &info.view;
+    let election = info.role.as_ref().and_then(|r| r.election.as_ref());
     let (service, group) = v.group.split_once('.').unwrap_or((&v.name, "default"));
     proto::ServiceStatus {
         ident: ident_to_proto(&v.ident),
@@ -257,6 +258,11 @@ pub fn status_of(info: &crate::services::ServiceInfo) -> proto::ServiceStatus {
         restarts: Some(v.restarts),
         last_failure: v.last_failure.clone(),
         health: v.health.map(|h| h.label().to_string()),
+        topology: info.role.as_ref().map(|_| info.spec.topology.as_str().to_string()),
+        role: info.role.as_ref().map(|r| r.role.to_string()),
+        election_status: election.map(|e| crate::election::status_label(e).to_string()),
+        election_term: election.map(|e| e.term),
+        leader_id: election.and_then(|e| e.leader_id.clone()),
     }
 }
 

@@ -27,7 +27,7 @@ use crate::groups::census::Census;
 use crate::groups::inbox::{Decision, Payload};
 use crate::plugins::Role;
 use gossip::GossipLayers;
-use roles::ServiceRole;
+use roles::{ServiceRole, role_label};
 
 /// Habitat's default when neither the request, the spec nor the package says.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
@@ -98,6 +98,17 @@ pub struct ServiceInfo {
     pub spec: ServiceSpec,
     pub view: ServiceView,
     pub detail: Arc<ServiceDetail>,
+    /// With a topology policy: its role and its group's election here.
+    pub role: Option<RoleInfo>,
+}
+
+/// A policy service's role as its templates last rendered it (kept while an election runs),
+/// and its group's election as this member sees it (None: the group elects nothing).
+#[derive(Debug, Clone)]
+pub struct RoleInfo {
+    pub role: &'static str,
+    pub leader: Option<String>,
+    pub election: Option<crate::election::ElectionView>,
 }
 
 /// What a loaded service is made of beyond its spec and its task's view, as the gateway's
@@ -409,13 +420,20 @@ impl Manager {
             }
             Request::Gossip(decision) => self.gossiped(decision).await,
             Request::Status(reply) => {
+                let views =
+                    self.options.elections.as_ref().map(|e| e.views().borrow().clone()).unwrap_or_default();
                 let all = self
                     .services
-                    .values()
-                    .map(|e| ServiceInfo {
+                    .iter()
+                    .map(|(name, e)| ServiceInfo {
                         spec: e.spec.clone(),
                         view: e.task.view.borrow().clone(),
                         detail: e.detail.clone(),
+                        role: self.roles.get(name).map(|r| RoleInfo {
+                            role: role_label(r.applied.as_ref().map_or(Role::None, |a| a.0)),
+                            leader: r.applied.as_ref().and_then(|a| a.1.clone()),
+                            election: views.get(&r.group).cloned(),
+                        }),
                     })
                     .collect();
                 let _ = reply.send(all);
@@ -1316,15 +1334,6 @@ enum Rerender {
     Role,
     /// Before its first start: no hook runs.
     Quiet,
-}
-
-fn role_label(r: Role) -> &'static str {
-    match r {
-        Role::Standalone => "standalone",
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::None => "none",
-    }
 }
 
 /// Habitat's group names: letters, digits, `-` and `_`.

@@ -178,19 +178,21 @@ pub fn svc_data(
     out.insert("leader".into(), leader_json.unwrap_or(Value::Null));
     out.insert("me".into(), me_json);
     out.insert("members".into(), Value::Array(members));
-    out.insert(
-        "role".into(),
-        json!(match role {
-            Role::Standalone => "standalone",
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::None => "none",
-        }),
-    );
+    out.insert("role".into(), json!(role_label(role)));
     out.insert("election_is_running".into(), json!(status == Some(ElectionStatus::ElectionInProgress)));
     out.insert("election_is_no_quorum".into(), json!(status == Some(ElectionStatus::ElectionNoQuorum)));
     out.insert("election_is_finished".into(), json!(status == Some(ElectionStatus::ElectionFinished)));
     out
+}
+
+/// As templates (`svc.role`), logs and `svc status` name it.
+pub fn role_label(r: Role) -> &'static str {
+    match r {
+        Role::Standalone => "standalone",
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::None => "none",
+    }
 }
 
 #[cfg(test)]
