@@ -319,7 +319,7 @@ mod tests {
             record: "/data/proc/web.json".into(),
             cfg,
         };
-        ServiceInfo { spec, view, detail: Arc::new(detail) }
+        ServiceInfo { spec, view, detail: Arc::new(detail), role: None }
     }
 
     fn context(clock: Clock) -> Context {
