@@ -86,7 +86,7 @@ fn five_members_elect_one_leader_fail_over_after_a_kill_and_take_it_back_as_a_fo
         assert_eq!(json["leader_id"], first.as_str(), "{json}");
         let table = s.cli(&["svc", "status"]).ok().to_string();
         let row = table.lines().find(|l| l.contains(GROUP)).unwrap_or_else(|| panic!("no row: {table}"));
-        assert!(row.contains(role) && row.contains(&format!("finished, term ")), "{table}");
+        assert!(row.contains(role) && row.contains("finished, term "), "{table}");
         assert!(row.contains(&format!("leader {}…", &first[..8])), "{table}");
     }
 
