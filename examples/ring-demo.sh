@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The warren demo: a local, encrypted 3-member ring on the built-in defaults, with signed
 # credential plugins loaded from a drop-in folder, and the gateway's bearer token kept in a
-# file (`auth_token = "FILE:..."`) that rotates without a restart, and a real service whose
-# lifecycle hooks come from a WebAssembly plugin.
+# file (`auth_token = "FILE:..."`) that rotates without a restart, a real service whose
+# lifecycle hooks come from a WebAssembly plugin, a service group configured with one encrypted
+# `config apply`, and a leader-follower group that elects natively and fails over on a kill -9.
 #
 #   examples/ring-demo.sh              run until Ctrl-C
 #   examples/ring-demo.sh --for 10     stop after 10 seconds (non-interactive)
@@ -23,7 +24,7 @@ done
 here="$(cd "$(dirname "$0")/.." && pwd)"
 WARREN="${WARREN:-$here/target/debug/warren}"
 [ -x "$WARREN" ] || { echo "warren binary not found at $WARREN (run ./scripts/demo.sh, or set WARREN=)" >&2; exit 1; }
-for p in env file hook-example; do
+for p in env file hook-example leader-follower; do
     [ -f "$here/target/plugins/$p.wasm" ] || { echo "target/plugins/$p.wasm missing (scripts/build-plugins.sh)" >&2; exit 1; }
 done
 
@@ -55,9 +56,9 @@ say "1. Keys: a ring key (encrypts all gossip) and an origin key (signs plugins)
 run warren ring key generate demo-ring
 run warren origin key generate demo-origin
 
-say "2. Plugins: the env and file credential sources and the hook-example lifecycle hook, signed, in a drop-in folder"
+say "2. Plugins: the env and file credential sources, the hook-example lifecycle hook and the leader-follower topology policy, signed, in a drop-in folder"
 mkdir -p "$work/plugins"
-for p in env file hook-example; do
+for p in env file hook-example leader-follower; do
     cp "$here/target/plugins/$p.wasm" "$work/plugins/$p.wasm"
     run warren plugin sign --origin demo-origin "$work/plugins/$p.wasm"
 done
@@ -80,22 +81,25 @@ TOML
 run cat "$work/sup.toml"
 
 say "4. Three supervisors on 127.0.0.1-3 (default ports: gossip 9638, HTTP 9631)"
-for i in 1 2 3; do
+start_sup() { # supervisor $1 on 127.0.0.$1, its pid in pids[$1 - 1]
     # The binary itself, not the `warren` shell function: $! must be the supervisor's pid, or
     # the cleanup's SIGTERM reaches only a subshell and the supervisors outlive the demo.
     "$WARREN" sup run \
-        --listen-gossip "127.0.0.$i:9638" \
-        --listen-http "127.0.0.$i:9631" \
-        --listen-ctl "127.0.0.$i:9632" \
+        --listen-gossip "127.0.0.$1:9638" \
+        --listen-http "127.0.0.$1:9631" \
+        --listen-ctl "127.0.0.$1:9632" \
         --peer 127.0.0.1:9638 \
         --ring demo-ring \
         --org demo \
         --config "$work/sup.toml" \
         --plugin-path "$work/plugins" \
-        --data-path "$work/data-$i" \
-        >"$work/sup-$i.log" 2>&1 &
-    pids+=($!)
-    echo "supervisor $i: pid $!, gossip 127.0.0.$i:9638, gateway http://127.0.0.$i:9631"
+        --data-path "$work/data-$1" \
+        >>"$work/sup-$1.log" 2>&1 &
+    pids[$(($1 - 1))]=$!
+}
+for i in 1 2 3; do
+    start_sup "$i"
+    echo "supervisor $i: pid ${pids[$((i - 1))]}, gossip 127.0.0.$i:9638, gateway http://127.0.0.$i:9631"
 done
 
 alive() { status "$1" 2>/dev/null | grep -c ' Alive ' || true; }
@@ -168,8 +172,8 @@ mkdir -p "$work/data-1/user/hello-http"
 printf '[http]\nlisten = "127.0.0.1"\nport = 18080\n' > "$work/data-1/user/hello-http/user.toml"
 # Its init, health-check, reconfigure and post-stop hooks come from the hook-example plugin.
 run warren svc load "$hart" --hooks-plugin hook-example --health-check-interval 1
-http_get() { # GET / on 127.0.0.1:${1:-18080} with bash's /dev/tcp (no curl needed)
-    exec 3<>/dev/tcp/127.0.0.1/"${1:-18080}" || return 1
+http_get() { # GET / on ${2:-127.0.0.1}:${1:-18080} with bash's /dev/tcp (no curl needed)
+    exec 3<>/dev/tcp/"${2:-127.0.0.1}"/"${1:-18080}" || return 1
     printf 'GET / HTTP/1.0\r\nHost: demo\r\n\r\n' >&3
     sed '1,/^\r$/d' <&3
     exec 3<&-
@@ -285,6 +289,77 @@ until [ "$(gateway_get /census 2>/dev/null | grep -o '"alive":true' | wc -l)" -g
 done
 echo '$ GET http://127.0.0.1:9631/census   (the group, its members and the config version)'
 gateway_get /census | grep -o '"hello-http.default@demo"\|"incarnation":[0-9]*,"value"\|"alive":true' | sort | uniq -c | sed 's/^/  /'
+
+say "9. A leader-follower group: kv-leader on all three with --topology leader; the supervisors elect its leader natively"
+run warren pkg build "$here/examples/packages/kv-leader" --origin demo-origin --out "$work" >/dev/null
+kv="$(ls "$work"/demo-origin-kv-leader-*.hart)"
+for i in 1 2 3; do
+    run warren svc load "$kv" --topology leader --no-wait --remote-sup "127.0.0.$i"
+done
+echo "(the leader-follower plugin says the group needs an election; the native Bully election over gossip picks"
+echo " the leader; each kv-leader starts once its group's election finished, with its role in its config)"
+# "ROLE LEADER" of supervisor $1's kv-leader as its svc status says it, once its election finished.
+role_of() {
+    local j
+    j="$(warren svc status demo-origin/kv-leader --json --remote-sup "127.0.0.$1" 2>/dev/null)" || return 0
+    field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$j"; }
+    [ "$(field election_status)" = finished ] && echo "$(field role) $(field leader_id)"
+    return 0
+}
+# Waits until supervisors "$@" agree: one leader, the rest followers of it; sets $leader_at.
+wait_agreed() {
+    local start=$SECONDS
+    while true; do
+        local leaders=() ids=() i r
+        for i in "$@"; do
+            r="$(role_of "$i")"
+            ids+=("${r#* }")
+            [ "${r% *}" = leader ] && leaders+=("$i")
+        done
+        if [ ${#leaders[@]} = 1 ] && [ -n "${ids[0]}" ] && [ "$(printf '%s\n' "${ids[@]}" | sort -u | wc -l)" = 1 ]; then
+            leader_at=${leaders[0]}
+            return
+        fi
+        if [ $((SECONDS - start)) -gt 60 ]; then echo "supervisors $* did not agree on a leader in 60 s" >&2; tail -n 20 "$work/sup-$1.log" >&2; exit 1; fi
+        sleep 0.2
+    done
+}
+wait_agreed 1 2 3
+echo "elected: supervisor $leader_at leads; the other two follow it"
+run warren svc status --remote-sup "127.0.0.$leader_at"
+for i in 1 2 3; do
+    printf '$ GET http://127.0.0.%s:8400/   ' "$i"
+    http_get 8400 "127.0.0.$i" | grep '^role' | tr '\n' ' '; echo
+done
+echo
+echo "a failover: kill -9 of the leader's supervisor (supervisor $leader_at, pid ${pids[$((leader_at - 1))]})"
+old_leader=$leader_at
+kill -9 "${pids[$((old_leader - 1))]}"
+wait "${pids[$((old_leader - 1))]}" 2>/dev/null || true
+start=$SECONDS
+rest=(); for i in 1 2 3; do [ "$i" = "$old_leader" ] || rest+=("$i"); done
+wait_agreed "${rest[@]}"
+echo "failover: supervisor $leader_at leads within $((SECONDS - start)) s of the kill (the ring's failure detection, then one election term)"
+run warren svc status --remote-sup "127.0.0.$leader_at"
+echo
+echo "supervisor $old_leader restarts (same data path, same member id): it rejoins as a follower, no flip back"
+start=$SECONDS
+start_sup "$old_leader"
+echo "restarted supervisor $old_leader (pid ${pids[$((old_leader - 1))]})"
+new_leader=$leader_at
+wait_agreed 1 2 3
+if [ "$leader_at" != "$new_leader" ]; then echo "!! the lead flipped back to supervisor $leader_at" >&2; exit 1; fi
+echo "rejoined: supervisor $old_leader follows supervisor $leader_at ($(role_of "$old_leader" | cut -d' ' -f1)), within $((SECONDS - start)) s"
+# Its kv-leader kept running while its supervisor was down; the restarted one reattached it
+# and rendered the new role into its config.
+until http_get 8400 "127.0.0.$old_leader" 2>/dev/null | grep -q '^role = "follower"'; do
+    if [ $((SECONDS - start)) -gt 30 ]; then echo "kv-leader on 127.0.0.$old_leader did not become a follower in 30 s" >&2; exit 1; fi
+    sleep 0.2
+done
+for i in 1 2 3; do
+    printf '$ GET http://127.0.0.%s:8400/   ' "$i"
+    http_get 8400 "127.0.0.$i" | grep '^role' | tr '\n' ' '; echo
+done
 
 if [ -n "$FOR" ]; then
     sleep "$FOR"
