@@ -11,6 +11,9 @@
 # Force a route with WARREN_WASM_ROUTE=rustup|debian (default: auto).
 # The rustup route builds into plugins/target, the Debian route into plugins/target/debian.
 set -euo pipefail
+# scripts/test.sh lints the host's workspace through clippy's driver; guests are built by their
+# own route's compiler (maybe not the one that driver belongs to), so never through it.
+unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PLUGINS="$ROOT/plugins"

@@ -26,18 +26,30 @@ fi
 step "cargo fmt --check"
 cargo fmt --all --check
 
-step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# Clippy lints while the tests build: its driver compiles the workspace's own crates in place
+# of rustc (which is what `cargo clippy` does, in check mode), so the dependencies are compiled
+# once instead of checked once and built again, a third of a cold run. The same variables are
+# set for the test run, or cargo would build the workspace again without them; not for the
+# plugins, whose route may be another compiler.
+driver="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver || true)"
+if [ -z "${driver}" ]; then
+    echo "error: clippy-driver not found (rustup component add clippy, or Debian's rust-clippy)" >&2
+    exit 1
+fi
+lint=(env RUSTC_WORKSPACE_WRAPPER="${driver}" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
 
 step "build the wasm plugins (installs the wasm32-wasip2 toolchain if needed)"
 ./scripts/build-plugins.sh
+
+step "cargo clippy and build the tests (warnings are errors)"
+"${lint[@]}" cargo test --workspace --all-targets --locked --no-run
 
 # Test output is also kept in a log so the run can close on one total line.
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
 step "cargo test"
-cargo test --workspace --locked 2>&1 | tee -a "$log"
+"${lint[@]}" cargo test --workspace --locked 2>&1 | tee -a "$log"
 
 step "guest plugin unit tests and lints"
 cargo fmt --manifest-path plugins/Cargo.toml --all --check
