@@ -29,6 +29,7 @@ pub mod keyserver;
 pub mod origin;
 pub mod pkg;
 pub mod plugin;
+pub mod plugin_kit;
 pub mod remote;
 pub mod ring;
 pub mod serf;
