@@ -29,7 +29,6 @@ pub mod keyserver;
 pub mod origin;
 pub mod pkg;
 pub mod plugin;
-pub mod plugin_kit;
 pub mod remote;
 pub mod ring;
 pub mod serf;

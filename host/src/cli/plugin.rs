@@ -1,5 +1,4 @@
-//! `warren plugin ...`: inspect, sign and list WebAssembly plugins (`new` and `build`: the
-//! vendor kit, in plugin_kit/).
+//! `warren plugin ...`: inspect, sign and list WebAssembly plugins.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,12 +36,6 @@ pub enum PluginCommand {
         #[command(flatten)]
         cache: CacheArgs,
     },
-    /// Scaffold a standalone plugin crate for a world (the WIT contract written into it):
-    /// `cargo test` runs its unit tests, `warren plugin build` makes the component.
-    New(super::plugin_kit::NewArgs),
-    /// Build a plugin crate to a wasm32-wasip2 component with its manifest embedded, check it
-    /// loads as its world, and write NAME.wasm (signed with --sign ORIGIN).
-    Build(super::plugin_kit::BuildArgs),
     /// Load the plugin folder and print every plugin's status (what GET /plugins shows).
     List {
         #[command(flatten)]
@@ -157,15 +150,16 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
         }
         PluginCommand::Sign { origin, file, out, cache } => {
             let cache = cache.cache();
+            let key_file = cache.latest(KeyKind::SigSecret, &origin)?;
+            let key = SigSecretKey::try_from(&key_file)?;
             let bytes = crate::plugins::registry::read_plugin_file(&file)?;
-            let (signed, status) = sign_bytes(&cache, &origin, &bytes)?;
+            let signed = signing::sign(&bytes, &key)?;
             let dest = out.unwrap_or_else(|| file.clone());
             write_atomic(&dest, &signed)?;
-            outln!("signed {} ({})", dest.display(), status.describe())?;
+            let status = signing::check(&signed, &cache)?;
+            outln!("signed {} with {} ({})", dest.display(), key.id, status.describe())?;
             Ok(())
         }
-        PluginCommand::New(a) => super::plugin_kit::new(a),
-        PluginCommand::Build(a) => super::plugin_kit::build(a),
         PluginCommand::List { args, json } => {
             let registry = args.registry(&args.config()?, &[])?;
             let status = registry.load_dir()?;
@@ -194,19 +188,6 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// A component signed with the latest secret SIG key of `origin`, and how the cache sees it.
-pub fn sign_bytes(
-    cache: &KeyCache,
-    origin: &str,
-    bytes: &[u8],
-) -> anyhow::Result<(Vec<u8>, signing::SignatureStatus)> {
-    let key_file = cache.latest(KeyKind::SigSecret, origin)?;
-    let key = SigSecretKey::try_from(&key_file)?;
-    let signed = signing::sign(bytes, &key)?;
-    let status = signing::check(&signed, cache)?;
-    Ok((signed, status))
 }
 
 /// Writes next to the destination and renames, so a watcher never sees half a plugin.
