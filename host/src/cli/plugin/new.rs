@@ -76,7 +76,7 @@ pub fn scaffold(name: &str, world: World, dir: &Path, sdk: Option<&Path>) -> any
             .replace("{{SDK_PATH}}", &sdk_path)
             .replace(
                 "{{ENV_REQUEST}}",
-                &if world == World::CredentialSource { format!("\"{scheme}_*\"") } else { String::new() },
+                &if world == World::CredentialSource { format!("\"{scheme}_TOKEN\"") } else { String::new() },
             )
             .replace("{{WORLD_NOTES}}", &world_notes(world, name, &scheme))
     };
@@ -114,7 +114,7 @@ fn world_notes(world: World, name: &str, scheme: &str) -> String {
     match world {
         World::CredentialSource => format!(
             "It serves `{scheme}:KEY` from the environment variable `{scheme}_KEY`. In sup.toml:\n\n    \
-             [credentials]\n    {scheme} = \"{name}\"\n\n    [plugins.{name}]\n    env = [\"{scheme}_TOKEN\"]\n\n\
+             [credentials]\n    {scheme} = \"{name}\"\n\n    [plugins.{name}]\n    signer = \"ORIGIN\"   # the origin you signed it with\n    env = [\"{scheme}_TOKEN\"]\n\n\
              and then e.g. `auth_token = \"{scheme}:token\"`.\n"
         ),
         World::TopologyPolicy => format!("Select it with `warren svc load --topology {name} ...`.\n"),
