@@ -164,3 +164,72 @@ fn scaffolded_plugins_build_sign_and_serve_in_a_running_supervisor() {
     });
     eprintln!("plugin kit test: {:?} in all", started.elapsed());
 }
+
+/// `warren plugin test`: the bundled plugins under chosen grants; what is not granted shows as
+/// what the plugin got back (absent variable, refused request), and its log calls are listed.
+#[test]
+fn plugin_test_runs_one_call_under_exactly_the_given_grants() {
+    let p = |name: &str| support::plugins::wasm(name);
+    let run = |a: &[&str], envs: &[(&str, &str)]| {
+        let mut cmd = support::cli::command();
+        cmd.args(a);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        support::cli::run(&mut cmd, None)
+    };
+    let env = p("env");
+    let env = path_str(&env);
+    let secret = "plugin-test-secret-91";
+    let ungranted = run(&["plugin", "test", env, "--resolve", "ENV:KIT_SECRET"], &[("KIT_SECRET", secret)]);
+    assert!(ungranted.ok().contains("result: error not-found:"), "{ungranted:?}");
+    let granted = run(
+        &["plugin", "test", env, "--resolve", "ENV:KIT_SECRET", "--grant-env", "KIT_SECRET"],
+        &[("KIT_SECRET", secret)],
+    );
+    let text = granted.ok();
+    assert!(text.contains("log DEBUG resolved") && text.contains("var=KIT_SECRET"), "the log call: {text}");
+    assert!(text.contains("result: credential [21 bytes"), "{text}");
+    assert!(!text.contains(secret) && !granted.stderr.contains(secret), "value shown without --show-value");
+    let shown = run(
+        &["plugin", "test", env, "--resolve", "ENV:KIT_SECRET", "--grant-env", "KIT_SECRET", "--show-value"],
+        &[("KIT_SECRET", secret)],
+    );
+    assert!(shown.ok().contains(secret), "{shown:?}");
+
+    // HTTP not granted: refused by the host, reported by the plugin as denied; no crash.
+    let vault = p("vault-kv");
+    let denied = run(
+        &[
+            "plugin",
+            "test",
+            path_str(&vault),
+            "--resolve",
+            "VAULT:secret/app#key",
+            "--grant-env",
+            "VAULT_ADDR",
+            "--grant-env",
+            "VAULT_TOKEN",
+        ],
+        &[("VAULT_ADDR", "127.0.0.1:9"), ("VAULT_TOKEN", "t")],
+    );
+    let text = denied.ok();
+    assert!(text.contains("host WARN  refused outbound HTTP") && text.contains("127.0.0.1:9"), "{text}");
+    assert!(text.contains("result: error denied:"), "{text}");
+
+    let lf = p("leader-follower");
+    let decided = run(
+        &["plugin", "test", path_str(&lf), "--decide", r#"{"members":[{"id":"a"},{"id":"b"}],"leader":"b"}"#],
+        &[],
+    );
+    assert!(decided.ok().contains("result: election_needed=true roles: a=follower b=leader"), "{decided:?}");
+    let hook = p("hook-example");
+    let init = run(&["plugin", "test", path_str(&hook), "--hook", "init"], &[]);
+    assert!(init.ok().contains("log INFO  init app.default") && init.ok().contains("result: ok"), "{init:?}");
+
+    // Bad input is a clear error, not a panic.
+    let bad = run(&["plugin", "test", path_str(&lf), "--decide", "{\"members\":3}"], &[]);
+    assert!(bad.fails().contains("\"members\" must be a list"), "{bad:?}");
+    let wrong = run(&["plugin", "test", path_str(&lf), "--resolve", "ENV:X"], &[]);
+    assert!(wrong.fails().contains("does not serve"), "{wrong:?}");
+}

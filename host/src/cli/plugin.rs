@@ -1,7 +1,9 @@
 //! `warren plugin ...`: scaffold, build, inspect, sign and list WebAssembly plugins.
 
 mod build;
+mod capture;
 mod new;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,6 +73,33 @@ pub enum PluginCommand {
         target_dir: Option<PathBuf>,
         #[command(flatten)]
         cache: CacheArgs,
+    },
+    /// Run a plugin once under exactly the grants given here and print the result and the host
+    /// calls it made (its log records, refused requests). Give one of --resolve, --decide, --hook.
+    Test {
+        file: PathBuf,
+        /// Resolve this reference (a credential source).
+        #[arg(long, value_name = "REF", conflicts_with_all = ["decide", "hook"])]
+        resolve: Option<String>,
+        /// Decide for this group view (a topology policy), e.g.
+        /// '{"members":[{"id":"a"},{"id":"b"}],"leader":"a"}'.
+        #[arg(long, value_name = "JSON", conflicts_with = "hook")]
+        decide: Option<String>,
+        /// Call this lifecycle event (a hook plugin) with a made-up service app.default.
+        #[arg(long, value_name = "EVENT", value_parser = clap::builder::PossibleValuesParser::new(test::HOOK_EVENTS))]
+        hook: Option<String>,
+        /// Grant an environment variable (repeat for more).
+        #[arg(long = "grant-env", value_name = "NAME")]
+        grant_env: Vec<String>,
+        /// Grant read access to a directory (repeat for more).
+        #[arg(long = "grant-path", value_name = "DIR")]
+        grant_path: Vec<PathBuf>,
+        /// Grant outbound HTTP to host:port (repeat for more).
+        #[arg(long = "grant-http", value_name = "HOST:PORT")]
+        grant_http: Vec<String>,
+        /// Print a resolved credential's value (by default only its length).
+        #[arg(long)]
+        show_value: bool,
     },
     /// Show a plugin file's manifest, world, signature status, size and BLAKE2b.
     Inspect {
@@ -180,6 +209,29 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             let how = sdk.map_or("vendored into sdk/".to_string(), |p| format!("by path {}", p.display()));
             outln!("created {} ({} files; SDK {how})", dir.display(), files.len())?;
             outln!("next: cd {} && warren plugin build", dir.display())?;
+            Ok(())
+        }
+        PluginCommand::Test {
+            file,
+            resolve,
+            decide,
+            hook,
+            grant_env,
+            grant_path,
+            grant_http,
+            show_value,
+        } => {
+            let call = match (resolve, decide, hook) {
+                (Some(r), _, _) => test::Call::Resolve(r),
+                (_, Some(d), _) => test::Call::Decide(d),
+                (_, _, Some(h)) => test::Call::Hook(h),
+                _ => anyhow::bail!("give one of --resolve REF, --decide JSON or --hook EVENT"),
+            };
+            let grant =
+                Grant { env: grant_env, read_paths: grant_path, http_hosts: grant_http, ..Grant::default() };
+            for line in test::run(&file, &grant, &call, show_value)? {
+                outln!("{line}")?;
+            }
             Ok(())
         }
         PluginCommand::Build { dir, sign, out, target_dir, cache } => {

@@ -136,10 +136,10 @@ fn settings(dir: &Path) -> RegistrySettings {
 }
 
 /// A private folder under the temp dir, removed on drop.
-struct ScratchDir(PathBuf);
+pub(super) struct ScratchDir(pub(super) PathBuf);
 
 impl ScratchDir {
-    fn new() -> anyhow::Result<ScratchDir> {
+    pub(super) fn new() -> anyhow::Result<ScratchDir> {
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let p = std::env::temp_dir().join(format!("warren-plugin-check-{}-{nanos}", std::process::id()));
