@@ -1,4 +1,9 @@
-//! `warren plugin ...`: inspect, sign and list WebAssembly plugins.
+//! `warren plugin ...`: scaffold, build, inspect, sign and list WebAssembly plugins.
+
+mod build;
+mod capture;
+mod new;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,10 +16,91 @@ use crate::config::{CONFIG_ENV, DATA_PATH_ENV, PLUGIN_PATH_ENV, SupConfig};
 use crate::crypto::{KeyCache, KeyKind, SigSecretKey};
 use crate::fsutil::{self, Existing};
 use crate::plugins::signing::{self, TrustedKeys};
-use crate::plugins::{EngineOptions, Grant, PluginEngine, PluginRegistry, TrustMode, inspect};
+use crate::plugins::{EngineOptions, Grant, PluginEngine, PluginRegistry, TrustMode, World, inspect};
+
+/// The worlds `plugin new --world` accepts.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum WorldArg {
+    CredentialSource,
+    TopologyPolicy,
+    LifecycleHook,
+}
+
+impl From<WorldArg> for World {
+    fn from(w: WorldArg) -> World {
+        match w {
+            WorldArg::CredentialSource => World::CredentialSource,
+            WorldArg::TopologyPolicy => World::TopologyPolicy,
+            WorldArg::LifecycleHook => World::LifecycleHook,
+        }
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
+    /// Write a new plugin crate (Cargo.toml with its own workspace, plugin.toml, an example
+    /// implementation with unit tests, README, the WIT contract) that builds outside this tree.
+    New {
+        /// Plugin name ([a-z0-9-], starting with a letter); the file will be NAME.wasm.
+        name: String,
+        #[arg(long, value_enum)]
+        world: WorldArg,
+        /// Where to write the crate [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The guest SDK (warren's plugins/guest) to depend on by path [default: the source
+        /// tree this binary was built from, if present; else the SDK is vendored into DIR/sdk].
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+        /// Vendor the SDK into the crate even when a source tree is found.
+        #[arg(long, conflicts_with = "sdk_path")]
+        vendor_sdk: bool,
+    },
+    /// Build a plugin crate into a wasm32-wasip2 component (finding or installing the target),
+    /// check it loads as the world its plugin.toml declares, write NAME.wasm, optionally sign it.
+    Build {
+        /// The crate [default: the current directory].
+        dir: Option<PathBuf>,
+        /// Sign the result with the latest secret SIG key of ORIGIN.
+        #[arg(long, value_name = "ORIGIN")]
+        sign: Option<String>,
+        /// Write the component here [default: DIR/NAME.wasm].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Cargo's target dir (share one between plugin crates to compile wit-bindgen once)
+        /// [default: DIR/target].
+        #[arg(long, env = "WARREN_PLUGIN_TARGET_DIR")]
+        target_dir: Option<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArgs,
+    },
+    /// Run a plugin once under exactly the grants given here and print the result and the host
+    /// calls it made (its log records, refused requests). Give one of --resolve, --decide, --hook.
+    Test {
+        file: PathBuf,
+        /// Resolve this reference (a credential source).
+        #[arg(long, value_name = "REF", conflicts_with_all = ["decide", "hook"])]
+        resolve: Option<String>,
+        /// Decide for this group view (a topology policy), e.g.
+        /// '{"members":[{"id":"a"},{"id":"b"}],"leader":"a"}'.
+        #[arg(long, value_name = "JSON", conflicts_with = "hook")]
+        decide: Option<String>,
+        /// Call this lifecycle event (a hook plugin) with a made-up service app.default.
+        #[arg(long, value_name = "EVENT", value_parser = clap::builder::PossibleValuesParser::new(test::HOOK_EVENTS))]
+        hook: Option<String>,
+        /// Grant an environment variable (repeat for more).
+        #[arg(long = "grant-env", value_name = "NAME")]
+        grant_env: Vec<String>,
+        /// Grant read access to a directory (repeat for more).
+        #[arg(long = "grant-path", value_name = "DIR")]
+        grant_path: Vec<PathBuf>,
+        /// Grant outbound HTTP to host:port (repeat for more).
+        #[arg(long = "grant-http", value_name = "HOST:PORT")]
+        grant_http: Vec<String>,
+        /// Print a resolved credential's value (by default only its length).
+        #[arg(long)]
+        show_value: bool,
+    },
     /// Show a plugin file's manifest, world, signature status, size and BLAKE2b.
     Inspect {
         file: PathBuf,
@@ -116,6 +202,56 @@ impl PluginArgs {
 
 pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
     match cmd {
+        PluginCommand::New { name, world, dir, sdk_path, vendor_sdk } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = if vendor_sdk { None } else { sdk_path.or_else(new::default_sdk_path) };
+            let files = new::scaffold(&name, world.into(), &dir, sdk.as_deref())?;
+            let how = sdk.map_or("vendored into sdk/".to_string(), |p| format!("by path {}", p.display()));
+            outln!("created {} ({} files; SDK {how})", dir.display(), files.len())?;
+            outln!("next: cd {} && warren plugin build", dir.display())?;
+            Ok(())
+        }
+        PluginCommand::Test {
+            file,
+            resolve,
+            decide,
+            hook,
+            grant_env,
+            grant_path,
+            grant_http,
+            show_value,
+        } => {
+            let call = match (resolve, decide, hook) {
+                (Some(r), _, _) => test::Call::Resolve(r),
+                (_, Some(d), _) => test::Call::Decide(d),
+                (_, _, Some(h)) => test::Call::Hook(h),
+                _ => anyhow::bail!("give one of --resolve REF, --decide JSON or --hook EVENT"),
+            };
+            let grant =
+                Grant { env: grant_env, read_paths: grant_path, http_hosts: grant_http, ..Grant::default() };
+            for line in test::run(&file, &grant, &call, show_value)? {
+                outln!("{line}")?;
+            }
+            Ok(())
+        }
+        PluginCommand::Build { dir, sign, out, target_dir, cache } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let (bytes, manifest) = build::build(&dir, target_dir.as_deref())?;
+            let dest = out.unwrap_or_else(|| dir.join(format!("{}.wasm", manifest.name)));
+            let bytes = match &sign {
+                Some(origin) => {
+                    let keys = cache.cache();
+                    let key = SigSecretKey::try_from(&keys.latest(KeyKind::SigSecret, origin)?)?;
+                    signing::sign(&bytes, &key)?
+                }
+                None => bytes,
+            };
+            let summary = build::check(&bytes, &manifest)?;
+            write_atomic(&dest, &bytes)?;
+            let signed = sign.map_or("unsigned".to_string(), |o| format!("signed by {o}"));
+            outln!("built {}: {summary}, {} bytes, {signed}", dest.display(), bytes.len())?;
+            Ok(())
+        }
         PluginCommand::Inspect { file, json, cache } => {
             let keys = cache.cache();
             let i = inspect::inspect_file(&file, &keys)

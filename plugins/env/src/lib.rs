@@ -1,40 +1,32 @@
 //! `ENV:NAME` → the value of environment variable NAME as the host granted it through WASI.
+//! Written against the guest SDK (`warren_plugin_guest`): the whole plugin is the trait below.
 
-wit_bindgen::generate!({ path: "../../wit", world: "credential-source" });
+use warren_plugin_guest::{Credential, CredentialSource, Error, Reference, log};
+
 warren_plugin_guest::manifest!();
-
-use exports::warren::plugin::credentials::Guest;
-use warren::plugin::host::{Level, log};
-use warren::plugin::types::{Credential, CredentialError};
+warren_plugin_guest::credential_source!(Env, wit = "../../wit");
 
 struct Env;
 
-impl Guest for Env {
-    fn schemes() -> Vec<String> {
-        vec!["ENV".to_string()]
-    }
+impl CredentialSource for Env {
+    const SCHEMES: &'static [&'static str] = &["ENV"];
 
-    fn resolve(reference: String) -> Result<Credential, CredentialError> {
-        let name = warren_plugin_guest::split_reference(&reference, "ENV")
-            .map_err(|e| CredentialError::InvalidReference(e.to_string()))?;
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(CredentialError::InvalidReference(format!(
-                "not an environment variable name: {name:?}"
-            )));
+    fn resolve(r: Reference<'_>) -> Result<Credential, Error> {
+        let name = r.rest;
+        if name.contains('=') || name.contains('\0') {
+            return Err(Error::invalid(format!("not an environment variable name: {name:?}")));
         }
         match std::env::var(name) {
             Ok(value) => {
-                log(Level::Debug, "resolved", &[("var".into(), name.into())]);
-                Ok(Credential { value, ttl_seconds: None, watch_paths: Vec::new() })
+                log::debug("resolved", &[("var", name)]);
+                Ok(Credential::new(value))
             }
-            Err(std::env::VarError::NotPresent) => Err(CredentialError::NotFound(format!(
+            Err(std::env::VarError::NotPresent) => Err(Error::not_found(format!(
                 "environment variable {name} is not set or not granted to this plugin"
             ))),
             Err(std::env::VarError::NotUnicode(_)) => {
-                Err(CredentialError::Unavailable(format!("environment variable {name} is not valid UTF-8")))
+                Err(Error::unavailable(format!("environment variable {name} is not valid UTF-8")))
             }
         }
     }
 }
-
-export!(Env);

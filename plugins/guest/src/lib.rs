@@ -6,10 +6,21 @@
 //! * [`config_value`], [`config_bool`], [`config_u64`] read simple top-level `key = value`
 //!   lines from a service's TOML configuration (enough for hooks; not a TOML parser).
 //!
-//! The helpers do not depend on the contract's generated types; a plugin generates those itself
-//! from `wit/` ([`CONTRACT`]), or from `wit/v0.1.0/` to target the previous contract, which the
-//! host still loads.
-#![cfg_attr(not(test), no_std)]
+//! * The SDK for credential sources: implement [`CredentialSource`] (return a [`Credential`]
+//!   built with a ttl and watch paths, or an [`Error`] that holds a message only; the value is a
+//!   [`Secret`] that never formats), log with [`log::info`] and friends, and export it with
+//!   [`credential_source!`], which generates the bindings in the calling crate.
+//!
+//! Apart from that macro the helpers do not depend on the contract's generated types; a plugin
+//! generates those itself from `wit/` ([`CONTRACT`]), or from `wit/v0.1.0/` to target the
+//! previous contract, which the host still loads. The SDK lives in this crate (rather than a new
+//! one) so every guest keeps one helper dependency, and `warren plugin new` can vendor one crate.
+
+mod credential;
+mod export;
+pub mod log;
+
+pub use credential::{Credential, CredentialSource, Error, ErrorKind, Reference, Secret, resolve_with};
 
 /// The WIT package the bundled plugins are built against.
 pub const CONTRACT: &str = "warren:plugin@0.2.0";
