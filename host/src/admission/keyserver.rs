@@ -63,6 +63,9 @@ pub struct State {
     /// time window is refused, older ones are refused by the window itself.
     #[serde(default)]
     pub nonces: BTreeMap<String, u64>,
+    /// Ring key revisions being retired after a revocation.
+    #[serde(default)]
+    pub retiring: Option<nodes::Retiring>,
 }
 
 impl State {
@@ -74,6 +77,7 @@ impl State {
             tokens: BTreeMap::new(),
             nodes: BTreeMap::new(),
             nonces: BTreeMap::new(),
+            retiring: None,
         }
     }
 }

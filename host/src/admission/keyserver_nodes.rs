@@ -38,6 +38,18 @@ pub struct NodeRecord {
     /// Unix seconds of its last accepted request.
     #[serde(default)]
     pub seen: Option<u64>,
+    /// The ring key revisions it last reported holding.
+    #[serde(default)]
+    pub have: Vec<String>,
+}
+
+/// Old ring key revisions (`ids`) that go away once every node that is not revoked reports
+/// holding `until`: install, use, then remove, so no live node is cut off on the way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retiring {
+    pub ids: Vec<String>,
+    pub until: String,
 }
 
 impl NodeRecord {
@@ -52,6 +64,7 @@ impl NodeRecord {
             revoked: None,
             gossip: None,
             seen: None,
+            have: Vec::new(),
         }
     }
 }
@@ -131,6 +144,9 @@ impl<R: Rng> Keyserver<R> {
         if let Some(g) = &req.gossip {
             rec.gossip = Some(g.clone());
         }
+        if req.op == crate::admission::request::Op::Keys {
+            rec.have = req.have.clone();
+        }
         let groups = rec.groups.clone();
         self.changed = true;
         Ok(Authorized { cgc, groups })
@@ -196,6 +212,35 @@ impl<R: Rng> Keyserver<R> {
         self.changed = true;
         self.log(now, "node_revoked", None, Some(node), None, None);
         Ok(true)
+    }
+}
+
+impl<R: Rng> Keyserver<R> {
+    /// After a revocation: `old` revisions leave once every live node holds `new`.
+    pub fn start_retiring(&mut self, now: u64, old: Vec<String>, new: String) {
+        let detail = format!("retire {} once every node has {new}", old.join(","));
+        self.state.retiring = Some(Retiring { ids: old, until: new });
+        self.changed = true;
+        self.log(now, "ring_key_retiring", None, None, None, Some(detail));
+    }
+
+    /// The revisions to delete now, if every live node acknowledged the new one (the shell
+    /// deletes them and the state forgets the plan).
+    pub fn take_retired(&mut self, now: u64) -> Vec<String> {
+        let Some(r) = &self.state.retiring else { return Vec::new() };
+        let all = self.state.nodes.values().filter(|n| n.revoked.is_none()).all(|n| n.have.contains(&r.until));
+        if !all {
+            return Vec::new();
+        }
+        let ids = r.ids.clone();
+        self.state.retiring = None;
+        self.changed = true;
+        self.log(now, "ring_key_retired", None, None, None, Some(ids.join(",")));
+        ids
+    }
+
+    pub fn retiring(&self) -> Option<&Retiring> {
+        self.state.retiring.as_ref()
     }
 }
 

@@ -307,7 +307,7 @@ mod node_requests {
         nonce: &str,
     ) -> Result<nodes::Authorized, AdmitError> {
         let (tp, t) = BoxSecretKeyFile::generate("acme-keyserver").unwrap();
-        let body = RequestBody { op: Op::Keys, cgc: cgc.into(), time, nonce: nonce.into(), gossip: None };
+        let body = RequestBody { op: Op::Keys, cgc: cgc.into(), time, nonce: nonce.into(), gossip: None, have: vec![] };
         let (body, signed) = RequestBody::open(&body.seal(signer, &tp), &tp.key, &t.key).unwrap();
         ks.authorize(now, &body, &signed, None)
     }
@@ -398,6 +398,7 @@ mod node_requests {
                 time: T0 + 5,
                 nonce: nonce(i as u8),
                 gossip: Some(format!("10.0.0.{i}:9638")),
+                have: vec![],
             };
             let (body, signed) = RequestBody::open(&body.seal(&n.sig, &tp), &tp.key, &t.key).unwrap();
             ks.authorize(T0 + 5, &body, &signed, None).unwrap();
@@ -405,5 +406,48 @@ mod node_requests {
         assert_eq!(ks.peers_of("a"), ["10.0.0.1:9638", "10.0.0.2:9638"]);
         ks.revoke_node(T0, "b").unwrap();
         assert_eq!(ks.peers_of("a"), ["10.0.0.2:9638"]);
+    }
+}
+
+mod retiring {
+    use super::*;
+    use crate::admission::request::{Op, RequestBody};
+    use crate::crypto::keys::BoxSecretKeyFile;
+
+    #[test]
+    fn old_ring_keys_go_only_after_every_live_node_holds_the_new_one() {
+        let mut ks = keyserver();
+        let mut nodes = Vec::new();
+        for name in ["a", "b", "c"] {
+            let j = ks.create_token(T0, request(name)).unwrap();
+            let n = node(name);
+            let cgc = ks.claim(T0, &claim_for(&j, name, &n, &ks.pin())).unwrap().cgc;
+            nodes.push((n, cgc));
+        }
+        let mut i = 0u8;
+        let mut report = |ks: &mut Keyserver<TestRng>, who: usize, have: &[&str]| {
+            i += 1;
+            let (tp, t) = BoxSecretKeyFile::generate("acme-keyserver").unwrap();
+            let body = RequestBody {
+                op: Op::Keys,
+                cgc: nodes[who].1.clone(),
+                time: T0 + 5,
+                nonce: hex::encode([i; 24]),
+                gossip: None,
+                have: have.iter().map(|s| s.to_string()).collect(),
+            };
+            let (body, signed) = RequestBody::open(&body.seal(&nodes[who].0.sig, &tp), &tp.key, &t.key).unwrap();
+            ks.authorize(T0 + 5, &body, &signed, None).unwrap();
+        };
+        ks.revoke_node(T0 + 1, "c").unwrap();
+        ks.start_retiring(T0 + 1, vec!["acme-1".into()], "acme-2".into());
+        assert!(ks.take_retired(T0 + 2).is_empty(), "nobody acknowledged yet");
+        report(&mut ks, 0, &["acme-1", "acme-2"]);
+        assert!(ks.take_retired(T0 + 5).is_empty(), "b has not got it yet");
+        report(&mut ks, 1, &["acme-1", "acme-2"]);
+        // c is revoked: it never gets the new key and is not waited for.
+        assert_eq!(ks.take_retired(T0 + 6), ["acme-1"]);
+        assert!(ks.retiring().is_none());
+        assert!(ks.take_retired(T0 + 7).is_empty());
     }
 }

@@ -39,7 +39,13 @@ pub struct RequestBody {
     /// The node's gossip address, for the other nodes' peer lists (keys requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gossip: Option<String>,
+    /// The ring key revisions the node holds (NAME-REV): its acknowledgement of a rotation.
+    #[serde(default)]
+    pub have: Vec<String>,
 }
+
+/// More ring key revisions than any node holds.
+pub const MAX_HAVE: usize = 64;
 
 pub fn valid_nonce(n: &str) -> bool {
     n.len() == 48 && n.bytes().all(|c| c.is_ascii_hexdigit())
@@ -69,6 +75,9 @@ impl RequestBody {
         let body: RequestBody = serde_json::from_slice(json).map_err(|_| WireError::Malformed("request"))?;
         if !valid_nonce(&body.nonce) {
             return Err(WireError::Malformed("request nonce"));
+        }
+        if body.have.len() > MAX_HAVE || body.have.iter().any(|h| h.len() > 128) {
+            return Err(WireError::Malformed("request key list"));
         }
         if body.gossip.as_ref().is_some_and(|g| g.len() > 256) {
             return Err(WireError::Malformed("request gossip address"));
@@ -102,6 +111,9 @@ pub struct ResponseBody {
     /// The cluster's ctl secret, for nodes in the `admin` group only.
     #[serde(default)]
     pub ctl_secret: Option<String>,
+    /// Ring key revisions to delete (retired after a revocation).
+    #[serde(default)]
+    pub remove: Vec<String>,
     /// Config files by name (`peers`: other nodes' gossip addresses, one a line).
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, String>,
@@ -175,7 +187,7 @@ mod tests {
         let (_, other) = SigSecretKey::generate("n1").unwrap();
         let nonce = "ab".repeat(24);
         let req =
-            RequestBody { op: Op::Keys, cgc: "c".into(), time: 5, nonce: nonce.clone(), gossip: None };
+            RequestBody { op: Op::Keys, cgc: "c".into(), time: 5, nonce: nonce.clone(), gossip: None, have: vec![] };
         let sealed = req.seal(&node, &tp);
         let (got, signed) = RequestBody::open(&sealed, &tp.key, &t.key).unwrap();
         assert_eq!(got, req);
