@@ -319,10 +319,77 @@ fn new_commands_have_help() {
         &["admit", "token", "list", "--help"],
         &["admit", "token", "revoke", "--help"],
         &["admit", "join", "--help"],
+        &["admit", "renew", "--help"],
+        &["admit", "fetch", "--help"],
+        &["admit", "node", "list", "--help"],
+        &["admit", "node", "revoke", "--help"],
+        &["admit", "ring", "rotate", "--help"],
+        &["admit", "group", "key-gen", "--help"],
     ] {
         let out = cli::warren(args).ok().to_string();
         assert!(out.contains("--keyserver") || out.contains("--data-path"), "{args:?}: {out}");
     }
     let out = cli::warren(&["keyserver", "run", "--help"]).ok().to_string();
     assert!(out.contains("9637") && out.contains("--ring"), "{out}");
+}
+
+/// After admission a node renews its CGC and fetches what policy gives it, signed by its own
+/// key: ring keys to all, the service-group key only to its group, the ctl secret only to
+/// `admin`, and a peer list of the other nodes.
+#[test]
+fn admitted_nodes_renew_and_fetch_keys_by_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let made = ks.admit(&["group", "key-gen", "web.default@acme"]).ok().to_string();
+    assert!(made.contains("Service-group key web.default@acme-"), "{made}");
+    let err = ks.admit(&["group", "key-gen", "web"]).fails().to_string();
+    assert!(err.contains("SERVICE.GROUP"), "{err}");
+    let (adm, plain) = (dir.path().join("adm"), dir.path().join("plain"));
+    for (name, node_dir, groups) in
+        [("adm", &adm, &["--group", "admin", "--group", "web"][..]), ("plain", &plain, &[])]
+    {
+        let mut a = vec!["--node", name];
+        a.extend_from_slice(groups);
+        let join = create(&ks, &a).encode().to_string();
+        keyserver::join(&ks.join, &join, name, node_dir).ok();
+    }
+    let out = keyserver::node_cmd(&adm, &["fetch", "--gossip", "127.0.0.1:41001"]).ok().to_string();
+    assert!(out.contains("ctl secret written"), "{out}");
+    keyserver::node_cmd(&plain, &["fetch", "--gossip", "127.0.0.1:41002"]).ok();
+
+    let group_key = |d: &Path| KeyCache::new(d.join("keys")).latest(KeyKind::BoxSecret, "web.default@acme");
+    let key = group_key(&adm).expect("the web node has the web group key");
+    let ks_key = KeyCache::new(ks.data.join("keys")).latest(KeyKind::BoxSecret, "web.default@acme").unwrap();
+    assert_eq!(key.bytes(), ks_key.bytes());
+    assert_eq!(mode(&adm.join("keys").join(key.file_name())), 0o400);
+    assert!(group_key(&plain).is_err(), "a node outside the group gets no group key");
+    let ctl = std::fs::read_to_string(adm.join("data/CTL_SECRET")).unwrap();
+    assert_eq!(ctl, std::fs::read_to_string(ks.data.join("CTL_SECRET")).unwrap());
+    assert_eq!(mode(&adm.join("data/CTL_SECRET")), 0o400);
+    assert!(!plain.join("data/CTL_SECRET").exists(), "only admin nodes get the ctl secret");
+    let peers = std::fs::read_to_string(plain.join("data/admission/peers")).unwrap();
+    assert_eq!(peers, "127.0.0.1:41001\n");
+
+    // Renew: a new serial; the new CGC works, and so did the old one until then.
+    let serial = |d: &Path| {
+        Cgc::verify(&std::fs::read_to_string(d.join("data/admission/cgc")).unwrap(), &admission_public(&ks))
+            .unwrap()
+            .serial_hex()
+    };
+    let before = serial(&plain);
+    let out = keyserver::node_cmd(&plain, &["renew"]).ok().to_string();
+    let after = serial(&plain);
+    assert_ne!(before, after);
+    assert!(out.contains(&after), "{out}");
+    let out = keyserver::node_cmd(&plain, &["fetch"]).ok().to_string();
+    assert!(out.contains("Fetched"), "{out}");
+
+    let list = ks.admit(&["node", "list"]).ok().to_string();
+    for want in ["adm", "plain", "active", "127.0.0.1:41002", "admin,web"] {
+        assert!(list.contains(want), "{want}: {list}");
+    }
+    let err = keyserver::node_cmd(&dir.path().join("never"), &["fetch"]).fails().to_string();
+    assert!(err.contains("was not admitted"), "{err}");
+    let log = ks.log_text();
+    assert!(!log.contains(&ctl) && !out.contains(&ctl), "the ctl secret is never logged");
 }

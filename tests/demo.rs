@@ -61,10 +61,17 @@ fn the_demo_rotates_a_file_token_and_leaves_nothing_running() {
     // Step 9: a leader-follower group elects, fails over on a kill -9 of its leader's
     // supervisor, and takes the restarted one back as a follower.
     assert!(stdout.contains("elected: supervisor "), "{stdout}");
-    assert!(stdout.contains("kv-leader.default   leader  finished, term "), "svc status shows the role: {stdout}");
+    assert!(
+        stdout.contains("kv-leader.default   leader  finished, term "),
+        "svc status shows the role: {stdout}"
+    );
     assert!(stdout.contains("failover: supervisor "), "{stdout}");
     assert!(stdout.contains("rejoined: supervisor ") && stdout.contains("(follower)"), "{stdout}");
-    assert_eq!(stdout.matches(r#"8400/   role = "leader""#).count(), 2, "one leader, before and after: {stdout}");
+    assert_eq!(
+        stdout.matches(r#"8400/   role = "leader""#).count(),
+        2,
+        "one leader, before and after: {stdout}"
+    );
     assert_eq!(stdout.matches(r#"8400/   role = "follower""#).count(), 4, "{stdout}");
     // Every process started for the demo names its temp folder on its command line; none may
     // be left once the demo has returned.

@@ -106,8 +106,14 @@ impl<R: Rng> Keyserver<R> {
         r
     }
 
-    fn authorize_inner(&mut self, now: u64, req: &RequestBody, signed: &[u8]) -> Result<Authorized, AdmitError> {
-        let cgc = Cgc::verify(&req.cgc, &self.admission.public()).map_err(|e| AdmitError::BadCgc(e.to_string()))?;
+    fn authorize_inner(
+        &mut self,
+        now: u64,
+        req: &RequestBody,
+        signed: &[u8],
+    ) -> Result<Authorized, AdmitError> {
+        let cgc =
+            Cgc::verify(&req.cgc, &self.admission.public()).map_err(|e| AdmitError::BadCgc(e.to_string()))?;
         cgc.check_time(now).map_err(|e| AdmitError::BadCgc(e.to_string()))?;
         // A CGC anyone may have copied: only the node key it names can sign for it.
         if !RequestBody::verify_signature(signed, &cgc.node_sig) {
@@ -172,7 +178,14 @@ impl<R: Rng> Keyserver<R> {
             rec.not_after = cgc.not_after;
         }
         self.changed = true;
-        self.log(now, "cgc_renewed", None, Some(&cgc.node), None, Some(format!("serial={}", cgc.serial_hex())));
+        self.log(
+            now,
+            "cgc_renewed",
+            None,
+            Some(&cgc.node),
+            None,
+            Some(format!("serial={}", cgc.serial_hex())),
+        );
         text
     }
 
@@ -228,7 +241,8 @@ impl<R: Rng> Keyserver<R> {
     /// deletes them and the state forgets the plan).
     pub fn take_retired(&mut self, now: u64) -> Vec<String> {
         let Some(r) = &self.state.retiring else { return Vec::new() };
-        let all = self.state.nodes.values().filter(|n| n.revoked.is_none()).all(|n| n.have.contains(&r.until));
+        let all =
+            self.state.nodes.values().filter(|n| n.revoked.is_none()).all(|n| n.have.contains(&r.until));
         if !all {
             return Vec::new();
         }

@@ -307,7 +307,14 @@ mod node_requests {
         nonce: &str,
     ) -> Result<nodes::Authorized, AdmitError> {
         let (tp, t) = BoxSecretKeyFile::generate("acme-keyserver").unwrap();
-        let body = RequestBody { op: Op::Keys, cgc: cgc.into(), time, nonce: nonce.into(), gossip: None, have: vec![] };
+        let body = RequestBody {
+            op: Op::Keys,
+            cgc: cgc.into(),
+            time,
+            nonce: nonce.into(),
+            gossip: None,
+            have: vec![],
+        };
         let (body, signed) = RequestBody::open(&body.seal(signer, &tp), &tp.key, &t.key).unwrap();
         ks.authorize(now, &body, &signed, None)
     }
@@ -326,7 +333,10 @@ mod node_requests {
         assert_eq!(send(&mut ks, T0 + 11, &n.sig, &cgc, T0 + 10, &nonce(1)).unwrap_err(), AdmitError::Replay);
         // The window survives a restart (it is in the state).
         let mut again = Keyserver::new(ks.state().clone(), ks.admission.clone(), TestRng(9));
-        assert_eq!(send(&mut again, T0 + 12, &n.sig, &cgc, T0 + 10, &nonce(1)).unwrap_err(), AdmitError::Replay);
+        assert_eq!(
+            send(&mut again, T0 + 12, &n.sig, &cgc, T0 + 10, &nonce(1)).unwrap_err(),
+            AdmitError::Replay
+        );
         // Old nonces leave the window; their requests are then refused by the clock check.
         assert!(matches!(
             send(&mut ks, T0 + 10 + CLOCK + 1, &n.sig, &cgc, T0 + 10, &nonce(1)),
@@ -348,13 +358,22 @@ mod node_requests {
             AdmitError::BadRequestSignature
         );
         for t in [T0 + 10 - CLOCK - 1, T0 + 10 + CLOCK + 1] {
-            assert!(matches!(send(&mut ks, T0 + 10, &n.sig, &cgc, t, &nonce(2)), Err(AdmitError::ClockSkew { .. })));
+            assert!(matches!(
+                send(&mut ks, T0 + 10, &n.sig, &cgc, t, &nonce(2)),
+                Err(AdmitError::ClockSkew { .. })
+            ));
         }
         // Another keyserver's CGC, or garbage.
         let mut other = keyserver();
         let (on, ocgc) = admitted(&mut other, "n1");
-        assert!(matches!(send(&mut ks, T0 + 10, &on.sig, &ocgc, T0 + 10, &nonce(3)), Err(AdmitError::BadCgc(_))));
-        assert!(matches!(send(&mut ks, T0 + 10, &n.sig, "junk", T0 + 10, &nonce(4)), Err(AdmitError::BadCgc(_))));
+        assert!(matches!(
+            send(&mut ks, T0 + 10, &on.sig, &ocgc, T0 + 10, &nonce(3)),
+            Err(AdmitError::BadCgc(_))
+        ));
+        assert!(matches!(
+            send(&mut ks, T0 + 10, &n.sig, "junk", T0 + 10, &nonce(4)),
+            Err(AdmitError::BadCgc(_))
+        ));
         assert!(ks.revoke_node(T0 + 20, "n1").unwrap());
         assert!(!ks.revoke_node(T0 + 21, "n1").unwrap());
         assert_eq!(
@@ -379,10 +398,16 @@ mod node_requests {
         assert_ne!(lost, new);
         let c = Cgc::verify(&new, &ks.admission_public()).unwrap();
         assert_eq!((c.node.as_str(), c.not_after), ("n1", T0 + 20 + DEFAULT_CGC_TTL));
-        assert_eq!(send(&mut ks, T0 + 30, &n.sig, &lost, T0 + 30, &nonce(3)).unwrap_err(), AdmitError::StaleCgc("n1".into()));
+        assert_eq!(
+            send(&mut ks, T0 + 30, &n.sig, &lost, T0 + 30, &nonce(3)).unwrap_err(),
+            AdmitError::StaleCgc("n1".into())
+        );
         // Using the new one retires the old one.
         send(&mut ks, T0 + 30, &n.sig, &new, T0 + 30, &nonce(4)).unwrap();
-        assert_eq!(send(&mut ks, T0 + 31, &n.sig, &old, T0 + 31, &nonce(5)).unwrap_err(), AdmitError::StaleCgc("n1".into()));
+        assert_eq!(
+            send(&mut ks, T0 + 31, &n.sig, &old, T0 + 31, &nonce(5)).unwrap_err(),
+            AdmitError::StaleCgc("n1".into())
+        );
         assert_eq!(ks.nodes()[0].serial, c.serial_hex());
     }
 
@@ -436,7 +461,8 @@ mod retiring {
                 gossip: None,
                 have: have.iter().map(|s| s.to_string()).collect(),
             };
-            let (body, signed) = RequestBody::open(&body.seal(&nodes[who].0.sig, &tp), &tp.key, &t.key).unwrap();
+            let (body, signed) =
+                RequestBody::open(&body.seal(&nodes[who].0.sig, &tp), &tp.key, &t.key).unwrap();
             ks.authorize(T0 + 5, &body, &signed, None).unwrap();
         };
         ks.revoke_node(T0 + 1, "c").unwrap();

@@ -186,8 +186,14 @@ mod tests {
         let (_, node) = SigSecretKey::generate("n1").unwrap();
         let (_, other) = SigSecretKey::generate("n1").unwrap();
         let nonce = "ab".repeat(24);
-        let req =
-            RequestBody { op: Op::Keys, cgc: "c".into(), time: 5, nonce: nonce.clone(), gossip: None, have: vec![] };
+        let req = RequestBody {
+            op: Op::Keys,
+            cgc: "c".into(),
+            time: 5,
+            nonce: nonce.clone(),
+            gossip: None,
+            have: vec![],
+        };
         let sealed = req.seal(&node, &tp);
         let (got, signed) = RequestBody::open(&sealed, &tp.key, &t.key).unwrap();
         assert_eq!(got, req);

@@ -28,11 +28,11 @@ fn join_addr(given: &str) -> String {
     }
 }
 
-fn send(s: &mut TcpStream, kind: Kind, body: &[u8]) -> anyhow::Result<()> {
+pub(super) fn send(s: &mut TcpStream, kind: Kind, body: &[u8]) -> anyhow::Result<()> {
     s.write_all(&wire::frame(kind, body)).context("sending to the keyserver")
 }
 
-fn recv(s: &mut TcpStream) -> anyhow::Result<(Kind, Vec<u8>)> {
+pub(super) fn recv(s: &mut TcpStream) -> anyhow::Result<(Kind, Vec<u8>)> {
     let mut header = [0u8; wire::HEADER_LEN];
     s.read_exact(&mut header).context("reading the keyserver's reply")?;
     let (kind, len) = wire::parse_header(&header)?;
@@ -138,7 +138,9 @@ pub fn join(
     }
     let dir = data_path.join("admission");
     fsutil::create_private_dir(&dir).with_context(|| dir.display().to_string())?;
-    let path = dir.join("cgc");
+    let info = super::admit_node::KeyserverInfo { join: addr.clone(), admission: d.admission.id.to_string() };
+    super::admit_node::save_info(data_path, &info)?;
+    let path = dir.join(super::admit_node::CGC_FILE);
     fsutil::write_atomic(&path, reply.cgc.as_bytes(), 0o644, Existing::Replace)
         .with_context(|| path.display().to_string())?;
     let ring = rings.first().and_then(|r| r.rsplit_once('-')).map(|(n, _)| n.to_string());

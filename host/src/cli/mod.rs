@@ -11,7 +11,9 @@ macro_rules! outln {
 }
 
 pub mod admit;
+pub mod admit_admin;
 pub mod admit_join;
+pub mod admit_node;
 pub mod bench;
 pub mod bench_config;
 pub mod bench_ctl;
