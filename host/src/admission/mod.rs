@@ -8,6 +8,7 @@ pub mod cidr;
 pub mod join;
 pub mod keyserver;
 pub mod request;
+pub mod schedule;
 pub mod store;
 pub mod wire;
 
