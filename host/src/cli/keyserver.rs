@@ -126,6 +126,10 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
         keys: KeyCache::new(args.data_path.join(KEYS_DIR)),
         ring: args.ring.clone(),
         data_path: args.data_path.clone(),
+        limit: Mutex::new(crate::admission::ratelimit::FailureLimit::new(
+            crate::admission::ratelimit::DEFAULT_BURST,
+            crate::admission::ratelimit::DEFAULT_REFILL,
+        )),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -190,6 +194,7 @@ struct KeyserverCtl {
     keys: KeyCache,
     ring: String,
     data_path: PathBuf,
+    limit: Mutex<crate::admission::ratelimit::FailureLimit>,
 }
 
 #[path = "keyserver_nodes.rs"]
@@ -244,12 +249,25 @@ async fn join_connection(h: Arc<KeyserverCtl>, mut s: tokio::net::TcpStream, pee
         let (reply, last) = match kind {
             wire::Kind::DescriptorRequest => (wire::frame(wire::Kind::Descriptor, &h.descriptor()), false),
             wire::Kind::Claim => {
-                let (reply, delay) = tokio::task::block_in_place(|| h.claim(&body, peer.ip().to_canonical()));
+                let ip = peer.ip().to_canonical();
+                // Checked before the sealed box is even opened: guessing costs the guesser.
+                if let Err(wait) = h.limit_check(ip) {
+                    tracing::debug!(%peer, "join port: failure budget spent; claim refused unopened");
+                    let msg = format!("too many failed attempts from {ip}; retry in {wait} s");
+                    let _ = s.write_all(&wire::frame(wire::Kind::Error, msg.as_bytes())).await;
+                    return;
+                }
+                let (reply, delay) = tokio::task::block_in_place(|| h.claim(&body, ip));
+                if reply.first() == Some(&(wire::Kind::Error as u8)) {
+                    h.limit_failed(ip);
+                }
                 if delay > 0 {
                     tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
                 }
                 (reply, true)
             }
+            // Signed by a node key: nothing to guess, so no failure budget (a revoked node
+            // behind a shared address must not block its neighbours).
             wire::Kind::Request => {
                 (tokio::task::block_in_place(|| h.request(&body, peer.ip().to_canonical())), true)
             }
@@ -261,7 +279,27 @@ async fn join_connection(h: Arc<KeyserverCtl>, mut s: tokio::net::TcpStream, pee
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 impl KeyserverCtl {
+    fn limit_check(&self, ip: std::net::IpAddr) -> Result<(), u64> {
+        self.limit.lock().unwrap_or_else(|p| p.into_inner()).check(ip, now_ms())
+    }
+
+    fn limit_failed(&self, ip: std::net::IpAddr) {
+        let mut l = self.limit.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        l.failed(ip, now);
+        if l.check(ip, now).is_err() {
+            tracing::warn!(%ip, "join port: this address spent its failure budget; its attempts are refused for a while");
+        }
+    }
+
     fn descriptor(&self) -> Vec<u8> {
         wire::Descriptor {
             cluster: self.ring.clone(),
