@@ -491,3 +491,14 @@ fn sup_run_join_rotate_and_revoke() {
         ks.log_text().contains("node node-c was revoked")
     });
 }
+
+/// `warren bench admit` with tiny counts prints both of its figures.
+#[test]
+fn bench_admit_prints_its_figures() {
+    let out = cli::warren(&["bench", "admit", "--rounds", "1", "--claims", "5", "--concurrency", "2"])
+        .ok()
+        .to_string();
+    assert!(out.contains("token -> admitted node alive in the ring: p50"), "{out}");
+    assert!(out.contains("claims/s the keyserver sustains:") && out.contains("5 claimed"), "{out}");
+    assert!(out.contains("0 failed"), "{out}");
+}

@@ -16,6 +16,7 @@ pub mod admit_join;
 pub mod admit_loop;
 pub mod admit_node;
 pub mod bench;
+pub mod bench_admit;
 pub mod bench_config;
 pub mod bench_ctl;
 pub mod bench_election;
