@@ -502,3 +502,34 @@ fn bench_admit_prints_its_figures() {
     assert!(out.contains("claims/s the keyserver sustains:") && out.contains("5 claimed"), "{out}");
     assert!(out.contains("0 failed"), "{out}");
 }
+
+/// With the keyserver gone an admitted supervisor keeps its ring and keys, says so once in its
+/// log, and keeps retrying with backoff.
+#[test]
+fn an_admitted_supervisor_keeps_running_while_the_keyserver_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = Keyserver::start(dir.path(), "acme");
+    let join = create(&ks, &["--node", "solo"]).encode().to_string();
+    let mut a = fast_timings();
+    a.extend(args(&[
+        "--join",
+        &join,
+        "--keyserver",
+        &ks.join,
+        "--node",
+        "solo",
+        "--key-fetch-interval",
+        "200ms",
+    ]));
+    let s = Sup::start(dir.path(), 120, a, vec![]);
+    ks.kill9();
+    wait_until(Duration::from_secs(30), "the supervisor noticed", || {
+        s.log_tail().contains("keyserver request failed")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert_eq!(log.matches("keyserver request failed").count(), 1, "logged once: {log}");
+    let status: serde_json::Value = serde_json::from_str(s.cli(&["sup", "status", "--json"]).ok()).unwrap();
+    assert_eq!(status["encrypted"], true, "{status}");
+    assert!(!log.contains("panicked"));
+}
