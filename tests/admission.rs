@@ -13,7 +13,7 @@ use support::cli;
 use support::keyserver::{self, Keyserver};
 use support::ring::{all_see_alive, args, fast_timings, member_ids};
 use support::sup::Sup;
-use support::wait::wait_until;
+use support::wait::{wait_for, wait_until};
 use warren::admission::keyserver::{Claim, Keyserver as KsCore, OsRng};
 use warren::admission::store::Store;
 use warren::admission::{Cgc, JoinString};
@@ -319,10 +319,217 @@ fn new_commands_have_help() {
         &["admit", "token", "list", "--help"],
         &["admit", "token", "revoke", "--help"],
         &["admit", "join", "--help"],
+        &["admit", "renew", "--help"],
+        &["admit", "fetch", "--help"],
+        &["admit", "node", "list", "--help"],
+        &["admit", "node", "revoke", "--help"],
+        &["admit", "ring", "rotate", "--help"],
+        &["admit", "group", "key-gen", "--help"],
     ] {
         let out = cli::warren(args).ok().to_string();
         assert!(out.contains("--keyserver") || out.contains("--data-path"), "{args:?}: {out}");
     }
     let out = cli::warren(&["keyserver", "run", "--help"]).ok().to_string();
     assert!(out.contains("9637") && out.contains("--ring"), "{out}");
+}
+
+/// After admission a node renews its CGC and fetches what policy gives it, signed by its own
+/// key: ring keys to all, the service-group key only to its group, the ctl secret only to
+/// `admin`, and a peer list of the other nodes.
+#[test]
+fn admitted_nodes_renew_and_fetch_keys_by_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let made = ks.admit(&["group", "key-gen", "web.default@acme"]).ok().to_string();
+    assert!(made.contains("Service-group key web.default@acme-"), "{made}");
+    let err = ks.admit(&["group", "key-gen", "web"]).fails().to_string();
+    assert!(err.contains("SERVICE.GROUP"), "{err}");
+    let (adm, plain) = (dir.path().join("adm"), dir.path().join("plain"));
+    for (name, node_dir, groups) in
+        [("adm", &adm, &["--group", "admin", "--group", "web"][..]), ("plain", &plain, &[])]
+    {
+        let mut a = vec!["--node", name];
+        a.extend_from_slice(groups);
+        let join = create(&ks, &a).encode().to_string();
+        keyserver::join(&ks.join, &join, name, node_dir).ok();
+    }
+    let out = keyserver::node_cmd(&adm, &["fetch", "--gossip", "127.0.0.1:41001"]).ok().to_string();
+    assert!(out.contains("ctl secret written"), "{out}");
+    keyserver::node_cmd(&plain, &["fetch", "--gossip", "127.0.0.1:41002"]).ok();
+
+    let group_key = |d: &Path| KeyCache::new(d.join("keys")).latest(KeyKind::BoxSecret, "web.default@acme");
+    let key = group_key(&adm).expect("the web node has the web group key");
+    let ks_key = KeyCache::new(ks.data.join("keys")).latest(KeyKind::BoxSecret, "web.default@acme").unwrap();
+    assert_eq!(key.bytes(), ks_key.bytes());
+    assert_eq!(mode(&adm.join("keys").join(key.file_name())), 0o400);
+    assert!(group_key(&plain).is_err(), "a node outside the group gets no group key");
+    let ctl = std::fs::read_to_string(adm.join("data/CTL_SECRET")).unwrap();
+    assert_eq!(ctl, std::fs::read_to_string(ks.data.join("CTL_SECRET")).unwrap());
+    assert_eq!(mode(&adm.join("data/CTL_SECRET")), 0o400);
+    assert!(!plain.join("data/CTL_SECRET").exists(), "only admin nodes get the ctl secret");
+    let peers = std::fs::read_to_string(plain.join("data/admission/peers")).unwrap();
+    assert_eq!(peers, "127.0.0.1:41001\n");
+
+    // Renew: a new serial; the new CGC works, and so did the old one until then.
+    let serial = |d: &Path| {
+        Cgc::verify(&std::fs::read_to_string(d.join("data/admission/cgc")).unwrap(), &admission_public(&ks))
+            .unwrap()
+            .serial_hex()
+    };
+    let before = serial(&plain);
+    let out = keyserver::node_cmd(&plain, &["renew"]).ok().to_string();
+    let after = serial(&plain);
+    assert_ne!(before, after);
+    assert!(out.contains(&after), "{out}");
+    let out = keyserver::node_cmd(&plain, &["fetch"]).ok().to_string();
+    assert!(out.contains("Fetched"), "{out}");
+
+    let list = ks.admit(&["node", "list"]).ok().to_string();
+    for want in ["adm", "plain", "active", "127.0.0.1:41002", "admin,web"] {
+        assert!(list.contains(want), "{want}: {list}");
+    }
+    let err = keyserver::node_cmd(&dir.path().join("never"), &["fetch"]).fails().to_string();
+    assert!(err.contains("was not admitted"), "{err}");
+    let log = ks.log_text();
+    assert!(!log.contains(&ctl) && !out.contains(&ctl), "the ctl secret is never logged");
+}
+
+fn ring_revisions(keys: &Path) -> Vec<String> {
+    KeyCache::new(keys)
+        .revisions(KeyKind::SymSecret, "acme")
+        .unwrap_or_default()
+        .iter()
+        .map(|i| i.to_string())
+        .collect()
+}
+
+/// The node's gossip address as the keyserver last heard it (`node list`).
+fn reported_gossip(ks: &Keyserver, node: &str) -> Option<String> {
+    let list = ks.admit(&["node", "list"]).ok().to_string();
+    let row = list.lines().find(|l| l.split_whitespace().next() == Some(node))?.to_string();
+    row.split_whitespace().find(|w| w.starts_with("127.0.0.") && !w.ends_with(":0")).map(str::to_string)
+}
+
+/// `sup run --join` admits and joins the ring with peers from the keyserver; a restart needs
+/// neither flag; `admit ring rotate` reaches every node; `admit node revoke` cuts one node
+/// off: the others get a new ring key, drop the old ones, and no longer see it alive.
+#[test]
+fn sup_run_join_rotate_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let names = ["node-a", "node-b", "node-c"];
+    let mut sups: Vec<Sup> = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let join = create(&ks, &["--node", name]).encode().to_string();
+        let join_file = dir.path().join(format!("{name}.join"));
+        std::fs::write(&join_file, format!("{join}\n")).unwrap();
+        let mut a = fast_timings();
+        a.extend(args(&["--join", join_file.to_str().unwrap(), "--keyserver", &ks.join, "--node", name]));
+        a.extend(args(&["--key-fetch-interval", "300ms"]));
+        let s = Sup::start(dir.path(), 110 + i as u8, a, vec![]);
+        wait_until(Duration::from_secs(30), &format!("{name} reported its gossip address"), || {
+            reported_gossip(&ks, name).is_some()
+        });
+        sups.push(s);
+    }
+    let ids = member_ids(&sups);
+    let alive = |sups: &[&Sup], ids: &[String], what: &str| {
+        wait_until(Duration::from_secs(45), what, || all_see_alive(sups, ids));
+    };
+    alive(&sups.iter().collect::<Vec<_>>(), &ids, "three nodes admitted by sup run --join alive");
+    for s in &sups {
+        let status: serde_json::Value =
+            serde_json::from_str(s.cli(&["sup", "status", "--json"]).ok()).unwrap();
+        assert_eq!(
+            (status["encrypted"].as_bool(), status["ring"].as_str()),
+            (Some(true), Some("acme")),
+            "{status}"
+        );
+    }
+
+    // A restart needs neither --join nor --keyserver (nor --ring, nor --peer).
+    sups[0].kill9();
+    sups[0].args = fast_timings();
+    sups[0].args.extend(args(&["--key-fetch-interval", "300ms"]));
+    sups[0].spawn();
+    alive(&sups.iter().collect::<Vec<_>>(), &ids, "the restarted node rejoined");
+
+    let first = ring_revisions(&ks.data.join("keys"));
+    std::thread::sleep(Duration::from_millis(1100)); // revisions are per second
+    let out = ks.admit(&["ring", "rotate"]).ok().to_string();
+    let rotated = ring_revisions(&ks.data.join("keys"));
+    assert_eq!(rotated.len(), first.len() + 1, "{out}");
+    let newest = rotated.last().unwrap().clone();
+    assert!(out.contains(&newest), "{out}");
+    wait_until(Duration::from_secs(30), "the rotation reached every node", || {
+        sups.iter().all(|s| ring_revisions(&s.data.join("keys")) == rotated)
+    });
+    alive(&sups.iter().collect::<Vec<_>>(), &ids, "the ring lives on the new key");
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = ks.admit(&["node", "revoke", "node-c"]).ok().to_string();
+    assert!(out.contains("Node node-c revoked"), "{out}");
+    let after: Vec<String> = wait_for(Duration::from_secs(30), || {
+        let r = ring_revisions(&ks.data.join("keys"));
+        (r.len() == 1 && !rotated.contains(&r[0])).then_some(r)
+    })
+    .expect("the keyserver retires the old ring keys once the others have the new one");
+    wait_until(Duration::from_secs(30), "the remaining nodes hold only the new ring key", || {
+        sups[..2].iter().all(|s| ring_revisions(&s.data.join("keys")) == after)
+    });
+    assert_eq!(ring_revisions(&sups[2].data.join("keys")), rotated, "the revoked node never got the new key");
+    let (a, b) = (&sups[0], &sups[1]);
+    wait_until(Duration::from_secs(60), "node-c is no longer alive for the others", || {
+        [a, b].iter().all(|s| s.health().get(&ids[2]).map(String::as_str) != Some("Alive"))
+    });
+    alive(&[a, b], &ids[..2], "the two remaining nodes keep their ring");
+    let list = ks.admit(&["node", "list"]).ok().to_string();
+    assert!(list.lines().any(|l| l.starts_with("node-c") && l.contains("revoked")), "{list}");
+    let audit = std::fs::read_to_string(ks.data.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"node_revoked\"") && audit.contains("\"ring_key_retired\""), "{audit}");
+    wait_until(Duration::from_secs(30), "the revoked node's requests are refused", || {
+        ks.log_text().contains("node node-c was revoked")
+    });
+}
+
+/// `warren bench admit` with tiny counts prints both of its figures.
+#[test]
+fn bench_admit_prints_its_figures() {
+    let out = cli::warren(&["bench", "admit", "--rounds", "1", "--claims", "5", "--concurrency", "2"])
+        .ok()
+        .to_string();
+    assert!(out.contains("token -> admitted node alive in the ring: p50"), "{out}");
+    assert!(out.contains("claims/s the keyserver sustains:") && out.contains("5 claimed"), "{out}");
+    assert!(out.contains("0 failed"), "{out}");
+}
+
+/// With the keyserver gone an admitted supervisor keeps its ring and keys, says so once in its
+/// log, and keeps retrying with backoff.
+#[test]
+fn an_admitted_supervisor_keeps_running_while_the_keyserver_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = Keyserver::start(dir.path(), "acme");
+    let join = create(&ks, &["--node", "solo"]).encode().to_string();
+    let mut a = fast_timings();
+    a.extend(args(&[
+        "--join",
+        &join,
+        "--keyserver",
+        &ks.join,
+        "--node",
+        "solo",
+        "--key-fetch-interval",
+        "200ms",
+    ]));
+    let s = Sup::start(dir.path(), 120, a, vec![]);
+    ks.kill9();
+    wait_until(Duration::from_secs(30), "the supervisor noticed", || {
+        s.log_tail().contains("keyserver request failed")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert_eq!(log.matches("keyserver request failed").count(), 1, "logged once: {log}");
+    let status: serde_json::Value = serde_json::from_str(s.cli(&["sup", "status", "--json"]).ok()).unwrap();
+    assert_eq!(status["encrypted"], true, "{status}");
+    assert!(!log.contains("panicked"));
 }

@@ -104,6 +104,13 @@ fn the_seeds_are_accepted_inputs() {
     for s in seeds("box_message") {
         BoxMessage::parse(&s).expect("a box");
     }
+    let (tp, t) = warren::crypto::BoxSecretKeyFile::generate("seed-keyserver").unwrap();
+    let requests = seeds("join_request")
+        .iter()
+        .map(|s| warren::crypto::sodium::sealed_box_seal(s, &tp.key).unwrap())
+        .filter(|b| warren::admission::request::RequestBody::open(b, &tp.key, &t.key).is_ok())
+        .count();
+    assert!(requests >= 1, "a join_request seed is a well-formed request");
     let mut harts_ok = 0;
     for s in seeds("hart_header") {
         harts_ok += usize::from(HartHeader::read(&mut s.as_slice()).is_ok());

@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("hart_header", hart_header),
     ("plugin_manifest", plugin_manifest),
     ("sup_config", sup_config),
+    ("join_request", join_request),
 ];
 
 /// Splits a ring input into several packets, delivered in order with the clock moving on
@@ -241,4 +242,29 @@ pub fn sup_config(data: &[u8]) {
     let _ = cfg.warnings();
     let _ = cfg.references();
     let _ = cfg.data_path();
+}
+
+/// The keyserver's join port behind its sealed box: the input is what a node seals (a signed
+/// request, or a claim), sealed here to a fixed transport key so the fuzzer reaches the
+/// parsers; a request that parses goes through the state machine's checks.
+pub fn join_request(data: &[u8]) {
+    use crate::admission::keyserver::{Keyserver, OsRng, State};
+    use crate::admission::request::RequestBody;
+    use crate::admission::wire::{self, ClaimBody};
+    static KEYS: LazyLock<(BoxPublicKey, BoxSecretKeyFile, SigSecretKey)> = LazyLock::new(|| {
+        let (p, s) = BoxSecretKeyFile::generate("fuzz-keyserver").expect("a box key");
+        let (_, a) = SigSecretKey::generate("fuzz-admission").expect("a sig key");
+        (p, s, a)
+    });
+    let (tp, t, admission) = &*KEYS;
+    if let Some(h) = data.get(..wire::HEADER_LEN) {
+        let _ = wire::parse_header(h.try_into().expect("5 bytes"));
+    }
+    let Ok(sealed) = crate::crypto::sodium::sealed_box_seal(data, &tp.key) else { return };
+    let _ = ClaimBody::open(&sealed, &tp.key, &t.key, None);
+    if let Ok((body, signed)) = RequestBody::open(&sealed, &tp.key, &t.key) {
+        let mut ks = Keyserver::new(State::new("fuzz"), admission.clone(), OsRng);
+        let r = ks.authorize(body.time, &body, &signed, None);
+        assert!(r.is_err(), "no node is admitted, so nothing may pass");
+    }
 }

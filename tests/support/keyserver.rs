@@ -106,3 +106,16 @@ impl Drop for Keyserver {
         self.kill9();
     }
 }
+
+/// `warren admit renew|fetch ARGS` for the node under `node_dir` (as [`join`] made it).
+pub fn node_cmd(node_dir: &Path, args: &[&str]) -> Run {
+    let mut cmd = cli::command();
+    cmd.arg("admit")
+        .args(args)
+        .arg("--cache-key-path")
+        .arg(node_dir.join("keys"))
+        .arg("--data-path")
+        .arg(node_dir.join("data"))
+        .env("WARREN_LOG", "warn");
+    cli::run(&mut cmd, None)
+}

@@ -207,7 +207,7 @@ fn key_field(v: &str, what: &str) -> Result<(KeyId, [u8; 32]), CgcError> {
 }
 
 #[cfg(test)]
-mod tests_support {
+pub(crate) mod tests_support {
     use super::*;
     use crate::crypto::keys::BoxSecretKeyFile;
 

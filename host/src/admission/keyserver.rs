@@ -56,11 +56,29 @@ pub struct State {
     pub epoch: u64,
     /// By token id (Crockford base32).
     pub tokens: BTreeMap<String, TokenRecord>,
+    /// Admitted nodes by name (from their first claim on).
+    #[serde(default)]
+    pub nodes: BTreeMap<String, nodes::NodeRecord>,
+    /// Nonces of recent node requests (hex) and their request time: a replay inside the
+    /// time window is refused, older ones are refused by the window itself.
+    #[serde(default)]
+    pub nonces: BTreeMap<String, u64>,
+    /// Ring key revisions being retired after a revocation.
+    #[serde(default)]
+    pub retiring: Option<nodes::Retiring>,
 }
 
 impl State {
     pub fn new(cluster: &str) -> State {
-        State { version: STATE_VERSION, cluster: cluster.to_string(), epoch: 1, tokens: BTreeMap::new() }
+        State {
+            version: STATE_VERSION,
+            cluster: cluster.to_string(),
+            epoch: 1,
+            tokens: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            nonces: BTreeMap::new(),
+            retiring: None,
+        }
     }
 }
 
@@ -225,6 +243,20 @@ pub enum AdmitError {
     BadName { what: &'static str, value: String, why: String },
     #[error("a token lives from 1 second to {max} seconds (24 h), not {got}", max = MAX_TOKEN_TTL)]
     BadTtl { got: u64 },
+    #[error("the CGC is not valid: {0}")]
+    BadCgc(String),
+    #[error("the request is not signed by the key in its CGC")]
+    BadRequestSignature,
+    #[error("the request's time is {skew} s away from the keyserver's clock (at most {max} s)", max = nodes::CLOCK_WINDOW)]
+    ClockSkew { skew: u64 },
+    #[error("the request was already seen (replayed nonce)")]
+    Replay,
+    #[error("node {0} was revoked")]
+    NodeRevoked(String),
+    #[error("no admitted node {0}")]
+    UnknownNode(String),
+    #[error("the CGC of {0} was replaced by a newer one; use that")]
+    StaleCgc(String),
 }
 
 pub struct Keyserver<R: Rng> {
@@ -482,11 +514,15 @@ impl<R: Rng> Keyserver<R> {
         t.status = TokenStatus::Claimed { at: now, serial: serial.clone(), cgc: text.clone() };
         let groups = t.groups.clone();
         let node = t.node.clone();
+        self.state.nodes.insert(node.clone(), nodes::NodeRecord::admitted(&cgc, id.clone()));
         self.changed = true;
         self.log(now, "token_claimed", Some(&id), Some(&node), c.peer, Some(format!("serial={serial}")));
         Ok(Claimed { cgc: text, serial, groups, retry: false })
     }
 }
+
+#[path = "keyserver_nodes.rs"]
+pub mod nodes;
 
 #[cfg(test)]
 #[path = "keyserver_tests.rs"]

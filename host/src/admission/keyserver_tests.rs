@@ -284,3 +284,196 @@ fn state_round_trips_through_json() {
     assert_eq!(&back, ks.state());
     assert!(serde_json::from_str::<State>(&text.replace("\"epoch\"", "\"bogus\"")).is_err());
 }
+
+mod node_requests {
+    use super::*;
+    use crate::admission::request::{Op, RequestBody};
+    use crate::crypto::keys::BoxSecretKeyFile;
+
+    /// An admitted node: its keys and CGC, plus the keyserver's transport key.
+    fn admitted(ks: &mut Keyserver<TestRng>, name: &str) -> (Node, String) {
+        let j = ks.create_token(T0, request(name)).unwrap();
+        let n = node(name);
+        let c = ks.claim(T0 + 1, &claim_for(&j, name, &n, &ks.pin())).unwrap();
+        (n, c.cgc)
+    }
+
+    fn send(
+        ks: &mut Keyserver<TestRng>,
+        now: u64,
+        signer: &SigSecretKey,
+        cgc: &str,
+        time: u64,
+        nonce: &str,
+    ) -> Result<nodes::Authorized, AdmitError> {
+        let (tp, t) = BoxSecretKeyFile::generate("acme-keyserver").unwrap();
+        let body = RequestBody {
+            op: Op::Keys,
+            cgc: cgc.into(),
+            time,
+            nonce: nonce.into(),
+            gossip: None,
+            have: vec![],
+        };
+        let (body, signed) = RequestBody::open(&body.seal(signer, &tp), &tp.key, &t.key).unwrap();
+        ks.authorize(now, &body, &signed, None)
+    }
+
+    fn nonce(i: u8) -> String {
+        hex::encode([i; 24])
+    }
+
+    #[test]
+    fn a_signed_fresh_request_passes_and_a_replay_does_not() {
+        let mut ks = keyserver();
+        let (n, cgc) = admitted(&mut ks, "n1");
+        let a = send(&mut ks, T0 + 10, &n.sig, &cgc, T0 + 10, &nonce(1)).unwrap();
+        assert_eq!((a.cgc.node.as_str(), a.groups.clone()), ("n1", vec!["web".to_string()]));
+        assert!(ks.take_changed(), "the nonce is committed");
+        assert_eq!(send(&mut ks, T0 + 11, &n.sig, &cgc, T0 + 10, &nonce(1)).unwrap_err(), AdmitError::Replay);
+        // The window survives a restart (it is in the state).
+        let mut again = Keyserver::new(ks.state().clone(), ks.admission.clone(), TestRng(9));
+        assert_eq!(
+            send(&mut again, T0 + 12, &n.sig, &cgc, T0 + 10, &nonce(1)).unwrap_err(),
+            AdmitError::Replay
+        );
+        // Old nonces leave the window; their requests are then refused by the clock check.
+        assert!(matches!(
+            send(&mut ks, T0 + 10 + CLOCK + 1, &n.sig, &cgc, T0 + 10, &nonce(1)),
+            Err(AdmitError::ClockSkew { .. })
+        ));
+        send(&mut ks, T0 + 10 + CLOCK + 1, &n.sig, &cgc, T0 + 10 + CLOCK, &nonce(2)).unwrap();
+        assert!(!ks.state().nonces.contains_key(&nonce(1)), "the window is pruned");
+    }
+
+    const CLOCK: u64 = nodes::CLOCK_WINDOW;
+
+    #[test]
+    fn stolen_cgcs_skewed_clocks_and_revoked_nodes_are_refused() {
+        let mut ks = keyserver();
+        let (n, cgc) = admitted(&mut ks, "n1");
+        let thief = node("n1");
+        assert_eq!(
+            send(&mut ks, T0 + 10, &thief.sig, &cgc, T0 + 10, &nonce(1)).unwrap_err(),
+            AdmitError::BadRequestSignature
+        );
+        for t in [T0 + 10 - CLOCK - 1, T0 + 10 + CLOCK + 1] {
+            assert!(matches!(
+                send(&mut ks, T0 + 10, &n.sig, &cgc, t, &nonce(2)),
+                Err(AdmitError::ClockSkew { .. })
+            ));
+        }
+        // Another keyserver's CGC, or garbage.
+        let mut other = keyserver();
+        let (on, ocgc) = admitted(&mut other, "n1");
+        assert!(matches!(
+            send(&mut ks, T0 + 10, &on.sig, &ocgc, T0 + 10, &nonce(3)),
+            Err(AdmitError::BadCgc(_))
+        ));
+        assert!(matches!(
+            send(&mut ks, T0 + 10, &n.sig, "junk", T0 + 10, &nonce(4)),
+            Err(AdmitError::BadCgc(_))
+        ));
+        assert!(ks.revoke_node(T0 + 20, "n1").unwrap());
+        assert!(!ks.revoke_node(T0 + 21, "n1").unwrap());
+        assert_eq!(
+            send(&mut ks, T0 + 30, &n.sig, &cgc, T0 + 30, &nonce(5)).unwrap_err(),
+            AdmitError::NodeRevoked("n1".into())
+        );
+        assert_eq!(ks.revoke_node(T0, "nobody").unwrap_err(), AdmitError::UnknownNode("nobody".into()));
+        let audit = ks.take_audit();
+        assert!(audit.iter().filter(|e| e.event == "request_refused").count() >= 5, "{audit:?}");
+        assert!(audit.iter().any(|e| e.event == "node_revoked"));
+    }
+
+    #[test]
+    fn a_renewed_cgc_is_pending_until_used_so_a_lost_reply_strands_nobody() {
+        let mut ks = keyserver();
+        let (n, old) = admitted(&mut ks, "n1");
+        let a = send(&mut ks, T0 + 10, &n.sig, &old, T0 + 10, &nonce(1)).unwrap();
+        let lost = ks.renew(T0 + 10, &a);
+        // The reply was lost: the old CGC still works and renews again.
+        let a = send(&mut ks, T0 + 20, &n.sig, &old, T0 + 20, &nonce(2)).unwrap();
+        let new = ks.renew(T0 + 20, &a);
+        assert_ne!(lost, new);
+        let c = Cgc::verify(&new, &ks.admission_public()).unwrap();
+        assert_eq!((c.node.as_str(), c.not_after), ("n1", T0 + 20 + DEFAULT_CGC_TTL));
+        assert_eq!(
+            send(&mut ks, T0 + 30, &n.sig, &lost, T0 + 30, &nonce(3)).unwrap_err(),
+            AdmitError::StaleCgc("n1".into())
+        );
+        // Using the new one retires the old one.
+        send(&mut ks, T0 + 30, &n.sig, &new, T0 + 30, &nonce(4)).unwrap();
+        assert_eq!(
+            send(&mut ks, T0 + 31, &n.sig, &old, T0 + 31, &nonce(5)).unwrap_err(),
+            AdmitError::StaleCgc("n1".into())
+        );
+        assert_eq!(ks.nodes()[0].serial, c.serial_hex());
+    }
+
+    #[test]
+    fn peers_are_the_other_live_nodes() {
+        let mut ks = keyserver();
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let (n, cgc) = admitted(&mut ks, name);
+            let (tp, t) = BoxSecretKeyFile::generate("acme-keyserver").unwrap();
+            let body = RequestBody {
+                op: Op::Keys,
+                cgc,
+                time: T0 + 5,
+                nonce: nonce(i as u8),
+                gossip: Some(format!("10.0.0.{i}:9638")),
+                have: vec![],
+            };
+            let (body, signed) = RequestBody::open(&body.seal(&n.sig, &tp), &tp.key, &t.key).unwrap();
+            ks.authorize(T0 + 5, &body, &signed, None).unwrap();
+        }
+        assert_eq!(ks.peers_of("a"), ["10.0.0.1:9638", "10.0.0.2:9638"]);
+        ks.revoke_node(T0, "b").unwrap();
+        assert_eq!(ks.peers_of("a"), ["10.0.0.2:9638"]);
+    }
+}
+
+mod retiring {
+    use super::*;
+    use crate::admission::request::{Op, RequestBody};
+    use crate::crypto::keys::BoxSecretKeyFile;
+
+    #[test]
+    fn old_ring_keys_go_only_after_every_live_node_holds_the_new_one() {
+        let mut ks = keyserver();
+        let mut nodes = Vec::new();
+        for name in ["a", "b", "c"] {
+            let j = ks.create_token(T0, request(name)).unwrap();
+            let n = node(name);
+            let cgc = ks.claim(T0, &claim_for(&j, name, &n, &ks.pin())).unwrap().cgc;
+            nodes.push((n, cgc));
+        }
+        let mut i = 0u8;
+        let mut report = |ks: &mut Keyserver<TestRng>, who: usize, have: &[&str]| {
+            i += 1;
+            let (tp, t) = BoxSecretKeyFile::generate("acme-keyserver").unwrap();
+            let body = RequestBody {
+                op: Op::Keys,
+                cgc: nodes[who].1.clone(),
+                time: T0 + 5,
+                nonce: hex::encode([i; 24]),
+                gossip: None,
+                have: have.iter().map(|s| s.to_string()).collect(),
+            };
+            let (body, signed) =
+                RequestBody::open(&body.seal(&nodes[who].0.sig, &tp), &tp.key, &t.key).unwrap();
+            ks.authorize(T0 + 5, &body, &signed, None).unwrap();
+        };
+        ks.revoke_node(T0 + 1, "c").unwrap();
+        ks.start_retiring(T0 + 1, vec!["acme-1".into()], "acme-2".into());
+        assert!(ks.take_retired(T0 + 2).is_empty(), "nobody acknowledged yet");
+        report(&mut ks, 0, &["acme-1", "acme-2"]);
+        assert!(ks.take_retired(T0 + 5).is_empty(), "b has not got it yet");
+        report(&mut ks, 1, &["acme-1", "acme-2"]);
+        // c is revoked: it never gets the new key and is not waited for.
+        assert_eq!(ks.take_retired(T0 + 6), ["acme-1"]);
+        assert!(ks.retiring().is_none());
+        assert!(ks.take_retired(T0 + 7).is_empty());
+    }
+}

@@ -7,6 +7,9 @@ pub mod cgc;
 pub mod cidr;
 pub mod join;
 pub mod keyserver;
+pub mod ratelimit;
+pub mod request;
+pub mod schedule;
 pub mod store;
 pub mod wire;
 

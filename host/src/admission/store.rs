@@ -79,7 +79,8 @@ impl Store {
 
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
         let path = self.state_path();
-        let mut text = serde_json::to_vec_pretty(state).expect("the state serialises");
+        // Compact: it is rewritten (and fsynced) before every reply, so its size is the cost.
+        let mut text = serde_json::to_vec(state).expect("the state serialises");
         text.push(b'\n');
         fsutil::write_atomic(&path, &text, 0o600, Existing::Replace)
             .map_err(|source| StoreError::Io { path, source })

@@ -8,6 +8,7 @@
 //! - The claim (with the token secret) is a sealed box to that transport key.
 //! - The reply is signed by the admission key, then sealed to the node's new BOX key (sign,
 //!   then seal with an ephemeral sender), and echoes the claim's nonce.
+//! - Or, from an admitted node: `Request` → `Response` or `Error` ([`super::request`]).
 //! - `Error` is plain text without secrets (a forged one can only make the node retry).
 
 use base64::Engine as _;
@@ -33,6 +34,9 @@ pub enum Kind {
     Claim = 3,
     Claimed = 4,
     Error = 5,
+    /// A node's signed request after admission ([`super::request`]).
+    Request = 6,
+    Response = 7,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +76,8 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Kind, usize), WireError> {
         3 => Kind::Claim,
         4 => Kind::Claimed,
         5 => Kind::Error,
+        6 => Kind::Request,
+        7 => Kind::Response,
         k => return Err(WireError::UnknownKind(k)),
     };
     let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use super::keyserver::{ADMIN_SECRET_FILE, DEFAULT_KEYSERVER_PORT};
+use crate::admission::request::Op;
 use crate::ctl::proto;
 use crate::ctl::{CtlClient, CtlRequest, CtlSecret};
 
@@ -36,6 +37,77 @@ pub enum AdmitCommand {
         /// Where the CGC is stored ({data_path}/admission/cgc).
         #[arg(long, env = "WARREN_DATA_PATH", value_name = "DIR", default_value_os_t = crate::config::default_data_path())]
         data_path: std::path::PathBuf,
+    },
+    /// Renews this node's CGC with the keyserver that admitted it (signed by the node key).
+    Renew {
+        #[command(flatten)]
+        node: NodeSide,
+    },
+    /// Fetches every key and config file the keyserver's policy gives this node: ring key
+    /// revisions, service-group keys of its groups, the ctl secret (group admin only) and
+    /// its peer list (DIR/admission/peers).
+    Fetch {
+        #[command(flatten)]
+        node: NodeSide,
+        /// This node's gossip address, for the other nodes' peer lists.
+        #[arg(long, value_name = "ADDR")]
+        gossip: Option<String>,
+    },
+    /// Admitted nodes: list, revoke.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// The ring key: rotate.
+    #[command(subcommand)]
+    Ring(RingCommand),
+    /// Service-group keys: key-gen.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct NodeSide {
+    #[command(flatten)]
+    pub cache: super::keys::CacheArgs,
+    /// The node's data path (its CGC and keyserver address are under DIR/admission).
+    #[arg(long, env = "WARREN_DATA_PATH", value_name = "DIR", default_value_os_t = crate::config::default_data_path())]
+    pub data_path: std::path::PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Lists the admitted nodes (groups, CGC serial, revoked, last request).
+    List {
+        #[command(flatten)]
+        keyserver: KeyserverTarget,
+    },
+    /// Refuses the node from now on and rotates the ring key it held: the new key goes to the
+    /// other nodes only, and the old one is removed once they all have the new one.
+    Revoke {
+        #[command(flatten)]
+        keyserver: KeyserverTarget,
+        /// The node's name.
+        node: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RingCommand {
+    /// Installs a new ring key revision on the keyserver; nodes fetch it and switch to it.
+    Rotate {
+        #[command(flatten)]
+        keyserver: KeyserverTarget,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Makes a service-group key SERVICE.GROUP[@ORG] on the keyserver; it goes to nodes in
+    /// the admission group SERVICE (or SERVICE.GROUP).
+    KeyGen {
+        #[command(flatten)]
+        keyserver: KeyserverTarget,
+        #[arg(value_name = "SERVICE.GROUP[@ORG]")]
+        name: String,
     },
 }
 
@@ -114,7 +186,7 @@ impl KeyserverTarget {
         Ok(CtlClient::new(&addr, secret))
     }
 
-    fn call_for<M: proto::CtlMessage>(&self, req: &CtlRequest) -> anyhow::Result<M> {
+    pub(super) fn call_for<M: proto::CtlMessage>(&self, req: &CtlRequest) -> anyhow::Result<M> {
         let client = self.client()?;
         // The client's error names the keyserver already.
         let reply = client.call(req, |_| {}).context("keyserver")?;
@@ -140,7 +212,11 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
 }
 
-fn rfc3339(t: u64) -> String {
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() { "none".to_string() } else { v.join(", ") }
+}
+
+pub(super) fn rfc3339(t: u64) -> String {
     i64::try_from(t)
         .ok()
         .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
@@ -153,6 +229,35 @@ pub fn run(cmd: AdmitCommand) -> anyhow::Result<()> {
         AdmitCommand::Token(cmd) => cmd,
         AdmitCommand::Join { join, node, keyserver, cache, data_path } => {
             return super::admit_join::join(&join, &node, &keyserver, &cache.cache(), &data_path);
+        }
+        AdmitCommand::Renew { node } => {
+            let a = super::admit_node::run_once(Op::Renew, &node.data_path, &node.cache.cache(), None)?;
+            outln!("Renewed: CGC {}", a.renewed.as_deref().unwrap_or("?"))?;
+            return Ok(());
+        }
+        AdmitCommand::Fetch { node, gossip } => {
+            let a = super::admit_node::run_once(Op::Keys, &node.data_path, &node.cache.cache(), gossip)?;
+            outln!(
+                "Fetched: ring keys added {}, removed {}; {} service-group key files; ctl secret {}",
+                list_or_none(&a.ring_added),
+                list_or_none(&a.ring_removed),
+                a.group_keys,
+                if a.ctl_secret { "written" } else { "unchanged or not given" }
+            )?;
+            return Ok(());
+        }
+        AdmitCommand::Node(cmd) => return super::admit_admin::node(cmd),
+        AdmitCommand::Ring(RingCommand::Rotate { keyserver }) => {
+            let made: proto::AdmitKeyMade =
+                keyserver.call_for(&CtlRequest::AdmitRingRotate(proto::AdmitRingRotate {}))?;
+            outln!("Ring key {} installed; nodes switch to it at their next fetch", made.id)?;
+            return Ok(());
+        }
+        AdmitCommand::Group(GroupCommand::KeyGen { keyserver, name }) => {
+            let req = CtlRequest::AdmitGroupKeyGen(proto::AdmitGroupKeyGen { name: Some(name.clone()) });
+            let made: proto::AdmitKeyMade = keyserver.call_for(&req)?;
+            outln!("Service-group key {} made", made.id)?;
+            return Ok(());
         }
     };
     match cmd {

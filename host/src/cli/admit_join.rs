@@ -19,7 +19,7 @@ use crate::fsutil::{self, Existing};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn join_addr(given: &str) -> String {
+pub(super) fn join_addr(given: &str) -> String {
     let with_ctl = crate::ctl::client::remote_addr(given);
     let suffix = format!(":{}", crate::ctl::client::DEFAULT_PORT);
     match with_ctl.strip_suffix(&suffix) {
@@ -28,11 +28,11 @@ fn join_addr(given: &str) -> String {
     }
 }
 
-fn send(s: &mut TcpStream, kind: Kind, body: &[u8]) -> anyhow::Result<()> {
+pub(super) fn send(s: &mut TcpStream, kind: Kind, body: &[u8]) -> anyhow::Result<()> {
     s.write_all(&wire::frame(kind, body)).context("sending to the keyserver")
 }
 
-fn recv(s: &mut TcpStream) -> anyhow::Result<(Kind, Vec<u8>)> {
+pub(super) fn recv(s: &mut TcpStream) -> anyhow::Result<(Kind, Vec<u8>)> {
     let mut header = [0u8; wire::HEADER_LEN];
     s.read_exact(&mut header).context("reading the keyserver's reply")?;
     let (kind, len) = wire::parse_header(&header)?;
@@ -69,6 +69,7 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// `warren admit join`: admits, then says how to start the supervisor.
 pub fn join(
     text: &str,
     node: &str,
@@ -76,6 +77,28 @@ pub fn join(
     cache: &KeyCache,
     data_path: &Path,
 ) -> anyhow::Result<()> {
+    let a = admit(text, node, keyserver, cache, data_path)?;
+    outln!("{}", a.summary)?;
+    if let Some(ring) = a.ring {
+        outln!("Start the supervisor with: warren sup run --ring {ring}")?;
+    }
+    Ok(())
+}
+
+pub struct Admitted {
+    pub summary: String,
+    /// The ring the delivered keys are for.
+    pub ring: Option<String>,
+}
+
+/// The join protocol, shared by `admit join` and `sup run --join`.
+pub fn admit(
+    text: &str,
+    node: &str,
+    keyserver: &str,
+    cache: &KeyCache,
+    data_path: &Path,
+) -> anyhow::Result<Admitted> {
     let j = JoinString::parse(text).context("the join string")?;
     validate_plain_name("node name", node)?;
     let sig = SigSecretKey::try_from(&node_key(cache, KeyKind::SigSecret, node)?)?;
@@ -138,22 +161,21 @@ pub fn join(
     }
     let dir = data_path.join("admission");
     fsutil::create_private_dir(&dir).with_context(|| dir.display().to_string())?;
-    let path = dir.join("cgc");
+    let info = super::admit_node::KeyserverInfo { join: addr.clone(), admission: d.admission.id.to_string() };
+    super::admit_node::save_info(data_path, &info)?;
+    let path = dir.join(super::admit_node::CGC_FILE);
     fsutil::write_atomic(&path, reply.cgc.as_bytes(), 0o644, Existing::Replace)
         .with_context(|| path.display().to_string())?;
     let ring = rings.first().and_then(|r| r.rsplit_once('-')).map(|(n, _)| n.to_string());
-    outln!(
+    let summary = format!(
         "Admitted {node} to {} (CGC {}, groups: {}, valid until {}); ring keys: {}",
         cgc.cluster,
         cgc.serial_hex(),
         if cgc.groups.is_empty() { "none".to_string() } else { cgc.groups.join(",") },
         cgc.not_after,
         if rings.is_empty() { "none".to_string() } else { rings.join(", ") }
-    )?;
-    if let Some(ring) = ring {
-        outln!("Start the supervisor with: warren sup run --ring {ring}")?;
-    }
-    Ok(())
+    );
+    Ok(Admitted { summary, ring })
 }
 
 #[cfg(test)]

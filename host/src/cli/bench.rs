@@ -55,6 +55,9 @@ pub enum BenchCommand {
     /// warren's service supervision against Debian's supervisord and s6 (installed with apt
     /// when missing): kill -9 → new process, load → running, PSS and idle CPU with N services.
     Svc(super::bench_svc::SvcBenchArgs),
+    /// Token → admitted supervisor alive in the ring (`sup run --join`), p50 over rounds, and
+    /// the claims per second a keyserver sustains with many nodes claiming at once.
+    Admit(super::bench_admit::AdmitBenchArgs),
     /// (internal) Verify FILE and print this process's peak memory; used by `bench verify`.
     #[command(hide = true)]
     VerifyChild {
@@ -71,6 +74,7 @@ impl BenchCommand {
             BenchCommand::Ring(args) => super::bench_ring::bench_ring(args),
             BenchCommand::Ctl(args) => super::bench_ctl::run(args),
             BenchCommand::Config(args) => super::bench_config::run(args),
+            BenchCommand::Admit(args) => super::bench_admit::run(args),
             BenchCommand::Svc(args) => super::bench_svc::run(args),
             BenchCommand::Election(args) => super::bench_election::run(args),
             BenchCommand::Plugins { plugin, calls, spawns } => {

@@ -102,6 +102,7 @@ fn provision(dir: &Path, ring: &str) -> anyhow::Result<(SigSecretKey, BoxSecretK
     })?;
     key_or_create(&cache, KeyKind::SymSecret, ring, || Ok(vec![RingKey::generate(ring)?.to_file()]))?;
     crate::ctl::secret::read_or_create_file(&dir.join(ADMIN_SECRET_FILE))?;
+    crate::ctl::secret::read_or_create_file(&dir.join(nodes::CLUSTER_CTL_SECRET_FILE))?;
     Ok((SigSecretKey::try_from(&admission)?, BoxSecretKeyFile::try_from(&transport)?))
 }
 
@@ -124,6 +125,11 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
         transport,
         keys: KeyCache::new(args.data_path.join(KEYS_DIR)),
         ring: args.ring.clone(),
+        data_path: args.data_path.clone(),
+        limit: Mutex::new(crate::admission::ratelimit::FailureLimit::new(
+            crate::admission::ratelimit::DEFAULT_BURST,
+            crate::admission::ratelimit::DEFAULT_REFILL,
+        )),
     });
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -187,7 +193,12 @@ struct KeyserverCtl {
     transport: BoxSecretKeyFile,
     keys: KeyCache,
     ring: String,
+    data_path: PathBuf,
+    limit: Mutex<crate::admission::ratelimit::FailureLimit>,
 }
+
+#[path = "keyserver_nodes.rs"]
+mod nodes;
 
 /// Serves the join port: each connection may ask for the descriptor, then claim once.
 async fn serve_join(listener: tokio::net::TcpListener, h: Arc<KeyserverCtl>) {
@@ -238,11 +249,27 @@ async fn join_connection(h: Arc<KeyserverCtl>, mut s: tokio::net::TcpStream, pee
         let (reply, last) = match kind {
             wire::Kind::DescriptorRequest => (wire::frame(wire::Kind::Descriptor, &h.descriptor()), false),
             wire::Kind::Claim => {
-                let (reply, delay) = tokio::task::block_in_place(|| h.claim(&body, peer.ip().to_canonical()));
+                let ip = peer.ip().to_canonical();
+                // Checked before the sealed box is even opened: guessing costs the guesser.
+                if let Err(wait) = h.limit_check(ip) {
+                    tracing::debug!(%peer, "join port: failure budget spent; claim refused unopened");
+                    let msg = format!("too many failed attempts from {ip}; retry in {wait} s");
+                    let _ = s.write_all(&wire::frame(wire::Kind::Error, msg.as_bytes())).await;
+                    return;
+                }
+                let (reply, delay) = tokio::task::block_in_place(|| h.claim(&body, ip));
+                if reply.first() == Some(&(wire::Kind::Error as u8)) {
+                    h.limit_failed(ip);
+                }
                 if delay > 0 {
                     tokio::time::sleep(std::time::Duration::from_secs(delay)).await;
                 }
                 (reply, true)
+            }
+            // Signed by a node key: nothing to guess, so no failure budget (a revoked node
+            // behind a shared address must not block its neighbours).
+            wire::Kind::Request => {
+                (tokio::task::block_in_place(|| h.request(&body, peer.ip().to_canonical())), true)
             }
             _ => (wire::frame(wire::Kind::Error, b"unexpected message"), true),
         };
@@ -252,7 +279,27 @@ async fn join_connection(h: Arc<KeyserverCtl>, mut s: tokio::net::TcpStream, pee
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 impl KeyserverCtl {
+    fn limit_check(&self, ip: std::net::IpAddr) -> Result<(), u64> {
+        self.limit.lock().unwrap_or_else(|p| p.into_inner()).check(ip, now_ms())
+    }
+
+    fn limit_failed(&self, ip: std::net::IpAddr) {
+        let mut l = self.limit.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        l.failed(ip, now);
+        if l.check(ip, now).is_err() {
+            tracing::warn!(%ip, "join port: this address spent its failure budget; its attempts are refused for a while");
+        }
+    }
+
     fn descriptor(&self) -> Vec<u8> {
         wire::Descriptor {
             cluster: self.ring.clone(),
@@ -285,19 +332,7 @@ impl KeyserverCtl {
         drop(ks);
         match result {
             Ok(claimed) => {
-                let ring_keys = self
-                    .keys
-                    .revisions(KeyKind::SymSecret, &self.ring)
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|id| self.keys.get(KeyKind::SymSecret, id).ok())
-                    .map(|k| k.to_text().to_string())
-                    .collect::<Vec<_>>();
-                let primary = self
-                    .keys
-                    .revisions(KeyKind::SymSecret, &self.ring)
-                    .ok()
-                    .and_then(|r| r.last().map(|i| i.to_string()));
+                let (ring_keys, primary) = self.ring_bundle();
                 tracing::info!(token = %claim.token_id, node = %claim.node, %peer, retry = claimed.retry, "node admitted");
                 let body = wire::ClaimedBody { nonce, cgc: claimed.cgc, ring_keys, primary };
                 (wire::frame(wire::Kind::Claimed, &body.seal(&self.admission, &claim.node_box)), 0)
@@ -320,7 +355,7 @@ fn net_err(code: ErrCode, e: impl std::fmt::Display) -> NetErr {
 
 fn admit_err(e: AdmitError) -> NetErr {
     let code = match e {
-        AdmitError::UnknownToken(_) => ErrCode::NotFound,
+        AdmitError::UnknownToken(_) | AdmitError::UnknownNode(_) => ErrCode::NotFound,
         AdmitError::BadName { .. } | AdmitError::BadTtl { .. } => ErrCode::InvalidPayload,
         _ => ErrCode::Unauthorized,
     };
@@ -329,6 +364,15 @@ fn admit_err(e: AdmitError) -> NetErr {
 
 impl KeyserverCtl {
     fn handle_now(&self, req: CtlRequest, now: u64) -> Result<Reply, NetErr> {
+        if matches!(
+            req,
+            CtlRequest::AdmitNodeList(_)
+                | CtlRequest::AdmitNodeRevoke(_)
+                | CtlRequest::AdmitRingRotate(_)
+                | CtlRequest::AdmitGroupKeyGen(_)
+        ) {
+            return self.handle_nodes(req, now);
+        }
         let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
         let before = ks.state().clone();
         let reply = match req {

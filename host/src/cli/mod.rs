@@ -11,8 +11,12 @@ macro_rules! outln {
 }
 
 pub mod admit;
+pub mod admit_admin;
 pub mod admit_join;
+pub mod admit_loop;
+pub mod admit_node;
 pub mod bench;
+pub mod bench_admit;
 pub mod bench_config;
 pub mod bench_ctl;
 pub mod bench_election;

@@ -90,6 +90,20 @@ pub struct RunArgs {
     /// Encrypt the ring with the latest ring key of this name in the key cache.
     #[arg(long, conflicts_with = "ring_key")]
     pub ring: Option<String>,
+    /// Admit this node first with a join string (or a file holding one) from `warren admit
+    /// token create`; needs --keyserver. A node admitted before needs neither flag: it renews
+    /// its CGC and fetches its keys (ring, service groups, peers) from the same keyserver.
+    #[arg(long, value_name = "FILE|JOIN-STRING", requires = "keyserver", conflicts_with = "ring_key")]
+    pub join: Option<String>,
+    /// The keyserver's join port, HOST[:PORT] (9636 by default).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub keyserver: Option<String>,
+    /// This node's name, as given to `admit token create --node` [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// How often an admitted node re-fetches its keys from the keyserver.
+    #[arg(long, value_parser = parse_millis, default_value = "300s")]
+    pub key_fetch_interval: Duration,
     /// A ring key file's contents (instead of --ring).
     #[arg(long = "ring-key", env = RING_KEY_ENV, hide_env_values = true, hide = true)]
     pub ring_key: Option<SecretString>,
@@ -229,6 +243,32 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the plugin runtime")?,
     );
 
+    // An admitted node (or one admitted now with --join) gets its ring and peers from the
+    // keyserver, and keeps them fresh for as long as it runs.
+    let node = args.node.clone().unwrap_or_else(crate::sup::hostname);
+    let gossip = args.advertise.or((!args.listen_gossip.ip().is_unspecified()).then_some(args.listen_gossip));
+    let admitted = super::admit_loop::prepare(
+        args.join.as_deref(),
+        args.keyserver.as_deref(),
+        &node,
+        super::admit_loop::LoopConfig {
+            data_path: config.data_path(),
+            cache: args.plugins.key_cache(),
+            gossip: gossip.map(|g| g.to_string()),
+            fetch_every: args.key_fetch_interval,
+        },
+    )?;
+    let mut args = args;
+    let mut background = Vec::new();
+    if let Some(a) = admitted {
+        if args.ring.is_none() && args.ring_key.is_none() {
+            args.ring = Some(a.ring);
+        }
+        if args.peers.is_empty() {
+            args.peers = a.peers;
+        }
+        background.push(a.task);
+    }
     // Flags and environment win over the config file; a config value may be a reference.
     let ring_key = match (&args.ring, &args.ring_key, &config.ring_key) {
         (Some(name), _, _) => RingKeySource::Cache { name: name.clone() },
@@ -288,6 +328,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         },
         service_config: config.services.iter().map(|(name, s)| (name.clone(), s.config.clone())).collect(),
         org,
+        background,
     };
     match sup::run(opts).context("supervisor failed")? {
         sup::Exit::Stopped | sup::Exit::Departed => Ok(()),

@@ -54,6 +54,12 @@ names!(
     AdmitTokenList,
     AdmitTokens,
     AdmitTokenRevoke,
+    AdmitGroupKeyGen,
+    AdmitKeyMade,
+    AdmitNodeList,
+    AdmitNodes,
+    AdmitNodeRevoke,
+    AdmitRingRotate,
 );
 
 impl NetErr {

@@ -232,6 +232,10 @@ requests!(
     AdmitTokenCreate(AdmitTokenCreate),
     AdmitTokenList(AdmitTokenList),
     AdmitTokenRevoke(AdmitTokenRevoke),
+    AdmitGroupKeyGen(AdmitGroupKeyGen),
+    AdmitNodeList(AdmitNodeList),
+    AdmitNodeRevoke(AdmitNodeRevoke),
+    AdmitRingRotate(AdmitRingRotate),
 );
 
 impl CtlRequest {

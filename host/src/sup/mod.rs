@@ -86,6 +86,8 @@ pub struct SupOptions {
     pub service_config: std::collections::BTreeMap<String, toml::Table>,
     /// `--org`: the org of this supervisor's service groups.
     pub org: Option<String>,
+    /// Tasks that run as long as the supervisor (the admitted node's keyserver loop).
+    pub background: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -282,7 +284,7 @@ pub fn run(opts: SupOptions) -> Result<Exit, SupError> {
 pub struct Supervisor;
 
 impl Supervisor {
-    async fn run(opts: SupOptions) -> Result<Exit, SupError> {
+    async fn run(mut opts: SupOptions) -> Result<Exit, SupError> {
         let data = DataDir::new(&opts.data_path);
         let _lock = data.lock()?;
         let id = data.member_id()?;
@@ -341,6 +343,7 @@ impl Supervisor {
         )
         .map_err(SupError::Runtime)?;
         let ring = running.handle.clone();
+        let background: Vec<_> = std::mem::take(&mut opts.background).into_iter().map(tokio::spawn).collect();
 
         let _watcher = match &opts.ring_key {
             RingKeySource::Cache { name } => {
@@ -520,6 +523,9 @@ impl Supervisor {
         // stops them (as Habitat's does), each within its shutdown timeout.
         services.exit(stopped != Stopped::Restart).await;
         let _ = stop_tx.send(true);
+        for t in &background {
+            t.abort();
+        }
         let _ = http_task.await;
         let _ = ctl.task.await;
         let _ = std::fs::remove_file(opts.data_path.join(LISTEN_FILE));
@@ -602,7 +608,7 @@ fn write_listen_file(data_path: &std::path::Path, gossip: SocketAddr, http: Sock
 }
 
 /// This host's name (`sys.hostname` in templates).
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 

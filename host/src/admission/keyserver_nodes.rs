@@ -1,0 +1,263 @@
+//! Admitted nodes in the keyserver's state machine: their records, and the checks every
+//! request after admission passes (`renew`, `keys`): a CGC this keyserver signed, a request
+//! signed by the node key it names, a time within [`CLOCK_WINDOW`], a nonce not seen in that
+//! window, a node not revoked and a CGC serial that is still current. Policy is decided here at
+//! each request; the CGC grants nothing by itself.
+
+use serde::{Deserialize, Serialize};
+
+use super::{AdmitError, Keyserver, Rng};
+use crate::admission::cgc::Cgc;
+use crate::admission::request::RequestBody;
+use crate::crypto::keys::SigPublicKey;
+
+/// How far a request's time may be from the keyserver's clock, either way (seconds).
+pub const CLOCK_WINDOW: u64 = 300;
+/// The group whose nodes get the cluster's ctl secret.
+pub const ADMIN_GROUP: &str = "admin";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRecord {
+    /// The serial in use (hex).
+    pub serial: String,
+    /// A renewed serial not yet used: the old one stays valid until the node presents it, so
+    /// a lost renew reply never strands a node (SPIRE's two-serial activation).
+    #[serde(default)]
+    pub pending: Option<String>,
+    pub groups: Vec<String>,
+    /// The node's SIG key (`NAME-REV base64`).
+    pub node_sig: String,
+    pub not_after: u64,
+    pub token: String,
+    #[serde(default)]
+    pub revoked: Option<u64>,
+    /// Its gossip address as it last reported it.
+    #[serde(default)]
+    pub gossip: Option<String>,
+    /// Unix seconds of its last accepted request.
+    #[serde(default)]
+    pub seen: Option<u64>,
+    /// The ring key revisions it last reported holding.
+    #[serde(default)]
+    pub have: Vec<String>,
+}
+
+/// Old ring key revisions (`ids`) that go away once every node that is not revoked reports
+/// holding `until`: install, use, then remove, so no live node is cut off on the way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retiring {
+    pub ids: Vec<String>,
+    pub until: String,
+}
+
+impl NodeRecord {
+    pub fn admitted(cgc: &Cgc, token: String) -> NodeRecord {
+        NodeRecord {
+            serial: cgc.serial_hex(),
+            pending: None,
+            groups: cgc.groups.clone(),
+            node_sig: crate::admission::wire::key_text(&cgc.node_sig.id, &cgc.node_sig.key),
+            not_after: cgc.not_after,
+            token,
+            revoked: None,
+            gossip: None,
+            seen: None,
+            have: Vec::new(),
+        }
+    }
+}
+
+/// A request that passed every check.
+#[derive(Clone, Debug)]
+pub struct Authorized {
+    pub cgc: Cgc,
+    pub groups: Vec<String>,
+}
+
+/// What `node list` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node: String,
+    pub groups: Vec<String>,
+    pub serial: String,
+    pub not_after: u64,
+    pub revoked: bool,
+    pub seen: Option<u64>,
+    pub gossip: Option<String>,
+}
+
+impl<R: Rng> Keyserver<R> {
+    /// Checks a request opened by the transport (`signed` is its signed form) and records its
+    /// nonce. Refusals are audited.
+    pub fn authorize(
+        &mut self,
+        now: u64,
+        req: &RequestBody,
+        signed: &[u8],
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Authorized, AdmitError> {
+        let r = self.authorize_inner(now, req, signed);
+        if let Err(e) = &r {
+            let node = Cgc::verify(&req.cgc, &self.admission.public()).ok().map(|c| c.node);
+            self.log(now, "request_refused", None, node.as_deref(), peer, Some(e.to_string()));
+        }
+        r
+    }
+
+    fn authorize_inner(
+        &mut self,
+        now: u64,
+        req: &RequestBody,
+        signed: &[u8],
+    ) -> Result<Authorized, AdmitError> {
+        let cgc =
+            Cgc::verify(&req.cgc, &self.admission.public()).map_err(|e| AdmitError::BadCgc(e.to_string()))?;
+        cgc.check_time(now).map_err(|e| AdmitError::BadCgc(e.to_string()))?;
+        // A CGC anyone may have copied: only the node key it names can sign for it.
+        if !RequestBody::verify_signature(signed, &cgc.node_sig) {
+            return Err(AdmitError::BadRequestSignature);
+        }
+        let skew = now.abs_diff(req.time);
+        if skew > CLOCK_WINDOW {
+            return Err(AdmitError::ClockSkew { skew });
+        }
+        let rec = self.state.nodes.get(&cgc.node).ok_or_else(|| AdmitError::UnknownNode(cgc.node.clone()))?;
+        if rec.revoked.is_some() {
+            return Err(AdmitError::NodeRevoked(cgc.node.clone()));
+        }
+        let serial = cgc.serial_hex();
+        let current = rec.serial == serial;
+        let pending = rec.pending.as_deref() == Some(serial.as_str());
+        if !current && !pending {
+            return Err(AdmitError::StaleCgc(cgc.node.clone()));
+        }
+        if !same_key(&rec.node_sig, &cgc.node_sig) {
+            return Err(AdmitError::StaleCgc(cgc.node.clone()));
+        }
+        self.state.nonces.retain(|_, t| now.abs_diff(*t) <= CLOCK_WINDOW);
+        if self.state.nonces.contains_key(&req.nonce) {
+            return Err(AdmitError::Replay);
+        }
+        self.state.nonces.insert(req.nonce.clone(), req.time);
+        let rec = self.state.nodes.get_mut(&cgc.node).expect("checked above");
+        if pending {
+            rec.serial = serial;
+            rec.pending = None;
+        }
+        rec.seen = Some(now);
+        if let Some(g) = &req.gossip {
+            rec.gossip = Some(g.clone());
+        }
+        if req.op == crate::admission::request::Op::Keys {
+            rec.have = req.have.clone();
+        }
+        let groups = rec.groups.clone();
+        self.changed = true;
+        Ok(Authorized { cgc, groups })
+    }
+
+    /// A fresh CGC for an authorized node: same keys and groups, new serial and life. It is
+    /// pending until the node uses it.
+    pub fn renew(&mut self, now: u64, a: &Authorized) -> String {
+        let mut serial = [0u8; 16];
+        self.rng.fill(&mut serial);
+        let cgc = Cgc {
+            serial,
+            issued: now,
+            not_before: now,
+            not_after: now.saturating_add(self.cgc_ttl),
+            groups: a.groups.clone(),
+            epoch: self.state.epoch,
+            ..a.cgc.clone()
+        };
+        let text = cgc.sign(&self.admission);
+        if let Some(rec) = self.state.nodes.get_mut(&cgc.node) {
+            rec.pending = Some(cgc.serial_hex());
+            rec.not_after = cgc.not_after;
+        }
+        self.changed = true;
+        self.log(
+            now,
+            "cgc_renewed",
+            None,
+            Some(&cgc.node),
+            None,
+            Some(format!("serial={}", cgc.serial_hex())),
+        );
+        text
+    }
+
+    /// Gossip addresses of the other nodes that are not revoked (the `peers` config file).
+    pub fn peers_of(&self, node: &str) -> Vec<String> {
+        self.state
+            .nodes
+            .iter()
+            .filter(|(n, r)| n.as_str() != node && r.revoked.is_none())
+            .filter_map(|(_, r)| r.gossip.clone())
+            .collect()
+    }
+
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.state
+            .nodes
+            .iter()
+            .map(|(n, r)| NodeInfo {
+                node: n.clone(),
+                groups: r.groups.clone(),
+                serial: r.serial.clone(),
+                not_after: r.not_after,
+                revoked: r.revoked.is_some(),
+                seen: r.seen,
+                gossip: r.gossip.clone(),
+            })
+            .collect()
+    }
+
+    /// Refuses every later request of `node`. Returns false when it was already revoked.
+    pub fn revoke_node(&mut self, now: u64, node: &str) -> Result<bool, AdmitError> {
+        let rec = self.state.nodes.get_mut(node).ok_or_else(|| AdmitError::UnknownNode(node.to_string()))?;
+        if rec.revoked.is_some() {
+            return Ok(false);
+        }
+        rec.revoked = Some(now);
+        self.changed = true;
+        self.log(now, "node_revoked", None, Some(node), None, None);
+        Ok(true)
+    }
+}
+
+impl<R: Rng> Keyserver<R> {
+    /// After a revocation: `old` revisions leave once every live node holds `new`.
+    pub fn start_retiring(&mut self, now: u64, old: Vec<String>, new: String) {
+        let detail = format!("retire {} once every node has {new}", old.join(","));
+        self.state.retiring = Some(Retiring { ids: old, until: new });
+        self.changed = true;
+        self.log(now, "ring_key_retiring", None, None, None, Some(detail));
+    }
+
+    /// The revisions to delete now, if every live node acknowledged the new one (the shell
+    /// deletes them and the state forgets the plan).
+    pub fn take_retired(&mut self, now: u64) -> Vec<String> {
+        let Some(r) = &self.state.retiring else { return Vec::new() };
+        let all =
+            self.state.nodes.values().filter(|n| n.revoked.is_none()).all(|n| n.have.contains(&r.until));
+        if !all {
+            return Vec::new();
+        }
+        let ids = r.ids.clone();
+        self.state.retiring = None;
+        self.changed = true;
+        self.log(now, "ring_key_retired", None, None, None, Some(ids.join(",")));
+        ids
+    }
+
+    pub fn retiring(&self) -> Option<&Retiring> {
+        self.state.retiring.as_ref()
+    }
+}
+
+fn same_key(text: &str, key: &SigPublicKey) -> bool {
+    crate::admission::wire::parse_key(text, "node key").is_ok_and(|(id, k)| id == key.id && k == key.key)
+}

@@ -1,0 +1,153 @@
+//! The admitted supervisor's keyserver loop: a thin tokio task over
+//! [`crate::admission::schedule`] and the blocking requests of [`super::admit_node`]. It renews
+//! the CGC at about 2/3 of its life and re-fetches keys every interval; while the keyserver is
+//! unreachable (or refuses) it logs once, keeps the keys it has and retries with backoff.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::admit_node::{self, NodeIdentity};
+use crate::admission::request::Op;
+use crate::admission::schedule;
+use crate::crypto::KeyCache;
+
+pub const DEFAULT_FETCH_INTERVAL: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    pub data_path: PathBuf,
+    pub cache: KeyCache,
+    /// This supervisor's gossip address, reported for the other nodes' peer lists.
+    pub gossip: Option<String>,
+    pub fetch_every: Duration,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A jitter in [-1, 1] for this run of the supervisor.
+fn jitter() -> f64 {
+    let b = crate::crypto::sodium::random_array::<2>();
+    f64::from(u16::from_be_bytes(b)) / f64::from(u16::MAX) * 2.0 - 1.0
+}
+
+/// The gossip address to report: the configured one, else (port 0, or listening on every
+/// address) what the running supervisor wrote to its listen.json.
+fn gossip(cfg: &LoopConfig) -> Option<String> {
+    if let Some(g) = cfg.gossip.as_ref().filter(|g| !g.ends_with(":0")) {
+        return Some(g.clone());
+    }
+    let text = std::fs::read(cfg.data_path.join(crate::sup::LISTEN_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    v["gossip"].as_str().filter(|g| !g.ends_with(":0")).map(str::to_string)
+}
+
+/// One step: renew when due, else fetch keys. Returns whether it renewed.
+pub fn step(cfg: &LoopConfig, jitter: f64) -> anyhow::Result<bool> {
+    let id = NodeIdentity::load(&cfg.data_path, &cfg.cache)?;
+    let op = if unix_now() >= schedule::renew_at(&id.cgc, jitter) { Op::Renew } else { Op::Keys };
+    let have = admit_node::ring_have(&cfg.cache, &id.cgc.cluster);
+    let resp = id.request(op, gossip(cfg), have)?;
+    let a = admit_node::apply(&resp, &cfg.data_path, &cfg.cache, &id)?;
+    if let Some(serial) = &a.renewed {
+        tracing::info!(%serial, "CGC renewed");
+    }
+    if !a.ring_added.is_empty() || !a.ring_removed.is_empty() {
+        tracing::info!(added = ?a.ring_added, removed = ?a.ring_removed, "ring keys changed at the keyserver");
+    }
+    Ok(op == Op::Renew)
+}
+
+pub async fn run(cfg: LoopConfig) {
+    let jitter = jitter();
+    let mut failures = 0u32;
+    loop {
+        let c = cfg.clone();
+        let r = tokio::task::spawn_blocking(move || step(&c, jitter)).await;
+        let wait = match r {
+            Ok(Ok(renewed)) => {
+                if failures > 0 {
+                    tracing::info!("the keyserver answers again");
+                }
+                failures = 0;
+                // A renewal is followed at once by a key fetch with the new CGC; until the
+                // gossip address is known (the ring binds after the first fetch) retry soon.
+                if renewed {
+                    Duration::from_millis(100)
+                } else if gossip(&cfg).is_none() {
+                    cfg.fetch_every.min(Duration::from_secs(1))
+                } else {
+                    cfg.fetch_every
+                }
+            }
+            Ok(Err(e)) => {
+                if failures == 0 {
+                    tracing::warn!(error = %format!("{e:#}"), "keyserver request failed; running on the keys this node has, retrying with backoff");
+                }
+                failures = failures.saturating_add(1);
+                schedule::backoff(failures, cfg.fetch_every)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the keyserver request task failed");
+                cfg.fetch_every
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// What `sup run` needs from an admitted node.
+pub struct Admitted {
+    /// The ring (the keyserver's cluster) to encrypt with, from the key cache.
+    pub ring: String,
+    /// Peers the keyserver listed.
+    pub peers: Vec<String>,
+    pub task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+/// `sup run --join J --keyserver K` admits first; a node admitted before needs neither. Then
+/// one fetch (best effort: a keyserver that is down does not stop a supervisor that has keys)
+/// and the loop for the supervisor's life. `None` when this node is not admitted.
+pub fn prepare(
+    join: Option<&str>,
+    keyserver: Option<&str>,
+    node: &str,
+    cfg: LoopConfig,
+) -> anyhow::Result<Option<Admitted>> {
+    use anyhow::Context as _;
+    if let Some(join) = join {
+        let keyserver = keyserver.context("--join needs --keyserver HOST[:PORT] (its join port)")?;
+        // A path to a file holding the string, or the string itself.
+        let text = match std::fs::read_to_string(join) {
+            Ok(t) => zeroize::Zeroizing::new(t),
+            Err(_) if join.starts_with("WJ1-") => zeroize::Zeroizing::new(join.to_string()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("--join {join}: neither a join string nor a file"));
+            }
+        };
+        let a = super::admit_join::admit(text.trim(), node, keyserver, &cfg.cache, &cfg.data_path)?;
+        tracing::info!("{}", a.summary);
+    } else if let Some(keyserver) = keyserver
+        && let Some(mut info) = admit_node::load_info(&cfg.data_path)?
+    {
+        // A keyserver that moved: remember its new address.
+        info.join = super::admit_join::join_addr(keyserver);
+        admit_node::save_info(&cfg.data_path, &info)?;
+    }
+    if admit_node::load_info(&cfg.data_path)?.is_none() {
+        if keyserver.is_some() {
+            anyhow::bail!("--keyserver without --join: this node was never admitted (give it a join string)");
+        }
+        return Ok(None);
+    }
+    let id = NodeIdentity::load(&cfg.data_path, &cfg.cache)?;
+    if let Err(e) = step(&cfg, 0.0) {
+        tracing::warn!(error = %format!("{e:#}"), "the keyserver did not answer at start; using the keys this node has");
+    }
+    Ok(Some(Admitted {
+        ring: id.cgc.cluster.clone(),
+        peers: admit_node::peers(&cfg.data_path),
+        task: Box::pin(run(cfg)),
+    }))
+}

@@ -1,0 +1,242 @@
+//! The keyserver's side of node requests after admission (`renew`, `keys`) and the admin
+//! commands about nodes and keys (`admit node list|revoke`, `admit ring rotate`, `admit group
+//! key-gen`). Decisions are the state machine's ([`crate::admission::keyserver::nodes`]); this
+//! file reads the key cache, commits the state before replying, and seals the answer.
+
+use std::net::IpAddr;
+
+use super::{KeyserverCtl, admit_err, commit, net_err, unix_now};
+use crate::admission::keyserver::nodes::ADMIN_GROUP;
+use crate::admission::request::{Op, RequestBody, ResponseBody};
+use crate::admission::wire;
+use crate::crypto::keys::{BoxSecretKeyFile, KeyId, KeyKind, RingKey};
+use crate::ctl::proto::{self, ErrCode, NetErr};
+
+/// Where the cluster's ctl secret (given to `admin` nodes) lives in the keyserver's folder.
+pub const CLUSTER_CTL_SECRET_FILE: &str = "CTL_SECRET";
+
+/// Whether service-group key `name` (SERVICE.GROUP[@ORG]) goes to a node in `groups`.
+pub fn group_key_allowed(name: &str, groups: &[String]) -> bool {
+    let without_org = name.split('@').next().unwrap_or(name);
+    let service = without_org.split('.').next().unwrap_or(without_org);
+    name.contains('.') && groups.iter().any(|g| g == service || g == without_org)
+}
+
+impl KeyserverCtl {
+    fn ring_ids(&self) -> Vec<KeyId> {
+        self.keys.revisions(KeyKind::SymSecret, &self.ring).unwrap_or_default()
+    }
+
+    fn ring_texts(&self) -> Vec<String> {
+        self.ring_ids()
+            .iter()
+            .filter_map(|id| self.keys.get(KeyKind::SymSecret, id).ok())
+            .map(|k| k.to_text().to_string())
+            .collect()
+    }
+
+    pub(super) fn ring_bundle(&self) -> (Vec<String>, Option<String>) {
+        (self.ring_texts(), self.ring_ids().last().map(|i| i.to_string()))
+    }
+
+    /// A request from an admitted node: the reply frame.
+    pub(super) fn request(&self, sealed: &[u8], peer: IpAddr) -> Vec<u8> {
+        let error = |msg: String| wire::frame(wire::Kind::Error, msg.as_bytes());
+        let tpub = self.transport.public().key;
+        let (body, signed) = match RequestBody::open(sealed, &tpub, &self.transport.key) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "join port: undecodable request");
+                return error(format!("refused: {e}"));
+            }
+        };
+        let now = unix_now();
+        let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
+        let before = ks.state().clone();
+        let result = ks.authorize(now, &body, &signed, Some(peer)).map(|a| {
+            let cgc = (body.op == Op::Renew).then(|| ks.renew(now, &a));
+            let retired = if body.op == Op::Keys { ks.take_retired(now) } else { Vec::new() };
+            let peers = ks.peers_of(&a.cgc.node);
+            (a, cgc, retired, peers)
+        });
+        // Old ring keys leave the keyserver's cache before the state says they are gone.
+        if let Ok((_, _, retired, _)) = &result {
+            for id in retired {
+                let path = self.keys.dir().join(format!("{id}.{}", KeyKind::SymSecret.extension()));
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(key = %id, error = %e, "cannot remove a retired ring key");
+                }
+            }
+        }
+        if let Err(e) = commit(&self.store, &mut ks) {
+            ks.restore_state(before);
+            tracing::error!(error = %e, "cannot persist the keyserver state; request undone");
+            return error("the keyserver cannot write its state; try again".into());
+        }
+        drop(ks);
+        let (a, cgc, retired, peers) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%peer, "node request refused: {e}");
+                return error(e.to_string());
+            }
+        };
+        let mut resp = ResponseBody::default();
+        resp.nonce = body.nonce.clone();
+        resp.cgc = cgc;
+        if body.op == Op::Keys {
+            let (ring_keys, primary) = self.ring_bundle();
+            resp.ring_keys = ring_keys;
+            resp.primary = primary;
+            resp.remove = retired;
+            resp.group_keys = self.group_keys(&a.groups);
+            if a.groups.iter().any(|g| g == ADMIN_GROUP) {
+                resp.ctl_secret = self.cluster_ctl_secret();
+            }
+            let mut list = peers.join("\n");
+            if !list.is_empty() {
+                list.push('\n');
+            }
+            resp.files.insert("peers".into(), list);
+        }
+        tracing::info!(node = %a.cgc.node, %peer, op = ?body.op, "node request served");
+        wire::frame(wire::Kind::Response, &resp.seal(&self.admission, &a.cgc.node_box))
+    }
+
+    /// Secret and public texts of every service-group key the policy gives `groups`.
+    fn group_keys(&self, groups: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for kind in [KeyKind::BoxSecret, KeyKind::BoxPublic] {
+            for id in self.keys.list(kind).unwrap_or_default() {
+                if group_key_allowed(&id.name, groups)
+                    && let Ok(k) = self.keys.get(kind, &id)
+                {
+                    out.push(k.to_text().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    fn cluster_ctl_secret(&self) -> Option<String> {
+        let path = self.data_path.join(CLUSTER_CTL_SECRET_FILE);
+        match crate::ctl::secret::read_or_create_file(&path) {
+            Ok(s) => Some(s.expose().to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the cluster ctl secret");
+                None
+            }
+        }
+    }
+
+    /// A new ring key revision in the keyserver's cache (the latest is the primary).
+    fn new_ring_key(&self) -> Result<String, NetErr> {
+        let key = RingKey::generate(&self.ring).map_err(|e| net_err(ErrCode::Io, e))?;
+        if self.ring_ids().contains(&key.id) {
+            // Revisions are per second: a second rotation in the same second waits for the next.
+            return Err(net_err(ErrCode::Conflict, "a ring key was made this second already; try again"));
+        }
+        self.keys.write(&key.to_file()).map_err(|e| net_err(ErrCode::Io, e))?;
+        Ok(key.id.to_string())
+    }
+
+    pub(super) fn handle_nodes(
+        &self,
+        req: crate::ctl::CtlRequest,
+        now: u64,
+    ) -> Result<crate::ctl::Reply, NetErr> {
+        use crate::ctl::{CtlRequest, Reply};
+        let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
+        let before = ks.state().clone();
+        // A refusal half-way (a revoked node whose new ring key cannot be made) undoes it all.
+        let result = (|| -> Result<Reply, NetErr> {
+            Ok(match req {
+                CtlRequest::AdmitNodeList(_) => {
+                    let nodes = ks
+                        .nodes()
+                        .into_iter()
+                        .map(|n| proto::AdmitNodeInfo {
+                            node: n.node,
+                            groups: n.groups,
+                            serial: n.serial,
+                            not_after: n.not_after,
+                            revoked: n.revoked,
+                            seen: n.seen,
+                            gossip: n.gossip,
+                        })
+                        .collect();
+                    return Ok(Reply::new(&proto::AdmitNodes { nodes }));
+                }
+                CtlRequest::AdmitNodeRevoke(r) => {
+                    let node = r.node.unwrap_or_default();
+                    let fresh = ks.revoke_node(now, &node).map_err(admit_err)?;
+                    // The ring key is shared: the revoked node held it, so it is replaced, and the
+                    // old revisions go once every remaining node has the new one.
+                    let id = if fresh {
+                        let old: Vec<String> = self.ring_ids().iter().map(|i| i.to_string()).collect();
+                        let id = self.new_ring_key()?;
+                        ks.start_retiring(now, old, id.clone());
+                        id
+                    } else {
+                        self.ring_ids().last().map(|i| i.to_string()).unwrap_or_default()
+                    };
+                    tracing::info!(%node, new_ring_key = %id, "node revoked");
+                    Reply::new(&proto::AdmitKeyMade { id })
+                }
+                CtlRequest::AdmitRingRotate(_) => {
+                    let id = self.new_ring_key()?;
+                    tracing::info!(key = %id, "ring key rotated");
+                    Reply::new(&proto::AdmitKeyMade { id })
+                }
+                CtlRequest::AdmitGroupKeyGen(r) => {
+                    let name = r.name.unwrap_or_default();
+                    crate::crypto::keys::validate_name(&name)
+                        .map_err(|e| net_err(ErrCode::InvalidPayload, e))?;
+                    if !name.contains('.') {
+                        return Err(net_err(
+                            ErrCode::InvalidPayload,
+                            format!("{name:?} is not SERVICE.GROUP[@ORG]"),
+                        ));
+                    }
+                    let (p, s) = BoxSecretKeyFile::generate(&name).map_err(|e| net_err(ErrCode::Io, e))?;
+                    for f in [s.to_file(), p.to_file()] {
+                        self.keys.write(&f).map_err(|e| net_err(ErrCode::Io, e))?;
+                    }
+                    tracing::info!(key = %p.id, "service-group key made");
+                    Reply::new(&proto::AdmitKeyMade { id: p.id.to_string() })
+                }
+                other => {
+                    return Err(net_err(
+                        ErrCode::NotSupported,
+                        format!("{} is not served here", other.name()),
+                    ));
+                }
+            })
+        })();
+        let reply = match result {
+            Ok(r) => r,
+            Err(e) => {
+                ks.restore_state(before);
+                return Err(e);
+            }
+        };
+        if let Err(e) = commit(&self.store, &mut ks) {
+            ks.restore_state(before);
+            tracing::error!(error = %e, "cannot persist the keyserver state; request undone");
+            return Err(net_err(ErrCode::Io, "the keyserver cannot write its state; nothing was changed"));
+        }
+        Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn group_keys_follow_the_admission_groups() {
+        let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(super::group_key_allowed("redis.default@acme", &g(&["redis"])));
+        assert!(super::group_key_allowed("redis.default", &g(&["redis.default"])));
+        assert!(!super::group_key_allowed("redis.default", &g(&["web", "admin"])));
+        assert!(!super::group_key_allowed("redis", &g(&["redis"])), "not a service-group key");
+    }
+}
