@@ -31,6 +31,7 @@ done
 work="$(mktemp -d -t warren-demo.XXXXXX)"
 pids=()
 cleanup() {
+    local rc=$?
     trap - EXIT INT TERM
     if [ ${#pids[@]} -gt 0 ]; then
         echo
@@ -38,13 +39,18 @@ cleanup() {
         kill -TERM "${pids[@]}" 2>/dev/null || true
         wait "${pids[@]}" 2>/dev/null || true
     fi
+    # A supervisor killed with -9 (step 9) leaves its services running until it is back; if
+    # the demo failed in between, they are orphans: whatever still runs from $work goes. (Not
+    # on success: then every service must have stopped with its supervisor, as tests check.)
+    if [ "$rc" != 0 ]; then pkill -KILL -f -- "$work/" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Warnings, and what plugins log (the hook plugin's lines in step 7).
-export WARREN_CACHE_KEY_PATH="$work/keys" WARREN_LOG=warn,warren::plugin=info
+# (Election transitions too: the supervisors' logs are shown when a step fails.)
+export WARREN_CACHE_KEY_PATH="$work/keys" WARREN_LOG=warn,warren::plugin=info,warren::election=info
 warren() { "$WARREN" "$@"; }
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 say() { printf '\n%s## %s%s\n' "$bold" "$*" "$plain"; }
@@ -181,8 +187,8 @@ http_get() { # GET / on ${2:-127.0.0.1}:${1:-18080} with bash's /dev/tcp (no cur
 echo '$ GET http://127.0.0.1:18080/'
 http_get
 run warren svc status
-gateway_get() { # GET $1 on supervisor 1's HTTP gateway, with its current bearer token
-    exec 4<>/dev/tcp/127.0.0.1/9631 || return 1
+gateway_get() { # GET $1 on supervisor ${2:-1}'s HTTP gateway, with its current bearer token
+    exec 4<>/dev/tcp/127.0.0.${2:-1}/9631 || return 1
     printf 'GET %s HTTP/1.0\r\nHost: demo\r\nAuthorization: Bearer %s\r\n\r\n' "$1" "$second" >&4
     sed '1,/^\r$/d' <&4
     exec 4<&-
@@ -320,12 +326,25 @@ wait_agreed() {
             leader_at=${leaders[0]}
             return
         fi
-        if [ $((SECONDS - start)) -gt 60 ]; then echo "supervisors $* did not agree on a leader in 60 s" >&2; tail -n 20 "$work/sup-$1.log" >&2; exit 1; fi
+        if [ $((SECONDS - start)) -gt 60 ]; then
+            echo "supervisors $* did not agree on a leader in 60 s" >&2
+            for i in "$@"; do echo "-- supervisor $i:" >&2; grep -a 'election' "$work/sup-$i.log" | tail -n 15 >&2; done
+            exit 1
+        fi
         sleep 0.2
     done
 }
 wait_agreed 1 2 3
-echo "elected: supervisor $leader_at leads; the other two follow it"
+# Gossip brings each member's service to the others within a round or two, but an election
+# can finish before: a member that counts only part of the group would see a minority after
+# the kill. Every member counting all three (its /metrics) is what makes the failover certain.
+population() { gateway_get /metrics "$1" 2>/dev/null | sed -n 's/^warren_election_population{group="kv-leader[^}]*} \([0-9]*\).*/\1/p'; }
+start=$SECONDS
+until [ "$(population 1)" = 3 ] && [ "$(population 2)" = 3 ] && [ "$(population 3)" = 3 ]; do
+    if [ $((SECONDS - start)) -gt 30 ]; then echo "the members do not all count 3 in the group" >&2; exit 1; fi
+    sleep 0.2
+done
+echo "elected: supervisor $leader_at leads; the other two follow it (each member counts all 3)"
 run warren svc status --remote-sup "127.0.0.$leader_at"
 for i in 1 2 3; do
     printf '$ GET http://127.0.0.%s:8400/   ' "$i"
