@@ -8,9 +8,8 @@
 //! its CGC, echoing the nonce (as the claim's reply does).
 
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
-use super::wire::WireError;
+use super::wire::{WireError, check_nonce, open_reply, seal_reply};
 use crate::crypto::keys::{BoxPublicKey, SigPublicKey, SigSecretKey};
 use crate::crypto::sodium::{self, SIGNATURE_LEN};
 
@@ -146,10 +145,7 @@ impl Drop for ResponseBody {
 
 impl ResponseBody {
     pub fn seal(&self, admission: &SigSecretKey, node_box: &BoxPublicKey) -> Vec<u8> {
-        let mut msg = Zeroizing::new(RESPONSE_DOMAIN.to_vec());
-        msg.extend_from_slice(&Zeroizing::new(serde_json::to_vec(self).expect("serialises")));
-        let signed = Zeroizing::new(sodium::sign_combined(&msg, &admission.key));
-        sodium::sealed_box_seal(&signed, &node_box.key).expect("a 32-byte public key")
+        seal_reply(RESPONSE_DOMAIN, self, admission, node_box)
     }
 
     pub fn open(
@@ -159,18 +155,9 @@ impl ResponseBody {
         admission: &SigPublicKey,
         nonce: &str,
     ) -> Result<ResponseBody, WireError> {
-        let signed = Zeroizing::new(
-            sodium::sealed_box_open(sealed, node_box_pub, node_box).map_err(|_| WireError::NotForUs)?,
-        );
-        let msg = Zeroizing::new(
-            sodium::sign_open(&signed, &admission.key).map_err(|_| WireError::BadSignature("response"))?,
-        );
-        let json = msg.strip_prefix(RESPONSE_DOMAIN).ok_or(WireError::Malformed("response"))?;
         let body: ResponseBody =
-            serde_json::from_slice(json).map_err(|_| WireError::Malformed("response"))?;
-        if !sodium::ct_eq(body.nonce.as_bytes(), nonce.as_bytes()) {
-            return Err(WireError::WrongNonce);
-        }
+            open_reply(RESPONSE_DOMAIN, "response", sealed, (node_box_pub, node_box), admission)?;
+        check_nonce(&body.nonce, nonce)?;
         Ok(body)
     }
 }

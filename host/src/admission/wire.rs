@@ -232,10 +232,7 @@ pub struct ClaimedBody {
 impl ClaimedBody {
     /// Sign with the admission key, then seal to the node's BOX key.
     pub fn seal(&self, admission: &SigSecretKey, node_box: &BoxPublicKey) -> Vec<u8> {
-        let mut msg = Zeroizing::new(CLAIMED_DOMAIN.to_vec());
-        msg.extend_from_slice(&serde_json::to_vec(self).expect("serialises"));
-        let signed = Zeroizing::new(sodium::sign_combined(&msg, &admission.key));
-        sodium::sealed_box_seal(&signed, &node_box.key).expect("a 32-byte public key")
+        seal_reply(CLAIMED_DOMAIN, self, admission, node_box)
     }
 
     pub fn open(
@@ -245,19 +242,49 @@ impl ClaimedBody {
         admission: &SigPublicKey,
         nonce: &str,
     ) -> Result<ClaimedBody, WireError> {
-        let signed = Zeroizing::new(
-            sodium::sealed_box_open(sealed, node_box_pub, node_box).map_err(|_| WireError::NotForUs)?,
-        );
-        let msg = Zeroizing::new(
-            sodium::sign_open(&signed, &admission.key).map_err(|_| WireError::BadSignature("reply"))?,
-        );
-        let json = msg.strip_prefix(CLAIMED_DOMAIN).ok_or(WireError::Malformed("reply"))?;
-        let body: ClaimedBody = serde_json::from_slice(json).map_err(|_| WireError::Malformed("reply"))?;
-        if !sodium::ct_eq(body.nonce.as_bytes(), nonce.as_bytes()) {
-            return Err(WireError::WrongNonce);
-        }
+        let body: ClaimedBody =
+            open_reply(CLAIMED_DOMAIN, "reply", sealed, (node_box_pub, node_box), admission)?;
+        check_nonce(&body.nonce, nonce)?;
         Ok(body)
     }
+}
+
+/// A keyserver reply: `domain` then the body's JSON, signed with the admission key, sealed to
+/// the node's BOX key (only that node reads it; only the keyserver could have written it).
+pub(crate) fn seal_reply<T: Serialize>(
+    domain: &[u8],
+    body: &T,
+    admission: &SigSecretKey,
+    node_box: &BoxPublicKey,
+) -> Vec<u8> {
+    let mut msg = Zeroizing::new(domain.to_vec());
+    msg.extend_from_slice(&Zeroizing::new(serde_json::to_vec(body).expect("serialises")));
+    let signed = Zeroizing::new(sodium::sign_combined(&msg, &admission.key));
+    sodium::sealed_box_seal(&signed, &node_box.key).expect("a 32-byte public key")
+}
+
+/// Opens what [`seal_reply`] made for this node (`node_box`: its public and secret BOX key);
+/// `what` names the reply in errors.
+pub(crate) fn open_reply<T: serde::de::DeserializeOwned>(
+    domain: &[u8],
+    what: &'static str,
+    sealed: &[u8],
+    node_box: (&[u8; 32], &sodium::BoxSecretKey),
+    admission: &SigPublicKey,
+) -> Result<T, WireError> {
+    let signed = Zeroizing::new(
+        sodium::sealed_box_open(sealed, node_box.0, node_box.1).map_err(|_| WireError::NotForUs)?,
+    );
+    let msg = Zeroizing::new(
+        sodium::sign_open(&signed, &admission.key).map_err(|_| WireError::BadSignature(what))?,
+    );
+    let json = msg.strip_prefix(domain).ok_or(WireError::Malformed(what))?;
+    serde_json::from_slice(json).map_err(|_| WireError::Malformed(what))
+}
+
+/// The reply answers this request: it carries the nonce the node sent.
+pub(crate) fn check_nonce(got: &str, sent: &str) -> Result<(), WireError> {
+    if sodium::ct_eq(got.as_bytes(), sent.as_bytes()) { Ok(()) } else { Err(WireError::WrongNonce) }
 }
 
 #[cfg(test)]
