@@ -1,6 +1,7 @@
 //! warren: a supervisor for fleets of services, extensible with WebAssembly plugins.
 pub mod admission;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod crypto;

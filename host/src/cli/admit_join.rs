@@ -1,5 +1,6 @@
 //! `warren admit join`: the node's side of the join protocol (`crate::admission::wire`).
 
+use crate::clock::unix_now;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs as _};
 use std::path::Path;
@@ -63,10 +64,6 @@ fn node_key(cache: &KeyCache, kind: KeyKind, node: &str) -> anyhow::Result<KeyFi
         cache.write(f)?;
     }
     Ok(cache.latest(kind, node)?)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// `warren admit join`: admits, then says how to start the supervisor.

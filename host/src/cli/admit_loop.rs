@@ -3,6 +3,7 @@
 //! the CGC at about 2/3 of its life and re-fetches keys every interval; while the keyserver is
 //! unreachable (or refuses) it logs once, keeps the keys it has and retries with backoff.
 
+use crate::clock::unix_now;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,10 +21,6 @@ pub struct LoopConfig {
     /// This supervisor's gossip address, reported for the other nodes' peer lists.
     pub gossip: Option<String>,
     pub fetch_every: Duration,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A jitter in [-1, 1] for this run of the supervisor.

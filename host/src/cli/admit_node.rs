@@ -3,6 +3,7 @@
 //! gives the node, and write them atomically where the supervisor reads them. Blocking; the
 //! supervisor runs these on a blocking thread.
 
+use crate::clock::unix_now;
 use std::net::{TcpStream, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -119,10 +120,6 @@ impl NodeIdentity {
             other => bail!("keyserver {addr}: unexpected reply {other:?}"),
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The ring key revisions of `ring` in the cache (the `have` list).

@@ -6,6 +6,7 @@
 //! written (atomically, 0600) and the audit appended, and only then does the reply go out. A
 //! write that fails undoes the request.
 
+use crate::clock::unix_now;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -60,10 +61,6 @@ pub fn run(cmd: KeyserverCommand) -> anyhow::Result<()> {
     match cmd {
         KeyserverCommand::Run(args) => run_keyserver(args),
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The latest key `name` of `kind` in `cache`, created by `make` when there is none.

@@ -3,11 +3,12 @@
 //! supervisor's file-watch service, wakes for TTLs and retries, retries failures when plugins
 //! change, and publishes new values on tokio watch channels.
 
+use crate::clock::unix_now;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -47,10 +48,6 @@ impl Inner {
 pub struct CredentialResolver {
     inner: Arc<Inner>,
     tx: mpsc::Sender<Msg>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl CredentialResolver {

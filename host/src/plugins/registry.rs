@@ -7,11 +7,11 @@
 //! error. Schemes are routed by `[credentials]` (scheme → plugin name), never by what a plugin
 //! declares or which loaded first.
 
+use crate::clock::unix_now;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -166,10 +166,6 @@ pub struct PluginRegistry {
 fn is_plugin_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "wasm")
         && path.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.'))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Reads a plugin file with a size bound. The bound holds on the read itself: a file that

@@ -4,9 +4,10 @@
 //! their sealing and decoding, and persistence run on the supervisor's other runtime, so a
 //! slow disk or a 16 MiB frame never delays a probe.
 
+use crate::clock::unix_now;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -265,10 +266,6 @@ pub fn start(
         stopped
     })?;
     Ok(Running { handle, thread })
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn status_of(core: &RingCore) -> RingStatus {
