@@ -109,7 +109,9 @@ pub enum Command {
 /// Runs the CLI and returns the process exit code. Errors are printed with their causes.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_tracing();
+    // The vendor's inner loop (`plugin new|build|test`) prints its own results: the registry's
+    // load lines (about a scratch folder the user never sees) would only be noise there.
+    init_tracing(if matches!(cli.command, Command::Plugin(_)) { "warn" } else { "info" });
     match run(cli) {
         Ok(()) => 0,
         // The reader went away (`warren ... | head`): stop quietly, as if killed by SIGPIPE.
@@ -157,14 +159,14 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Logs go to stderr; `RUST_LOG` (or `WARREN_LOG`) sets the filter, `info` by default.
+/// Logs go to stderr; `RUST_LOG` (or `WARREN_LOG`) sets the filter, `default` otherwise.
 /// Colours only on a terminal (and never with `NO_COLOR`): a journal or a log file gets
 /// plain text.
-fn init_tracing() {
+fn init_tracing(default: &str) {
     use std::io::IsTerminal as _;
     let filter = std::env::var("WARREN_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_string());
+        .unwrap_or_else(|_| default.to_string());
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
