@@ -50,6 +50,8 @@ fn scaffold_and_build(src: &Path, name: &str, world: &str, keys: &Path) -> PathB
     let text = built.ok();
     eprintln!("plugin build {name}: {:?}", started.elapsed());
     assert!(text.contains(&format!("({world}")) && text.contains(&format!("signed by {ORIGIN}")), "{text}");
+    // The build's own load check has no sup.toml: its "scheme assigned to no plugin" would mislead.
+    assert!(!built.stderr.contains("assigns to no plugin"), "{}", built.stderr);
     let file = dir.join(format!("{name}.wasm"));
     let inspect = kit(&["plugin", "inspect", path_str(&file)], keys);
     assert!(
