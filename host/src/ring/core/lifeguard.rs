@@ -44,6 +44,7 @@ impl RingCore {
         let _ = self.foca.add_broadcast(&rumor.encode_to_vec());
         lock(&self.shared).fresh = true;
         self.forward_news();
+        self.reported.insert(member.id, foca::State::Suspect);
         self.emit(super::Event::MemberSuspect(member.id));
         self.suspicions.insert(member, (incarnation, token, s));
     }

@@ -162,6 +162,8 @@ pub struct RingCore {
     /// Left gracefully: inputs are ignored from now on.
     left: bool,
     told_departed: HashMap<MemberId, Duration>,
+    /// The state each member was last reported in (by an event), latest generation.
+    reported: HashMap<MemberId, State>,
     http_port: u16,
     now: Duration,
     /// Wall clock (unix seconds), given by the shell: departure times and their expiry.
@@ -235,6 +237,7 @@ impl RingCore {
             departed: false,
             left: false,
             told_departed: HashMap::new(),
+            reported: HashMap::new(),
             http_port: p.http_port,
             now: Duration::ZERO,
             wall: 0,
@@ -427,6 +430,7 @@ impl RingCore {
             self.next_gc = now + GC_EVERY;
             self.expire_departed();
         }
+        self.report_unnotified_changes();
     }
 
     /// Handles one datagram from the network. Never panics; bad input is counted and dropped.
@@ -621,10 +625,12 @@ impl RingCore {
                 Note::Defunct if !self.departed && !self.left => self.renew_identity(),
                 Note::Defunct => {}
                 Note::Up(id) => {
+                    self.reported.insert(id.id, State::Alive);
                     tracing::info!(member = %id.id, addr = %id.addr, "member alive");
                     self.emit(Event::MemberUp(id.id));
                 }
                 Note::Down(id) => {
+                    self.reported.insert(id.id, State::Down);
                     if self.has_left(&id.id) {
                         tracing::info!(member = %id.id, addr = %id.addr, "member left");
                         self.emit(Event::MemberLeft(id.id));

@@ -269,3 +269,49 @@ fn a_confirmed_suspicion_ends_at_the_short_timeout() {
     assert!(took < max, "suspicion lasted {took:?}: the confirmation did not shorten it (max {max:?})");
     assert!(took <= min + cfg.probe_interval * 2, "{took:?}, expected about {min:?}");
 }
+
+/// A suspect that refutes is reported alive again: foca notifies no change there (the member
+/// stays active), and the census and published views kept it `suspect` for good.
+#[test]
+fn a_refuted_suspicion_is_reported_as_alive_again() {
+    let (mut a, mut b) = pair();
+    let b_id = MemberId([2; 16]);
+    let mut now = Duration::ZERO;
+    exchange(&mut a, &mut b, &mut now, 100);
+    assert!(a.members().iter().any(|m| m.ident.id == b_id && m.health == Health::Alive));
+    // b's replies are lost until a suspects it; then the network is whole again.
+    let mut a_events = Vec::new();
+    let mut lossy = true;
+    for _ in 0..600 {
+        now += Duration::from_millis(20);
+        a.tick(now);
+        b.tick(now);
+        for o in a.take_outputs() {
+            match o {
+                Output::Datagram { bytes, .. } => b.handle_datagram(now, &bytes),
+                Output::Event(e) => {
+                    lossy &= e != Event::MemberSuspect(b_id);
+                    a_events.push(e);
+                }
+                _ => {}
+            }
+        }
+        for o in b.take_outputs() {
+            if let Output::Datagram { bytes, .. } = o
+                && !lossy
+            {
+                a.handle_datagram(now, &bytes);
+            }
+        }
+    }
+    let suspected = a_events.iter().position(|e| *e == Event::MemberSuspect(b_id));
+    let suspected = suspected.expect("a suspected b while its replies were lost");
+    assert!(!a_events.contains(&Event::MemberDown(b_id)), "b refuted in time: {a_events:?}");
+    assert!(
+        a_events[suspected..].contains(&Event::MemberUp(b_id)),
+        "no event said b is alive again: {a_events:?}"
+    );
+    let seen = a.members().into_iter().find(|m| m.ident.id == b_id).expect("a lists b");
+    assert_eq!(seen.health, Health::Alive);
+    assert!(seen.incarnation > 1, "b refuted with a higher incarnation: {}", seen.incarnation);
+}

@@ -106,3 +106,38 @@ impl RingCore {
         v
     }
 }
+
+impl RingCore {
+    /// Emits the changes foca does not notify: a suspect that refuted (alive again at a higher
+    /// incarnation) and a member renamed to a new generation in another state. Without this the
+    /// census and every published view kept such a member `suspect` until its next join or
+    /// death (seen after healed partitions, where members renew their identities). Called
+    /// from `tick`, so it costs one pass over the members per timer round, not per datagram.
+    pub(super) fn report_unnotified_changes(&mut self) {
+        let mut latest: HashMap<MemberId, (u32, State)> = HashMap::new();
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            match latest.get(&id.id) {
+                Some((generation, _)) if *generation > id.generation => {}
+                _ => {
+                    latest.insert(id.id, (id.generation, m.state()));
+                }
+            }
+        }
+        for (id, (_, state)) in latest {
+            // Deaths are always notified (and told apart from leaving there); foca may still
+            // list an old identity of our own.
+            if state == State::Down || id == self.me.id || self.reported.get(&id) == Some(&state) {
+                continue;
+            }
+            self.reported.insert(id, state);
+            if state == State::Alive {
+                tracing::info!(member = %id, "member alive (refuted its suspicion or rejoined renamed)");
+                self.emit(super::Event::MemberUp(id));
+            } else {
+                tracing::debug!(member = %id, "member suspect (by gossip)");
+                self.emit(super::Event::MemberSuspect(id));
+            }
+        }
+    }
+}
