@@ -258,6 +258,7 @@ pub fn start(
                 start: Instant::now(),
                 clients: Arc::new(Semaphore::new(MAX_PUSHPULL)),
                 status_dirty: true,
+                published_membership: 0,
             };
             ring.run(shutdown).await
         });
@@ -301,6 +302,8 @@ struct Loop {
     start: Instant,
     clients: Arc<Semaphore>,
     status_dirty: bool,
+    /// The core's membership fingerprint when the status was last published.
+    published_membership: u64,
 }
 
 impl Loop {
@@ -454,8 +457,15 @@ impl Loop {
 
     fn publish_status(&mut self) {
         let inc = self.core.incarnation();
-        if self.status_dirty || self.status.borrow().incarnation != inc {
+        let membership = self.core.membership_fingerprint();
+        // Events mark most changes; the fingerprint catches the ones without (a refutation or
+        // a rename after an event already published a transient state).
+        if self.status_dirty
+            || self.status.borrow().incarnation != inc
+            || membership != self.published_membership
+        {
             self.status_dirty = false;
+            self.published_membership = membership;
             let _ = self.status.send(Arc::new(status_of(&self.core)));
         }
     }

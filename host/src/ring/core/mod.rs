@@ -164,6 +164,7 @@ pub struct RingCore {
     told_departed: HashMap<MemberId, Duration>,
     /// The state each member was last reported in (by an event), latest generation.
     reported: HashMap<MemberId, State>,
+    membership_fingerprint: u64,
     http_port: u16,
     now: Duration,
     /// Wall clock (unix seconds), given by the shell: departure times and their expiry.
@@ -238,6 +239,7 @@ impl RingCore {
             left: false,
             told_departed: HashMap::new(),
             reported: HashMap::new(),
+            membership_fingerprint: 0,
             http_port: p.http_port,
             now: Duration::ZERO,
             wall: 0,
@@ -430,7 +432,7 @@ impl RingCore {
             self.next_gc = now + GC_EVERY;
             self.expire_departed();
         }
-        self.report_unnotified_changes();
+        self.notice_membership_changes();
     }
 
     /// Handles one datagram from the network. Never panics; bad input is counted and dropped.

@@ -282,6 +282,7 @@ fn a_refuted_suspicion_is_reported_as_alive_again() {
     // b's replies are lost until a suspects it; then the network is whole again.
     let mut a_events = Vec::new();
     let mut lossy = true;
+    let mut while_suspect = None;
     for _ in 0..600 {
         now += Duration::from_millis(20);
         a.tick(now);
@@ -290,7 +291,10 @@ fn a_refuted_suspicion_is_reported_as_alive_again() {
             match o {
                 Output::Datagram { bytes, .. } => b.handle_datagram(now, &bytes),
                 Output::Event(e) => {
-                    lossy &= e != Event::MemberSuspect(b_id);
+                    if e == Event::MemberSuspect(b_id) && lossy {
+                        lossy = false;
+                        while_suspect = Some(a.membership_fingerprint());
+                    }
                     a_events.push(e);
                 }
                 _ => {}
@@ -314,4 +318,6 @@ fn a_refuted_suspicion_is_reported_as_alive_again() {
     let seen = a.members().into_iter().find(|m| m.ident.id == b_id).expect("a lists b");
     assert_eq!(seen.health, Health::Alive);
     assert!(seen.incarnation > 1, "b refuted with a higher incarnation: {}", seen.incarnation);
+    // What the shell republishes views on.
+    assert_ne!(while_suspect, Some(a.membership_fingerprint()), "the refutation changed no fingerprint");
 }

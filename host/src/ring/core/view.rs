@@ -110,13 +110,20 @@ impl RingCore {
 impl RingCore {
     /// Emits the changes foca does not notify: a suspect that refuted (alive again at a higher
     /// incarnation) and a member renamed to a new generation in another state. Without this the
-    /// census and every published view kept such a member `suspect` until its next join or
-    /// death (seen after healed partitions, where members renew their identities). Called
-    /// from `tick`, so it costs one pass over the members per timer round, not per datagram.
-    pub(super) fn report_unnotified_changes(&mut self) {
+    /// census kept such a member `suspect` until its next join or death (seen after healed
+    /// partitions, where members renew their identities). It also fingerprints the whole
+    /// membership, so the shell republishes its views when anything in it changed, events or
+    /// not. Called from `tick`: one pass over the members per timer round, not per datagram.
+    pub(super) fn notice_membership_changes(&mut self) {
+        use std::hash::{Hash as _, Hasher as _};
         let mut latest: HashMap<MemberId, (u32, State)> = HashMap::new();
+        let mut fingerprint = 0u64;
         for m in self.foca.iter_membership_state() {
             let id = m.id();
+            // Order-independent: foca reorders its list as members come and go.
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (id.id, id.addr, id.generation, m.incarnation(), m.state() as u8).hash(&mut h);
+            fingerprint = fingerprint.wrapping_add(h.finish());
             match latest.get(&id.id) {
                 Some((generation, _)) if *generation > id.generation => {}
                 _ => {
@@ -124,6 +131,7 @@ impl RingCore {
                 }
             }
         }
+        self.membership_fingerprint = fingerprint;
         for (id, (_, state)) in latest {
             // Deaths are always notified (and told apart from leaving there); foca may still
             // list an old identity of our own.
@@ -139,5 +147,11 @@ impl RingCore {
                 self.emit(super::Event::MemberSuspect(id));
             }
         }
+    }
+
+    /// Changes whenever any member's identity, incarnation or state does (as of the last tick):
+    /// the shell republishes its views on a change.
+    pub fn membership_fingerprint(&self) -> u64 {
+        self.membership_fingerprint
     }
 }
