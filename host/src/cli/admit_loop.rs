@@ -147,7 +147,9 @@ pub fn prepare(
             admit_node::save_info(&cfg.data_path, &info)?;
         }
     } else if let Some(text) = super::join_source::read("--join", join)? {
-        let keyserver = keyserver.context("--join needs --keyserver HOST[:PORT] (its join port)")?;
+        let keyserver = keyserver.with_context(|| {
+            format!("a join string (--join or {JOIN_ENV}) needs --keyserver HOST[:PORT] (its join port)")
+        })?;
         let a = super::admit_join::admit(text.trim(), node, keyserver, &cfg.cache, &cfg.data_path)?;
         tracing::info!("{}", a.summary);
     }

@@ -105,9 +105,16 @@ fn admitted_sup(
     }
     let log = dir.join(format!("{node}.log"));
     let mut child = spawn(exe, &args, &log)?;
-    let (gossip, http, _) = listening(&data, child.0.id(), Duration::from_secs(30))
-        .with_context(|| format!("{node} did not start"))?;
-    exited(&mut child, &node, &log)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (gossip, http, _) = loop {
+        if let Some(bound) = listening(&data, child.0.id(), Duration::from_millis(100)) {
+            break bound;
+        }
+        exited(&mut child, &node, &log)?;
+        if Instant::now() > deadline {
+            bail!("{node} did not start within 30 s");
+        }
+    };
     Ok((child, gossip, http))
 }
 
