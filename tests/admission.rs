@@ -687,6 +687,15 @@ fn a_restarted_node_reports_its_new_gossip_port_not_the_dead_ones() {
     });
     let log = std::fs::read_to_string(&s.log).unwrap();
     assert!(log.contains("admitted before: the join string is not read"), "{log}");
+
+    // Admitted or not, a join string on the command line is refused.
+    let join = create(&ks, &["--node", "solo"]).encode().to_string();
+    s.kill9();
+    let mut cmd = s.command();
+    cmd.args(["sup", "run", "--data-path"]).arg(&s.data).args(&s.args).args(["--join", &join]);
+    cmd.env("WARREN_CACHE_KEY_PATH", s.data.join("keys"));
+    let err = support::cli::run(&mut cmd, None).fails().to_string();
+    assert!(err.contains("does not belong on the command line") && !err.contains(&join[13..40]), "{err}");
 }
 
 /// Pids of the processes whose command line mentions `needle`.

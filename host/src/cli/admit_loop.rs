@@ -132,6 +132,7 @@ pub fn prepare(
     cfg: LoopConfig,
 ) -> anyhow::Result<Option<Admitted>> {
     use anyhow::Context as _;
+    super::join_source::refuse_on_argv("--join", join)?;
     let admitted_before = admit_node::admission_dir(&cfg.data_path).join(admit_node::CGC_FILE).exists();
     if admitted_before {
         if join.is_some() || std::env::var_os(JOIN_ENV).is_some() {

@@ -32,15 +32,23 @@ fn read_limited(mut from: impl std::io::Read) -> std::io::Result<Zeroizing<Strin
     Ok(text)
 }
 
-/// The join string from `arg` (`FILE` or `-`), else from `WARREN_JOIN`; `None` when neither
-/// is given. Errors say which source failed, never what it held.
-pub fn read(flag: &str, arg: Option<&str>) -> anyhow::Result<Option<Zeroizing<String>>> {
-    let text = match arg {
-        Some(a) if looks_like_join_string(a) => bail!(
+/// Refuses an argument that is a join string itself, without echoing it.
+pub fn refuse_on_argv(flag: &str, arg: Option<&str>) -> anyhow::Result<()> {
+    if arg.is_some_and(looks_like_join_string) {
+        bail!(
             "{flag}: a join string is a secret and does not belong on the command line (ps and \
              shell history show it; treat this one as exposed and revoke it): pass a FILE holding \
              it, `-` to read it from stdin, or set {JOIN_ENV}"
-        ),
+        );
+    }
+    Ok(())
+}
+
+/// The join string from `arg` (`FILE` or `-`), else from `WARREN_JOIN`; `None` when neither
+/// is given. Errors say which source failed, never what it held.
+pub fn read(flag: &str, arg: Option<&str>) -> anyhow::Result<Option<Zeroizing<String>>> {
+    refuse_on_argv(flag, arg)?;
+    let text = match arg {
         Some("-") => read_limited(std::io::stdin().lock()).context("reading the join string from stdin")?,
         Some(path) => {
             let file =
