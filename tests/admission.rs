@@ -390,8 +390,18 @@ fn admitted_nodes_renew_and_fetch_keys_by_policy() {
     }
     let err = keyserver::node_cmd(&dir.path().join("never"), &["fetch"]).fails().to_string();
     assert!(err.contains("was not admitted"), "{err}");
+
+    // The ctl secret went to `adm` twice now (one more fetch, with the keyserver logging at
+    // info): neither the keyserver's log of those requests nor the node's output holds it.
+    let ctl = ctl.trim();
+    assert!(ctl.len() >= 80, "the delivered ctl secret is a real one: {} characters", ctl.len());
+    let out = keyserver::node_cmd(&adm, &["fetch"]).ok().to_string();
+    assert!(out.contains("Fetched") && out.contains("ctl secret"), "{out}");
     let log = ks.log_text();
-    assert!(!log.contains(&ctl) && !out.contains(&ctl), "the ctl secret is never logged");
+    let served = log.lines().filter(|l| l.contains("node request served") && l.contains("node=adm ")).count();
+    assert!(served >= 2, "the keyserver logged adm's fetches: {log}");
+    assert!(!log.contains(ctl), "the ctl secret is never in the keyserver's log");
+    assert!(!out.contains(ctl), "nor in the node's output");
 }
 
 fn ring_revisions(keys: &Path) -> Vec<String> {
@@ -511,17 +521,8 @@ fn an_admitted_supervisor_keeps_running_while_the_keyserver_is_down() {
     let mut ks = Keyserver::start(dir.path(), "acme");
     let join = create(&ks, &["--node", "solo"]).encode().to_string();
     let mut a = fast_timings();
-    a.extend(args(&[
-        "--join",
-        &join,
-        "--keyserver",
-        &ks.join,
-        "--node",
-        "solo",
-        "--key-fetch-interval",
-        "200ms",
-    ]));
-    let s = Sup::start(dir.path(), 120, a, vec![]);
+    a.extend(args(&["--keyserver", &ks.join, "--node", "solo", "--key-fetch-interval", "200ms"]));
+    let s = Sup::start(dir.path(), 120, a, vec![("WARREN_JOIN".into(), join)]);
     ks.kill9();
     wait_until(Duration::from_secs(30), "the supervisor noticed", || {
         s.log_tail().contains("keyserver request failed")
@@ -532,4 +533,210 @@ fn an_admitted_supervisor_keeps_running_while_the_keyserver_is_down() {
     let status: serde_json::Value = serde_json::from_str(s.cli(&["sup", "status", "--json"]).ok()).unwrap();
     assert_eq!(status["encrypted"], true, "{status}");
     assert!(!log.contains("panicked"));
+}
+
+/// The status column of token `id` in `token list`.
+fn token_status(ks: &Keyserver, id: &str) -> String {
+    let list = ks.admit(&["token", "list"]).ok().to_string();
+    let row = list.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("no token {id}: {list}"));
+    row.split_whitespace().nth(2).unwrap().to_string()
+}
+
+/// A join string is a secret: on argv (`admit join`, `sup run --join`) it is refused before
+/// anything is sent, without being echoed; a FILE, `-` (stdin) and WARREN_JOIN work, and a
+/// file of garbage is refused without its content in the error.
+#[test]
+fn a_join_string_is_never_taken_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let j1 = create(&ks, &["--node", "n1"]);
+    let (join, id) = (j1.encode().to_string(), j1.id.to_string());
+    let secret_text = join.split('-').nth(2).unwrap().to_string();
+    let n1 = dir.path().join("n1");
+
+    let mut cmd = keyserver::join_cmd(&ks.join, "n1", &n1);
+    let err = support::cli::run(cmd.arg(&join), None).fails().to_string();
+    assert!(err.contains("does not belong on the command line") && err.contains("WARREN_JOIN"), "{err}");
+    assert!(!err.contains(&secret_text), "the refusal does not echo the secret: {err}");
+    let sup_data = dir.path().join("sup-data");
+    let sup = |join_arg: &str| {
+        cli::warren(&[
+            "sup",
+            "run",
+            "--listen-gossip",
+            "127.0.0.1:0",
+            "--listen-http",
+            "127.0.0.1:0",
+            "--listen-ctl",
+            "127.0.0.1:0",
+            "--data-path",
+            sup_data.to_str().unwrap(),
+            "--cache-key-path",
+            sup_data.join("keys").to_str().unwrap(),
+            "--join",
+            join_arg,
+            "--keyserver",
+            &ks.join,
+            "--node",
+            "n1",
+        ])
+    };
+    let err = sup(&join).fails().to_string();
+    assert!(err.contains("does not belong on the command line") && !err.contains(&secret_text), "{err}");
+    let err = sup(&join.to_lowercase()).fails().to_string();
+    assert!(err.contains("does not belong on the command line"), "{err}");
+    assert!(!sup_data.join("keys").exists(), "sup run made no keys");
+    assert_eq!(token_status(&ks, &id), "unused", "nothing was claimed");
+
+    // A file of garbage: refused, its content not echoed.
+    let garbage = dir.path().join("garbage.join");
+    std::fs::write(&garbage, "hunter2-not-a-join-string\n").unwrap();
+    let mut cmd = keyserver::join_cmd(&ks.join, "n1", &n1);
+    let err = support::cli::run(cmd.arg(&garbage), None).fails().to_string();
+    assert!(err.contains("join string") && !err.contains("hunter2"), "{err}");
+    let err = sup(garbage.to_str().unwrap()).fails().to_string();
+    assert!(err.contains("join string") && !err.contains("hunter2"), "{err}");
+
+    // `-`: from stdin.
+    let mut cmd = keyserver::join_cmd(&ks.join, "n1", &n1);
+    let out = support::cli::run(cmd.arg("-"), Some(format!("{join}\n").as_bytes())).ok().to_string();
+    assert!(out.contains("Admitted n1"), "{out}");
+    assert_eq!(token_status(&ks, &id), "claimed");
+    // FILE.
+    let join2 = create(&ks, &["--node", "n2"]).encode().to_string();
+    let file = dir.path().join("n2.join");
+    std::fs::write(&file, &join2).unwrap();
+    let mut cmd = keyserver::join_cmd(&ks.join, "n2", &dir.path().join("n2"));
+    assert!(support::cli::run(cmd.arg(&file), None).ok().contains("Admitted n2"));
+    // WARREN_JOIN (what keyserver::join uses) and nothing: told where to put it.
+    let join3 = create(&ks, &["--node", "n3"]).encode().to_string();
+    assert!(keyserver::join(&ks.join, &join3, "n3", &dir.path().join("n3")).ok().contains("Admitted n3"));
+    let mut cmd = keyserver::join_cmd(&ks.join, "n4", &dir.path().join("n4"));
+    let err = support::cli::run(&mut cmd, None).fails().to_string();
+    assert!(err.contains("WARREN_JOIN") && err.contains('-'), "{err}");
+}
+
+/// A second `sup run --join` on a data path in use fails on the lock before admission: the
+/// token it was given stays unused and no key or admission file of its node is written.
+#[test]
+fn a_second_supervisor_on_the_same_data_path_claims_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let s = Sup::start(dir.path(), 121, fast_timings(), vec![]);
+
+    let second = create(&ks, &["--node", "second"]);
+    let file = dir.path().join("second.join");
+    std::fs::write(&file, second.encode().as_bytes()).unwrap();
+    let err = cli::warren(&[
+        "sup",
+        "run",
+        "--listen-gossip",
+        "127.0.0.1:0",
+        "--listen-http",
+        "127.0.0.1:0",
+        "--listen-ctl",
+        "127.0.0.1:0",
+        "--data-path",
+        s.data.to_str().unwrap(),
+        "--cache-key-path",
+        s.data.join("keys").to_str().unwrap(),
+        "--join",
+        file.to_str().unwrap(),
+        "--keyserver",
+        &ks.join,
+        "--node",
+        "second",
+    ])
+    .fails()
+    .to_string();
+    assert!(err.contains("in use by another supervisor"), "{err}");
+    assert_eq!(token_status(&ks, &second.id.to_string()), "unused", "the token is not burnt");
+    let cache = KeyCache::new(s.data.join("keys"));
+    assert!(cache.revisions(KeyKind::SigSecret, "second").unwrap().is_empty(), "no key written for it");
+    assert!(!s.data.join("admission").exists(), "no admission files in the running one's data path");
+    let log = ks.log_text();
+    assert!(
+        log.contains("node=second") && !log.contains("node admitted"),
+        "no claim reached the keyserver: {log}"
+    );
+}
+
+/// After kill -9 a supervisor on port 0 binds a new gossip port; the keyserver (and so the
+/// other nodes' peer lists) learns the new one, not the dead process's port in the
+/// listen.json it left behind.
+#[test]
+fn a_restarted_node_reports_its_new_gossip_port_not_the_dead_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = Keyserver::start(dir.path(), "acme");
+    let join = create(&ks, &["--node", "solo"]).encode().to_string();
+    let mut a = fast_timings();
+    a.extend(args(&["--keyserver", &ks.join, "--node", "solo"]));
+    let mut s = Sup::start(dir.path(), 122, a, vec![("WARREN_JOIN".into(), join)]);
+    let old = s.gossip.clone();
+    wait_until(Duration::from_secs(30), "the first run reported its gossip address", || {
+        reported_gossip(&ks, "solo").as_deref() == Some(old.as_str())
+    });
+    s.kill9();
+    assert!(s.data.join("listen.json").exists(), "kill -9 leaves listen.json behind");
+    // Port 0 again (the default --key-fetch-interval, 300 s: the first report must be right).
+    (s.gossip, s.http, s.ctl) = ("127.0.0.122:0".into(), "127.0.0.122:0".into(), "127.0.0.122:0".into());
+    s.spawn();
+    assert_ne!(s.gossip, old, "the kernel picked another port");
+    wait_until(Duration::from_secs(30), "the keyserver learnt the new gossip port", || {
+        reported_gossip(&ks, "solo").as_deref() == Some(s.gossip.as_str())
+    });
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(log.contains("admitted before: the join string is not read"), "{log}");
+
+    // Admitted or not, a join string on the command line is refused.
+    let join = create(&ks, &["--node", "solo"]).encode().to_string();
+    s.kill9();
+    let mut cmd = s.command();
+    cmd.args(["sup", "run", "--data-path"]).arg(&s.data).args(&s.args).args(["--join", &join]);
+    cmd.env("WARREN_CACHE_KEY_PATH", s.data.join("keys"));
+    let err = support::cli::run(&mut cmd, None).fails().to_string();
+    assert!(err.contains("does not belong on the command line") && !err.contains(&join[13..40]), "{err}");
+}
+
+/// Pids of the processes whose command line mentions `needle`.
+fn pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `warren bench admit` whose keyserver dies under it fails, and leaves neither its folder
+/// nor a process behind.
+#[test]
+fn bench_admit_cleans_up_when_a_step_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let needle = tmp.path().to_str().unwrap().to_string();
+    let mut cmd = support::cli::command();
+    cmd.args(["bench", "admit", "--rounds", "50", "--claims", "5"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let bench = cmd.spawn().unwrap();
+    let keyserver = wait_for(Duration::from_secs(30), || {
+        pids_mentioning(&needle).into_iter().find(|p| {
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains("keyserver\0run")
+        })
+    })
+    .expect("the bench started its keyserver");
+    let bench_dirs = || std::fs::read_dir(tmp.path()).unwrap().count();
+    assert_eq!(bench_dirs(), 1, "the bench made its folder");
+    std::process::Command::new("kill").args(["-9", &keyserver.to_string()]).status().unwrap();
+    let out = bench.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the bench fails: {stderr}");
+    assert!(stderr.contains("error:") && !stderr.contains("panicked"), "{stderr}");
+    assert_eq!(bench_dirs(), 0, "the bench's folder is gone: {stderr}");
+    assert_eq!(pids_mentioning(&needle), Vec::<u32>::new(), "no process of the bench is left");
 }

@@ -295,37 +295,174 @@ fn oversized_and_garbage_requests_are_refused_without_a_panic() {
     assert!(!ks.log_text().contains("panicked"));
 }
 
-/// kill -9 at arbitrary moments of claims: the state file is always whole, and the node's
-/// retry (same keys) is admitted after the restart.
+/// A node of the kill -9 test: its join string and keys, kept across the keyserver's restart.
+struct Claimer {
+    name: String,
+    join: JoinString,
+    sig: SigSecretKey,
+    boxk: BoxSecretKeyFile,
+}
+
+/// What one claim came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// The CGC the keyserver delivered.
+    Admitted(String),
+    /// Sent, then the connection died before a reply: the kill hit this claim.
+    Unanswered,
+    /// The keyserver was not there to send it to.
+    NotSent,
+}
+
+/// One claim over the real join port; `in_flight` counts claims sent and not yet answered.
+fn claim(join_addr: &str, c: &Claimer, in_flight: &std::sync::atomic::AtomicUsize) -> Outcome {
+    use std::sync::atomic::Ordering::SeqCst;
+    let Ok(mut s) = TcpStream::connect(join_addr) else { return Outcome::NotSent };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let Some((Kind::Descriptor, d)) = exchange(&mut s, Kind::DescriptorRequest, &[]) else {
+        return Outcome::NotSent;
+    };
+    let d = Descriptor::verify(&d, &c.join.pin, now()).unwrap();
+    let nonce = hex::encode(sodium::random_array::<24>());
+    let digest = warren::admission::Claim::pop_digest(
+        &c.join.id,
+        &c.name,
+        &c.sig.public(),
+        &c.boxk.public(),
+        &c.join.pin,
+    );
+    let body = ClaimBody {
+        token: c.join.id.to_string(),
+        secret: base32::encode(&c.join.secret[..]),
+        node: c.name.clone(),
+        node_sig: wire::key_text(&c.sig.id, &c.sig.public().key),
+        node_box: wire::key_text(&c.boxk.id, &c.boxk.public().key),
+        pop: base64::engine::general_purpose::STANDARD.encode(sodium::sign_detached(&digest, &c.sig.key)),
+        nonce: nonce.clone(),
+    };
+    if s.write_all(&wire::frame(Kind::Claim, &body.seal(&d.transport))).is_err() {
+        return Outcome::NotSent;
+    }
+    in_flight.fetch_add(1, SeqCst);
+    let mut h = [0u8; wire::HEADER_LEN];
+    let reply = s.read_exact(&mut h).ok().and_then(|()| {
+        let (kind, len) = wire::parse_header(&h).ok()?;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).ok()?;
+        Some((kind, body))
+    });
+    in_flight.fetch_sub(1, SeqCst);
+    match reply {
+        None => Outcome::Unanswered,
+        Some((Kind::Claimed, body)) => {
+            let r = warren::admission::wire::ClaimedBody::open(
+                &body,
+                &c.boxk.public().key,
+                &c.boxk.key,
+                &d.admission,
+                &nonce,
+            )
+            .unwrap();
+            Outcome::Admitted(r.cgc)
+        }
+        Some((kind, body)) => panic!("{}: {kind:?} {}", c.name, String::from_utf8_lossy(&body)),
+    }
+}
+
+/// Every claimer through `claim`, `threads` at a time; outcomes by index.
+fn claim_all(
+    join_addr: &str,
+    claimers: &[Claimer],
+    threads: usize,
+    in_flight: &std::sync::atomic::AtomicUsize,
+) -> Vec<Outcome> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::sync::Mutex::new(vec![Outcome::NotSent; claimers.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(c) = claimers.get(i) else { return };
+                    let o = claim(join_addr, c, in_flight);
+                    out.lock().unwrap()[i] = o;
+                }
+            });
+        }
+    });
+    out.into_inner().unwrap()
+}
+
+/// kill -9 of the keyserver while many claims are in flight (sent, not answered): its state
+/// file and audit log are whole, and after the restart every node's retry with the same keys
+/// is admitted; a node that had its CGC gets the very same one back.
 #[test]
 fn keyserver_kill_9_during_claims_leaves_nothing_half_written() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     let dir = tempfile::tempdir().unwrap();
     let mut ks = Keyserver::start(dir.path(), "acme");
-    for (round, delay_ms) in [0u64, 3, 10, 30].into_iter().enumerate() {
-        let name = format!("n{round}");
-        let join = create(&ks, &name);
-        let node_dir = dir.path().join(&name);
-        let mut cmd = support::cli::command();
-        cmd.args(["admit", "join", &join, "--node", &name, "--keyserver", &ks.join])
-            .arg("--cache-key-path")
-            .arg(node_dir.join("keys"))
-            .arg("--data-path")
-            .arg(node_dir.join("data"))
-            .env("WARREN_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+    let claimers: Vec<Claimer> = (0..48)
+        .map(|i| {
+            let name = format!("n{i}");
+            let join = JoinString::parse(&create(&ks, &name)).unwrap();
+            let (_, sig) = SigSecretKey::generate(&name).unwrap();
+            let (_, boxk) = BoxSecretKeyFile::generate(&format!("{name}-box")).unwrap();
+            Claimer { name, join, sig, boxk }
+        })
+        .collect();
+    let in_flight = AtomicUsize::new(0);
+    let join_addr = ks.join.clone();
+    let outcomes = std::thread::scope(|s| {
+        let run = s.spawn(|| claim_all(&join_addr, &claimers, 16, &in_flight));
+        // Kill once claims are being answered and several are waiting for their reply.
+        let ks_log = dir.path().join("keyserver.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let admitted =
+                std::fs::read_to_string(&ks_log).unwrap_or_default().matches("node admitted").count();
+            if admitted >= 4 && in_flight.load(SeqCst) >= 4 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "claims never got going");
+            assert!(!run.is_finished(), "every claim was answered before the kill: use more");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         ks.kill9();
-        let _ = child.wait();
-        let state = std::fs::read(ks.data.join("state.json")).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&state).expect("state.json is whole");
-        assert_eq!(v["cluster"], "acme");
-        ks.spawn();
-        let out = keyserver::join(&ks.join, &join, &name, &node_dir).ok().to_string();
-        assert!(out.contains(&format!("Admitted {name}")), "round {round}: {out}");
-        keyserver::node_cmd(&node_dir, &["fetch"]).ok();
+        run.join().unwrap()
+    });
+    let unanswered = outcomes.iter().filter(|o| **o == Outcome::Unanswered).count();
+    let admitted_before = outcomes.iter().filter(|o| matches!(o, Outcome::Admitted(_))).count();
+    assert!(unanswered >= 1, "the kill hit claims in flight: {outcomes:?}");
+    assert!(admitted_before >= 1, "{outcomes:?}");
+
+    let state = std::fs::read(ks.data.join("state.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&state).expect("state.json is whole");
+    assert_eq!(v["cluster"], "acme");
+    let audit = std::fs::read_to_string(ks.data.join("audit.jsonl")).unwrap();
+    for line in audit.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("{e}: half a line {line:?}"));
+    }
+
+    ks.spawn();
+    let retried = claim_all(&ks.join, &claimers, 4, &in_flight);
+    for (i, (before, after)) in outcomes.iter().zip(&retried).enumerate() {
+        let Outcome::Admitted(cgc) = after else {
+            panic!("{}: the retry was not admitted: {after:?}", claimers[i].name)
+        };
+        if let Outcome::Admitted(first) = before {
+            assert_eq!(first, cgc, "{}: a retry gets the same CGC", claimers[i].name);
+        }
+        let parsed = Cgc::verify(cgc, &admission_key(&ks)).unwrap();
+        assert_eq!(parsed.node_sig, claimers[i].sig.public());
     }
     let list = ks.admit(&["node", "list"]).ok().to_string();
-    assert_eq!(list.lines().filter(|l| l.contains("active")).count(), 4, "{list}");
+    assert_eq!(list.lines().filter(|l| l.contains("active")).count(), claimers.len(), "{list}");
+}
+
+/// The keyserver's admission public key, from its own key cache.
+fn admission_key(ks: &Keyserver) -> SigPublicKey {
+    let cache = KeyCache::new(ks.data.join("keys"));
+    SigPublicKey::try_from(&cache.latest(KeyKind::SigPublic, &format!("{}-admission", ks.ring)).unwrap())
+        .unwrap()
 }

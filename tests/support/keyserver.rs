@@ -88,17 +88,26 @@ impl Keyserver {
     }
 }
 
-/// `warren admit join JOIN --node NODE --keyserver JOIN_ADDR` with the node's own key cache
-/// and data path under `node_dir`.
+/// `warren admit join --node NODE --keyserver JOIN_ADDR` with the join string in WARREN_JOIN
+/// (a secret: never on the command line) and the node's own key cache and data path under
+/// `node_dir`.
 pub fn join(join_addr: &str, join: &str, node: &str, node_dir: &Path) -> Run {
+    let mut cmd = join_cmd(join_addr, node, node_dir);
+    cmd.env("WARREN_JOIN", join);
+    cli::run(&mut cmd, None)
+}
+
+/// `warren admit join --node NODE --keyserver JOIN_ADDR` for the node under `node_dir`, without
+/// a join string yet (add a FILE or `-` argument, or WARREN_JOIN).
+pub fn join_cmd(join_addr: &str, node: &str, node_dir: &Path) -> std::process::Command {
     let mut cmd = cli::command();
-    cmd.args(["admit", "join", join, "--node", node, "--keyserver", join_addr])
+    cmd.args(["admit", "join", "--node", node, "--keyserver", join_addr])
         .arg("--cache-key-path")
         .arg(node_dir.join("keys"))
         .arg("--data-path")
         .arg(node_dir.join("data"))
         .env("WARREN_LOG", "warn");
-    cli::run(&mut cmd, None)
+    cmd
 }
 
 impl Drop for Keyserver {

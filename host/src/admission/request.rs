@@ -110,9 +110,6 @@ pub struct ResponseBody {
     /// The cluster's ctl secret, for nodes in the `admin` group only.
     #[serde(default)]
     pub ctl_secret: Option<String>,
-    /// Ring key revisions to delete (retired after a revocation).
-    #[serde(default)]
-    pub remove: Vec<String>,
     /// Config files by name (`peers`: other nodes' gossip addresses, one a line).
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, String>,

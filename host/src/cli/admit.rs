@@ -21,11 +21,13 @@ pub enum AdmitCommand {
     /// it), checks the keyserver against the pin in the string, claims the token (sealed to
     /// the keyserver), and stores the CGC and the ring keys in the key cache, so that
     /// `warren sup run --ring NAME` joins the encrypted ring. Retrying after a lost reply is
-    /// safe: the same keys get the same CGC.
+    /// safe: the same keys get the same CGC. The join string is a secret: it is read from a
+    /// file, from stdin (`-`) or from WARREN_JOIN, never taken from the command line.
     Join {
-        /// The join string (WJ1-...) from `admit token create`.
-        #[arg(value_name = "JOIN-STRING")]
-        join: String,
+        /// A file holding the join string (WJ1-...) from `admit token create`, or `-` for
+        /// stdin [default: the WARREN_JOIN environment variable].
+        #[arg(value_name = "FILE|-")]
+        join: Option<String>,
         /// This node's name, as given to `token create --node`.
         #[arg(long, value_name = "NAME")]
         node: String,
@@ -212,8 +214,9 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too long"))
 }
 
-fn list_or_none(v: &[String]) -> String {
-    if v.is_empty() { "none".to_string() } else { v.join(", ") }
+/// `v` joined by `sep`, or "none".
+pub(super) fn list_or_none(v: &[String], sep: &str) -> String {
+    if v.is_empty() { "none".to_string() } else { v.join(sep) }
 }
 
 pub(super) fn rfc3339(t: u64) -> String {
@@ -228,7 +231,13 @@ pub fn run(cmd: AdmitCommand) -> anyhow::Result<()> {
     let cmd = match cmd {
         AdmitCommand::Token(cmd) => cmd,
         AdmitCommand::Join { join, node, keyserver, cache, data_path } => {
-            return super::admit_join::join(&join, &node, &keyserver, &cache.cache(), &data_path);
+            let text = super::join_source::read("admit join", join.as_deref())?.with_context(|| {
+                format!(
+                    "admit join: give a FILE holding the join string, `-` for stdin, or set {}",
+                    super::join_source::JOIN_ENV
+                )
+            })?;
+            return super::admit_join::join(text.trim(), &node, &keyserver, &cache.cache(), &data_path);
         }
         AdmitCommand::Renew { node } => {
             let a = super::admit_node::run_once(Op::Renew, &node.data_path, &node.cache.cache(), None)?;
@@ -239,8 +248,8 @@ pub fn run(cmd: AdmitCommand) -> anyhow::Result<()> {
             let a = super::admit_node::run_once(Op::Keys, &node.data_path, &node.cache.cache(), gossip)?;
             outln!(
                 "Fetched: ring keys added {}, removed {}; {} service-group key files; ctl secret {}",
-                list_or_none(&a.ring_added),
-                list_or_none(&a.ring_removed),
+                list_or_none(&a.ring_added, ", "),
+                list_or_none(&a.ring_removed, ", "),
                 a.group_keys,
                 if a.ctl_secret { "written" } else { "unchanged or not given" }
             )?;
@@ -269,7 +278,7 @@ pub fn run(cmd: AdmitCommand) -> anyhow::Result<()> {
                 from: from.clone(),
             });
             let created: proto::AdmitTokenCreated = keyserver.call_for(&req)?;
-            let groups = if groups.is_empty() { "none".to_string() } else { groups.join(",") };
+            let groups = list_or_none(&groups, ",");
             outln!(
                 "Token {} for node {node} (groups: {groups}; from: {}), claimable until {}",
                 created.id,

@@ -10,6 +10,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use super::admit::list_or_none;
 use super::keyserver::DEFAULT_JOIN_PORT;
 use crate::admission::keyserver::Claim;
 use crate::admission::wire::{self, ClaimBody, ClaimedBody, Descriptor, Kind};
@@ -168,9 +169,9 @@ pub fn admit(
         "Admitted {node} to {} (CGC {}, groups: {}, valid until {}); ring keys: {}",
         cgc.cluster,
         cgc.serial_hex(),
-        if cgc.groups.is_empty() { "none".to_string() } else { cgc.groups.join(",") },
+        list_or_none(&cgc.groups, ","),
         cgc.not_after,
-        if rings.is_empty() { "none".to_string() } else { rings.join(", ") }
+        list_or_none(&rings, ", ")
     );
     Ok(Admitted { summary, ring })
 }

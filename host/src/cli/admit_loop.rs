@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::admit_node::{self, NodeIdentity};
+use super::join_source::JOIN_ENV;
 use crate::admission::request::Op;
 use crate::admission::schedule;
 use crate::crypto::KeyCache;
@@ -30,22 +31,36 @@ fn jitter() -> f64 {
 }
 
 /// The gossip address to report: the configured one, else (port 0, or listening on every
-/// address) what the running supervisor wrote to its listen.json.
+/// address) what this supervisor wrote to its listen.json. A listen.json of another pid is a
+/// dead supervisor's (kill -9 leaves it behind) and names a port that is no longer ours.
 fn gossip(cfg: &LoopConfig) -> Option<String> {
     if let Some(g) = cfg.gossip.as_ref().filter(|g| !g.ends_with(":0")) {
         return Some(g.clone());
     }
     let text = std::fs::read(cfg.data_path.join(crate::sup::LISTEN_FILE)).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    if v["pid"].as_u64() != Some(u64::from(std::process::id())) {
+        return None;
+    }
     v["gossip"].as_str().filter(|g| !g.ends_with(":0")).map(str::to_string)
 }
 
-/// One step: renew when due, else fetch keys. Returns whether it renewed.
-pub fn step(cfg: &LoopConfig, jitter: f64) -> anyhow::Result<bool> {
+/// What one [`step`] did.
+pub struct Stepped {
+    pub renewed: bool,
+    /// Whether it told the keyserver this supervisor's gossip address (unknown until the
+    /// ring has bound its port).
+    pub reported_gossip: bool,
+}
+
+/// One step: renew when due, else fetch keys.
+pub fn step(cfg: &LoopConfig, jitter: f64) -> anyhow::Result<Stepped> {
     let id = NodeIdentity::load(&cfg.data_path, &cfg.cache)?;
     let op = if unix_now() >= schedule::renew_at(&id.cgc, jitter) { Op::Renew } else { Op::Keys };
     let have = admit_node::ring_have(&cfg.cache, &id.cgc.cluster);
-    let resp = id.request(op, gossip(cfg), have)?;
+    let gossip = gossip(cfg);
+    let reported_gossip = gossip.is_some();
+    let resp = id.request(op, gossip, have)?;
     let a = admit_node::apply(&resp, &cfg.data_path, &cfg.cache, &id)?;
     if let Some(serial) = &a.renewed {
         tracing::info!(%serial, "CGC renewed");
@@ -53,7 +68,7 @@ pub fn step(cfg: &LoopConfig, jitter: f64) -> anyhow::Result<bool> {
     if !a.ring_added.is_empty() || !a.ring_removed.is_empty() {
         tracing::info!(added = ?a.ring_added, removed = ?a.ring_removed, "ring keys changed at the keyserver");
     }
-    Ok(op == Op::Renew)
+    Ok(Stepped { renewed: op == Op::Renew, reported_gossip })
 }
 
 pub async fn run(cfg: LoopConfig) {
@@ -63,16 +78,17 @@ pub async fn run(cfg: LoopConfig) {
         let c = cfg.clone();
         let r = tokio::task::spawn_blocking(move || step(&c, jitter)).await;
         let wait = match r {
-            Ok(Ok(renewed)) => {
+            Ok(Ok(done)) => {
                 if failures > 0 {
                     tracing::info!("the keyserver answers again");
                 }
                 failures = 0;
                 // A renewal is followed at once by a key fetch with the new CGC; until the
-                // gossip address is known (the ring binds after the first fetch) retry soon.
-                if renewed {
+                // gossip address has been reported (the ring binds after the first fetch)
+                // retry soon.
+                if done.renewed {
                     Duration::from_millis(100)
-                } else if gossip(&cfg).is_none() {
+                } else if !done.reported_gossip {
                     cfg.fetch_every.min(Duration::from_secs(1))
                 } else {
                     cfg.fetch_every
@@ -103,9 +119,12 @@ pub struct Admitted {
     pub task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
-/// `sup run --join J --keyserver K` admits first; a node admitted before needs neither. Then
-/// one fetch (best effort: a keyserver that is down does not stop a supervisor that has keys)
-/// and the loop for the supervisor's life. `None` when this node is not admitted.
+/// `sup run --join FILE|- --keyserver K` (or `WARREN_JOIN`) admits first; a node admitted
+/// before needs neither, and its join string is not read again (a one-time secret: the file
+/// may be gone, stdin read already by the first start). Then one fetch (best effort: a
+/// keyserver that is down does not stop a supervisor that has keys) and the loop for the
+/// supervisor's life. `None` when this node is not admitted. The caller holds the data path's
+/// lock: two supervisors on one data path never both claim a token or write its keys.
 pub fn prepare(
     join: Option<&str>,
     keyserver: Option<&str>,
@@ -113,24 +132,27 @@ pub fn prepare(
     cfg: LoopConfig,
 ) -> anyhow::Result<Option<Admitted>> {
     use anyhow::Context as _;
-    if let Some(join) = join {
-        let keyserver = keyserver.context("--join needs --keyserver HOST[:PORT] (its join port)")?;
-        // A path to a file holding the string, or the string itself.
-        let text = match std::fs::read_to_string(join) {
-            Ok(t) => zeroize::Zeroizing::new(t),
-            Err(_) if join.starts_with("WJ1-") => zeroize::Zeroizing::new(join.to_string()),
-            Err(e) => {
-                return Err(e).with_context(|| format!("--join {join}: neither a join string nor a file"));
-            }
-        };
+    super::join_source::refuse_on_argv("--join", join)?;
+    let admitted_before = admit_node::admission_dir(&cfg.data_path).join(admit_node::CGC_FILE).exists();
+    if admitted_before {
+        if join.is_some() || std::env::var_os(JOIN_ENV).is_some() {
+            tracing::info!(
+                "this node was admitted before: the join string is not read (neither --join nor {JOIN_ENV} is needed)"
+            );
+        }
+        if let Some(keyserver) = keyserver
+            && let Some(mut info) = admit_node::load_info(&cfg.data_path)?
+        {
+            // A keyserver that moved: remember its new address.
+            info.join = super::admit_join::join_addr(keyserver);
+            admit_node::save_info(&cfg.data_path, &info)?;
+        }
+    } else if let Some(text) = super::join_source::read("--join", join)? {
+        let keyserver = keyserver.with_context(|| {
+            format!("a join string (--join or {JOIN_ENV}) needs --keyserver HOST[:PORT] (its join port)")
+        })?;
         let a = super::admit_join::admit(text.trim(), node, keyserver, &cfg.cache, &cfg.data_path)?;
         tracing::info!("{}", a.summary);
-    } else if let Some(keyserver) = keyserver
-        && let Some(mut info) = admit_node::load_info(&cfg.data_path)?
-    {
-        // A keyserver that moved: remember its new address.
-        info.join = super::admit_join::join_addr(keyserver);
-        admit_node::save_info(&cfg.data_path, &info)?;
     }
     if admit_node::load_info(&cfg.data_path)?.is_none() {
         if keyserver.is_some() {
@@ -147,4 +169,31 @@ pub fn prepare(
         peers: admit_node::peers(&cfg.data_path),
         task: Box::pin(run(cfg)),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_supervisors_listen_file_is_not_our_gossip_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LoopConfig {
+            data_path: dir.path().to_path_buf(),
+            cache: KeyCache::new(dir.path().join("keys")),
+            gossip: Some("0.0.0.0:0".into()),
+            fetch_every: DEFAULT_FETCH_INTERVAL,
+        };
+        let listen = |pid: u32| {
+            let text = serde_json::json!({"pid": pid, "gossip": "10.0.0.1:41000"}).to_string();
+            std::fs::write(dir.path().join(crate::sup::LISTEN_FILE), text).unwrap();
+        };
+        assert_eq!(gossip(&cfg), None, "no listen.json yet");
+        listen(std::process::id().wrapping_add(1));
+        assert_eq!(gossip(&cfg), None, "another pid's file names a port that is not ours");
+        listen(std::process::id());
+        assert_eq!(gossip(&cfg).as_deref(), Some("10.0.0.1:41000"));
+        let fixed = LoopConfig { gossip: Some("10.0.0.2:9638".into()), ..cfg };
+        assert_eq!(gossip(&fixed).as_deref(), Some("10.0.0.2:9638"), "a configured address wins");
+    }
 }

@@ -165,8 +165,7 @@ pub fn apply(
     if let Some(ring) = ring_name {
         for id in cache.revisions(KeyKind::SymSecret, &ring).unwrap_or_default() {
             if !delivered.contains(&id) {
-                let path = cache.dir().join(format!("{id}.{}", KeyKind::SymSecret.extension()));
-                std::fs::remove_file(&path).with_context(|| path.display().to_string())?;
+                cache.remove(KeyKind::SymSecret, &id)?;
                 out.ring_removed.push(id.to_string());
             }
         }

@@ -28,6 +28,16 @@ pub struct AdmitBenchArgs {
 
 struct Kill(Child);
 
+/// The bench's folder, removed on every way out (after the processes in it: locals drop in
+/// reverse order, so this guard is made first).
+struct Owned(std::path::PathBuf);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -78,30 +88,51 @@ fn admitted_sup(
     let node = format!("node{i}");
     let data = dir.join(&node);
     std::fs::create_dir_all(&data)?;
+    // A join string is a secret: handed over in a 0600 file, never on the command line.
+    let join_file = dir.join(format!("{node}.join"));
+    crate::fsutil::write_atomic(&join_file, join.as_bytes(), 0o600, crate::fsutil::Existing::Replace)?;
+    let join_s = join_file.to_string_lossy().to_string();
     let ip = format!("127.0.1.{}", 10 + i);
     let (g, h, c) = (format!("{ip}:0"), format!("{ip}:0"), format!("{ip}:0"));
     let (data_s, keys_s) =
         (data.to_string_lossy().to_string(), data.join("keys").to_string_lossy().to_string());
     let mut args = vec!["sup", "run", "--listen-gossip", &g, "--listen-http", &h, "--listen-ctl", &c];
-    args.extend(["--join", join, "--keyserver", keyserver, "--node", &node]);
+    args.extend(["--join", &join_s, "--keyserver", keyserver, "--node", &node]);
     args.extend(["--data-path", &data_s, "--cache-key-path", &keys_s]);
     args.extend(["--probe-interval", "200ms", "--ping-timeout", "100ms", "--gossip-interval", "50ms"]);
     if let Some(seed) = seed {
         args.extend(["--peer", seed]);
     }
-    let child = spawn(exe, &args, &dir.join(format!("{node}.log")))?;
-    let (gossip, http, _) = listening(&data, child.0.id(), Duration::from_secs(30))
-        .with_context(|| format!("{node} did not start"))?;
+    let log = dir.join(format!("{node}.log"));
+    let mut child = spawn(exe, &args, &log)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (gossip, http, _) = loop {
+        if let Some(bound) = listening(&data, child.0.id(), Duration::from_millis(100)) {
+            break bound;
+        }
+        exited(&mut child, &node, &log)?;
+        if Instant::now() > deadline {
+            bail!("{node} did not start within 30 s");
+        }
+    };
     Ok((child, gossip, http))
+}
+
+/// An error once `child` has exited, with the end of its log (the folder goes with the error).
+fn exited(child: &mut Kill, what: &str, log: &Path) -> anyhow::Result<()> {
+    let Some(status) = child.0.try_wait()? else { return Ok(()) };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    bail!("{what} exited ({status}); its log ends:\n{}", lines[lines.len().saturating_sub(10)..].join("\n"))
 }
 
 pub fn run(args: AdmitBenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the warren binary")?;
-    let owned = std::env::temp_dir().join(format!("warren-bench-admit-{}", std::process::id()));
-    std::fs::create_dir_all(&owned)?;
-    let dir = owned.as_path();
+    let owned = Owned(std::env::temp_dir().join(format!("warren-bench-admit-{}", std::process::id())));
+    std::fs::create_dir_all(&owned.0)?;
+    let dir = owned.0.as_path();
     let ks_data = dir.join("keyserver");
-    let ks = spawn(
+    let mut ks = spawn(
         &exe,
         &[
             "keyserver",
@@ -127,8 +158,9 @@ pub fn run(args: AdmitBenchArgs) -> anyhow::Result<()> {
         {
             break (a.to_string(), j.to_string());
         }
+        exited(&mut ks, "the keyserver", &dir.join("keyserver.log"))?;
         if Instant::now() > deadline {
-            bail!("the keyserver did not start (see {})", dir.join("keyserver.log").display());
+            bail!("the keyserver did not start within 30 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -148,7 +180,7 @@ pub fn run(args: AdmitBenchArgs) -> anyhow::Result<()> {
         let want = i as usize + 1;
         while alive(&seed_http) < want {
             if start.elapsed() > Duration::from_secs(60) {
-                bail!("node{i} was not seen alive within 60 s (logs in {})", dir.display());
+                bail!("node{i} was not seen alive within 60 s");
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -204,7 +236,5 @@ pub fn run(args: AdmitBenchArgs) -> anyhow::Result<()> {
         args.claims - failed,
         elapsed.as_secs_f64()
     )?;
-    drop(ks);
-    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

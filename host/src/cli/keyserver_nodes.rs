@@ -62,8 +62,8 @@ impl KeyserverCtl {
         // Old ring keys leave the keyserver's cache before the state says they are gone.
         if let Ok((_, _, retired, _)) = &result {
             for id in retired {
-                let path = self.keys.dir().join(format!("{id}.{}", KeyKind::SymSecret.extension()));
-                if let Err(e) = std::fs::remove_file(&path) {
+                let removed = id.parse::<KeyId>().and_then(|id| self.keys.remove(KeyKind::SymSecret, &id));
+                if let Err(e) = removed {
                     tracing::warn!(key = %id, error = %e, "cannot remove a retired ring key");
                 }
             }
@@ -74,7 +74,7 @@ impl KeyserverCtl {
             return error("the keyserver cannot write its state; try again".into());
         }
         drop(ks);
-        let (a, cgc, retired, peers) = match result {
+        let (a, cgc, _, peers) = match result {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%peer, "node request refused: {e}");
@@ -88,7 +88,6 @@ impl KeyserverCtl {
             let (ring_keys, primary) = self.ring_bundle();
             resp.ring_keys = ring_keys;
             resp.primary = primary;
-            resp.remove = retired;
             resp.group_keys = self.group_keys(&a.groups);
             if a.groups.iter().any(|g| g == ADMIN_GROUP) {
                 resp.ctl_secret = self.cluster_ctl_secret();

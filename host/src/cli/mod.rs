@@ -28,6 +28,7 @@ pub mod clisetup;
 pub mod credential;
 pub mod ctl;
 pub mod groups;
+pub mod join_source;
 pub mod keys;
 pub mod keyserver;
 pub mod origin;

@@ -90,10 +90,11 @@ pub struct RunArgs {
     /// Encrypt the ring with the latest ring key of this name in the key cache.
     #[arg(long, conflicts_with = "ring_key")]
     pub ring: Option<String>,
-    /// Admit this node first with a join string (or a file holding one) from `warren admit
-    /// token create`; needs --keyserver. A node admitted before needs neither flag: it renews
-    /// its CGC and fetches its keys (ring, service groups, peers) from the same keyserver.
-    #[arg(long, value_name = "FILE|JOIN-STRING", requires = "keyserver", conflicts_with = "ring_key")]
+    /// Admit this node first with the join string from `warren admit token create`, read
+    /// from FILE, from stdin (`-`) or from WARREN_JOIN (never given on the command line: it is
+    /// a secret); needs --keyserver. A node admitted before needs neither: it renews its CGC
+    /// and fetches its keys (ring, service groups, peers) from the same keyserver.
+    #[arg(long, value_name = "FILE|-", conflicts_with = "ring_key")]
     pub join: Option<String>,
     /// The keyserver's join port, HOST[:PORT] (9636 by default).
     #[arg(long, value_name = "HOST[:PORT]")]
@@ -228,6 +229,9 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
     // Found now: once the binary is replaced on disk, /proc/self/exe names the old one.
     let exe = std::env::current_exe().context("cannot find this program's path (needed by sup restart)")?;
     let config = args.plugins.config()?;
+    // The data path first: admission below claims a token and writes keys, which a second
+    // supervisor on the same path must never do.
+    let data_lock = sup::take_data_path(&config.data_path()).context("supervisor failed")?;
     let cache_key_path = args.plugins.cache.cache_key_path.clone();
     // One file-watch service (one inotify instance) for the plugin folder, the credentials
     // and the key cache.
@@ -329,6 +333,7 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
         service_config: config.services.iter().map(|(name, s)| (name.clone(), s.config.clone())).collect(),
         org,
         background,
+        data_lock,
     };
     match sup::run(opts).context("supervisor failed")? {
         sup::Exit::Stopped | sup::Exit::Departed => Ok(()),

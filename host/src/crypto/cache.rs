@@ -115,6 +115,17 @@ impl KeyCache {
         })
     }
 
+    /// Deletes exactly this revision's file; one already gone is no error. Returns whether it
+    /// was there. (`.pub` is shared by SIG-PUB-1 and BOX-PUB-1: the file of that name goes.)
+    pub fn remove(&self, kind: KeyKind, id: &KeyId) -> Result<bool, CryptoError> {
+        let path = self.dir.join(format!("{id}.{}", kind.extension()));
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.io(&path, e)),
+        }
+    }
+
     /// Exactly this revision.
     pub fn get(&self, kind: KeyKind, id: &KeyId) -> Result<KeyFile, CryptoError> {
         let path = self.dir.join(format!("{id}.{}", kind.extension()));

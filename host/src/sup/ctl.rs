@@ -288,12 +288,7 @@ impl SupCtl {
             Err(e) => return Err(err(ErrCode::Conflict, e)),
         }
         if let Some(cache) = &self.cache {
-            let path = cache.dir().join(format!("{id}.{}", KeyKind::SymSecret.extension()));
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                return Err(err(ErrCode::Io, format!("{}: {e}", path.display())));
-            }
+            cache.remove(KeyKind::SymSecret, &id).map_err(|e| err(ErrCode::Io, e))?;
         }
         tracing::info!(key = %id, "ring key removed");
         Ok(Reply::ok())

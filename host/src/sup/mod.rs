@@ -22,7 +22,7 @@ use crate::crypto::{CryptoError, KeyCache, KeyFile, KeyKind, RingKey};
 use crate::http::{self, AuthState, AuthToken, GatewayAuth, plugins_api, ring_api};
 use crate::plugins::PluginRuntime;
 use crate::ring::mirror::Persist;
-use crate::ring::persist::{DataDir, PersistError};
+use crate::ring::persist::{DataDir, DataLock, PersistError};
 use crate::ring::shell::{self, Stopped};
 use crate::ring::{CoreParams, Keyring, RingConfig, RingCore, RingHandle};
 use crate::secret::SecretString;
@@ -88,6 +88,23 @@ pub struct SupOptions {
     pub org: Option<String>,
     /// Tasks that run as long as the supervisor (the admitted node's keyserver loop).
     pub background: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    /// The data path's lock, from [`take_data_path`]: taken before admission, held to the end.
+    pub data_lock: DataLock,
+}
+
+/// Takes `data_path` for this process before anything is written there (admission claims a
+/// token and writes keys): a second supervisor on the same path fails here. Whatever
+/// listen.json is left belongs to a supervisor that died holding the lock; it goes, so the
+/// ports found there later are ours.
+pub fn take_data_path(data_path: &std::path::Path) -> Result<DataLock, SupError> {
+    let lock = DataDir::new(data_path).lock()?;
+    match std::fs::remove_file(data_path.join(LISTEN_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(SupError::Data(PersistError::Io { path: LISTEN_FILE.into(), source: e }));
+        }
+        _ => {}
+    }
+    Ok(lock)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,7 +303,6 @@ pub struct Supervisor;
 impl Supervisor {
     async fn run(mut opts: SupOptions) -> Result<Exit, SupError> {
         let data = DataDir::new(&opts.data_path);
-        let _lock = data.lock()?;
         let id = data.member_id()?;
         let mut state = data.load_state()?;
         let cache = KeyCache::new(&opts.cache_key_path);
