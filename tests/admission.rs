@@ -227,6 +227,67 @@ fn unexpired_tokens_survive_kill_9() {
     assert_eq!((cgc.node.as_str(), cgc.groups.clone()), ("n1", vec!["web".to_string()]));
 }
 
+/// kill -9 in the middle of a burst of claims: every node that was told it is admitted is
+/// still admitted after the restart (its claim was in the journal before the reply), and every
+/// other node's retry succeeds.
+#[test]
+fn a_kill_9_during_a_burst_of_claims_loses_no_acknowledged_claim() {
+    const NODES: usize = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = Keyserver::start(dir.path(), "acme");
+    let joins: Vec<String> =
+        (0..NODES).map(|i| create(&ks, &["--node", &format!("b{i}")]).encode().to_string()).collect();
+    let children: Vec<(String, std::process::Child)> = joins
+        .iter()
+        .enumerate()
+        .map(|(i, join)| {
+            let node = format!("b{i}");
+            let node_dir = dir.path().join(&node);
+            let mut cmd = cli::command();
+            cmd.args(["admit", "join", join, "--node", &node, "--keyserver", &ks.join])
+                .arg("--cache-key-path")
+                .arg(node_dir.join("keys"))
+                .arg("--data-path")
+                .arg(node_dir.join("data"))
+                .env("WARREN_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null());
+            (node, cmd.spawn().unwrap())
+        })
+        .collect();
+    // Killed once some claims are committed (the audit follows the journal), whatever the rest do.
+    let audit = ks.data.join("audit.jsonl");
+    wait_until(Duration::from_secs(60), "three claims committed", || {
+        std::fs::read_to_string(&audit).unwrap_or_default().matches("\"token_claimed\"").count() >= 3
+    });
+    ks.kill9();
+    let mut acknowledged = Vec::new();
+    let mut others = Vec::new();
+    for (node, child) in children {
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && said.contains(&format!("Admitted {node}")) {
+            acknowledged.push(node);
+        } else {
+            others.push(node);
+        }
+    }
+    assert!(acknowledged.len() >= 3, "{acknowledged:?}");
+
+    ks.spawn();
+    let list = ks.admit(&["node", "list"]).ok().to_string();
+    for node in &acknowledged {
+        assert!(list.lines().any(|l| l.split_whitespace().next() == Some(node)), "{node} was lost: {list}");
+    }
+    for node in &others {
+        let i: usize = node[1..].parse().unwrap();
+        let out = keyserver::join(&ks.join, &joins[i], node, &dir.path().join(node)).ok().to_string();
+        assert!(out.contains(&format!("Admitted {node}")), "{node}: {out}");
+    }
+    let list = ks.admit(&["node", "list"]).ok().to_string();
+    assert_eq!(list.lines().filter(|l| l.contains("active")).count(), NODES, "{list}");
+}
+
 /// Three nodes admitted from tokens form an encrypted ring; nobody copied a key.
 #[test]
 fn three_nodes_admitted_from_tokens_form_an_encrypted_ring() {
@@ -392,6 +453,38 @@ fn admitted_nodes_renew_and_fetch_keys_by_policy() {
     assert!(err.contains("was not admitted"), "{err}");
     let log = ks.log_text();
     assert!(!log.contains(&ctl) && !out.contains(&ctl), "the ctl secret is never logged");
+
+    // Revoking a node replaces every shared key it held: the web group key and, as it was an
+    // admin, the ctl secret. The remaining admin/web member gets both at its next fetch; the
+    // revoked node gets nothing more.
+    let web2 = dir.path().join("web2");
+    let join = create(&ks, &["--node", "web2", "--group", "admin", "--group", "web"]).encode().to_string();
+    keyserver::join(&ks.join, &join, "web2", &web2).ok();
+    keyserver::node_cmd(&web2, &["fetch"]).ok();
+    let out = ks.admit(&["node", "revoke", "adm"]).ok().to_string();
+    assert!(out.contains("web.default@acme-") && out.contains("ctl secret"), "{out}");
+    let ks_cache = KeyCache::new(ks.data.join("keys"));
+    assert_eq!(ks_cache.revisions(KeyKind::BoxSecret, "web.default@acme").unwrap().len(), 2);
+    let new_key = ks_cache.latest(KeyKind::BoxSecret, "web.default@acme").unwrap();
+    assert_ne!(new_key.bytes(), ks_key.bytes());
+    let new_ctl = std::fs::read_to_string(ks.data.join("CTL_SECRET")).unwrap();
+    assert_ne!(new_ctl, ctl);
+    let err = keyserver::node_cmd(&adm, &["fetch"]).fails().to_string();
+    assert!(err.contains("revoked"), "{err}");
+    let out = keyserver::node_cmd(&web2, &["fetch"]).ok().to_string();
+    assert!(out.contains("ctl secret written"), "{out}");
+    assert_eq!(group_key(&web2).unwrap().bytes(), new_key.bytes());
+    assert_eq!(std::fs::read_to_string(web2.join("data/CTL_SECRET")).unwrap(), new_ctl);
+    assert_eq!(group_key(&adm).unwrap().bytes(), ks_key.bytes(), "the revoked node has only the old key");
+    let audit = std::fs::read_to_string(ks.data.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"keys_rotated\""), "{audit}");
+    // A node without groups held only the ring key.
+    let out = ks.admit(&["node", "revoke", "plain"]).ok().to_string();
+    assert!(!out.contains("Also replaced"), "{out}");
+    assert!(
+        !ks.log_text().contains(&new_ctl) && !audit.contains(&new_ctl),
+        "the new ctl secret is never logged"
+    );
 }
 
 fn ring_revisions(keys: &Path) -> Vec<String> {

@@ -136,11 +136,15 @@ impl<R: Rng> Keyserver<R> {
         if !same_key(&rec.node_sig, &cgc.node_sig) {
             return Err(AdmitError::StaleCgc(cgc.node.clone()));
         }
-        self.state.nonces.retain(|_, t| now.abs_diff(*t) <= CLOCK_WINDOW);
+        self.expire_nonces(now);
+        // A nonce still here may be older than the window (pruning runs once a second); its
+        // request was refused by the clock check above already.
         if self.state.nonces.contains_key(&req.nonce) {
             return Err(AdmitError::Replay);
         }
+        self.touched.nonce(&req.nonce);
         self.state.nonces.insert(req.nonce.clone(), req.time);
+        self.touched.node(&self.state, &cgc.node);
         let rec = self.state.nodes.get_mut(&cgc.node).expect("checked above");
         if pending {
             rec.serial = serial;
@@ -154,8 +158,17 @@ impl<R: Rng> Keyserver<R> {
             rec.have = req.have.clone();
         }
         let groups = rec.groups.clone();
-        self.changed = true;
         Ok(Authorized { cgc, groups })
+    }
+
+    /// Forgets nonces outside the clock window: their requests fail the clock check anyway,
+    /// so the window bounds the map. Not a change worth persisting: a restart redoes it.
+    pub fn expire_nonces(&mut self, now: u64) {
+        if self.nonces_pruned == now {
+            return;
+        }
+        self.nonces_pruned = now;
+        self.state.nonces.retain(|_, t| now.abs_diff(*t) <= CLOCK_WINDOW);
     }
 
     /// A fresh CGC for an authorized node: same keys and groups, new serial and life. It is
@@ -173,11 +186,11 @@ impl<R: Rng> Keyserver<R> {
             ..a.cgc.clone()
         };
         let text = cgc.sign(&self.admission);
+        self.touched.node(&self.state, &cgc.node);
         if let Some(rec) = self.state.nodes.get_mut(&cgc.node) {
             rec.pending = Some(cgc.serial_hex());
             rec.not_after = cgc.not_after;
         }
-        self.changed = true;
         self.log(
             now,
             "cgc_renewed",
@@ -217,23 +230,30 @@ impl<R: Rng> Keyserver<R> {
 
     /// Refuses every later request of `node`. Returns false when it was already revoked.
     pub fn revoke_node(&mut self, now: u64, node: &str) -> Result<bool, AdmitError> {
+        self.touched.node(&self.state, node);
         let rec = self.state.nodes.get_mut(node).ok_or_else(|| AdmitError::UnknownNode(node.to_string()))?;
         if rec.revoked.is_some() {
             return Ok(false);
         }
         rec.revoked = Some(now);
-        self.changed = true;
         self.log(now, "node_revoked", None, Some(node), None, None);
         Ok(true)
     }
 }
 
 impl<R: Rng> Keyserver<R> {
+    /// Audits the shared keys replaced because `node` was revoked (the shell makes them).
+    pub fn keys_rotated(&mut self, now: u64, node: &str, keys: &[String]) {
+        if !keys.is_empty() {
+            self.log(now, "keys_rotated", None, Some(node), None, Some(keys.join(",")));
+        }
+    }
+
     /// After a revocation: `old` revisions leave once every live node holds `new`.
     pub fn start_retiring(&mut self, now: u64, old: Vec<String>, new: String) {
         let detail = format!("retire {} once every node has {new}", old.join(","));
+        self.touched.retiring(&self.state);
         self.state.retiring = Some(Retiring { ids: old, until: new });
-        self.changed = true;
         self.log(now, "ring_key_retiring", None, None, None, Some(detail));
     }
 
@@ -247,8 +267,8 @@ impl<R: Rng> Keyserver<R> {
             return Vec::new();
         }
         let ids = r.ids.clone();
+        self.touched.retiring(&self.state);
         self.state.retiring = None;
-        self.changed = true;
         self.log(now, "ring_key_retired", None, None, None, Some(ids.join(",")));
         ids
     }

@@ -477,3 +477,24 @@ mod retiring {
         assert!(ks.take_retired(T0 + 7).is_empty());
     }
 }
+
+#[test]
+fn an_undone_request_leaves_the_state_as_it_was() {
+    let mut ks = keyserver();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    ks.settle();
+    let before = ks.state().clone();
+    let n = node("node1");
+    ks.claim(T0 + 1, &claim_for(&j, "node1", &n, &ks.pin())).unwrap();
+    ks.create_token(T0 + 1, request("node2")).unwrap();
+    let change = ks.change().unwrap();
+    assert_eq!((change.tokens.len(), change.nodes.len()), (2, 1));
+    ks.undo();
+    assert_eq!(ks.state(), &before);
+    assert!(ks.change().is_none() && ks.take_audit().is_empty());
+    // Applied to the old state, a change gives the new one (what a journal replay does).
+    ks.claim(T0 + 1, &claim_for(&j, "node1", &n, &ks.pin())).unwrap();
+    let mut replayed = before.clone();
+    ks.change().unwrap().apply(&mut replayed);
+    assert_eq!(&replayed, ks.state());
+}

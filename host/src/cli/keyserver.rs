@@ -2,9 +2,9 @@
 //! SIG key, its transport BOX key, the ring key and the token state, and serves admin requests
 //! (`warren admit token ...`) on the ctl gateway's Noise channel, keyed by its ADMIN_SECRET.
 //!
-//! Every request is handled under one lock: the state machine decides, the new state is
-//! written (atomically, 0600) and the audit appended, and only then does the reply go out. A
-//! write that fails undoes the request.
+//! Every request is handled under one lock: the state machine decides, its change is
+//! appended to the journal and fsynced (0600; folded into state.json now and then) and the
+//! audit appended, and only then does the reply go out. A write that fails undoes the request.
 
 use crate::clock::unix_now;
 use std::net::SocketAddr;
@@ -35,7 +35,8 @@ pub enum KeyserverCommand {
     /// Runs the admission keyserver. On first start it creates, under --data-path, its
     /// admission signing key (RING-admission, SIG-SEC-1), its transport key (RING-keyserver,
     /// BOX-SEC-1) and a first ring key named RING in DIR/keys, and DIR/ADMIN_SECRET (0600) for
-    /// the admin commands. Tokens live in DIR/state.json, events in DIR/audit.jsonl; unexpired
+    /// the admin commands. Tokens live in DIR/state.json and DIR/journal.bin (the changes since
+    /// that snapshot), events in DIR/audit.jsonl; unexpired
     /// tokens survive a restart.
     Run(RunArgs),
 }
@@ -113,6 +114,8 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
     let mut ks = Keyserver::new(state, admission.clone(), OsRng);
     ks.purge(unix_now());
     commit(&store, &mut ks).context("writing the keyserver state")?;
+    // The journal replayed at load is folded into a fresh snapshot (which also cuts a torn tail).
+    store.compact(ks.state()).context("writing the keyserver state")?;
     let pin = ks.pin();
     let admission_id = ks.admission_public().id;
     let handler = Arc::new(KeyserverCtl {
@@ -170,17 +173,9 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Persists what changed and appends the audit. The state is written first: the audit may
-/// lag (a crash between the two), it never describes a change that did not happen.
+/// Persists what changed (undoing it if that fails) and appends the audit: see [`Store::commit`].
 fn commit(store: &Store, ks: &mut Keyserver<OsRng>) -> anyhow::Result<()> {
-    if ks.take_changed() {
-        store.save(ks.state())?;
-    }
-    let events = ks.take_audit();
-    if let Err(e) = store.append_audit(&events) {
-        tracing::error!(error = %e, events = events.len(), "cannot append to the audit log");
-    }
-    Ok(())
+    Ok(store.commit(ks)?)
 }
 
 struct KeyserverCtl {
@@ -319,10 +314,8 @@ impl KeyserverCtl {
             }
         };
         let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
-        let before = ks.state().clone();
         let result = ks.claim(unix_now(), &claim);
         if let Err(e) = commit(&self.store, &mut ks) {
-            ks.restore_state(before);
             tracing::error!(error = %e, "cannot persist the keyserver state; claim undone");
             return (error("the keyserver cannot write its state; try again".into()), 0);
         }
@@ -371,7 +364,6 @@ impl KeyserverCtl {
             return self.handle_nodes(req, now);
         }
         let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
-        let before = ks.state().clone();
         let reply = match req {
             CtlRequest::Ping(p) => return Ok(Reply::new(&proto::CtlPong { payload: p.payload })),
             CtlRequest::AdmitTokenCreate(r) => {
@@ -420,7 +412,6 @@ impl KeyserverCtl {
             }
         };
         if let Err(e) = commit(&self.store, &mut ks) {
-            ks.restore_state(before);
             tracing::error!(error = %e, "cannot persist the keyserver state; request undone");
             return Err(net_err(ErrCode::Io, "the keyserver cannot write its state; nothing was changed"));
         }
