@@ -496,6 +496,12 @@ fn ring_revisions(keys: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The ring key revision a supervisor seals with (`/ring/keys`).
+fn ring_primary(s: &Sup) -> Option<String> {
+    let keys = s.get("/ring/keys")?.json().ok()?;
+    keys.as_array()?.iter().find(|k| k["primary"] == true)?["id"].as_str().map(str::to_string)
+}
+
 /// The node's gossip address as the keyserver last heard it (`node list`).
 fn reported_gossip(ks: &Keyserver, node: &str) -> Option<String> {
     let list = ks.admit(&["node", "list"]).ok().to_string();
@@ -556,6 +562,10 @@ fn sup_run_join_rotate_and_revoke() {
     assert!(out.contains(&newest), "{out}");
     wait_until(Duration::from_secs(30), "the rotation reached every node", || {
         sups.iter().all(|s| ring_revisions(&s.data.join("keys")) == rotated)
+    });
+    // Installed everywhere, then used: every node seals with the keyserver's primary.
+    wait_until(Duration::from_secs(30), "every node uses the new ring key", || {
+        sups.iter().all(|s| ring_primary(s).as_deref() == Some(newest.as_str()))
     });
     alive(&sups.iter().collect::<Vec<_>>(), &ids, "the ring lives on the new key");
 

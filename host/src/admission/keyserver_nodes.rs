@@ -41,6 +41,9 @@ pub struct NodeRecord {
     /// The ring key revisions it last reported holding.
     #[serde(default)]
     pub have: Vec<String>,
+    /// Unix seconds of its last key fetch (whose reply marked the primary).
+    #[serde(default)]
+    pub fetched: Option<u64>,
 }
 
 /// Old ring key revisions (`ids`) that go away once every node that is not revoked reports
@@ -50,6 +53,10 @@ pub struct NodeRecord {
 pub struct Retiring {
     pub ids: Vec<String>,
     pub until: String,
+    /// When `until` (or a newer revision) became the primary: the old revisions go once every
+    /// live node fetched after that, i.e. uses the new one.
+    #[serde(default)]
+    pub used: Option<u64>,
 }
 
 impl NodeRecord {
@@ -65,6 +72,7 @@ impl NodeRecord {
             gossip: None,
             seen: None,
             have: Vec::new(),
+            fetched: None,
         }
     }
 }
@@ -156,6 +164,7 @@ impl<R: Rng> Keyserver<R> {
         }
         if req.op == crate::admission::request::Op::Keys {
             rec.have = req.have.clone();
+            rec.fetched = Some(now);
         }
         let groups = rec.groups.clone();
         Ok(Authorized { cgc, groups })
@@ -253,16 +262,41 @@ impl<R: Rng> Keyserver<R> {
     pub fn start_retiring(&mut self, now: u64, old: Vec<String>, new: String) {
         let detail = format!("retire {} once every node has {new}", old.join(","));
         self.touched.retiring(&self.state);
-        self.state.retiring = Some(Retiring { ids: old, until: new });
+        self.state.retiring = Some(Retiring { ids: old, until: new, used: None });
         self.log(now, "ring_key_retiring", None, None, None, Some(detail));
     }
 
-    /// The revisions to delete now, if every live node acknowledged the new one (the shell
-    /// deletes them and the state forgets the plan).
+    /// The ring key revision nodes should seal with, among `revisions` (oldest first): the
+    /// newest one every live node that reported its keys holds, so a new revision is installed
+    /// everywhere before anyone uses it (install, then use); the newest when none qualifies.
+    /// When it reaches the revision a retirement waits for, that retirement's clock starts.
+    pub fn ring_primary(&mut self, now: u64, revisions: &[String]) -> Option<String> {
+        let reporting: Vec<&NodeRecord> =
+            self.state.nodes.values().filter(|n| n.revoked.is_none() && !n.have.is_empty()).collect();
+        let held = revisions.iter().rev().find(|r| reporting.iter().all(|n| n.have.contains(r)));
+        let primary = held.or(revisions.last()).cloned()?;
+        // Revisions of one name sort by their timestamp.
+        if self.state.retiring.as_ref().is_some_and(|r| r.used.is_none() && primary >= r.until) {
+            self.touched.retiring(&self.state);
+            if let Some(r) = self.state.retiring.as_mut() {
+                r.used = Some(now);
+            }
+        }
+        Some(primary)
+    }
+
+    /// The revisions to delete now, if every live node holds the new one and fetched since it
+    /// became the primary (the shell deletes them and the state forgets the plan): install,
+    /// use, then remove, so no live node is cut off on the way.
     pub fn take_retired(&mut self, now: u64) -> Vec<String> {
         let Some(r) = &self.state.retiring else { return Vec::new() };
-        let all =
-            self.state.nodes.values().filter(|n| n.revoked.is_none()).all(|n| n.have.contains(&r.until));
+        let Some(used) = r.used else { return Vec::new() };
+        let all = self
+            .state
+            .nodes
+            .values()
+            .filter(|n| n.revoked.is_none())
+            .all(|n| n.have.contains(&r.until) && n.fetched.is_some_and(|f| f > used));
         if !all {
             return Vec::new();
         }

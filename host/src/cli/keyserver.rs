@@ -314,7 +314,9 @@ impl KeyserverCtl {
             }
         };
         let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
-        let result = ks.claim(unix_now(), &claim);
+        let now = unix_now();
+        let result = ks.claim(now, &claim);
+        let primary = result.is_ok().then(|| self.ring_primary(&mut ks, now)).flatten();
         if let Err(e) = commit(&self.store, &mut ks) {
             tracing::error!(error = %e, "cannot persist the keyserver state; claim undone");
             return (error("the keyserver cannot write its state; try again".into()), 0);
@@ -322,7 +324,7 @@ impl KeyserverCtl {
         drop(ks);
         match result {
             Ok(claimed) => {
-                let (ring_keys, primary) = self.ring_bundle();
+                let ring_keys = self.ring_texts();
                 tracing::info!(token = %claim.token_id, node = %claim.node, %peer, retry = claimed.retry, "node admitted");
                 let body = wire::ClaimedBody { nonce, cgc: claimed.cgc, ring_keys, primary };
                 (wire::frame(wire::Kind::Claimed, &body.seal(&self.admission, &claim.node_box)), 0)

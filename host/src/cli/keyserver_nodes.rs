@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use super::{KeyserverCtl, admit_err, commit, net_err, unix_now};
 use crate::admission::keyserver::nodes::ADMIN_GROUP;
+use crate::admission::keyserver::{Keyserver, OsRng};
 use crate::admission::request::{Op, RequestBody, ResponseBody};
 use crate::admission::wire;
 use crate::crypto::keys::{BoxSecretKeyFile, KeyId, KeyKind, RingKey};
@@ -27,7 +28,7 @@ impl KeyserverCtl {
         self.keys.revisions(KeyKind::SymSecret, &self.ring).unwrap_or_default()
     }
 
-    fn ring_texts(&self) -> Vec<String> {
+    pub(super) fn ring_texts(&self) -> Vec<String> {
         self.ring_ids()
             .iter()
             .filter_map(|id| self.keys.get(KeyKind::SymSecret, id).ok())
@@ -35,8 +36,11 @@ impl KeyserverCtl {
             .collect()
     }
 
-    pub(super) fn ring_bundle(&self) -> (Vec<String>, Option<String>) {
-        (self.ring_texts(), self.ring_ids().last().map(|i| i.to_string()))
+    /// The ring key revision to mark primary, as the state machine decides from what the
+    /// nodes hold (call under the lock, before the commit: it may start a retirement's clock).
+    pub(super) fn ring_primary(&self, ks: &mut Keyserver<OsRng>, now: u64) -> Option<String> {
+        let ids: Vec<String> = self.ring_ids().iter().map(|i| i.to_string()).collect();
+        ks.ring_primary(now, &ids)
     }
 
     /// A request from an admitted node: the reply frame.
@@ -54,12 +58,16 @@ impl KeyserverCtl {
         let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
         let result = ks.authorize(now, &body, &signed, Some(peer)).map(|a| {
             let cgc = (body.op == Op::Renew).then(|| ks.renew(now, &a));
-            let retired = if body.op == Op::Keys { ks.take_retired(now) } else { Vec::new() };
+            let (primary, retired) = if body.op == Op::Keys {
+                (self.ring_primary(&mut ks, now), ks.take_retired(now))
+            } else {
+                (None, Vec::new())
+            };
             let peers = ks.peers_of(&a.cgc.node);
-            (a, cgc, retired, peers)
+            (a, cgc, primary, retired, peers)
         });
         // Old ring keys leave the keyserver's cache before the state says they are gone.
-        if let Ok((_, _, retired, _)) = &result {
+        if let Ok((_, _, _, retired, _)) = &result {
             for id in retired {
                 let path = self.keys.dir().join(format!("{id}.{}", KeyKind::SymSecret.extension()));
                 if let Err(e) = std::fs::remove_file(&path) {
@@ -72,7 +80,7 @@ impl KeyserverCtl {
             return error("the keyserver cannot write its state; try again".into());
         }
         drop(ks);
-        let (a, cgc, retired, peers) = match result {
+        let (a, cgc, primary, retired, peers) = match result {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%peer, "node request refused: {e}");
@@ -83,8 +91,7 @@ impl KeyserverCtl {
         resp.nonce = body.nonce.clone();
         resp.cgc = cgc;
         if body.op == Op::Keys {
-            let (ring_keys, primary) = self.ring_bundle();
-            resp.ring_keys = ring_keys;
+            resp.ring_keys = self.ring_texts();
             resp.primary = primary;
             resp.remove = retired;
             resp.group_keys = self.group_keys(&a.groups);
