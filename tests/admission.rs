@@ -546,10 +546,14 @@ fn sup_run_join_rotate_and_revoke() {
         );
     }
 
-    // A restart needs neither --join nor --keyserver (nor --ring, nor --peer).
+    // A restart needs neither --join nor --keyserver (nor --ring, nor --peer); its fetch
+    // interval comes from sup.toml this time (at the default 300 s the rotation below would
+    // not reach it in time).
     sups[0].kill9();
+    let config = dir.path().join("node-a.toml");
+    std::fs::write(&config, "key_fetch_interval = \"300ms\"\n").unwrap();
     sups[0].args = fast_timings();
-    sups[0].args.extend(args(&["--key-fetch-interval", "300ms"]));
+    sups[0].args.extend(args(&["--config", config.to_str().unwrap()]));
     sups[0].spawn();
     alive(&sups.iter().collect::<Vec<_>>(), &ids, "the restarted node rejoined");
 
