@@ -1,6 +1,7 @@
 //! The keyserver's state on disk, all 0600: `state.json`, a snapshot replaced atomically now
-//! and then; `journal.bin`, every change since that snapshot, one fsynced record per commit
-//! before the reply that depends on it (framing in [`super::journal`]); and `audit.jsonl`,
+//! and then; `journal.bin`, every change since that snapshot, one record per commit, fsynced
+//! before the reply that depends on it, one fsync serving all the commits in flight (framing in
+//! [`super::journal`]); and `audit.jsonl`,
 //! append-only, one event a line, no secrets. Loading replays the journal over the snapshot; a
 //! crash leaves the last commit either whole or torn (and dropped), never half applied.
 
@@ -8,7 +9,7 @@ use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::change::Change;
 use super::journal;
@@ -39,12 +40,25 @@ pub enum StoreError {
 pub struct Store {
     dir: PathBuf,
     journal: Mutex<Journal>,
+    /// The last [`Ticket`] known durable; held while fsyncing, so one fsync serves every
+    /// commit written before it (group commit).
+    synced: Mutex<u64>,
     compact_after: u64,
 }
 
+/// A commit's place in the journal: the reply that depends on it waits for
+/// [`Store::wait_durable`] of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[must_use = "wait until the commit is durable before replying"]
+pub struct Ticket(u64);
+
 #[derive(Default)]
 struct Journal {
-    file: Option<fs::File>,
+    file: Option<Arc<fs::File>>,
+    /// Commits written (journal records or audit events), durable or not.
+    seq: u64,
+    /// Audit events of written commits, appended once their journal records are durable.
+    audit: Vec<AuditEvent>,
     /// Bytes of whole records (anything beyond is a torn tail, cut before the next append);
     /// `None` until the file was scanned.
     len: Option<u64>,
@@ -62,6 +76,7 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             journal: Mutex::new(Journal::default()),
+            synced: Mutex::new(0),
             compact_after: COMPACT_AFTER,
         })
     }
@@ -135,20 +150,18 @@ impl Store {
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Commits `change` (one fsynced journal record); `state` is the state with it applied,
-    /// snapshotted when the journal has grown large. Returns once the change is durable.
-    pub fn append(&self, change: &Change, state: &State) -> Result<(), StoreError> {
+    /// Writes `change` as one journal record (not yet fsynced); `state` is the state with it
+    /// applied, snapshotted when the journal has grown large.
+    fn write_change(&self, j: &mut Journal, change: &Change, state: &State) -> Result<(), StoreError> {
         let path = self.journal_path();
         let io = |source| StoreError::Io { path: path.clone(), source };
-        let mut j = self.lock();
         if j.broken {
             return Err(StoreError::Broken { path });
         }
-        let len = self.open_journal(&mut j)?;
+        let len = self.open_journal(j)?;
         let record = journal::encode(&serde_json::to_vec(change).expect("a change serialises"));
-        let file = j.file.as_mut().expect("opened above");
-        let written = file.write_all(&record).and_then(|()| file.sync_data());
-        if let Err(e) = written {
+        let file = j.file.as_deref().expect("opened above");
+        if let Err(e) = (&*file).write_all(&record) {
             // Take the bytes back: an unacknowledged change must not come back at a restart.
             if file.set_len(len).and_then(|()| file.sync_data()).is_err() {
                 j.broken = true;
@@ -158,9 +171,9 @@ impl Store {
         let len = len + record.len() as u64;
         j.len = Some(len);
         if len > self.compact_after.max(j.snapshot_len)
-            && let Err(e) = self.compact_locked(&mut j, state)
+            && let Err(e) = self.compact_locked(j, state)
         {
-            // The change is durable in the journal; the snapshot is retried at the next commit.
+            // The change is in the journal; the snapshot is retried at the next commit.
             tracing::warn!(error = %e, "cannot compact the keyserver journal");
         }
         Ok(())
@@ -182,7 +195,7 @@ impl Store {
             if !existed {
                 fsutil::sync_dir(&self.dir).map_err(io)?;
             }
-            j.file = Some(f);
+            j.file = Some(Arc::new(f));
         }
         let valid = match j.len {
             Some(n) => n,
@@ -191,7 +204,7 @@ impl Store {
                 scan(&path, &bytes)?.valid_len as u64
             }
         };
-        let f = j.file.as_mut().expect("opened above");
+        let f = j.file.as_deref().expect("opened above");
         if f.metadata().map_err(io)?.len() != valid {
             f.set_len(valid).and_then(|()| f.sync_data()).map_err(io)?;
         }
@@ -217,7 +230,7 @@ impl Store {
         let path = self.journal_path();
         let io = |source| StoreError::Io { path: path.clone(), source };
         let truncate = |f: &fs::File| f.set_len(0).and_then(|()| f.sync_data()).map_err(io);
-        match &j.file {
+        match j.file.as_deref() {
             Some(f) => truncate(f)?,
             None => match fs::OpenOptions::new().write(true).open(&path) {
                 Ok(f) => truncate(&f)?,
@@ -229,22 +242,56 @@ impl Store {
         Ok(())
     }
 
-    /// What the shell does after every request, before replying: the change (if any) made
-    /// durable, or undone when it cannot be; then the audit appended. The change goes first:
-    /// the audit may lag it (a crash between the two), it never describes a change that did
-    /// not happen.
-    pub fn commit<R: Rng>(&self, ks: &mut Keyserver<R>) -> Result<(), StoreError> {
-        if let Some(change) = ks.change()
-            && let Err(e) = self.append(&change, ks.state())
-        {
-            ks.undo();
-            return Err(e);
+    /// What the shell does after every request, under the lock of `ks`: the change (if any)
+    /// written to the journal, or undone when it cannot be, and the audit queued. Then, with
+    /// the lock released, [`Store::wait_durable`] of the ticket before replying. The ticket also
+    /// covers every commit before it, so a reply that only read the state waits for what it read.
+    pub fn commit<R: Rng>(&self, ks: &mut Keyserver<R>) -> Result<Ticket, StoreError> {
+        let mut j = self.lock();
+        if let Some(change) = ks.change() {
+            if let Err(e) = self.write_change(&mut j, &change, ks.state()) {
+                ks.undo();
+                return Err(e);
+            }
+            j.seq += 1;
         }
         ks.settle();
         let events = ks.take_audit();
+        if !events.is_empty() {
+            j.audit.extend(events);
+            j.seq += 1;
+        }
+        Ok(Ticket(j.seq))
+    }
+
+    /// Returns once the commit of `ticket` (and every one before it) is durable: one fsync of
+    /// the journal for all the commits written meanwhile, then their audit events appended.
+    /// A failed fsync leaves the state in memory ahead of the disk: the store then refuses
+    /// every later commit (restart the keyserver, which replays what is durable).
+    pub fn wait_durable(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= ticket.0 {
+            return Ok(());
+        }
+        let (file, target, events) = {
+            let mut j = self.lock();
+            if j.broken {
+                return Err(StoreError::Broken { path: self.journal_path() });
+            }
+            (j.file.clone(), j.seq, std::mem::take(&mut j.audit))
+        };
+        if let Some(f) = file
+            && let Err(source) = f.sync_data()
+        {
+            self.lock().broken = true;
+            return Err(StoreError::Io { path: self.journal_path(), source });
+        }
+        // After the journal: the audit may lag the state (a crash now), it never describes a
+        // change that did not happen.
         if let Err(e) = self.append_audit(&events) {
             tracing::error!(error = %e, events = events.len(), "cannot append to the audit log");
         }
+        *synced = target;
         Ok(())
     }
 
@@ -320,7 +367,8 @@ mod tests {
     }
 
     fn commit(store: &Store, ks: &mut Keyserver<OsRng>) {
-        store.commit(ks).unwrap();
+        let ticket = store.commit(ks).unwrap();
+        store.wait_durable(ticket).unwrap();
     }
 
     #[test]
@@ -504,6 +552,42 @@ mod tests {
         let err = Store::open(dir.path()).unwrap().load("acme").unwrap_err().to_string();
         assert!(err.contains("damaged record at byte 0"), "{err}");
         assert_eq!(fs::read(store.journal_path()).unwrap(), damaged);
+    }
+
+    /// What the shell does: commit under the state machine's lock, wait outside it.
+    #[test]
+    fn concurrent_commits_are_all_durable_and_audited_once_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, admission) = SigSecretKey::generate("acme-admission").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let ks = std::sync::Mutex::new(Keyserver::new(store.load("acme").unwrap(), admission, OsRng));
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (ks, store) = (&ks, &store);
+                s.spawn(move || {
+                    for i in 0..20 {
+                        let mut k = ks.lock().unwrap();
+                        token(&mut k, &format!("n{t}-{i}"));
+                        let ticket = store.commit(&mut k).unwrap();
+                        drop(k);
+                        store.wait_durable(ticket).unwrap();
+                    }
+                });
+            }
+        });
+        let mut ks = ks.into_inner().unwrap();
+        // A refusal changes nothing but is audited all the same.
+        let stray = JoinString { id: TokenId([7; 5]), ..token(&mut ks, "m") };
+        commit(&store, &mut ks);
+        assert!(ks.claim(T0, &claim(&stray, &ks.pin())).is_err());
+        assert!(ks.change().is_none());
+        commit(&store, &mut ks);
+
+        assert_eq!(&Store::open(dir.path()).unwrap().load("acme").unwrap(), ks.state());
+        assert_eq!(ks.state().tokens.len(), 161);
+        let audit = fs::read_to_string(store.audit_path()).unwrap();
+        assert_eq!(audit.matches("\"token_created\"").count(), 161);
+        assert!(audit.lines().last().unwrap().contains("\"claim_refused\""), "{audit}");
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! SIG key, its transport BOX key, the ring key and the token state, and serves admin requests
 //! (`warren admit token ...`) on the ctl gateway's Noise channel, keyed by its ADMIN_SECRET.
 //!
-//! Every request is handled under one lock: the state machine decides, its change is
-//! appended to the journal and fsynced (0600; folded into state.json now and then) and the
-//! audit appended, and only then does the reply go out. A write that fails undoes the request.
+//! Every request is handled under one lock: the state machine decides and its change is
+//! appended to the journal (0600; folded into state.json now and then). Outside the lock the
+//! request waits until the journal is fsynced up to its change (one fsync serves all the
+//! requests in flight: group commit), the audit follows, and only then does the reply go out.
+//! A write that fails undoes the request; a failed fsync stops all writes until a restart.
 
 use crate::clock::unix_now;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use clap::{Args, Subcommand};
 
 use crate::admission::cidr::Cidr;
 use crate::admission::keyserver::{Keyserver, OsRng, TokenRequest};
-use crate::admission::store::Store;
+use crate::admission::store::{Store, StoreError, Ticket};
 use crate::admission::{AdmitError, TokenId, wire};
 use crate::crypto::keys::{BoxSecretKeyFile, KeyKind, RingKey, SigSecretKey};
 use crate::crypto::{CryptoError, KeyCache};
@@ -113,7 +115,8 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
     let state = store.load(&args.ring)?;
     let mut ks = Keyserver::new(state, admission.clone(), OsRng);
     ks.purge(unix_now());
-    commit(&store, &mut ks).context("writing the keyserver state")?;
+    let ticket = commit(&store, &mut ks).context("writing the keyserver state")?;
+    store.wait_durable(ticket).context("writing the keyserver state")?;
     // The journal replayed at load is folded into a fresh snapshot (which also cuts a torn tail).
     store.compact(ks.state()).context("writing the keyserver state")?;
     let pin = ks.pin();
@@ -173,10 +176,14 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Persists what changed (undoing it if that fails) and appends the audit: see [`Store::commit`].
-fn commit(store: &Store, ks: &mut Keyserver<OsRng>) -> anyhow::Result<()> {
-    Ok(store.commit(ks)?)
+/// Writes what changed (undoing it if that fails) and queues the audit: see [`Store::commit`].
+/// The caller releases the lock, then waits for [`Store::wait_durable`] before replying.
+fn commit(store: &Store, ks: &mut Keyserver<OsRng>) -> Result<Ticket, StoreError> {
+    store.commit(ks)
 }
+
+/// What a request whose state could not be written gets back.
+const CANNOT_WRITE: &str = "the keyserver cannot write its state; try again";
 
 struct KeyserverCtl {
     ks: Mutex<Keyserver<OsRng>>,
@@ -317,11 +324,12 @@ impl KeyserverCtl {
         let now = unix_now();
         let result = ks.claim(now, &claim);
         let primary = result.is_ok().then(|| self.ring_primary(&mut ks, now)).flatten();
-        if let Err(e) = commit(&self.store, &mut ks) {
-            tracing::error!(error = %e, "cannot persist the keyserver state; claim undone");
-            return (error("the keyserver cannot write its state; try again".into()), 0);
-        }
+        let ticket = commit(&self.store, &mut ks);
         drop(ks);
+        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
+            tracing::error!(error = %e, "cannot persist the keyserver state; claim not acknowledged");
+            return (error(CANNOT_WRITE.into()), 0);
+        }
         match result {
             Ok(claimed) => {
                 let ring_keys = self.ring_texts();
@@ -413,9 +421,11 @@ impl KeyserverCtl {
                 ));
             }
         };
-        if let Err(e) = commit(&self.store, &mut ks) {
-            tracing::error!(error = %e, "cannot persist the keyserver state; request undone");
-            return Err(net_err(ErrCode::Io, "the keyserver cannot write its state; nothing was changed"));
+        let ticket = commit(&self.store, &mut ks);
+        drop(ks);
+        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
+            tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+            return Err(net_err(ErrCode::Io, CANNOT_WRITE));
         }
         Ok(reply)
     }

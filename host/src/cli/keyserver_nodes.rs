@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::{KeyserverCtl, admit_err, commit, net_err, unix_now};
+use super::{CANNOT_WRITE, KeyserverCtl, admit_err, commit, net_err, unix_now};
 use crate::admission::keyserver::nodes::ADMIN_GROUP;
 use crate::admission::keyserver::{Keyserver, OsRng};
 use crate::admission::request::{Op, RequestBody, ResponseBody};
@@ -75,11 +75,12 @@ impl KeyserverCtl {
                 }
             }
         }
-        if let Err(e) = commit(&self.store, &mut ks) {
-            tracing::error!(error = %e, "cannot persist the keyserver state; request undone");
-            return error("the keyserver cannot write its state; try again".into());
-        }
+        let ticket = commit(&self.store, &mut ks);
         drop(ks);
+        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
+            tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+            return error(CANNOT_WRITE.into());
+        }
         let (a, cgc, primary, retired, peers) = match result {
             Ok(r) => r,
             Err(e) => {
@@ -263,9 +264,11 @@ impl KeyserverCtl {
                 return Err(e);
             }
         };
-        if let Err(e) = commit(&self.store, &mut ks) {
-            tracing::error!(error = %e, "cannot persist the keyserver state; request undone");
-            return Err(net_err(ErrCode::Io, "the keyserver cannot write its state; nothing was changed"));
+        let ticket = commit(&self.store, &mut ks);
+        drop(ks);
+        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
+            tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+            return Err(net_err(ErrCode::Io, CANNOT_WRITE));
         }
         Ok(reply)
     }
