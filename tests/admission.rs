@@ -227,9 +227,9 @@ fn unexpired_tokens_survive_kill_9() {
     assert_eq!((cgc.node.as_str(), cgc.groups.clone()), ("n1", vec!["web".to_string()]));
 }
 
-/// kill -9 in the middle of a burst of claims: every node that was told it is admitted is
-/// still admitted after the restart (its claim was in the journal before the reply), and every
-/// other node's retry succeeds.
+/// kill -9 in the middle of a burst of claims: every node that was told it is admitted, and
+/// every claim the audit had recorded, is still admitted after the restart (the journal was
+/// fsynced before either), and every other node's retry succeeds.
 #[test]
 fn a_kill_9_during_a_burst_of_claims_loses_no_acknowledged_claim() {
     const NODES: usize = 24;
@@ -261,6 +261,15 @@ fn a_kill_9_during_a_burst_of_claims_loses_no_acknowledged_claim() {
         std::fs::read_to_string(&audit).unwrap_or_default().matches("\"token_claimed\"").count() >= 3
     });
     ks.kill9();
+    // The audit is written after the journal's fsync, before the reply.
+    let committed: Vec<String> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "token_claimed")
+        .map(|e| e["node"].as_str().unwrap().to_string())
+        .collect();
+    assert!(committed.len() >= 3, "{committed:?}");
     let mut acknowledged = Vec::new();
     let mut others = Vec::new();
     for (node, child) in children {
@@ -272,11 +281,10 @@ fn a_kill_9_during_a_burst_of_claims_loses_no_acknowledged_claim() {
             others.push(node);
         }
     }
-    assert!(acknowledged.len() >= 3, "{acknowledged:?}");
 
     ks.spawn();
     let list = ks.admit(&["node", "list"]).ok().to_string();
-    for node in &acknowledged {
+    for node in acknowledged.iter().chain(&committed) {
         assert!(list.lines().any(|l| l.split_whitespace().next() == Some(node)), "{node} was lost: {list}");
     }
     for node in &others {
