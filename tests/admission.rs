@@ -227,6 +227,75 @@ fn unexpired_tokens_survive_kill_9() {
     assert_eq!((cgc.node.as_str(), cgc.groups.clone()), ("n1", vec!["web".to_string()]));
 }
 
+/// kill -9 in the middle of a burst of claims: every node that was told it is admitted, and
+/// every claim the audit had recorded, is still admitted after the restart (the journal was
+/// fsynced before either), and every other node's retry succeeds.
+#[test]
+fn a_kill_9_during_a_burst_of_claims_loses_no_acknowledged_claim() {
+    const NODES: usize = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = Keyserver::start(dir.path(), "acme");
+    let joins: Vec<String> =
+        (0..NODES).map(|i| create(&ks, &["--node", &format!("b{i}")]).encode().to_string()).collect();
+    let children: Vec<(String, std::process::Child)> = joins
+        .iter()
+        .enumerate()
+        .map(|(i, join)| {
+            let node = format!("b{i}");
+            let node_dir = dir.path().join(&node);
+            let mut cmd = cli::command();
+            cmd.args(["admit", "join", join, "--node", &node, "--keyserver", &ks.join])
+                .arg("--cache-key-path")
+                .arg(node_dir.join("keys"))
+                .arg("--data-path")
+                .arg(node_dir.join("data"))
+                .env("WARREN_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null());
+            (node, cmd.spawn().unwrap())
+        })
+        .collect();
+    // Killed once some claims are committed (the audit follows the journal), whatever the rest do.
+    let audit = ks.data.join("audit.jsonl");
+    wait_until(Duration::from_secs(60), "three claims committed", || {
+        std::fs::read_to_string(&audit).unwrap_or_default().matches("\"token_claimed\"").count() >= 3
+    });
+    ks.kill9();
+    // The audit is written after the journal's fsync, before the reply.
+    let committed: Vec<String> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "token_claimed")
+        .map(|e| e["node"].as_str().unwrap().to_string())
+        .collect();
+    assert!(committed.len() >= 3, "{committed:?}");
+    let mut acknowledged = Vec::new();
+    let mut others = Vec::new();
+    for (node, child) in children {
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && said.contains(&format!("Admitted {node}")) {
+            acknowledged.push(node);
+        } else {
+            others.push(node);
+        }
+    }
+
+    ks.spawn();
+    let list = ks.admit(&["node", "list"]).ok().to_string();
+    for node in acknowledged.iter().chain(&committed) {
+        assert!(list.lines().any(|l| l.split_whitespace().next() == Some(node)), "{node} was lost: {list}");
+    }
+    for node in &others {
+        let i: usize = node[1..].parse().unwrap();
+        let out = keyserver::join(&ks.join, &joins[i], node, &dir.path().join(node)).ok().to_string();
+        assert!(out.contains(&format!("Admitted {node}")), "{node}: {out}");
+    }
+    let list = ks.admit(&["node", "list"]).ok().to_string();
+    assert_eq!(list.lines().filter(|l| l.contains("active")).count(), NODES, "{list}");
+}
+
 /// Three nodes admitted from tokens form an encrypted ring; nobody copied a key.
 #[test]
 fn three_nodes_admitted_from_tokens_form_an_encrypted_ring() {
@@ -402,6 +471,38 @@ fn admitted_nodes_renew_and_fetch_keys_by_policy() {
     assert!(served >= 2, "the keyserver logged adm's fetches: {log}");
     assert!(!log.contains(ctl), "the ctl secret is never in the keyserver's log");
     assert!(!out.contains(ctl), "nor in the node's output");
+
+    // Revoking a node replaces every shared key it held: the web group key and, as it was an
+    // admin, the ctl secret. The remaining admin/web member gets both at its next fetch; the
+    // revoked node gets nothing more.
+    let web2 = dir.path().join("web2");
+    let join = create(&ks, &["--node", "web2", "--group", "admin", "--group", "web"]).encode().to_string();
+    keyserver::join(&ks.join, &join, "web2", &web2).ok();
+    keyserver::node_cmd(&web2, &["fetch"]).ok();
+    let out = ks.admit(&["node", "revoke", "adm"]).ok().to_string();
+    assert!(out.contains("web.default@acme-") && out.contains("ctl secret"), "{out}");
+    let ks_cache = KeyCache::new(ks.data.join("keys"));
+    assert_eq!(ks_cache.revisions(KeyKind::BoxSecret, "web.default@acme").unwrap().len(), 2);
+    let new_key = ks_cache.latest(KeyKind::BoxSecret, "web.default@acme").unwrap();
+    assert_ne!(new_key.bytes(), ks_key.bytes());
+    let new_ctl = std::fs::read_to_string(ks.data.join("CTL_SECRET")).unwrap();
+    assert_ne!(new_ctl, ctl);
+    let err = keyserver::node_cmd(&adm, &["fetch"]).fails().to_string();
+    assert!(err.contains("revoked"), "{err}");
+    let out = keyserver::node_cmd(&web2, &["fetch"]).ok().to_string();
+    assert!(out.contains("ctl secret written"), "{out}");
+    assert_eq!(group_key(&web2).unwrap().bytes(), new_key.bytes());
+    assert_eq!(std::fs::read_to_string(web2.join("data/CTL_SECRET")).unwrap(), new_ctl);
+    assert_eq!(group_key(&adm).unwrap().bytes(), ks_key.bytes(), "the revoked node has only the old key");
+    let audit = std::fs::read_to_string(ks.data.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"keys_rotated\""), "{audit}");
+    // A node without groups held only the ring key.
+    let out = ks.admit(&["node", "revoke", "plain"]).ok().to_string();
+    assert!(!out.contains("Also replaced"), "{out}");
+    assert!(
+        !ks.log_text().contains(&new_ctl) && !audit.contains(&new_ctl),
+        "the new ctl secret is never logged"
+    );
 }
 
 fn ring_revisions(keys: &Path) -> Vec<String> {
@@ -411,6 +512,12 @@ fn ring_revisions(keys: &Path) -> Vec<String> {
         .iter()
         .map(|i| i.to_string())
         .collect()
+}
+
+/// The ring key revision a supervisor seals with (`/ring/keys`).
+fn ring_primary(s: &Sup) -> Option<String> {
+    let keys = s.get("/ring/keys")?.json().ok()?;
+    keys.as_array()?.iter().find(|k| k["primary"] == true)?["id"].as_str().map(str::to_string)
 }
 
 /// The node's gossip address as the keyserver last heard it (`node list`).
@@ -457,10 +564,14 @@ fn sup_run_join_rotate_and_revoke() {
         );
     }
 
-    // A restart needs neither --join nor --keyserver (nor --ring, nor --peer).
+    // A restart needs neither --join nor --keyserver (nor --ring, nor --peer); its fetch
+    // interval comes from sup.toml this time (at the default 300 s the rotation below would
+    // not reach it in time).
     sups[0].kill9();
+    let config = dir.path().join("node-a.toml");
+    std::fs::write(&config, "key_fetch_interval = \"300ms\"\n").unwrap();
     sups[0].args = fast_timings();
-    sups[0].args.extend(args(&["--key-fetch-interval", "300ms"]));
+    sups[0].args.extend(args(&["--config", config.to_str().unwrap()]));
     sups[0].spawn();
     alive(&sups.iter().collect::<Vec<_>>(), &ids, "the restarted node rejoined");
 
@@ -473,6 +584,10 @@ fn sup_run_join_rotate_and_revoke() {
     assert!(out.contains(&newest), "{out}");
     wait_until(Duration::from_secs(30), "the rotation reached every node", || {
         sups.iter().all(|s| ring_revisions(&s.data.join("keys")) == rotated)
+    });
+    // Installed everywhere, then used: every node seals with the keyserver's primary.
+    wait_until(Duration::from_secs(30), "every node uses the new ring key", || {
+        sups.iter().all(|s| ring_primary(s).as_deref() == Some(newest.as_str()))
     });
     alive(&sups.iter().collect::<Vec<_>>(), &ids, "the ring lives on the new key");
 

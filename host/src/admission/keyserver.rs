@@ -1,7 +1,8 @@
 //! The keyserver's admission state as a pure state machine: no I/O, no clock, no global RNG.
 //! The shell passes the time (`now`, Unix seconds) into every call and an [`Rng`] at
-//! construction, persists [`Keyserver::state`] whenever [`Keyserver::take_changed`] says so
-//! (before it replies), and appends [`Keyserver::take_audit`] to the audit log.
+//! construction, persists [`Keyserver::change`] whenever there is one (before it replies; then
+//! [`Keyserver::settle`], or [`Keyserver::undo`] when the write failed), and appends
+//! [`Keyserver::take_audit`] to the audit log.
 //!
 //! Rules (issue #13): only a BLAKE2b-256 hash of a token's secret is kept; TTL 1 h by default,
 //! at most 24 h; a token is single use, but a retry with the same token and the same node keys
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::cgc::Cgc;
+use super::change::{Change, Touched};
 use super::cidr::Cidr;
 use super::join::{self, JoinString, Pin, TokenId};
 use super::validate_plain_name;
@@ -265,7 +267,10 @@ pub struct Keyserver<R: Rng> {
     rng: R,
     pub cgc_ttl: u64,
     audit: Vec<AuditEvent>,
-    changed: bool,
+    /// Entries changed since the last commit, with their old values.
+    touched: Touched,
+    /// When the nonce window was last pruned (at most once a second: it is a full scan).
+    nonces_pruned: u64,
 }
 
 /// Reply delay for a token that has failed `failures` times: none below the threshold, then
@@ -280,18 +285,34 @@ pub fn slow_down(failures: u32) -> u64 {
 
 impl<R: Rng> Keyserver<R> {
     pub fn new(state: State, admission: SigSecretKey, rng: R) -> Self {
-        Keyserver { state, admission, rng, cgc_ttl: DEFAULT_CGC_TTL, audit: Vec::new(), changed: false }
+        Keyserver {
+            state,
+            admission,
+            rng,
+            cgc_ttl: DEFAULT_CGC_TTL,
+            audit: Vec::new(),
+            touched: Touched::default(),
+            nonces_pruned: 0,
+        }
     }
 
     pub fn state(&self) -> &State {
         &self.state
     }
 
-    /// Puts back a state saved before a request whose commit failed: what was not persisted
-    /// did not happen.
-    pub fn restore_state(&mut self, state: State) {
-        self.state = state;
-        self.changed = false;
+    /// What changed since the last commit, if anything: the shell persists it before replying.
+    pub fn change(&self) -> Option<Change> {
+        Some(self.touched.change(&self.state)).filter(|c| !c.is_empty())
+    }
+
+    /// The change was persisted: forget its old values.
+    pub fn settle(&mut self) {
+        self.touched = Touched::default();
+    }
+
+    /// The change could not be persisted: what was not persisted did not happen.
+    pub fn undo(&mut self) {
+        std::mem::take(&mut self.touched).undo(&mut self.state);
         self.audit.clear();
     }
 
@@ -303,9 +324,11 @@ impl<R: Rng> Keyserver<R> {
         Pin::of(&self.admission.public().key)
     }
 
-    /// Whether the state changed since the last call (the shell must persist it before replying).
+    /// Whether the state changed since the last call, which settles it (for tests).
     pub fn take_changed(&mut self) -> bool {
-        std::mem::take(&mut self.changed)
+        let changed = self.change().is_some();
+        self.settle();
+        changed
     }
 
     pub fn take_audit(&mut self) -> Vec<AuditEvent> {
@@ -365,8 +388,8 @@ impl<R: Rng> Keyserver<R> {
             failures: 0,
         };
         let id_text = id.to_string();
+        self.touched.token(&self.state, &id_text);
         self.state.tokens.insert(id_text.clone(), record);
-        self.changed = true;
         let detail = format!(
             "groups={} ttl={ttl}s from={}",
             groups.join(","),
@@ -396,6 +419,7 @@ impl<R: Rng> Keyserver<R> {
     /// (the node it admitted keeps its CGC: revoking nodes is `admit node revoke`, not built yet).
     pub fn revoke(&mut self, now: u64, id: &TokenId) -> Result<(), AdmitError> {
         let key = id.to_string();
+        self.touched.token(&self.state, &key);
         let t = self.state.tokens.get_mut(&key).ok_or_else(|| AdmitError::UnknownToken(key.clone()))?;
         if matches!(t.status, TokenStatus::Revoked { .. }) {
             return Ok(());
@@ -403,18 +427,22 @@ impl<R: Rng> Keyserver<R> {
         let was = t.status.name();
         t.status = TokenStatus::Revoked { at: now };
         let node = t.node.clone();
-        self.changed = true;
         self.log(now, "token_revoked", Some(&key), Some(&node), None, Some(format!("was {was}")));
         Ok(())
     }
 
-    /// Removes tokens whose life is over, whatever their status; returns how many.
+    /// Removes tokens whose life is over, whatever their status, and nonces that left the
+    /// window; returns how many tokens.
     pub fn purge(&mut self, now: u64) -> usize {
-        let before = self.state.tokens.len();
-        self.state.tokens.retain(|_, t| t.expires_at > now);
-        let n = before - self.state.tokens.len();
+        self.expire_nonces(now);
+        let expired: Vec<String> =
+            self.state.tokens.iter().filter(|(_, t)| t.expires_at <= now).map(|(id, _)| id.clone()).collect();
+        for id in &expired {
+            self.touched.token(&self.state, id);
+            self.state.tokens.remove(id);
+        }
+        let n = expired.len();
         if n > 0 {
-            self.changed = true;
             self.log(now, "tokens_purged", None, None, None, Some(format!("{n} expired")));
         }
         n
@@ -433,6 +461,7 @@ impl<R: Rng> Keyserver<R> {
     fn claim_inner(&mut self, now: u64, c: &Claim) -> Result<Claimed, AdmitError> {
         let id = c.token_id.to_string();
         let pin = self.pin();
+        self.touched.token(&self.state, &id);
         let t = self.state.tokens.get_mut(&id).ok_or_else(|| AdmitError::UnknownToken(id.clone()))?;
         if matches!(t.status, TokenStatus::Revoked { .. }) {
             return Err(AdmitError::Revoked(id));
@@ -447,7 +476,6 @@ impl<R: Rng> Keyserver<R> {
             t.failures = t.failures.saturating_add(1);
             let failures = t.failures;
             let node = t.node.clone();
-            self.changed = true;
             if failures == SLOW_AFTER_FAILURES {
                 self.log(
                     now,
@@ -514,8 +542,8 @@ impl<R: Rng> Keyserver<R> {
         t.status = TokenStatus::Claimed { at: now, serial: serial.clone(), cgc: text.clone() };
         let groups = t.groups.clone();
         let node = t.node.clone();
+        self.touched.node(&self.state, &node);
         self.state.nodes.insert(node.clone(), nodes::NodeRecord::admitted(&cgc, id.clone()));
-        self.changed = true;
         self.log(now, "token_claimed", Some(&id), Some(&node), c.peer, Some(format!("serial={serial}")));
         Ok(Claimed { cgc: text, serial, groups, retry: false })
     }

@@ -41,6 +41,9 @@ pub struct NodeRecord {
     /// The ring key revisions it last reported holding.
     #[serde(default)]
     pub have: Vec<String>,
+    /// Unix seconds of its last key fetch (whose reply marked the primary).
+    #[serde(default)]
+    pub fetched: Option<u64>,
 }
 
 /// Old ring key revisions (`ids`) that go away once every node that is not revoked reports
@@ -50,6 +53,10 @@ pub struct NodeRecord {
 pub struct Retiring {
     pub ids: Vec<String>,
     pub until: String,
+    /// When `until` (or a newer revision) became the primary: the old revisions go once every
+    /// live node fetched after that, i.e. uses the new one.
+    #[serde(default)]
+    pub used: Option<u64>,
 }
 
 impl NodeRecord {
@@ -65,6 +72,7 @@ impl NodeRecord {
             gossip: None,
             seen: None,
             have: Vec::new(),
+            fetched: None,
         }
     }
 }
@@ -136,11 +144,15 @@ impl<R: Rng> Keyserver<R> {
         if !same_key(&rec.node_sig, &cgc.node_sig) {
             return Err(AdmitError::StaleCgc(cgc.node.clone()));
         }
-        self.state.nonces.retain(|_, t| now.abs_diff(*t) <= CLOCK_WINDOW);
+        self.expire_nonces(now);
+        // A nonce still here may be older than the window (pruning runs once a second); its
+        // request was refused by the clock check above already.
         if self.state.nonces.contains_key(&req.nonce) {
             return Err(AdmitError::Replay);
         }
+        self.touched.nonce(&req.nonce);
         self.state.nonces.insert(req.nonce.clone(), req.time);
+        self.touched.node(&self.state, &cgc.node);
         let rec = self.state.nodes.get_mut(&cgc.node).expect("checked above");
         if pending {
             rec.serial = serial;
@@ -152,10 +164,20 @@ impl<R: Rng> Keyserver<R> {
         }
         if req.op == crate::admission::request::Op::Keys {
             rec.have = req.have.clone();
+            rec.fetched = Some(now);
         }
         let groups = rec.groups.clone();
-        self.changed = true;
         Ok(Authorized { cgc, groups })
+    }
+
+    /// Forgets nonces outside the clock window: their requests fail the clock check anyway,
+    /// so the window bounds the map. Not a change worth persisting: a restart redoes it.
+    pub fn expire_nonces(&mut self, now: u64) {
+        if self.nonces_pruned == now {
+            return;
+        }
+        self.nonces_pruned = now;
+        self.state.nonces.retain(|_, t| now.abs_diff(*t) <= CLOCK_WINDOW);
     }
 
     /// A fresh CGC for an authorized node: same keys and groups, new serial and life. It is
@@ -173,11 +195,11 @@ impl<R: Rng> Keyserver<R> {
             ..a.cgc.clone()
         };
         let text = cgc.sign(&self.admission);
+        self.touched.node(&self.state, &cgc.node);
         if let Some(rec) = self.state.nodes.get_mut(&cgc.node) {
             rec.pending = Some(cgc.serial_hex());
             rec.not_after = cgc.not_after;
         }
-        self.changed = true;
         self.log(
             now,
             "cgc_renewed",
@@ -217,38 +239,70 @@ impl<R: Rng> Keyserver<R> {
 
     /// Refuses every later request of `node`. Returns false when it was already revoked.
     pub fn revoke_node(&mut self, now: u64, node: &str) -> Result<bool, AdmitError> {
+        self.touched.node(&self.state, node);
         let rec = self.state.nodes.get_mut(node).ok_or_else(|| AdmitError::UnknownNode(node.to_string()))?;
         if rec.revoked.is_some() {
             return Ok(false);
         }
         rec.revoked = Some(now);
-        self.changed = true;
         self.log(now, "node_revoked", None, Some(node), None, None);
         Ok(true)
     }
 }
 
 impl<R: Rng> Keyserver<R> {
+    /// Audits the shared keys replaced because `node` was revoked (the shell makes them).
+    pub fn keys_rotated(&mut self, now: u64, node: &str, keys: &[String]) {
+        if !keys.is_empty() {
+            self.log(now, "keys_rotated", None, Some(node), None, Some(keys.join(",")));
+        }
+    }
+
     /// After a revocation: `old` revisions leave once every live node holds `new`.
     pub fn start_retiring(&mut self, now: u64, old: Vec<String>, new: String) {
         let detail = format!("retire {} once every node has {new}", old.join(","));
-        self.state.retiring = Some(Retiring { ids: old, until: new });
-        self.changed = true;
+        self.touched.retiring(&self.state);
+        self.state.retiring = Some(Retiring { ids: old, until: new, used: None });
         self.log(now, "ring_key_retiring", None, None, None, Some(detail));
     }
 
-    /// The revisions to delete now, if every live node acknowledged the new one (the shell
-    /// deletes them and the state forgets the plan).
+    /// The ring key revision nodes should seal with, among `revisions` (oldest first): the
+    /// newest one every live node that reported its keys holds, so a new revision is installed
+    /// everywhere before anyone uses it (install, then use); the newest when none qualifies.
+    /// When it reaches the revision a retirement waits for, that retirement's clock starts.
+    pub fn ring_primary(&mut self, now: u64, revisions: &[String]) -> Option<String> {
+        let reporting: Vec<&NodeRecord> =
+            self.state.nodes.values().filter(|n| n.revoked.is_none() && !n.have.is_empty()).collect();
+        let held = revisions.iter().rev().find(|r| reporting.iter().all(|n| n.have.contains(r)));
+        let primary = held.or(revisions.last()).cloned()?;
+        // Revisions of one name sort by their timestamp.
+        if self.state.retiring.as_ref().is_some_and(|r| r.used.is_none() && primary >= r.until) {
+            self.touched.retiring(&self.state);
+            if let Some(r) = self.state.retiring.as_mut() {
+                r.used = Some(now);
+            }
+        }
+        Some(primary)
+    }
+
+    /// The revisions to delete now, if every live node holds the new one and fetched since it
+    /// became the primary (the shell deletes them and the state forgets the plan): install,
+    /// use, then remove, so no live node is cut off on the way.
     pub fn take_retired(&mut self, now: u64) -> Vec<String> {
         let Some(r) = &self.state.retiring else { return Vec::new() };
-        let all =
-            self.state.nodes.values().filter(|n| n.revoked.is_none()).all(|n| n.have.contains(&r.until));
+        let Some(used) = r.used else { return Vec::new() };
+        let all = self
+            .state
+            .nodes
+            .values()
+            .filter(|n| n.revoked.is_none())
+            .all(|n| n.have.contains(&r.until) && n.fetched.is_some_and(|f| f > used));
         if !all {
             return Vec::new();
         }
         let ids = r.ids.clone();
+        self.touched.retiring(&self.state);
         self.state.retiring = None;
-        self.changed = true;
         self.log(now, "ring_key_retired", None, None, None, Some(ids.join(",")));
         ids
     }

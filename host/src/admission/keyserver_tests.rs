@@ -440,7 +440,7 @@ mod retiring {
     use crate::crypto::keys::BoxSecretKeyFile;
 
     #[test]
-    fn old_ring_keys_go_only_after_every_live_node_holds_the_new_one() {
+    fn old_ring_keys_go_only_after_every_live_node_holds_and_uses_the_new_one() {
         let mut ks = keyserver();
         let mut nodes = Vec::new();
         for name in ["a", "b", "c"] {
@@ -450,30 +450,64 @@ mod retiring {
             nodes.push((n, cgc));
         }
         let mut i = 0u8;
-        let mut report = |ks: &mut Keyserver<TestRng>, who: usize, have: &[&str]| {
+        let mut report = |ks: &mut Keyserver<TestRng>, who: usize, at: u64, have: &[&str]| {
             i += 1;
             let (tp, t) = BoxSecretKeyFile::generate("acme-keyserver").unwrap();
             let body = RequestBody {
                 op: Op::Keys,
                 cgc: nodes[who].1.clone(),
-                time: T0 + 5,
+                time: at,
                 nonce: hex::encode([i; 24]),
                 gossip: None,
                 have: have.iter().map(|s| s.to_string()).collect(),
             };
             let (body, signed) =
                 RequestBody::open(&body.seal(&nodes[who].0.sig, &tp), &tp.key, &t.key).unwrap();
-            ks.authorize(T0 + 5, &body, &signed, None).unwrap();
+            ks.authorize(at, &body, &signed, None).unwrap();
         };
+        let revisions = ["acme-1".to_string(), "acme-2".to_string()];
+        assert_eq!(ks.ring_primary(T0, &revisions).as_deref(), Some("acme-2"), "nobody reported: the newest");
+        report(&mut ks, 0, T0, &["acme-1"]);
+        report(&mut ks, 1, T0, &["acme-1"]);
+        report(&mut ks, 2, T0, &["acme-1"]);
+        assert_eq!(ks.ring_primary(T0, &revisions).as_deref(), Some("acme-1"), "installed nowhere yet");
+
         ks.revoke_node(T0 + 1, "c").unwrap();
         ks.start_retiring(T0 + 1, vec!["acme-1".into()], "acme-2".into());
         assert!(ks.take_retired(T0 + 2).is_empty(), "nobody acknowledged yet");
-        report(&mut ks, 0, &["acme-1", "acme-2"]);
+        report(&mut ks, 0, T0 + 5, &["acme-1", "acme-2"]);
+        assert_eq!(ks.ring_primary(T0 + 5, &revisions).as_deref(), Some("acme-1"), "b has not got it yet");
         assert!(ks.take_retired(T0 + 5).is_empty(), "b has not got it yet");
-        report(&mut ks, 1, &["acme-1", "acme-2"]);
+        report(&mut ks, 1, T0 + 5, &["acme-1", "acme-2"]);
         // c is revoked: it never gets the new key and is not waited for.
-        assert_eq!(ks.take_retired(T0 + 6), ["acme-1"]);
+        assert_eq!(ks.ring_primary(T0 + 5, &revisions).as_deref(), Some("acme-2"), "installed by all: used");
+        assert!(ks.take_retired(T0 + 5).is_empty(), "not yet fetched by all since it became the primary");
+        report(&mut ks, 0, T0 + 6, &["acme-1", "acme-2"]);
+        assert!(ks.take_retired(T0 + 6).is_empty(), "b still may seal with the old one");
+        report(&mut ks, 1, T0 + 7, &["acme-1", "acme-2"]);
+        assert_eq!(ks.take_retired(T0 + 7), ["acme-1"]);
         assert!(ks.retiring().is_none());
-        assert!(ks.take_retired(T0 + 7).is_empty());
+        assert!(ks.take_retired(T0 + 8).is_empty());
     }
+}
+
+#[test]
+fn an_undone_request_leaves_the_state_as_it_was() {
+    let mut ks = keyserver();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    ks.settle();
+    let before = ks.state().clone();
+    let n = node("node1");
+    ks.claim(T0 + 1, &claim_for(&j, "node1", &n, &ks.pin())).unwrap();
+    ks.create_token(T0 + 1, request("node2")).unwrap();
+    let change = ks.change().unwrap();
+    assert_eq!((change.tokens.len(), change.nodes.len()), (2, 1));
+    ks.undo();
+    assert_eq!(ks.state(), &before);
+    assert!(ks.change().is_none() && ks.take_audit().is_empty());
+    // Applied to the old state, a change gives the new one (what a journal replay does).
+    ks.claim(T0 + 1, &claim_for(&j, "node1", &n, &ks.pin())).unwrap();
+    let mut replayed = before.clone();
+    ks.change().unwrap().apply(&mut replayed);
+    assert_eq!(&replayed, ks.state());
 }

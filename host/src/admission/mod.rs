@@ -4,8 +4,10 @@
 
 pub mod base32;
 pub mod cgc;
+pub mod change;
 pub mod cidr;
 pub mod join;
+pub mod journal;
 pub mod keyserver;
 pub mod ratelimit;
 pub mod request;

@@ -35,6 +35,12 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<()> {
                 "Node {node} revoked; new ring key {} goes to the other nodes, the old one is removed once they all have it",
                 made.id
             )?;
+            if !made.rotated.is_empty() {
+                outln!(
+                    "Also replaced, for the remaining members at their next fetch: {}",
+                    made.rotated.join(", ")
+                )?;
+            }
         }
     }
     Ok(())

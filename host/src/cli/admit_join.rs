@@ -157,6 +157,8 @@ pub fn admit(
         cache.write(&key)?;
         rings.push(key.id.to_string());
     }
+    let delivered: Vec<_> = rings.iter().filter_map(|r| r.parse().ok()).collect();
+    super::admit_node::mark_primary(cache, reply.primary.as_deref(), &delivered)?;
     let dir = data_path.join("admission");
     fsutil::create_private_dir(&dir).with_context(|| dir.display().to_string())?;
     let info = super::admit_node::KeyserverInfo { join: addr.clone(), admission: d.admission.id.to_string() };

@@ -127,6 +127,18 @@ pub fn ring_have(cache: &KeyCache, ring: &str) -> Vec<String> {
     cache.revisions(KeyKind::SymSecret, ring).unwrap_or_default().iter().map(|i| i.to_string()).collect()
 }
 
+/// Marks the keyserver's primary ring key revision in the cache, so the supervisor seals with
+/// it (and not merely with the newest it was sent) once installed. A primary that was not
+/// delivered is ignored.
+pub fn mark_primary(cache: &KeyCache, primary: Option<&str>, delivered: &[KeyId]) -> anyhow::Result<()> {
+    let Some(id) = primary.and_then(|p| p.parse::<KeyId>().ok()).filter(|p| delivered.contains(p)) else {
+        return Ok(());
+    };
+    crate::sup::keywatch::mark_primary(cache, &id)
+        .with_context(|| format!("marking ring key {id} primary"))?;
+    Ok(())
+}
+
 /// What [`apply`] changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -162,6 +174,8 @@ pub fn apply(
         ring_name = Some(key.id.name.clone());
         delivered.push(key.id.clone());
     }
+    // Marked before old revisions go, so the watcher never falls back to a revision of its own.
+    mark_primary(cache, resp.primary.as_deref(), &delivered)?;
     if let Some(ring) = ring_name {
         for id in cache.revisions(KeyKind::SymSecret, &ring).unwrap_or_default() {
             if !delivered.contains(&id) {

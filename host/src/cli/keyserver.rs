@@ -2,9 +2,11 @@
 //! SIG key, its transport BOX key, the ring key and the token state, and serves admin requests
 //! (`warren admit token ...`) on the ctl gateway's Noise channel, keyed by its ADMIN_SECRET.
 //!
-//! Every request is handled under one lock: the state machine decides, the new state is
-//! written (atomically, 0600) and the audit appended, and only then does the reply go out. A
-//! write that fails undoes the request.
+//! Every request is handled under one lock: the state machine decides and its change is
+//! appended to the journal (0600; folded into state.json now and then). Outside the lock the
+//! request waits until the journal is fsynced up to its change (one fsync serves all the
+//! requests in flight: group commit), the audit follows, and only then does the reply go out.
+//! A write that fails undoes the request; a failed fsync stops all writes until a restart.
 
 use crate::clock::unix_now;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use clap::{Args, Subcommand};
 
 use crate::admission::cidr::Cidr;
 use crate::admission::keyserver::{Keyserver, OsRng, TokenRequest};
-use crate::admission::store::Store;
+use crate::admission::store::{Store, StoreError, Ticket};
 use crate::admission::{AdmitError, TokenId, wire};
 use crate::crypto::keys::{BoxSecretKeyFile, KeyKind, RingKey, SigSecretKey};
 use crate::crypto::{CryptoError, KeyCache};
@@ -35,7 +37,8 @@ pub enum KeyserverCommand {
     /// Runs the admission keyserver. On first start it creates, under --data-path, its
     /// admission signing key (RING-admission, SIG-SEC-1), its transport key (RING-keyserver,
     /// BOX-SEC-1) and a first ring key named RING in DIR/keys, and DIR/ADMIN_SECRET (0600) for
-    /// the admin commands. Tokens live in DIR/state.json, events in DIR/audit.jsonl; unexpired
+    /// the admin commands. Tokens live in DIR/state.json and DIR/journal.bin (the changes since
+    /// that snapshot), events in DIR/audit.jsonl; unexpired
     /// tokens survive a restart.
     Run(RunArgs),
 }
@@ -112,7 +115,10 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
     let state = store.load(&args.ring)?;
     let mut ks = Keyserver::new(state, admission.clone(), OsRng);
     ks.purge(unix_now());
-    commit(&store, &mut ks).context("writing the keyserver state")?;
+    let ticket = commit(&store, &mut ks).context("writing the keyserver state")?;
+    store.wait_durable(ticket).context("writing the keyserver state")?;
+    // The journal replayed at load is folded into a fresh snapshot (which also cuts a torn tail).
+    store.compact(ks.state()).context("writing the keyserver state")?;
     let pin = ks.pin();
     let admission_id = ks.admission_public().id;
     let handler = Arc::new(KeyserverCtl {
@@ -170,18 +176,14 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Persists what changed and appends the audit. The state is written first: the audit may
-/// lag (a crash between the two), it never describes a change that did not happen.
-fn commit(store: &Store, ks: &mut Keyserver<OsRng>) -> anyhow::Result<()> {
-    if ks.take_changed() {
-        store.save(ks.state())?;
-    }
-    let events = ks.take_audit();
-    if let Err(e) = store.append_audit(&events) {
-        tracing::error!(error = %e, events = events.len(), "cannot append to the audit log");
-    }
-    Ok(())
+/// Writes what changed (undoing it if that fails) and queues the audit: see [`Store::commit`].
+/// The caller releases the lock, then waits for [`Store::wait_durable`] before replying.
+fn commit(store: &Store, ks: &mut Keyserver<OsRng>) -> Result<Ticket, StoreError> {
+    store.commit(ks)
 }
+
+/// What a request whose state could not be written gets back.
+const CANNOT_WRITE: &str = "the keyserver cannot write its state; try again";
 
 struct KeyserverCtl {
     ks: Mutex<Keyserver<OsRng>>,
@@ -319,17 +321,18 @@ impl KeyserverCtl {
             }
         };
         let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
-        let before = ks.state().clone();
-        let result = ks.claim(unix_now(), &claim);
-        if let Err(e) = commit(&self.store, &mut ks) {
-            ks.restore_state(before);
-            tracing::error!(error = %e, "cannot persist the keyserver state; claim undone");
-            return (error("the keyserver cannot write its state; try again".into()), 0);
-        }
+        let now = unix_now();
+        let result = ks.claim(now, &claim);
+        let primary = result.is_ok().then(|| self.ring_primary(&mut ks, now)).flatten();
+        let ticket = commit(&self.store, &mut ks);
         drop(ks);
+        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
+            tracing::error!(error = %e, "cannot persist the keyserver state; claim not acknowledged");
+            return (error(CANNOT_WRITE.into()), 0);
+        }
         match result {
             Ok(claimed) => {
-                let (ring_keys, primary) = self.ring_bundle();
+                let ring_keys = self.ring_texts();
                 tracing::info!(token = %claim.token_id, node = %claim.node, %peer, retry = claimed.retry, "node admitted");
                 let body = wire::ClaimedBody { nonce, cgc: claimed.cgc, ring_keys, primary };
                 (wire::frame(wire::Kind::Claimed, &body.seal(&self.admission, &claim.node_box)), 0)
@@ -371,7 +374,6 @@ impl KeyserverCtl {
             return self.handle_nodes(req, now);
         }
         let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
-        let before = ks.state().clone();
         let reply = match req {
             CtlRequest::Ping(p) => return Ok(Reply::new(&proto::CtlPong { payload: p.payload })),
             CtlRequest::AdmitTokenCreate(r) => {
@@ -419,10 +421,11 @@ impl KeyserverCtl {
                 ));
             }
         };
-        if let Err(e) = commit(&self.store, &mut ks) {
-            ks.restore_state(before);
-            tracing::error!(error = %e, "cannot persist the keyserver state; request undone");
-            return Err(net_err(ErrCode::Io, "the keyserver cannot write its state; nothing was changed"));
+        let ticket = commit(&self.store, &mut ks);
+        drop(ks);
+        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
+            tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+            return Err(net_err(ErrCode::Io, CANNOT_WRITE));
         }
         Ok(reply)
     }

@@ -5,8 +5,9 @@
 
 use std::net::IpAddr;
 
-use super::{KeyserverCtl, admit_err, commit, net_err, unix_now};
+use super::{CANNOT_WRITE, KeyserverCtl, admit_err, commit, net_err, unix_now};
 use crate::admission::keyserver::nodes::ADMIN_GROUP;
+use crate::admission::keyserver::{Keyserver, OsRng};
 use crate::admission::request::{Op, RequestBody, ResponseBody};
 use crate::admission::wire;
 use crate::crypto::keys::{BoxSecretKeyFile, KeyId, KeyKind, RingKey};
@@ -27,7 +28,7 @@ impl KeyserverCtl {
         self.keys.revisions(KeyKind::SymSecret, &self.ring).unwrap_or_default()
     }
 
-    fn ring_texts(&self) -> Vec<String> {
+    pub(super) fn ring_texts(&self) -> Vec<String> {
         self.ring_ids()
             .iter()
             .filter_map(|id| self.keys.get(KeyKind::SymSecret, id).ok())
@@ -35,8 +36,11 @@ impl KeyserverCtl {
             .collect()
     }
 
-    pub(super) fn ring_bundle(&self) -> (Vec<String>, Option<String>) {
-        (self.ring_texts(), self.ring_ids().last().map(|i| i.to_string()))
+    /// The ring key revision to mark primary, as the state machine decides from what the
+    /// nodes hold (call under the lock, before the commit: it may start a retirement's clock).
+    pub(super) fn ring_primary(&self, ks: &mut Keyserver<OsRng>, now: u64) -> Option<String> {
+        let ids: Vec<String> = self.ring_ids().iter().map(|i| i.to_string()).collect();
+        ks.ring_primary(now, &ids)
     }
 
     /// A request from an admitted node: the reply frame.
@@ -52,15 +56,18 @@ impl KeyserverCtl {
         };
         let now = unix_now();
         let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
-        let before = ks.state().clone();
         let result = ks.authorize(now, &body, &signed, Some(peer)).map(|a| {
             let cgc = (body.op == Op::Renew).then(|| ks.renew(now, &a));
-            let retired = if body.op == Op::Keys { ks.take_retired(now) } else { Vec::new() };
+            let (primary, retired) = if body.op == Op::Keys {
+                (self.ring_primary(&mut ks, now), ks.take_retired(now))
+            } else {
+                (None, Vec::new())
+            };
             let peers = ks.peers_of(&a.cgc.node);
-            (a, cgc, retired, peers)
+            (a, cgc, primary, retired, peers)
         });
         // Old ring keys leave the keyserver's cache before the state says they are gone.
-        if let Ok((_, _, retired, _)) = &result {
+        if let Ok((_, _, _, retired, _)) = &result {
             for id in retired {
                 let removed = id.parse::<KeyId>().and_then(|id| self.keys.remove(KeyKind::SymSecret, &id));
                 if let Err(e) = removed {
@@ -68,13 +75,13 @@ impl KeyserverCtl {
                 }
             }
         }
-        if let Err(e) = commit(&self.store, &mut ks) {
-            ks.restore_state(before);
-            tracing::error!(error = %e, "cannot persist the keyserver state; request undone");
-            return error("the keyserver cannot write its state; try again".into());
-        }
+        let ticket = commit(&self.store, &mut ks);
         drop(ks);
-        let (a, cgc, _, peers) = match result {
+        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
+            tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+            return error(CANNOT_WRITE.into());
+        }
+        let (a, cgc, primary, _, peers) = match result {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%peer, "node request refused: {e}");
@@ -85,8 +92,7 @@ impl KeyserverCtl {
         resp.nonce = body.nonce.clone();
         resp.cgc = cgc;
         if body.op == Op::Keys {
-            let (ring_keys, primary) = self.ring_bundle();
-            resp.ring_keys = ring_keys;
+            resp.ring_keys = self.ring_texts();
             resp.primary = primary;
             resp.group_keys = self.group_keys(&a.groups);
             if a.groups.iter().any(|g| g == ADMIN_GROUP) {
@@ -130,13 +136,51 @@ impl KeyserverCtl {
 
     /// A new ring key revision in the keyserver's cache (the latest is the primary).
     fn new_ring_key(&self) -> Result<String, NetErr> {
-        let key = RingKey::generate(&self.ring).map_err(|e| net_err(ErrCode::Io, e))?;
-        if self.ring_ids().contains(&key.id) {
-            // Revisions are per second: a second rotation in the same second waits for the next.
-            return Err(net_err(ErrCode::Conflict, "a ring key was made this second already; try again"));
-        }
+        let key = fresh_revision(&self.ring_ids(), || {
+            let k = RingKey::generate(&self.ring)?;
+            Ok((k.id.clone(), k))
+        })?;
         self.keys.write(&key.to_file()).map_err(|e| net_err(ErrCode::Io, e))?;
         Ok(key.id.to_string())
+    }
+
+    /// A new revision of service-group key `name` (SERVICE.GROUP[@ORG]); returns its id.
+    fn new_group_key(&self, name: &str) -> Result<String, NetErr> {
+        let existing = self.keys.revisions(KeyKind::BoxSecret, name).unwrap_or_default();
+        let (p, s) = fresh_revision(&existing, || {
+            let (p, s) = BoxSecretKeyFile::generate(name)?;
+            Ok((s.id.clone(), (p, s)))
+        })?;
+        for f in [s.to_file(), p.to_file()] {
+            self.keys.write(&f).map_err(|e| net_err(ErrCode::Io, e))?;
+        }
+        Ok(p.id.to_string())
+    }
+
+    /// After a revocation: new revisions of the service-group keys policy gave a node in
+    /// `groups`, and a new cluster ctl secret if it was in the admin group. Returns what was
+    /// replaced (key ids, "ctl secret").
+    fn rotate_shared_keys(&self, groups: &[String]) -> Result<Vec<String>, NetErr> {
+        let names: std::collections::BTreeSet<String> = self
+            .keys
+            .list(KeyKind::BoxSecret)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| id.name)
+            .filter(|name| group_key_allowed(name, groups))
+            .collect();
+        let mut rotated = Vec::new();
+        for name in names {
+            rotated.push(self.new_group_key(&name)?);
+        }
+        if groups.iter().any(|g| g == ADMIN_GROUP) {
+            let path = self.data_path.join(CLUSTER_CTL_SECRET_FILE);
+            let secret = crate::ctl::secret::generate();
+            crate::fsutil::write_atomic(&path, secret.as_bytes(), 0o600, crate::fsutil::Existing::Replace)
+                .map_err(|e| net_err(ErrCode::Io, format!("{}: {e}", path.display())))?;
+            rotated.push("ctl secret".to_string());
+        }
+        Ok(rotated)
     }
 
     pub(super) fn handle_nodes(
@@ -146,7 +190,6 @@ impl KeyserverCtl {
     ) -> Result<crate::ctl::Reply, NetErr> {
         use crate::ctl::{CtlRequest, Reply};
         let mut ks = self.ks.lock().unwrap_or_else(|p| p.into_inner());
-        let before = ks.state().clone();
         // A refusal half-way (a revoked node whose new ring key cannot be made) undoes it all.
         let result = (|| -> Result<Reply, NetErr> {
             Ok(match req {
@@ -168,24 +211,28 @@ impl KeyserverCtl {
                 }
                 CtlRequest::AdmitNodeRevoke(r) => {
                     let node = r.node.unwrap_or_default();
+                    let groups = ks.state().nodes.get(&node).map(|n| n.groups.clone()).unwrap_or_default();
                     let fresh = ks.revoke_node(now, &node).map_err(admit_err)?;
                     // The ring key is shared: the revoked node held it, so it is replaced, and the
-                    // old revisions go once every remaining node has the new one.
-                    let id = if fresh {
+                    // old revisions go once every remaining node has the new one. So are the
+                    // other shared keys it held; their members get them at their next fetch.
+                    let (id, rotated) = if fresh {
                         let old: Vec<String> = self.ring_ids().iter().map(|i| i.to_string()).collect();
                         let id = self.new_ring_key()?;
                         ks.start_retiring(now, old, id.clone());
-                        id
+                        let rotated = self.rotate_shared_keys(&groups)?;
+                        ks.keys_rotated(now, &node, &rotated);
+                        (id, rotated)
                     } else {
-                        self.ring_ids().last().map(|i| i.to_string()).unwrap_or_default()
+                        (self.ring_ids().last().map(|i| i.to_string()).unwrap_or_default(), Vec::new())
                     };
-                    tracing::info!(%node, new_ring_key = %id, "node revoked");
-                    Reply::new(&proto::AdmitKeyMade { id })
+                    tracing::info!(%node, new_ring_key = %id, rotated = %rotated.join(","), "node revoked");
+                    Reply::new(&proto::AdmitKeyMade { id, rotated })
                 }
                 CtlRequest::AdmitRingRotate(_) => {
                     let id = self.new_ring_key()?;
                     tracing::info!(key = %id, "ring key rotated");
-                    Reply::new(&proto::AdmitKeyMade { id })
+                    Reply::new(&proto::AdmitKeyMade { id, rotated: Vec::new() })
                 }
                 CtlRequest::AdmitGroupKeyGen(r) => {
                     let name = r.name.unwrap_or_default();
@@ -197,12 +244,9 @@ impl KeyserverCtl {
                             format!("{name:?} is not SERVICE.GROUP[@ORG]"),
                         ));
                     }
-                    let (p, s) = BoxSecretKeyFile::generate(&name).map_err(|e| net_err(ErrCode::Io, e))?;
-                    for f in [s.to_file(), p.to_file()] {
-                        self.keys.write(&f).map_err(|e| net_err(ErrCode::Io, e))?;
-                    }
-                    tracing::info!(key = %p.id, "service-group key made");
-                    Reply::new(&proto::AdmitKeyMade { id: p.id.to_string() })
+                    let id = self.new_group_key(&name)?;
+                    tracing::info!(key = %id, "service-group key made");
+                    Reply::new(&proto::AdmitKeyMade { id, rotated: Vec::new() })
                 }
                 other => {
                     return Err(net_err(
@@ -215,16 +259,32 @@ impl KeyserverCtl {
         let reply = match result {
             Ok(r) => r,
             Err(e) => {
-                ks.restore_state(before);
+                ks.undo();
                 return Err(e);
             }
         };
-        if let Err(e) = commit(&self.store, &mut ks) {
-            ks.restore_state(before);
-            tracing::error!(error = %e, "cannot persist the keyserver state; request undone");
-            return Err(net_err(ErrCode::Io, "the keyserver cannot write its state; nothing was changed"));
+        let ticket = commit(&self.store, &mut ks);
+        drop(ks);
+        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
+            tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+            return Err(net_err(ErrCode::Io, CANNOT_WRITE));
         }
         Ok(reply)
+    }
+}
+
+/// A key from `make` whose revision is not in `existing`. Revisions are per second: when one
+/// was made this second already, the next second's is waited for (at most about a second).
+fn fresh_revision<T>(
+    existing: &[KeyId],
+    make: impl Fn() -> Result<(KeyId, T), crate::crypto::CryptoError>,
+) -> Result<T, NetErr> {
+    loop {
+        let (id, key) = make().map_err(|e| net_err(ErrCode::Io, e))?;
+        if !existing.contains(&id) {
+            return Ok(key);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -102,8 +102,12 @@ pub struct RunArgs {
     /// This node's name, as given to `admit token create --node` [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
-    /// How often an admitted node re-fetches its keys from the keyserver.
-    #[arg(long, value_parser = parse_millis, default_value = "300s")]
+    /// How often an admitted node re-fetches its keys from the keyserver [default:
+    /// `key_fetch_interval` in the config file, else 300s].
+    #[arg(long = "key-fetch-interval", value_name = "DURATION", value_parser = parse_millis)]
+    pub key_fetch_interval_flag: Option<Duration>,
+    /// The flag, else the config file, else the default (set once the config is read).
+    #[arg(skip = super::admit_loop::DEFAULT_FETCH_INTERVAL)]
     pub key_fetch_interval: Duration,
     /// A ring key file's contents (instead of --ring).
     #[arg(long = "ring-key", env = RING_KEY_ENV, hide_env_values = true, hide = true)]
@@ -229,6 +233,9 @@ fn run_sup(args: RunArgs) -> anyhow::Result<()> {
     // Found now: once the binary is replaced on disk, /proc/self/exe names the old one.
     let exe = std::env::current_exe().context("cannot find this program's path (needed by sup restart)")?;
     let config = args.plugins.config()?;
+    let key_fetch_interval =
+        args.key_fetch_interval_flag.or(config.key_fetch_interval).unwrap_or(args.key_fetch_interval);
+    let args = RunArgs { key_fetch_interval, ..args };
     // The data path first: admission below claims a token and writes keys, which a second
     // supervisor on the same path must never do.
     let data_lock = sup::take_data_path(&config.data_path()).context("supervisor failed")?;

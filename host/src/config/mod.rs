@@ -6,6 +6,7 @@
 //! auth_token = "FILE:/run/secrets/hab_auth_token"
 //! ring_key = "ENV:WARREN_RING_KEY"
 //! ctl_secret = "literal:..."
+//! key_fetch_interval = "5m"                # admitted nodes: key re-fetch (300s; seconds or "ms"/"s"/"m")
 //!
 //! [credentials]                 # which plugin serves each scheme (these three are the defaults)
 //! FILE = "file"
@@ -100,6 +101,38 @@ pub struct SupConfig {
     /// `config apply` and `file upload` for them are refused.
     #[serde(default)]
     pub org: Option<String>,
+    /// How often an admitted node re-fetches its keys from the keyserver (`--key-fetch-interval`
+    /// wins): whole seconds, or a string with `ms`, `s` or `m`.
+    #[serde(default, deserialize_with = "interval")]
+    pub key_fetch_interval: Option<std::time::Duration>,
+}
+
+/// An interval of 1 ms to 24 h: seconds as an integer, or `"500ms"`, `"30s"`, `"5m"`.
+fn interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
+    use serde::de::Error as _;
+    let secs = match toml::Value::deserialize(d)? {
+        toml::Value::Integer(n) => n as f64,
+        toml::Value::String(text) => {
+            let t = text.trim();
+            let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+                (n, 0.001)
+            } else if let Some(n) = t.strip_suffix('s') {
+                (n, 1.0)
+            } else if let Some(n) = t.strip_suffix('m') {
+                (n, 60.0)
+            } else {
+                return Err(D::Error::custom(format!("{t:?}: give a unit (ms, s or m), or whole seconds")));
+            };
+            let v: f64 =
+                num.trim().parse().map_err(|_| D::Error::custom(format!("{t:?} is not a duration")))?;
+            v * scale
+        }
+        other => return Err(D::Error::custom(format!("a duration, not a {}", other.type_str()))),
+    };
+    if !(0.001..=86_400.0).contains(&secs) {
+        return Err(D::Error::custom("a duration from 1 ms to 24 h"));
+    }
+    Ok(Some(std::time::Duration::from_secs_f64(secs)))
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -133,6 +166,7 @@ impl std::fmt::Debug for SupConfig {
             .field("plugins", &self.plugins)
             .field("services", &self.services)
             .field("org", &self.org)
+            .field("key_fetch_interval", &self.key_fetch_interval)
             .finish()
     }
 }
@@ -305,6 +339,7 @@ fn collect_strings(prefix: &str, table: &toml::Table, out: &mut Vec<(String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const SAMPLE: &str = r#"
 plugin_path = "/srv/plugins"
@@ -363,6 +398,27 @@ key = "FILE:/run/secrets/redis.key"
             SupConfig::default().registry_settings(None, None, TrustMode::Off).credentials["VAULT"],
             "vault-kv"
         );
+    }
+
+    #[test]
+    fn the_key_fetch_interval_takes_seconds_or_a_unit() {
+        let got = |text: &str| SupConfig::parse(text, "sup.toml").map(|c| c.key_fetch_interval);
+        assert_eq!(got("").unwrap(), None);
+        assert_eq!(got("key_fetch_interval = 90\n").unwrap(), Some(Duration::from_secs(90)));
+        assert_eq!(got("key_fetch_interval = \"5m\"\n").unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(got("key_fetch_interval = \"30s\"\n").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(got("key_fetch_interval = \"250ms\"\n").unwrap(), Some(Duration::from_millis(250)));
+        for (text, why) in [
+            ("key_fetch_interval = \"300\"\n", "give a unit"),
+            ("key_fetch_interval = \"soon\"\n", "give a unit"),
+            ("key_fetch_interval = \"xs\"\n", "not a duration"),
+            ("key_fetch_interval = 0\n", "1 ms to 24 h"),
+            ("key_fetch_interval = \"2000m\"\n", "1 ms to 24 h"),
+            ("key_fetch_interval = true\n", "a duration, not a boolean"),
+        ] {
+            let err = got(text).unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains("line 1"), "{text}: {err}");
+        }
     }
 
     #[test]

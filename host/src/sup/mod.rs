@@ -160,7 +160,9 @@ pub fn load_keyring(
             let latest = RingKey::try_from(&cache.latest(KeyKind::SymSecret, name)?)?;
             let mut ring = Keyring::with_primary(latest);
             ring.replace_all(keywatch::cache_keys(cache, name));
-            if let Some(p) = preferred_primary.and_then(|p| p.parse().ok()) {
+            // The keyserver's mark wins over the primary this supervisor used last.
+            let marked = keywatch::primary_mark(cache, name);
+            if let Some(p) = marked.or_else(|| preferred_primary.and_then(|p| p.parse().ok())) {
                 let _ = ring.use_key(&p);
             }
             Ok(ring)
