@@ -242,14 +242,8 @@ fn a_kill_9_during_a_burst_of_claims_loses_no_acknowledged_claim() {
         .enumerate()
         .map(|(i, join)| {
             let node = format!("b{i}");
-            let node_dir = dir.path().join(&node);
-            let mut cmd = cli::command();
-            cmd.args(["admit", "join", join, "--node", &node, "--keyserver", &ks.join])
-                .arg("--cache-key-path")
-                .arg(node_dir.join("keys"))
-                .arg("--data-path")
-                .arg(node_dir.join("data"))
-                .env("WARREN_LOG", "warn")
+            let mut cmd = keyserver::join_cmd(&ks.join, &node, &dir.path().join(&node));
+            cmd.env("WARREN_JOIN", join)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::null());
             (node, cmd.spawn().unwrap())
