@@ -9,6 +9,7 @@ pub mod cidr;
 pub mod join;
 pub mod journal;
 pub mod keyserver;
+pub mod policy_files;
 pub mod ratelimit;
 pub mod request;
 pub mod schedule;

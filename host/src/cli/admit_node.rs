@@ -4,6 +4,7 @@
 //! supervisor runs these on a blocking thread.
 
 use crate::clock::unix_now;
+use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use super::admit_join::{recv, send};
+use crate::admission::policy_files::{RESERVED, valid_name};
 use crate::admission::request::{Op, RequestBody, ResponseBody};
 use crate::admission::wire::{Descriptor, Kind};
 use crate::admission::{Cgc, Pin};
@@ -202,17 +204,7 @@ pub fn apply(
         }
     }
     let dir = admission_dir(data_path);
-    for (name, text) in &resp.files {
-        // Names come from the keyserver, which is trusted; still, only plain names.
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            bail!("the keyserver sent a config file named {name:?}");
-        }
-        let path = dir.join(name);
-        if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
-            fsutil::write_atomic(&path, text.as_bytes(), 0o644, Existing::Replace)
-                .with_context(|| path.display().to_string())?;
-        }
-    }
+    write_files(&dir, &resp.files)?;
     if let Some(text) = &resp.cgc {
         let cgc = Cgc::verify(text, &id.admission).context("the renewed CGC")?;
         if cgc.node_sig != id.cgc.node_sig || cgc.node_box != id.cgc.node_box || cgc.node != id.cgc.node {
@@ -224,6 +216,35 @@ pub fn apply(
         out.renewed = Some(cgc.serial_hex());
     }
     Ok(out)
+}
+
+/// Writes the config files a response carries (atomically, only when changed) and, for a key
+/// fetch's answer (the only one with `peers`, which the keyserver always sends then), removes
+/// the files it no longer sends. The node's own files ([`RESERVED`]) and anything with a name
+/// the keyserver could not send (temporary files) are left alone.
+fn write_files(dir: &Path, files: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    for (name, text) in files {
+        if !valid_name(name) || (RESERVED.contains(&name.as_str()) && name != PEERS_FILE) {
+            tracing::warn!(name = %name.escape_debug(), "ignoring a config file the keyserver sent: not a plain name");
+            continue;
+        }
+        let path = dir.join(name);
+        if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+            fsutil::write_atomic(&path, text.as_bytes(), 0o644, Existing::Replace)
+                .with_context(|| path.display().to_string())?;
+        }
+    }
+    if !files.contains_key(PEERS_FILE) {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| dir.display().to_string())?.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && valid_name(&name) && !RESERVED.contains(&name.as_str()) && !files.contains_key(&name) {
+            std::fs::remove_file(entry.path()).with_context(|| entry.path().display().to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// The peers the keyserver listed for this node (gossip addresses).

@@ -39,7 +39,11 @@ pub enum KeyserverCommand {
     /// BOX-SEC-1) and a first ring key named RING in DIR/keys, and DIR/ADMIN_SECRET (0600) for
     /// the admin commands. Tokens live in DIR/state.json and DIR/journal.bin (the changes since
     /// that snapshot), events in DIR/audit.jsonl; unexpired
-    /// tokens survive a restart.
+    /// tokens survive a restart. Configuration files for nodes: DIR/files/all/NAME goes to
+    /// every node, DIR/files/GROUP/NAME to nodes in GROUP (it wins over all's NAME); plain
+    /// names (letters, digits, -, _, .), at most 64 KiB each, read at every key fetch. A node
+    /// writes them into DATA/admission/ and removes the ones no longer sent; a sup.toml there
+    /// is a layer under the supervisor's own config at its next start.
     Run(RunArgs),
 }
 
@@ -198,6 +202,9 @@ struct KeyserverCtl {
 
 #[path = "keyserver_nodes.rs"]
 mod nodes;
+
+#[path = "keyserver_files.rs"]
+mod files;
 
 /// Serves the join port: each connection may ask for the descriptor, then claim once.
 async fn serve_join(listener: tokio::net::TcpListener, h: Arc<KeyserverCtl>) {

@@ -102,6 +102,7 @@ impl KeyserverCtl {
             if !list.is_empty() {
                 list.push('\n');
             }
+            resp.files = super::files::policy_files(&self.data_path, &a.groups);
             resp.files.insert("peers".into(), list);
         }
         tracing::info!(node = %a.cgc.node, %peer, op = ?body.op, "node request served");

@@ -159,7 +159,8 @@ pub struct PluginArgs {
 
 impl PluginArgs {
     /// The config file (or the defaults), with `--data-path` / `WARREN_DATA_PATH` winning over
-    /// its data_path. Load it once per command: loading logs the file's warnings.
+    /// its data_path, over the sup.toml fragment the keyserver sent (DATA/admission/sup.toml)
+    /// if there is one. Load it once per command: loading logs the file's warnings.
     pub fn config(&self) -> anyhow::Result<SupConfig> {
         let mut config = match &self.config {
             Some(p) => SupConfig::load(p)?,
@@ -168,7 +169,9 @@ impl PluginArgs {
         if let Some(d) = &self.data_path {
             config.data_path = Some(d.clone());
         }
-        Ok(config)
+        // What the keyserver's policy gives this node lies under the operator's file.
+        let fragment = super::admit_node::admission_dir(&config.data_path()).join("sup.toml");
+        Ok(config.under_fragment(self.config.as_deref(), &fragment))
     }
 
     pub fn key_cache(&self) -> KeyCache {

@@ -189,6 +189,18 @@ pub fn default_data_path() -> PathBuf {
 
 /// toml's own message quotes the offending line, which may hold a secret: keep the line
 /// number and the reason only.
+/// `over`'s keys replace `base`'s, except that two tables merge key by key.
+pub fn merge_tables(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => {
@@ -210,6 +222,36 @@ impl SupConfig {
             tracing::warn!("{}: {w}", path.display());
         }
         Ok(cfg)
+    }
+
+    /// `self` (the operator's config, read from `operator` if any) with the fragment at
+    /// `fragment` as a layer under it: the operator's keys win, tables merge deeply, and
+    /// data_path stays the operator's. A fragment that is absent is nothing; one that does not
+    /// parse (or makes the whole invalid) is a warning naming it, and is ignored.
+    pub fn under_fragment(self, operator: Option<&Path>, fragment: &Path) -> Self {
+        let Ok(text) = std::fs::read_to_string(fragment) else { return self };
+        let merged = (|| -> Result<Self, String> {
+            let mut base: toml::Table = toml::from_str(&text).map_err(|e| describe_toml_error(&text, &e))?;
+            if let Some(op) = operator {
+                let op_text = std::fs::read_to_string(op).map_err(|e| format!("{}: {e}", op.display()))?;
+                let over: toml::Table = toml::from_str(&op_text).map_err(|e| e.to_string())?;
+                merge_tables(&mut base, over);
+            }
+            let joined = toml::to_string(&base).map_err(|e| e.to_string())?;
+            let mut cfg = Self::parse(&joined, &fragment.display().to_string()).map_err(|e| e.to_string())?;
+            cfg.data_path = self.data_path.clone();
+            Ok(cfg)
+        })();
+        match merged {
+            Ok(cfg) => {
+                tracing::info!(fragment = %fragment.display(), "using the keyserver's sup.toml fragment under the operator's config");
+                cfg
+            }
+            Err(e) => {
+                tracing::warn!("{}: ignoring the keyserver's sup.toml fragment: {e}", fragment.display());
+                self
+            }
+        }
     }
 
     /// Mistakes that still parse: a credential value that is a literal only because its
@@ -525,5 +567,14 @@ key = "FILE:/run/secrets/redis.key"
         let err = SupConfig::parse("auth_token = s3cret-value\n", "sup.toml").unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn merge_tables_operator_wins_key_by_key() {
+        let mut base: toml::Table = toml::from_str("a = 1\nb = 2\n[t]\nx = 1\ny = 2\n").unwrap();
+        let over: toml::Table = toml::from_str("b = 3\n[t]\ny = 4\nz = 5\n").unwrap();
+        merge_tables(&mut base, over);
+        let want: toml::Table = toml::from_str("a = 1\nb = 3\n[t]\nx = 1\ny = 4\nz = 5\n").unwrap();
+        assert_eq!(base, want);
     }
 }
