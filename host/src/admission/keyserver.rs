@@ -461,6 +461,8 @@ impl<R: Rng> Keyserver<R> {
     fn claim_inner(&mut self, now: u64, c: &Claim) -> Result<Claimed, AdmitError> {
         let id = c.token_id.to_string();
         let pin = self.pin();
+        // Whether the admission this token made still stands (read before the token is borrowed).
+        let standing = self.state.nodes.get(&c.node).map(|n| (n.revoked.is_some(), n.token == id));
         self.touched.token(&self.state, &id);
         let t = self.state.tokens.get_mut(&id).ok_or_else(|| AdmitError::UnknownToken(id.clone()))?;
         if matches!(t.status, TokenStatus::Revoked { .. }) {
@@ -508,6 +510,13 @@ impl<R: Rng> Keyserver<R> {
             let same = first.as_ref().is_some_and(|f| f.node_sig == c.node_sig && f.node_box == c.node_box);
             if !same {
                 return Err(AdmitError::SuspectedTheft(id));
+            }
+            // A retry answers only while that admission stands: a revoked node (or one admitted
+            // again since, with another token) would get the very keys that replaced its own.
+            match standing {
+                Some((false, true)) => {}
+                Some((true, _)) => return Err(AdmitError::NodeRevoked(t.node.clone())),
+                _ => return Err(AdmitError::StaleCgc(t.node.clone())),
             }
             let out =
                 Claimed { cgc: cgc.clone(), serial: serial.clone(), groups: t.groups.clone(), retry: true };

@@ -122,6 +122,30 @@ fn a_lost_reply_is_safe_the_same_keys_get_the_same_cgc() {
     assert_eq!(again.serial, first.serial);
 }
 
+/// A retry only answers while the admission stands: revoked, or admitted again with another
+/// token since, the node gets nothing (a reply carries every ring key, the new ones too).
+#[test]
+fn a_retried_claim_is_refused_once_the_node_was_revoked_or_readmitted() {
+    let mut ks = keyserver();
+    let j = ks.create_token(T0, request("node1")).unwrap();
+    let n = node("node1");
+    let c = claim_for(&j, "node1", &n, &ks.pin());
+    ks.claim(T0 + 1, &c).unwrap();
+    assert!(ks.revoke_node(T0 + 2, "node1").unwrap());
+    let err = ks.claim(T0 + 3, &c).unwrap_err();
+    assert!(matches!(err, AdmitError::NodeRevoked(ref node) if node == "node1"), "{err}");
+
+    let mut ks = keyserver();
+    let old = ks.create_token(T0, request("node2")).unwrap();
+    let n = node("node2");
+    let c_old = claim_for(&old, "node2", &n, &ks.pin());
+    ks.claim(T0 + 1, &c_old).unwrap();
+    let new = ks.create_token(T0 + 2, request("node2")).unwrap();
+    ks.claim(T0 + 3, &claim_for(&new, "node2", &n, &ks.pin())).unwrap();
+    let err = ks.claim(T0 + 4, &c_old).unwrap_err();
+    assert!(matches!(err, AdmitError::StaleCgc(_)), "{err}");
+}
+
 #[test]
 fn a_replayed_token_with_other_keys_is_refused_as_theft() {
     let mut ks = keyserver();
