@@ -35,10 +35,18 @@ pub enum StoreError {
     OtherCluster { path: PathBuf, found: String, wanted: String },
     #[error("{path}: an append failed and could not be taken back; restart the keyserver")]
     Broken { path: PathBuf },
+    #[error("{path}: another keyserver runs on this data path (its lock is held)")]
+    Locked { path: PathBuf },
 }
+
+/// The lock file in the keyserver's data path.
+pub const LOCK_FILE: &str = "keyserver.lock";
 
 pub struct Store {
     dir: PathBuf,
+    /// Held for the store's life: a second keyserver on the same folder would compact the
+    /// journal under this one's appends.
+    _lock: std::fs::File,
     journal: Mutex<Journal>,
     /// The last [`Ticket`] known durable; held while fsyncing, so one fsync serves every
     /// commit written before it (group commit).
@@ -72,9 +80,27 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         fsutil::create_private_dir(dir)
             .map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&lock_path)
+                .map_err(|source| StoreError::Io { path: lock_path.clone(), source })?
+        };
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(StoreError::Locked { path: dir.to_path_buf() }),
+            Err(e) => return Err(StoreError::Io { path: lock_path, source: e.into() }),
+        }
+        // Only the lock's holder may tidy the folder.
         fsutil::sweep_leftovers(dir);
         Ok(Store {
             dir: dir.to_path_buf(),
+            _lock: lock,
             journal: Mutex::new(Journal::default()),
             synced: Mutex::new(0),
             compact_after: COMPACT_AFTER,
@@ -484,6 +510,7 @@ mod tests {
         keys_request(&mut ks, &sig, &cgc, &"aa".repeat(24)).unwrap();
         commit(&store, &mut ks);
         assert!(!store.state_path().exists(), "every change so far is in the journal only");
+        drop(store);
 
         // Twice: from the journal alone, then from the snapshot it was compacted into.
         for round in ["journal", "snapshot"] {
@@ -533,6 +560,7 @@ mod tests {
             let mut next = Keyserver::new(loaded, admission.clone(), OsRng);
             token(&mut next, "n4");
             commit(&torn, &mut next);
+            drop(torn);
             let nodes: Vec<String> = Store::open(d.path())
                 .unwrap()
                 .load("acme")
@@ -548,10 +576,12 @@ mod tests {
         // Damage before the last record is not a torn append: refused, and the file kept.
         let mut damaged = bytes.clone();
         damaged[journal::HEADER_LEN + 3] ^= 0x20;
-        fs::write(store.journal_path(), &damaged).unwrap();
+        let journal_path = store.journal_path();
+        drop(store);
+        fs::write(&journal_path, &damaged).unwrap();
         let err = Store::open(dir.path()).unwrap().load("acme").unwrap_err().to_string();
         assert!(err.contains("damaged record at byte 0"), "{err}");
-        assert_eq!(fs::read(store.journal_path()).unwrap(), damaged);
+        assert_eq!(fs::read(&journal_path).unwrap(), damaged);
     }
 
     /// What the shell does: commit under the state machine's lock, wait outside it.
@@ -582,12 +612,25 @@ mod tests {
         assert!(ks.claim(T0, &claim(&stray, &ks.pin())).is_err());
         assert!(ks.change().is_none());
         commit(&store, &mut ks);
+        let audit_path = store.audit_path();
+        drop(store);
 
         assert_eq!(&Store::open(dir.path()).unwrap().load("acme").unwrap(), ks.state());
         assert_eq!(ks.state().tokens.len(), 161);
-        let audit = fs::read_to_string(store.audit_path()).unwrap();
+        let audit = fs::read_to_string(audit_path).unwrap();
         assert_eq!(audit.matches("\"token_created\"").count(), 161);
         assert!(audit.lines().last().unwrap().contains("\"claim_refused\""), "{audit}");
+    }
+
+    /// A second keyserver on the same folder would compact the journal under the first's appends.
+    #[test]
+    fn one_store_per_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().expect("the folder is taken").to_string();
+        assert!(err.contains("another keyserver runs on this data path"), "{err}");
+        drop(first);
+        Store::open(dir.path()).expect("free again once the first is gone");
     }
 
     #[test]
@@ -605,6 +648,7 @@ mod tests {
         assert!(store.state_path().exists(), "compacted at least once");
         let journal = fs::metadata(store.journal_path()).unwrap().len() as usize;
         assert!(journal < appended, "{journal} of {appended} bytes");
+        drop(store);
         assert_eq!(&Store::open(dir.path()).unwrap().load("acme").unwrap(), ks.state());
     }
 
