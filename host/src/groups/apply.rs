@@ -137,6 +137,21 @@ impl GroupApply {
     async fn run(mut self) {
         let Ok(sub) = self.ring.subscribe().await else { return };
         let mut events = sub.events;
+        let mut groups = std::mem::take(&mut self.initial_groups);
+        // What arrived since `initial` read the store and before this subscription (a member
+        // that just rejoined pulls the ring's state at once) is in the subscription's own
+        // snapshot, taken with the event stream; the mirror may not hold it yet.
+        let now = Instant::now();
+        let missed: Vec<Decision> = sub
+            .rumors
+            .iter()
+            .filter(|r| groups.contains(group_of(r)))
+            .filter_map(|r| consider(&mut self.inbox, r, &self.cache, now))
+            .collect();
+        self.metrics.publish(&self.inbox.counters());
+        if !self.hand_over(missed).await {
+            return;
+        }
         // Unseen until the services publish their groups after restoring them.
         let mut loaded: watch::Receiver<BTreeSet<String>> = self.services.loaded();
         if let Err(e) = crate::fsutil::create_private_dir(self.cache.dir()) {
@@ -153,16 +168,18 @@ impl GroupApply {
         if let Err(e) = subscriber.watch(self.cache.dir(), RecursiveMode::NonRecursive) {
             tracing::warn!(error = %e, "the key cache is not watched; keys added later apply within {RESCAN_EVERY:?}");
         }
-        let mut groups = std::mem::take(&mut self.initial_groups);
         let mut rescan = true;
+        let mut next = Instant::now();
         loop {
             if rescan {
                 let decisions = self.rescan(&groups);
                 if !self.hand_over(decisions).await {
                     return;
                 }
+                // Kept across events: a busy ring (a rumor every second) must not put the
+                // periodic rescan off for ever, as resetting it on every event did.
+                next = Instant::now() + RESCAN_EVERY;
             }
-            let next = Instant::now() + RESCAN_EVERY;
             let wake = self.inbox.retry_at().map_or(next, |r| r.min(next));
             rescan = tokio::select! {
                 event = events.recv() => match event {
