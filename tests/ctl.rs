@@ -204,6 +204,38 @@ fn a_ctl_secret_in_sup_toml_overrides_the_file_and_rotates_through_a_file_refere
 }
 
 #[test]
+fn a_replaced_ctl_secret_file_is_used_without_a_restart_and_an_empty_one_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sup = Sup::start(dir.path(), 96, args(&[]), vec![]);
+    let addr = sup.ctl.clone();
+    let with = |s: &str| CtlClient::new(&addr, CtlSecret::new(s).unwrap());
+    let old = wait_for(Duration::from_secs(20), || {
+        let old = std::fs::read_to_string(sup.data.join("CTL_SECRET")).ok()?;
+        with(&old).call(&ping(), |_| {}).is_ok().then_some(old)
+    })
+    .expect("the file's secret works");
+    let file = sup.data.join("CTL_SECRET");
+
+    // An empty file (a botched write) keeps the current secret.
+    support::files::write_atomic(&file, "");
+    wait_until(Duration::from_secs(30), "the empty file is reported", || {
+        std::fs::read_to_string(&sup.log).unwrap().contains("cannot read the ctl secret file")
+    });
+    assert!(with(&old).call(&ping(), |_| {}).is_ok(), "the current secret still works");
+
+    // Replaced the way a key fetch does it (a new file renamed over the old one).
+    let new = warren::ctl::secret::generate().to_string();
+    support::files::write_atomic(&file, &new);
+    wait_until(Duration::from_secs(30), "the new secret works", || with(&new).call(&ping(), |_| {}).is_ok());
+    let err = with(&old).call(&ping(), |_| {}).unwrap_err().to_string();
+    assert!(err.contains("secret key mismatch"), "the old secret is refused: {err}");
+    assert!(!sup.exited(), "served without a restart");
+    let log = std::fs::read_to_string(&sup.log).unwrap();
+    assert!(log.contains("ctl secret rotated"), "the rotation is logged");
+    assert!(!log.contains(&old) && !log.contains(&new), "neither secret is logged");
+}
+
+#[test]
 fn a_slow_client_is_cut_off_at_the_handshake_timeout_while_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let sup = Sup::start(dir.path(), 96, args(&["--ctl-handshake-timeout", "1s"]), vec![]);

@@ -24,11 +24,13 @@ use crate::plugins::PluginRuntime;
 use crate::ring::wire::KeyringError;
 use crate::ring::{MemberId, RingHandle};
 use crate::services::Services;
+use crate::watch::FileWatch;
 
 /// Where the ctl secret comes from.
 #[derive(Default)]
 pub enum CtlSecretSource {
-    /// `{data_path}/CTL_SECRET`, created at first start.
+    /// `{data_path}/CTL_SECRET`, created at first start and followed: each new value is used
+    /// by new connections (a key fetch rewrites it after a revoke).
     #[default]
     DataFile,
     /// `ctl_secret = "..."` in sup.toml.
@@ -65,11 +67,12 @@ pub struct CtlGateway {
 fn secret_channel(
     source: CtlSecretSource,
     data_path: &Path,
+    files: &FileWatch,
 ) -> Result<watch::Receiver<Option<CtlSecret>>, SupError> {
     Ok(match source {
         CtlSecretSource::DataFile => {
             let s = ctl::secret::read_or_create(data_path).map_err(|e| SupError::CtlSecret(e.to_string()))?;
-            watch::channel(Some(s)).1
+            super::ctl_secret_watch::follow(data_path, s, files)
         }
         CtlSecretSource::Fixed(s) => watch::channel(Some(s)).1,
         CtlSecretSource::Credential(rx) => {
@@ -91,11 +94,12 @@ pub async fn start(
     listen: SocketAddr,
     options: CtlOptions,
     data_path: &Path,
+    files: &FileWatch,
     handler: SupCtl,
     metrics: Arc<CtlMetrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<CtlGateway, SupError> {
-    let secret = secret_channel(options.secret, data_path)?;
+    let secret = secret_channel(options.secret, data_path, files)?;
     let listener = TcpListener::bind(listen).await.map_err(|source| SupError::Bind {
         what: "ctl gateway",
         addr: listen,

@@ -4,6 +4,7 @@
 
 pub mod ctl;
 pub mod ctl_cfg;
+mod ctl_secret_watch;
 pub mod ctl_svc;
 pub mod keywatch;
 pub mod pkg_install;
@@ -463,9 +464,16 @@ impl Supervisor {
                 slots: Arc::new(tokio::sync::Semaphore::new(pkg_install::MAX_CONCURRENT_INSTALLS)),
             },
         };
-        let ctl =
-            ctl::start(opts.listen_ctl, opts.ctl, &opts.data_path, ctl_handler, ctl_metrics, stop_rx.clone())
-                .await?;
+        let ctl = ctl::start(
+            opts.listen_ctl,
+            opts.ctl,
+            &opts.data_path,
+            &opts.files,
+            ctl_handler,
+            ctl_metrics,
+            stop_rx.clone(),
+        )
+        .await?;
 
         // The gateway starts last: `/services` shows the ctl gateway's bound address.
         let mut service_sys = sys;
