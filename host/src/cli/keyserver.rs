@@ -331,6 +331,9 @@ impl KeyserverCtl {
         let now = unix_now();
         let result = ks.claim(now, &claim);
         let primary = result.is_ok().then(|| self.ring_primary(&mut ks, now)).flatten();
+        // Read under the lock, as for a key fetch: a revocation in the fsync window below
+        // must not reach the node it revokes.
+        let ring_keys = if result.is_ok() { self.ring_texts() } else { Vec::new() };
         let ticket = commit(&self.store, &mut ks);
         drop(ks);
         if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
@@ -339,7 +342,6 @@ impl KeyserverCtl {
         }
         match result {
             Ok(claimed) => {
-                let ring_keys = self.ring_texts();
                 tracing::info!(token = %claim.token_id, node = %claim.node, %peer, retry = claimed.retry, "node admitted");
                 let body = wire::ClaimedBody { nonce, cgc: claimed.cgc, ring_keys, primary };
                 (wire::frame(wire::Kind::Claimed, &body.seal(&self.admission, &claim.node_box)), 0)

@@ -75,36 +75,41 @@ impl KeyserverCtl {
                 }
             }
         }
+        // The reply's keys are read under the lock: a revocation landing during the fsync
+        // below would otherwise hand the node it revokes the keys that replace its own.
+        let reply = result.map(|(a, cgc, primary, _, peers)| {
+            let mut resp = ResponseBody::default();
+            resp.nonce = body.nonce.clone();
+            resp.cgc = cgc;
+            if body.op == Op::Keys {
+                resp.ring_keys = self.ring_texts();
+                resp.primary = primary;
+                resp.group_keys = self.group_keys(&a.groups);
+                if a.groups.iter().any(|g| g == ADMIN_GROUP) {
+                    resp.ctl_secret = self.cluster_ctl_secret();
+                }
+                let mut list = peers.join("\n");
+                if !list.is_empty() {
+                    list.push('\n');
+                }
+                resp.files = super::files::policy_files(&self.data_path, &a.groups);
+                resp.files.insert("peers".into(), list);
+            }
+            (a, resp)
+        });
         let ticket = commit(&self.store, &mut ks);
         drop(ks);
         if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
             tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
             return error(CANNOT_WRITE.into());
         }
-        let (a, cgc, primary, _, peers) = match result {
+        let (a, resp) = match reply {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%peer, "node request refused: {e}");
                 return error(e.to_string());
             }
         };
-        let mut resp = ResponseBody::default();
-        resp.nonce = body.nonce.clone();
-        resp.cgc = cgc;
-        if body.op == Op::Keys {
-            resp.ring_keys = self.ring_texts();
-            resp.primary = primary;
-            resp.group_keys = self.group_keys(&a.groups);
-            if a.groups.iter().any(|g| g == ADMIN_GROUP) {
-                resp.ctl_secret = self.cluster_ctl_secret();
-            }
-            let mut list = peers.join("\n");
-            if !list.is_empty() {
-                list.push('\n');
-            }
-            resp.files = super::files::policy_files(&self.data_path, &a.groups);
-            resp.files.insert("peers".into(), list);
-        }
         tracing::info!(node = %a.cgc.node, %peer, op = ?body.op, "node request served");
         wire::frame(wire::Kind::Response, &resp.seal(&self.admission, &a.cgc.node_box))
     }
