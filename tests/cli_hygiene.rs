@@ -220,3 +220,16 @@ fn sup_run_refuses_unknown_config_keys_and_blank_tokens() {
     let (ok, stderr) = sup_run(dir.path(), None, &[]);
     assert!(!ok && stderr.contains("absent") && !stderr.contains("empty"), "{stderr}");
 }
+
+/// `--key-fetch-interval` and sup.toml's `key_fetch_interval` read one grammar: a bare `300`
+/// on the flag was 300 ms (a fetch, and a keyserver fsync, every 0.3 s) where the file meant
+/// 300 s. Now the flag wants its unit, as the file's text form does.
+#[test]
+fn the_key_fetch_interval_flag_wants_a_unit() {
+    let out = warren(&["sup", "run", "--key-fetch-interval", "300"], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("--key-fetch-interval") && err.contains("give a unit (ms, s or m)"), "{err}");
+    let help = text(&warren(&["sup", "run", "--help"], &[]).stdout);
+    assert!(help.contains("with its unit (30s,"), "{help}");
+}

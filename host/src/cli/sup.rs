@@ -102,9 +102,9 @@ pub struct RunArgs {
     /// This node's name, as given to `admit token create --node` [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
-    /// How often an admitted node re-fetches its keys from the keyserver [default:
-    /// `key_fetch_interval` in the config file, else 300s].
-    #[arg(long = "key-fetch-interval", value_name = "DURATION", value_parser = parse_millis)]
+    /// How often an admitted node re-fetches its keys from the keyserver, with its unit (30s,
+    /// 5m) [default: `key_fetch_interval` in the config file, else 300s].
+    #[arg(long = "key-fetch-interval", value_name = "DURATION", value_parser = crate::config::parse_interval)]
     pub key_fetch_interval_flag: Option<Duration>,
     /// The flag, else the config file, else the default (set once the config is read).
     #[arg(skip = super::admit_loop::DEFAULT_FETCH_INTERVAL)]

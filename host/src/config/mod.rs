@@ -108,31 +108,40 @@ pub struct SupConfig {
 }
 
 /// An interval of 1 ms to 24 h: seconds as an integer, or `"500ms"`, `"30s"`, `"5m"`.
+/// A duration with its unit (`500ms`, `30s`, `5m`), from 1 ms to 24 h: the one grammar of
+/// sup.toml's intervals and the flags that set them too, so `300` never means seconds in one
+/// place and milliseconds in the other.
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        return Err(format!("{t:?}: give a unit (ms, s or m)"));
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{t:?} is not a duration"))?;
+    seconds_in_range(v * scale)
+}
+
+fn seconds_in_range(secs: f64) -> Result<std::time::Duration, String> {
+    if !(0.001..=86_400.0).contains(&secs) {
+        return Err("a duration from 1 ms to 24 h".into());
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 fn interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
     use serde::de::Error as _;
-    let secs = match toml::Value::deserialize(d)? {
-        toml::Value::Integer(n) => n as f64,
-        toml::Value::String(text) => {
-            let t = text.trim();
-            let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-                (n, 0.001)
-            } else if let Some(n) = t.strip_suffix('s') {
-                (n, 1.0)
-            } else if let Some(n) = t.strip_suffix('m') {
-                (n, 60.0)
-            } else {
-                return Err(D::Error::custom(format!("{t:?}: give a unit (ms, s or m), or whole seconds")));
-            };
-            let v: f64 =
-                num.trim().parse().map_err(|_| D::Error::custom(format!("{t:?} is not a duration")))?;
-            v * scale
-        }
+    let parsed = match toml::Value::deserialize(d)? {
+        // A bare integer in TOML: whole seconds (a number, not text, so no unit to forget).
+        toml::Value::Integer(n) => seconds_in_range(n as f64),
+        toml::Value::String(text) => parse_interval(&text),
         other => return Err(D::Error::custom(format!("a duration, not a {}", other.type_str()))),
     };
-    if !(0.001..=86_400.0).contains(&secs) {
-        return Err(D::Error::custom("a duration from 1 ms to 24 h"));
-    }
-    Ok(Some(std::time::Duration::from_secs_f64(secs)))
+    parsed.map(Some).map_err(D::Error::custom)
 }
 
 #[derive(Clone, Default, Deserialize)]
