@@ -272,7 +272,7 @@ impl<R: Rng> Keyserver<R> {
     /// When it reaches the revision a retirement waits for, that retirement's clock starts.
     pub fn ring_primary(&mut self, now: u64, revisions: &[String]) -> Option<String> {
         let reporting: Vec<&NodeRecord> =
-            self.state.nodes.values().filter(|n| n.revoked.is_none() && !n.have.is_empty()).collect();
+            self.state.nodes.values().filter(|n| waited_for(n, now) && !n.have.is_empty()).collect();
         let held = revisions.iter().rev().find(|r| reporting.iter().all(|n| n.have.contains(r)));
         let primary = held.or(revisions.last()).cloned()?;
         // Revisions of one name sort by their timestamp.
@@ -295,7 +295,7 @@ impl<R: Rng> Keyserver<R> {
             .state
             .nodes
             .values()
-            .filter(|n| n.revoked.is_none())
+            .filter(|n| waited_for(n, now))
             .all(|n| n.have.contains(&r.until) && n.fetched.is_some_and(|f| f > used));
         if !all {
             return Vec::new();
@@ -310,6 +310,19 @@ impl<R: Rng> Keyserver<R> {
     pub fn retiring(&self) -> Option<&Retiring> {
         self.state.retiring.as_ref()
     }
+}
+
+/// How long a key rotation waits for a node that stopped fetching. One that comes back later
+/// is not cut off: its next fetch (which needs no ring key) brings the new revision. Without
+/// a bound, one node offline for good held the old key, which the revoked node has too, in
+/// use for ever.
+pub const WAIT_FOR_SILENT: u64 = 3600;
+
+/// Whether a key rotation waits for `n`: not revoked, its CGC still valid, heard from lately.
+fn waited_for(n: &NodeRecord, now: u64) -> bool {
+    n.revoked.is_none()
+        && n.not_after > now
+        && n.fetched.is_some_and(|f| now.saturating_sub(f) < WAIT_FOR_SILENT)
 }
 
 fn same_key(text: &str, key: &SigPublicKey) -> bool {

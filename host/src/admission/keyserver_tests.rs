@@ -513,6 +513,50 @@ mod retiring {
         assert!(ks.retiring().is_none());
         assert!(ks.take_retired(T0 + 8).is_empty());
     }
+
+    /// A node that stopped fetching holds a rotation back for `WAIT_FOR_SILENT` at most:
+    /// after that the old key (which the revoked node has too) goes all the same.
+    #[test]
+    fn a_silent_node_holds_a_rotation_back_for_an_hour_at_most() {
+        let mut ks = keyserver();
+        let mut nodes = Vec::new();
+        for name in ["a", "b", "c"] {
+            let j = ks.create_token(T0, request(name)).unwrap();
+            let n = node(name);
+            let cgc = ks.claim(T0, &claim_for(&j, name, &n, &ks.pin())).unwrap().cgc;
+            nodes.push((n, cgc));
+        }
+        let mut i = 0u8;
+        let mut report = |ks: &mut Keyserver<TestRng>, who: usize, at: u64, have: &[&str]| {
+            i += 1;
+            let (tp, t) = BoxSecretKeyFile::generate("acme-keyserver").unwrap();
+            let body = RequestBody {
+                op: Op::Keys,
+                cgc: nodes[who].1.clone(),
+                time: at,
+                nonce: hex::encode([i; 24]),
+                gossip: None,
+                have: have.iter().map(|s| s.to_string()).collect(),
+            };
+            let (body, signed) =
+                RequestBody::open(&body.seal(&nodes[who].0.sig, &tp), &tp.key, &t.key).unwrap();
+            ks.authorize(at, &body, &signed, None).unwrap();
+        };
+        let revisions = ["acme-1".to_string(), "acme-2".to_string()];
+        for who in 0..3 {
+            report(&mut ks, who, T0, &["acme-1"]);
+        }
+        ks.revoke_node(T0 + 1, "c").unwrap();
+        ks.start_retiring(T0 + 1, vec!["acme-1".into()], "acme-2".into());
+        // b goes quiet for good; a keeps fetching.
+        report(&mut ks, 0, T0 + 10, &["acme-1", "acme-2"]);
+        assert_eq!(ks.ring_primary(T0 + 10, &revisions).as_deref(), Some("acme-1"), "b was heard lately");
+        let late = T0 + nodes::WAIT_FOR_SILENT + 1;
+        assert_eq!(ks.ring_primary(late, &revisions).as_deref(), Some("acme-2"), "b is not waited for");
+        assert!(ks.take_retired(late).is_empty(), "a has not fetched since the switch");
+        report(&mut ks, 0, late + 1, &["acme-1", "acme-2"]);
+        assert_eq!(ks.take_retired(late + 1), ["acme-1"]);
+    }
 }
 
 #[test]
