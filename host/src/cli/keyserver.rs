@@ -18,7 +18,7 @@ use clap::{Args, Subcommand};
 
 use crate::admission::cidr::Cidr;
 use crate::admission::keyserver::{Keyserver, OsRng, TokenRequest};
-use crate::admission::store::{Store, StoreError, Ticket};
+use crate::admission::store::{Store, StoreError};
 use crate::admission::{AdmitError, TokenId, wire};
 use crate::crypto::keys::{BoxSecretKeyFile, KeyKind, RingKey, SigSecretKey};
 use crate::crypto::{CryptoError, KeyCache};
@@ -119,7 +119,7 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
     let state = store.load(&args.ring)?;
     let mut ks = Keyserver::new(state, admission.clone(), OsRng);
     ks.purge(unix_now());
-    let ticket = commit(&store, &mut ks).context("writing the keyserver state")?;
+    let ticket = store.commit(&mut ks).context("writing the keyserver state")?;
     store.wait_durable(ticket).context("writing the keyserver state")?;
     // The journal replayed at load is folded into a fresh snapshot (which also cuts a torn tail).
     store.compact(ks.state()).context("writing the keyserver state")?;
@@ -180,10 +180,20 @@ fn run_keyserver(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Writes what changed (undoing it if that fails) and queues the audit: see [`Store::commit`].
-/// The caller releases the lock, then waits for [`Store::wait_durable`] before replying.
-fn commit(store: &Store, ks: &mut Keyserver<OsRng>) -> Result<Ticket, StoreError> {
-    store.commit(ks)
+/// Writes what changed (undone if that fails, audit queued: see [`Store::commit`]), releases
+/// the lock, and waits until the write is durable, with the commits in flight beside it: a
+/// reply goes out only after. A failure is logged; the caller answers [`CANNOT_WRITE`].
+pub(super) fn commit_durably(
+    store: &Store,
+    mut ks: std::sync::MutexGuard<'_, Keyserver<OsRng>>,
+) -> Result<(), StoreError> {
+    let ticket = store.commit(&mut ks);
+    drop(ks);
+    let done = ticket.and_then(|t| store.wait_durable(t));
+    if let Err(e) = &done {
+        tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+    }
+    done
 }
 
 /// What a request whose state could not be written gets back.
@@ -334,10 +344,7 @@ impl KeyserverCtl {
         // Read under the lock, as for a key fetch: a revocation in the fsync window below
         // must not reach the node it revokes.
         let ring_keys = if result.is_ok() { self.ring_texts() } else { Vec::new() };
-        let ticket = commit(&self.store, &mut ks);
-        drop(ks);
-        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
-            tracing::error!(error = %e, "cannot persist the keyserver state; claim not acknowledged");
+        if commit_durably(&self.store, ks).is_err() {
             return (error(CANNOT_WRITE.into()), 0);
         }
         match result {
@@ -430,10 +437,7 @@ impl KeyserverCtl {
                 ));
             }
         };
-        let ticket = commit(&self.store, &mut ks);
-        drop(ks);
-        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
-            tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+        if commit_durably(&self.store, ks).is_err() {
             return Err(net_err(ErrCode::Io, CANNOT_WRITE));
         }
         Ok(reply)

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::{CANNOT_WRITE, KeyserverCtl, admit_err, commit, net_err, unix_now};
+use super::{CANNOT_WRITE, KeyserverCtl, admit_err, commit_durably, net_err, unix_now};
 use crate::admission::keyserver::nodes::ADMIN_GROUP;
 use crate::admission::keyserver::{Keyserver, OsRng};
 use crate::admission::request::{Op, RequestBody, ResponseBody};
@@ -97,10 +97,7 @@ impl KeyserverCtl {
             }
             (a, resp)
         });
-        let ticket = commit(&self.store, &mut ks);
-        drop(ks);
-        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
-            tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+        if commit_durably(&self.store, ks).is_err() {
             return error(CANNOT_WRITE.into());
         }
         let (a, resp) = match reply {
@@ -269,10 +266,7 @@ impl KeyserverCtl {
                 return Err(e);
             }
         };
-        let ticket = commit(&self.store, &mut ks);
-        drop(ks);
-        if let Err(e) = ticket.and_then(|t| self.store.wait_durable(t)) {
-            tracing::error!(error = %e, "cannot persist the keyserver state; request not acknowledged");
+        if commit_durably(&self.store, ks).is_err() {
             return Err(net_err(ErrCode::Io, CANNOT_WRITE));
         }
         Ok(reply)
